@@ -1,0 +1,216 @@
+//! The one error type of refsys, and the table that turns it into HTTP.
+//!
+//! Every variant has a stable machine code and an HTTP status, exactly as the HTTP contract
+//! (`API.md`) lists them. Framework adapters call [`Error::status`] and [`Error::body`] and add
+//! nothing of their own, so axum and actix-web answer byte for byte the same.
+
+use serde::Serialize;
+
+/// Everything that can go wrong in a refsys operation.
+///
+/// Client mistakes are 4xx; [`Error::Store`] (503) and [`Error::SmsFailed`] (502) are failures
+/// of our dependencies and never blamed on the client. Messages never contain secrets (codes,
+/// tokens, keys) nor full phone numbers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request body is not JSON, or a field is missing or has the wrong type or format.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Not a valid phone number, or outside the allowed regions.
+    #[error("Not a valid phone number, or its region is not allowed.")]
+    InvalidPhone,
+    /// A code was sent to this phone less than the resend cooldown ago.
+    #[error("A code was sent to this phone moments ago. Wait before asking for another.")]
+    ResendCooldown {
+        /// Seconds until a new code may be sent.
+        retry_after: u64,
+    },
+    /// Too many codes were sent to this phone in the rolling window.
+    #[error("Too many codes were sent to this phone. Try again later.")]
+    TooManyCodes {
+        /// Seconds until a new code may be sent.
+        retry_after: u64,
+    },
+    /// The SMS sender failed to deliver the code.
+    #[error("The verification code could not be sent. Try again later.")]
+    SmsFailed,
+    /// No live code for this phone: never sent, expired or already used.
+    #[error("No valid code for this phone: it has expired or was never sent. Ask for a new one.")]
+    CodeExpired,
+    /// The code is wrong; `attempts_left` more tries remain for it.
+    #[error("The code is incorrect.")]
+    CodeInvalid {
+        /// Wrong tries left before the code is burned.
+        attempts_left: u32,
+    },
+    /// The code was guessed wrong too many times and is burned.
+    #[error("Too many wrong codes. Ask for a new code.")]
+    TooManyAttempts {
+        /// Seconds until a new code may be sent.
+        retry_after: u64,
+    },
+    /// The access token is missing, malformed, badly signed, expired, or not an access token.
+    #[error("Authentication credentials are missing or invalid.")]
+    Unauthorized,
+    /// The user tried to apply their own invite code.
+    #[error("You cannot apply your own invite code.")]
+    OwnInviteCode,
+    /// No user has this invite code.
+    #[error("No such invite code.")]
+    InviteCodeNotFound,
+    /// The user has already applied an invite code.
+    #[error("You have already applied an invite code.")]
+    InviteAlreadyActivated,
+    /// The code's owner was (directly or transitively) invited by this user.
+    #[error("This invite code belongs to someone you invited.")]
+    InviteCycle,
+    /// The refresh token is invalid, expired, spent or revoked, or not a refresh token.
+    #[error("The token is invalid, expired or revoked.")]
+    InvalidToken,
+    /// Too many requests from this client.
+    #[error("Too many requests. Try again later.")]
+    RateLimited {
+        /// Seconds until the client may try again.
+        retry_after: u64,
+    },
+    /// No such route.
+    #[error("Not found.")]
+    NotFound,
+    /// The route exists but not for this method.
+    #[error("Method not allowed.")]
+    MethodNotAllowed,
+    /// The request body is larger than allowed.
+    #[error("The request body is too large.")]
+    PayloadTooLarge,
+    /// The request body is not `application/json`.
+    #[error("The request body must be JSON (Content-Type: application/json).")]
+    UnsupportedMediaType,
+    /// A store did not answer or failed.
+    #[error("A storage service is unavailable. Try again later.")]
+    Store(#[source] StoreError),
+    /// An internal failure that is nobody's input's fault (e.g. a token could not be signed).
+    #[error("Internal error.")]
+    Internal(String),
+}
+
+impl Error {
+    /// The HTTP status and the stable machine code of this error, as `API.md` lists them.
+    pub fn http(&self) -> (u16, &'static str) {
+        match self {
+            Error::InvalidRequest(_) => (400, "invalid_request"),
+            Error::InvalidPhone => (400, "invalid_phone"),
+            Error::ResendCooldown { .. } => (429, "resend_cooldown"),
+            Error::TooManyCodes { .. } => (429, "too_many_codes"),
+            Error::SmsFailed => (502, "sms_failed"),
+            Error::CodeExpired => (400, "code_expired"),
+            Error::CodeInvalid { .. } => (400, "code_invalid"),
+            Error::TooManyAttempts { .. } => (429, "too_many_attempts"),
+            Error::Unauthorized => (401, "unauthorized"),
+            Error::OwnInviteCode => (400, "own_invite_code"),
+            Error::InviteCodeNotFound => (404, "invite_code_not_found"),
+            Error::InviteAlreadyActivated => (409, "invite_already_activated"),
+            Error::InviteCycle => (409, "invite_cycle"),
+            Error::InvalidToken => (401, "invalid_token"),
+            Error::RateLimited { .. } => (429, "rate_limited"),
+            Error::NotFound => (404, "not_found"),
+            Error::MethodNotAllowed => (405, "method_not_allowed"),
+            Error::PayloadTooLarge => (413, "payload_too_large"),
+            Error::UnsupportedMediaType => (415, "unsupported_media_type"),
+            Error::Store(_) => (503, "store_unavailable"),
+            Error::Internal(_) => (500, "internal_error"),
+        }
+    }
+
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        self.http().0
+    }
+
+    /// The stable machine-readable code, e.g. `"code_invalid"`.
+    pub fn code(&self) -> &'static str {
+        self.http().1
+    }
+
+    /// Seconds the client should wait (the `Retry-After` header), for 429 errors.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::ResendCooldown { retry_after }
+            | Error::TooManyCodes { retry_after }
+            | Error::TooManyAttempts { retry_after }
+            | Error::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// Whether the response needs `WWW-Authenticate: Bearer` (401 on a protected route).
+    pub fn is_unauthorized(&self) -> bool {
+        self.status() == 401
+    }
+
+    /// The JSON body of the error response.
+    pub fn body(&self) -> ErrorBody {
+        let (_, code) = self.http();
+        ErrorBody {
+            error: self.to_string(),
+            code,
+            attempts_left: match self {
+                Error::CodeInvalid { attempts_left } => Some(*attempts_left),
+                _ => None,
+            },
+            retry_after: self.retry_after(),
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        Error::Store(error)
+    }
+}
+
+/// The JSON shape of every error response: `{"error": "...", "code": "..."}`, plus
+/// `attempts_left` for `code_invalid` and `retry_after` for 429s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// A human-readable sentence.
+    pub error: String,
+    /// The stable machine-readable code.
+    pub code: &'static str,
+    /// Wrong tries left for the current code (`code_invalid` only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub attempts_left: Option<u32>,
+    /// Seconds to wait before retrying (429 only; also sent as `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub retry_after: Option<u64>,
+}
+
+/// A failure of a [`UserStore`](crate::UserStore) or [`OtpStore`](crate::OtpStore).
+///
+/// Backends build it with the constructors below from their own error types, so the core never
+/// names a database crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backing service did not answer (connection refused, timeout, pool exhausted).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backing service answered with data the store cannot make sense of.
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+    /// A bounded retry gave up (e.g. no free invite code after several tries).
+    #[error("store gave up: {0}")]
+    Exhausted(String),
+}
+
+impl StoreError {
+    /// The backing service did not answer.
+    pub fn unavailable(error: impl std::fmt::Display) -> Self {
+        StoreError::Unavailable(error.to_string())
+    }
+
+    /// The backing service answered with data the store cannot make sense of.
+    pub fn corrupt(error: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt(error.to_string())
+    }
+}

@@ -1,0 +1,201 @@
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::SWEEP_EVERY;
+use crate::store::{Check, Issue, OtpStore};
+use crate::{OtpHash, OtpPolicy, Phone, StoreError, Timestamp};
+
+/// An [`OtpStore`] in process memory. State is lost on restart and not shared between
+/// processes: use the Redis store to run several instances.
+#[derive(Debug, Default)]
+pub struct MemoryOtpStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    phones: HashMap<Phone, PhoneState>,
+    writes: u64,
+}
+
+#[derive(Debug, Default)]
+struct PhoneState {
+    pending: Option<Pending>,
+    /// Send times inside the rolling window, oldest first.
+    sends: VecDeque<Timestamp>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    hash: OtpHash,
+    expires_at: Timestamp,
+    attempts_left: u32,
+}
+
+impl PhoneState {
+    fn forget_old(&mut self, now: Timestamp, policy: &OtpPolicy) {
+        while let Some(&oldest) = self.sends.front() {
+            if oldest.add(policy.send_window) <= now {
+                self.sends.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.pending.as_ref().is_some_and(|p| p.expires_at <= now) {
+            self.pending = None;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_none() && self.sends.is_empty()
+    }
+
+    /// Why a code cannot be issued now, if it cannot. A full window wins over the cooldown,
+    /// and `retry_after` is when both have passed.
+    fn blocked(&self, now: Timestamp, policy: &OtpPolicy) -> Option<Issue> {
+        let cooldown = self
+            .sends
+            .back()
+            .map_or(0, |&last| now.secs_until(last.add(policy.resend_cooldown)));
+        let window = match self.sends.front() {
+            Some(&oldest) if self.sends.len() >= policy.max_sends_per_window as usize => {
+                now.secs_until(oldest.add(policy.send_window))
+            }
+            _ => 0,
+        };
+        if window > 0 {
+            Some(Issue::WindowFull {
+                retry_after: Duration::from_secs(window.max(cooldown)),
+            })
+        } else if cooldown > 0 {
+            Some(Issue::Cooldown {
+                retry_after: Duration::from_secs(cooldown),
+            })
+        } else {
+            None
+        }
+    }
+}
+
+impl MemoryOtpStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Phones with live state (pending code or sends in the window), after the last sweep.
+    pub fn len(&self) -> usize {
+        self.lock().phones.len()
+    }
+
+    /// Whether no phone has live state.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied update (every update is
+        // a few assignments), so a poisoned lock is safe to keep using.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    fn sweep_sometimes(&mut self, now: Timestamp, policy: &OtpPolicy) {
+        self.writes += 1;
+        if self.writes % SWEEP_EVERY == 0 {
+            self.phones.retain(|_, phone| {
+                phone.forget_old(now, policy);
+                !phone.is_empty()
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl OtpStore for MemoryOtpStore {
+    async fn issue(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        now: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<Issue, StoreError> {
+        let mut state = self.lock();
+        state.sweep_sometimes(now, policy);
+        let entry = state.phones.entry(phone.clone()).or_default();
+        entry.forget_old(now, policy);
+        if let Some(blocked) = entry.blocked(now, policy) {
+            return Ok(blocked);
+        }
+        entry.pending = Some(Pending {
+            hash: *code,
+            expires_at: now.add(policy.code_ttl),
+            attempts_left: policy.max_attempts,
+        });
+        entry.sends.push_back(now);
+        Ok(Issue::Stored)
+    }
+
+    async fn cancel(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        issued_at: Timestamp,
+        _policy: &OtpPolicy,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if let Some(entry) = state.phones.get_mut(phone) {
+            if entry.pending.as_ref().is_some_and(|p| p.hash == *code) {
+                entry.pending = None;
+            }
+            if let Some(at) = entry.sends.iter().rposition(|&sent| sent == issued_at) {
+                entry.sends.remove(at);
+            }
+            if entry.is_empty() {
+                state.phones.remove(phone);
+            }
+        }
+        Ok(())
+    }
+
+    async fn check(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        now: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<Check, StoreError> {
+        let mut state = self.lock();
+        state.sweep_sometimes(now, policy);
+        let Some(entry) = state.phones.get_mut(phone) else {
+            return Ok(Check::Missing);
+        };
+        entry.forget_old(now, policy);
+        let Some(pending) = entry.pending.as_mut() else {
+            return Ok(Check::Missing);
+        };
+        if pending.attempts_left > 0 && pending.hash == *code {
+            entry.pending = None;
+            return Ok(Check::Valid);
+        }
+        pending.attempts_left = pending.attempts_left.saturating_sub(1);
+        if pending.attempts_left > 0 {
+            return Ok(Check::Invalid {
+                attempts_left: pending.attempts_left,
+            });
+        }
+        let retry_after = match entry.blocked(now, policy) {
+            Some(Issue::Cooldown { retry_after } | Issue::WindowFull { retry_after }) => {
+                retry_after
+            }
+            _ => Duration::from_secs(1),
+        };
+        Ok(Check::Burned { retry_after })
+    }
+}

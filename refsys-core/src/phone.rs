@@ -1,0 +1,272 @@
+//! Phone numbers, normalised to E.164.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use phonenumber::Mode;
+pub use phonenumber::country::Id as Region;
+use serde::{Serialize, Serializer};
+
+/// Longest input accepted before parsing; E.164 numbers have at most 15 digits, so anything
+/// longer than this is junk and is refused without running the parser on it.
+const MAX_INPUT_LEN: usize = 40;
+
+/// A valid phone number in E.164 form (`+375333478282`).
+///
+/// A `Phone` can only be made by [`Phone::parse`], so holding one proves the number is valid
+/// and inside the allowed regions it was parsed against. `Display` prints the full number (it is
+/// what the API returns); `Debug` prints [`Phone::redacted`], so a stray `{:?}` in a log line
+/// does not leak it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Phone(String);
+
+impl Phone {
+    /// Parses a phone number written in international form (`+375 (33) 347-82-82`): spaces,
+    /// dashes, dots and brackets are accepted. When `regions` allows exactly one region, a
+    /// national number of that region (`8 033 347-82-82` in `BY`) is accepted too.
+    pub fn parse(input: &str, regions: &AllowedRegions) -> Result<Phone, PhoneError> {
+        let input = input.trim();
+        if input.is_empty() || input.len() > MAX_INPUT_LEN {
+            return Err(PhoneError::Invalid);
+        }
+        let number =
+            phonenumber::parse(regions.single(), input).map_err(|_| PhoneError::Invalid)?;
+        if !phonenumber::is_valid(&number) || number.extension().is_some() {
+            return Err(PhoneError::Invalid);
+        }
+        if !regions.allows(number.country().id()) {
+            return Err(PhoneError::RegionNotAllowed);
+        }
+        Ok(Phone(number.format().mode(Mode::E164).to_string()))
+    }
+
+    /// Wraps a string that is already E.164, as read back from a store the service wrote it
+    /// to. Only the shape (`+` and 8–15 digits) is checked; use [`Phone::parse`] for input.
+    pub fn from_trusted_e164(e164: impl Into<String>) -> Result<Phone, PhoneError> {
+        let e164 = e164.into();
+        let digits = e164.strip_prefix('+').ok_or(PhoneError::Invalid)?;
+        if (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Phone(e164))
+        } else {
+            Err(PhoneError::Invalid)
+        }
+    }
+
+    /// The E.164 string, e.g. `+375333478282`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A form safe for logs: country prefix and last two digits, e.g. `+3753*******82`.
+    pub fn redacted(&self) -> String {
+        let keep_head = 5.min(self.0.len());
+        let keep_tail = 2.min(self.0.len() - keep_head);
+        let hidden = self.0.len() - keep_head - keep_tail;
+        format!(
+            "{}{}{}",
+            &self.0[..keep_head],
+            "*".repeat(hidden),
+            &self.0[self.0.len() - keep_tail..]
+        )
+    }
+}
+
+impl fmt::Display for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Phone({})", self.redacted())
+    }
+}
+
+impl AsRef<str> for Phone {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for Phone {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// Why a phone number was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    /// Not a valid phone number.
+    #[error("not a valid phone number")]
+    Invalid,
+    /// A valid number, but its region is not in the allowed list.
+    #[error("phone region is not allowed")]
+    RegionNotAllowed,
+}
+
+/// Which countries' numbers may log in. Default: all.
+///
+/// ```
+/// use refsys_core::{AllowedRegions, Phone};
+///
+/// let only_by: AllowedRegions = "BY".parse().unwrap();
+/// assert!(Phone::parse("+375 (33) 347-82-82", &only_by).is_ok());
+/// assert!(Phone::parse("+1 202 555 0143", &only_by).is_err());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowedRegions(Option<BTreeSet<RegionKey>>);
+
+/// `Region` is not `Ord`; keep it in sets by its two-letter name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RegionKey(Region);
+
+impl PartialOrd for RegionKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RegionKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.as_ref().cmp(other.0.as_ref())
+    }
+}
+
+impl AllowedRegions {
+    /// Every region.
+    pub fn all() -> Self {
+        Self(None)
+    }
+
+    /// Only these regions.
+    pub fn only(regions: impl IntoIterator<Item = Region>) -> Self {
+        Self(Some(regions.into_iter().map(RegionKey).collect()))
+    }
+
+    /// Whether a number of `region` may log in.
+    pub fn allows(&self, region: Option<Region>) -> bool {
+        match (&self.0, region) {
+            (None, _) => true,
+            (Some(set), Some(region)) => set.contains(&RegionKey(region)),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// The region, when exactly one is allowed: national numbers are read as that region's.
+    fn single(&self) -> Option<Region> {
+        match &self.0 {
+            Some(set) if set.len() == 1 => set.first().map(|key| key.0),
+            _ => None,
+        }
+    }
+}
+
+impl FromStr for AllowedRegions {
+    type Err = String;
+
+    /// Parses a comma-separated list of ISO 3166 region codes (`"BY,LT"`); empty or `*` means
+    /// all regions.
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        let list = list.trim();
+        if list.is_empty() || list == "*" {
+            return Ok(Self::all());
+        }
+        let regions = list
+            .split(',')
+            .map(|name| {
+                let name = name.trim().to_ascii_uppercase();
+                name.parse::<Region>()
+                    .map_err(|_| format!("unknown region code `{name}`"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::only(regions))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_decorated_input_to_e164() {
+        let all = AllowedRegions::all();
+        for input in [
+            "+375333478282",
+            "+375 33 347 82 82",
+            "+375 (33) 347-82-82",
+            " +375-33-3478282 ",
+        ] {
+            assert_eq!(
+                Phone::parse(input, &all).unwrap().as_str(),
+                "+375333478282",
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_junk() {
+        let all = AllowedRegions::all();
+        for input in [
+            "",
+            "   ",
+            "abc",
+            "+",
+            "+0000",
+            "12345",
+            "+375 33",
+            "+3753334782821234567",
+            &"9".repeat(200),
+        ] {
+            assert_eq!(
+                Phone::parse(input, &all),
+                Err(PhoneError::Invalid),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn national_numbers_need_a_single_region() {
+        let by: AllowedRegions = "BY".parse().unwrap();
+        assert_eq!(
+            Phone::parse("8 033 347-82-82", &by).unwrap().as_str(),
+            "+375333478282"
+        );
+        assert!(Phone::parse("8 033 347-82-82", &AllowedRegions::all()).is_err());
+    }
+
+    #[test]
+    fn region_policy() {
+        let by_lt: AllowedRegions = "by, LT".parse().unwrap();
+        assert!(Phone::parse("+375333478282", &by_lt).is_ok());
+        assert!(Phone::parse("+37061234567", &by_lt).is_ok());
+        assert_eq!(
+            Phone::parse("+12025550143", &by_lt),
+            Err(PhoneError::RegionNotAllowed)
+        );
+        assert!("XX".parse::<AllowedRegions>().is_err());
+        assert_eq!(
+            "*".parse::<AllowedRegions>().unwrap(),
+            AllowedRegions::all()
+        );
+    }
+
+    #[test]
+    fn redacted_and_debug_hide_the_middle() {
+        let phone = Phone::parse("+375333478282", &AllowedRegions::all()).unwrap();
+        assert_eq!(phone.redacted(), "+3753******82");
+        assert_eq!(format!("{phone:?}"), "Phone(+3753******82)");
+        assert_eq!(phone.to_string(), "+375333478282");
+    }
+
+    #[test]
+    fn trusted_e164_checks_shape() {
+        assert!(Phone::from_trusted_e164("+375333478282").is_ok());
+        assert!(Phone::from_trusted_e164("375333478282").is_err());
+        assert!(Phone::from_trusted_e164("+37533a478282").is_err());
+    }
+}

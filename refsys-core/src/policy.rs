@@ -1,0 +1,270 @@
+//! The service's rules, with documented defaults and a validating builder.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::{AllowedRegions, OtpCode, OtpPolicy, Phone};
+
+/// What the service enforces. Build one with [`Policy::builder`]; [`Policy::default`] is the
+/// table below.
+///
+/// | setting | default |
+/// | --- | --- |
+/// | code length | 4 digits |
+/// | code lifetime | 300 s |
+/// | resend cooldown | 60 s |
+/// | wrong tries per code | 5 (the 5th burns the code) |
+/// | codes per phone per rolling hour | 5 |
+/// | access token lifetime | 20 min |
+/// | refresh token lifetime | 7 days |
+/// | allowed regions | all |
+/// | test phones | none |
+///
+/// With these defaults an attacker gets at most 5 guesses per code and 5 codes per hour, so
+/// 25 guesses an hour over 10 000 codes: a 0.25 % chance per hour instead of the original
+/// service's unbounded guessing.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    otp: OtpPolicy,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+    regions: AllowedRegions,
+    test_phones: HashMap<Phone, OtpCode>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::defaults()
+    }
+}
+
+impl Policy {
+    /// A builder starting from the defaults.
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder {
+            policy: Policy::defaults(),
+            test_phones: Vec::new(),
+        }
+    }
+
+    fn defaults() -> Self {
+        Self {
+            otp: OtpPolicy::default(),
+            access_ttl: Duration::from_secs(20 * 60),
+            refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+            regions: AllowedRegions::all(),
+            test_phones: HashMap::new(),
+        }
+    }
+
+    /// The rules handed to the [`OtpStore`](crate::OtpStore).
+    pub fn otp(&self) -> &OtpPolicy {
+        &self.otp
+    }
+
+    /// Access-token lifetime.
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
+    /// Refresh-token lifetime.
+    pub fn refresh_ttl(&self) -> Duration {
+        self.refresh_ttl
+    }
+
+    /// Which regions' numbers may log in.
+    pub fn regions(&self) -> &AllowedRegions {
+        &self.regions
+    }
+
+    /// The fixed code of a test phone, if `phone` is one.
+    pub fn test_code(&self, phone: &Phone) -> Option<&OtpCode> {
+        self.test_phones.get(phone)
+    }
+}
+
+/// Builds a [`Policy`]; [`build`](Self::build) refuses settings that make no sense.
+#[derive(Debug)]
+#[must_use]
+pub struct PolicyBuilder {
+    policy: Policy,
+    test_phones: Vec<(String, String)>,
+}
+
+impl PolicyBuilder {
+    /// Digits per code (4–10).
+    pub fn code_length(mut self, digits: usize) -> Self {
+        self.policy.otp.code_length = digits;
+        self
+    }
+
+    /// How long a code stays valid.
+    pub fn code_ttl(mut self, ttl: Duration) -> Self {
+        self.policy.otp.code_ttl = ttl;
+        self
+    }
+
+    /// Minimum time between two codes to one phone.
+    pub fn resend_cooldown(mut self, cooldown: Duration) -> Self {
+        self.policy.otp.resend_cooldown = cooldown;
+        self
+    }
+
+    /// Wrong tries per code (at least 1); the last one burns the code.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.policy.otp.max_attempts = attempts;
+        self
+    }
+
+    /// Codes per phone per rolling `window` (at least 1).
+    pub fn max_sends(mut self, sends: u32, window: Duration) -> Self {
+        self.policy.otp.max_sends_per_window = sends;
+        self.policy.otp.send_window = window;
+        self
+    }
+
+    /// Access-token lifetime.
+    pub fn access_ttl(mut self, ttl: Duration) -> Self {
+        self.policy.access_ttl = ttl;
+        self
+    }
+
+    /// Refresh-token lifetime.
+    pub fn refresh_ttl(mut self, ttl: Duration) -> Self {
+        self.policy.refresh_ttl = ttl;
+        self
+    }
+
+    /// Which regions' numbers may log in.
+    pub fn regions(mut self, regions: AllowedRegions) -> Self {
+        self.policy.regions = regions;
+        self
+    }
+
+    /// A test phone with a fixed code, for demos and end-to-end tests: no SMS is sent to it and
+    /// `code` always works for it (cooldown, window and attempt limits still apply). Never
+    /// configure a real person's number.
+    pub fn test_phone(mut self, phone: impl Into<String>, code: impl Into<String>) -> Self {
+        self.test_phones.push((phone.into(), code.into()));
+        self
+    }
+
+    /// Checks the settings and returns the policy.
+    pub fn build(self) -> Result<Policy, PolicyError> {
+        let Self {
+            mut policy,
+            test_phones,
+        } = self;
+        let otp = &policy.otp;
+        let bad = |setting: &'static str, why: &str| Err(PolicyError::new(setting, why));
+        if !(4..=10).contains(&otp.code_length) {
+            return bad("code_length", "must be 4 to 10 digits");
+        }
+        if otp.code_ttl.as_secs() == 0 {
+            return bad("code_ttl", "must be at least 1 second");
+        }
+        if otp.max_attempts == 0 {
+            return bad("max_attempts", "must be at least 1");
+        }
+        if otp.max_sends_per_window == 0 || otp.send_window.as_secs() == 0 {
+            return bad(
+                "max_sends",
+                "must allow at least 1 code in a window of at least 1 s",
+            );
+        }
+        if policy.access_ttl.as_secs() == 0 {
+            return bad("access_ttl", "must be at least 1 second");
+        }
+        if policy.refresh_ttl <= policy.access_ttl {
+            return bad(
+                "refresh_ttl",
+                "must be longer than the access-token lifetime",
+            );
+        }
+        for (phone, code) in test_phones {
+            let parsed = Phone::parse(&phone, &policy.regions)
+                .map_err(|e| PolicyError::new("test_phones", &format!("`{phone}`: {e}")))?;
+            let code = OtpCode::parse(&code, policy.otp.code_length).map_err(|e| {
+                PolicyError::new("test_phones", &format!("code for `{phone}`: {e}"))
+            })?;
+            policy.test_phones.insert(parsed, code);
+        }
+        Ok(policy)
+    }
+}
+
+/// A policy setting is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid policy setting `{setting}`: {reason}")]
+pub struct PolicyError {
+    /// The setting's name.
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl PolicyError {
+    fn new(setting: &'static str, reason: &str) -> Self {
+        Self {
+            setting,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let policy = Policy::builder().build().unwrap();
+        let otp = policy.otp();
+        assert_eq!(otp.code_length, 4);
+        assert_eq!(otp.code_ttl, Duration::from_secs(300));
+        assert_eq!(otp.resend_cooldown, Duration::from_secs(60));
+        assert_eq!(otp.max_attempts, 5);
+        assert_eq!(otp.max_sends_per_window, 5);
+        assert_eq!(otp.send_window, Duration::from_secs(3600));
+        assert_eq!(policy.access_ttl(), Duration::from_secs(1200));
+        assert_eq!(policy.refresh_ttl(), Duration::from_secs(604_800));
+        assert_eq!(policy.regions(), &AllowedRegions::all());
+        assert_eq!(Policy::default().otp(), otp);
+    }
+
+    #[test]
+    fn nonsense_is_refused_naming_the_setting() {
+        let cases = [
+            (Policy::builder().code_length(3), "code_length"),
+            (Policy::builder().code_ttl(Duration::ZERO), "code_ttl"),
+            (Policy::builder().max_attempts(0), "max_attempts"),
+            (
+                Policy::builder().max_sends(0, Duration::from_secs(60)),
+                "max_sends",
+            ),
+            (Policy::builder().access_ttl(Duration::ZERO), "access_ttl"),
+            (
+                Policy::builder().refresh_ttl(Duration::from_secs(60)),
+                "refresh_ttl",
+            ),
+            (Policy::builder().test_phone("nope", "0000"), "test_phones"),
+            (
+                Policy::builder().test_phone("+375291234567", "00"),
+                "test_phones",
+            ),
+        ];
+        for (builder, setting) in cases {
+            assert_eq!(builder.build().unwrap_err().setting, setting);
+        }
+    }
+
+    #[test]
+    fn test_phones_are_normalised() {
+        let policy = Policy::builder()
+            .test_phone("+375 29 123-45-67", "0000")
+            .build()
+            .unwrap();
+        let phone = Phone::parse("+375291234567", &AllowedRegions::all()).unwrap();
+        assert_eq!(policy.test_code(&phone).unwrap().expose(), "0000");
+    }
+}

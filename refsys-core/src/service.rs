@@ -1,0 +1,376 @@
+//! [`ReferralService`]: the one entry point.
+
+use std::sync::Arc;
+
+use crate::store::{Activation, Check, Issue, OtpStore, Rotation, UserStore};
+use crate::token::{FamilyId, JwtKeys, TokenId, TokenKind, TokenPair};
+use crate::{
+    Clock, Error, InviteCode, OtpCode, OtpHash, Phone, PhoneError, Policy, Profile, Sms, SmsSender,
+    SystemClock, Timestamp, UserId,
+};
+
+/// A successful login: the body of `POST /login/verify_code/`.
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Login {
+    /// The refresh token.
+    pub refresh: String,
+    /// The access token.
+    pub access: String,
+    /// The user's id.
+    pub user_id: UserId,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Phone login, tokens and invite codes, over pluggable stores.
+///
+/// Cheap to clone (an `Arc` inside) and `Send + Sync`: build one at start-up and share it.
+#[derive(Clone)]
+pub struct ReferralService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    users: Arc<dyn UserStore>,
+    otps: Arc<dyn OtpStore>,
+    sms: Arc<dyn SmsSender>,
+    keys: JwtKeys,
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for ReferralService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReferralService")
+            .field("keys", &self.inner.keys)
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Assembles a [`ReferralService`]; see [`ReferralService::builder`].
+#[must_use]
+pub struct ServiceBuilder {
+    users: Arc<dyn UserStore>,
+    otps: Arc<dyn OtpStore>,
+    sms: Arc<dyn SmsSender>,
+    keys: JwtKeys,
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+}
+
+impl ServiceBuilder {
+    /// The rules to enforce (default: [`Policy::default`]).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The clock (default: the system clock). Tests use a [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The service.
+    pub fn build(self) -> ReferralService {
+        ReferralService {
+            inner: Arc::new(Inner {
+                users: self.users,
+                otps: self.otps,
+                sms: self.sms,
+                keys: self.keys,
+                policy: self.policy,
+                clock: self.clock,
+            }),
+        }
+    }
+}
+
+/// Which store failed a readiness check.
+#[derive(Debug, thiserror::Error)]
+#[error("{store} store is not ready: {error}")]
+pub struct NotReady {
+    /// `"user"` or `"otp"`.
+    pub store: &'static str,
+    /// What it answered.
+    #[source]
+    pub error: crate::StoreError,
+}
+
+impl ReferralService {
+    /// Starts building a service over these stores, sender and keys.
+    pub fn builder(
+        users: impl UserStore,
+        otps: impl OtpStore,
+        sms: impl SmsSender,
+        keys: JwtKeys,
+    ) -> ServiceBuilder {
+        ServiceBuilder {
+            users: Arc::new(users),
+            otps: Arc::new(otps),
+            sms: Arc::new(sms),
+            keys,
+            policy: Policy::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// Parses a phone number under the policy's allowed regions.
+    pub fn parse_phone(&self, input: &str) -> Result<Phone, Error> {
+        Phone::parse(input, self.inner.policy.regions()).map_err(|e| match e {
+            PhoneError::Invalid | PhoneError::RegionNotAllowed => Error::InvalidPhone,
+        })
+    }
+
+    fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    fn hash(&self, phone: &Phone, code: &OtpCode) -> OtpHash {
+        OtpHash::new(self.inner.keys.otp_pepper(), phone, code)
+    }
+
+    /// `POST /login/send_code/`: makes a code for `phone` and hands it to the SMS sender.
+    ///
+    /// The send is reserved in the OTP store first (one atomic step that enforces cooldown and
+    /// window); if the sender fails, the reservation is taken back, so a failed send costs the
+    /// user nothing. Test phones get their fixed code and no SMS.
+    pub async fn send_code(&self, phone: &str) -> Result<(), Error> {
+        let phone = self.parse_phone(phone)?;
+        let policy = &self.inner.policy;
+        let test_code = policy.test_code(&phone);
+        let code = test_code
+            .cloned()
+            .unwrap_or_else(|| OtpCode::generate(policy.otp().code_length));
+        let hash = self.hash(&phone, &code);
+        let now = self.now();
+        match self
+            .inner
+            .otps
+            .issue(&phone, &hash, now, policy.otp())
+            .await?
+        {
+            Issue::Stored => {}
+            Issue::Cooldown { retry_after } => {
+                return Err(Error::ResendCooldown {
+                    retry_after: retry_after.as_secs().max(1),
+                });
+            }
+            Issue::WindowFull { retry_after } => {
+                return Err(Error::TooManyCodes {
+                    retry_after: retry_after.as_secs().max(1),
+                });
+            }
+        }
+        if test_code.is_some() {
+            tracing::debug!(phone = %phone.redacted(), "code issued for a test phone; no SMS sent");
+            return Ok(());
+        }
+        let sms = Sms {
+            text: format!("Your verification code: {}", code.expose()),
+            phone,
+            code,
+        };
+        if let Err(error) = self.inner.sms.send(&sms).await {
+            tracing::warn!(phone = %sms.phone.redacted(), %error, "SMS sender failed; send taken back");
+            self.inner
+                .otps
+                .cancel(&sms.phone, &hash, now, policy.otp())
+                .await?;
+            return Err(Error::SmsFailed);
+        }
+        Ok(())
+    }
+
+    /// `POST /login/verify_code/`: trades a code for tokens, creating the user on first login.
+    pub async fn verify_code(&self, phone: &str, code: &str) -> Result<Login, Error> {
+        let phone = self.parse_phone(phone)?;
+        let otp = self.inner.policy.otp();
+        let code = OtpCode::parse(code, otp.code_length)
+            .map_err(|e| Error::InvalidRequest(format!("Field `code`: {e}.")))?;
+        let now = self.now();
+        let hash = self.hash(&phone, &code);
+        match self.inner.otps.check(&phone, &hash, now, otp).await? {
+            Check::Valid => {}
+            Check::Invalid { attempts_left } => return Err(Error::CodeInvalid { attempts_left }),
+            Check::Burned { retry_after } => {
+                return Err(Error::TooManyAttempts {
+                    retry_after: retry_after.as_secs().max(1),
+                });
+            }
+            Check::Missing => return Err(Error::CodeExpired),
+        }
+        let registration = self
+            .inner
+            .users
+            .find_or_create(&phone, &InviteCode::generate)
+            .await?;
+        let user = registration.user.id;
+        if registration.created {
+            tracing::info!(user_id = %user, phone = %phone.redacted(), "new user registered");
+        }
+        let family = FamilyId::random();
+        let jti = TokenId::random();
+        let refresh_expires = now.add(self.inner.policy.refresh_ttl());
+        self.inner
+            .users
+            .start_family(user, &family, &jti, now, refresh_expires)
+            .await?;
+        let tokens = self.sign_pair(user, &family, &jti, now)?;
+        Ok(Login {
+            refresh: tokens.refresh,
+            access: tokens.access,
+            user_id: user,
+        })
+    }
+
+    fn sign_pair(
+        &self,
+        user: UserId,
+        family: &FamilyId,
+        refresh_jti: &TokenId,
+        now: Timestamp,
+    ) -> Result<TokenPair, Error> {
+        let keys = &self.inner.keys;
+        let policy = &self.inner.policy;
+        let sign_error = |e: jsonwebtoken::errors::Error| Error::Internal(format!("signing: {e}"));
+        Ok(TokenPair {
+            access: keys
+                .issue(
+                    TokenKind::Access,
+                    user,
+                    family,
+                    &TokenId::random(),
+                    now,
+                    policy.access_ttl(),
+                )
+                .map_err(sign_error)?,
+            refresh: keys
+                .issue(
+                    TokenKind::Refresh,
+                    user,
+                    family,
+                    refresh_jti,
+                    now,
+                    policy.refresh_ttl(),
+                )
+                .map_err(sign_error)?,
+        })
+    }
+
+    /// Checks an access token (the part after `Bearer `) and returns its user.
+    ///
+    /// Stateless (signature, kind and expiry only): no store is asked, so it is cheap enough
+    /// for every request. A revoked family's access tokens therefore live out their short
+    /// lifetime.
+    pub fn authenticate(&self, access: &str) -> Result<UserId, Error> {
+        self.inner
+            .keys
+            .decode(access, TokenKind::Access, self.now())
+            .and_then(|claims| claims.user_id())
+            .ok_or(Error::Unauthorized)
+    }
+
+    /// Reads an `Authorization` header value (`Bearer <access>`) and returns its user.
+    pub fn authenticate_header(&self, header: Option<&str>) -> Result<UserId, Error> {
+        let token = header
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(Error::Unauthorized)?;
+        self.authenticate(token)
+    }
+
+    /// `GET /get_profile/`.
+    pub async fn profile(&self, user: UserId) -> Result<Profile, Error> {
+        self.inner
+            .users
+            .profile(user)
+            .await?
+            .ok_or(Error::Unauthorized)
+    }
+
+    /// `POST /use_invite_code/`: applies someone else's invite code, once.
+    pub async fn use_invite_code(&self, user: UserId, code: &str) -> Result<(), Error> {
+        let code = InviteCode::parse(code)
+            .map_err(|e| Error::InvalidRequest(format!("Field `invite_code`: {e}.")))?;
+        match self.inner.users.activate_invite(user, &code).await? {
+            Activation::Activated => {
+                tracing::info!(user_id = %user, "invite code applied");
+                Ok(())
+            }
+            Activation::UnknownUser => Err(Error::Unauthorized),
+            Activation::NotFound => Err(Error::InviteCodeNotFound),
+            Activation::OwnCode => Err(Error::OwnInviteCode),
+            Activation::AlreadyActivated => Err(Error::InviteAlreadyActivated),
+            Activation::Cycle => Err(Error::InviteCycle),
+        }
+    }
+
+    /// `POST /api/token/refresh/`: spends a refresh token and returns a new pair.
+    ///
+    /// Presenting a spent refresh token revokes its whole family (theft detection).
+    pub async fn refresh(&self, refresh: &str) -> Result<TokenPair, Error> {
+        let now = self.now();
+        let claims = self
+            .inner
+            .keys
+            .decode(refresh, TokenKind::Refresh, now)
+            .ok_or(Error::InvalidToken)?;
+        let user = claims.user_id().ok_or(Error::InvalidToken)?;
+        let family = FamilyId::from_string(claims.fam);
+        let presented = TokenId::from_string(claims.jti);
+        let next = TokenId::random();
+        let expires_at = now.add(self.inner.policy.refresh_ttl());
+        match self
+            .inner
+            .users
+            .rotate_refresh(&family, &presented, &next, now, expires_at)
+            .await?
+        {
+            Rotation::Rotated => self.sign_pair(user, &family, &next, now),
+            Rotation::Reused => {
+                tracing::warn!(user_id = %user, "spent refresh token presented again; family revoked");
+                Err(Error::InvalidToken)
+            }
+            Rotation::Revoked => Err(Error::InvalidToken),
+        }
+    }
+
+    /// `POST /api/token/logout/`: revokes the refresh token's family.
+    pub async fn logout(&self, refresh: &str) -> Result<(), Error> {
+        let claims = self
+            .inner
+            .keys
+            .decode(refresh, TokenKind::Refresh, self.now())
+            .ok_or(Error::InvalidToken)?;
+        self.inner
+            .users
+            .revoke_family(&FamilyId::from_string(claims.fam))
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /ready`: asks every store to answer.
+    pub async fn ready(&self) -> Result<(), NotReady> {
+        self.inner.users.ping().await.map_err(|error| NotReady {
+            store: "user",
+            error,
+        })?;
+        self.inner.otps.ping().await.map_err(|error| NotReady {
+            store: "otp",
+            error,
+        })
+    }
+}

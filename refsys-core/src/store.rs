@@ -1,0 +1,232 @@
+//! The storage traits: [`UserStore`] for durable state, [`OtpStore`] for short-lived state.
+//!
+//! Every method is **one atomic operation** with a typed outcome. The service never reads in
+//! one call and writes in another, so a store that makes each method atomic (one SQL
+//! transaction, one Redis Lua script, one lock) is race-free across threads and server
+//! instances. Time is passed in (`now`), never read by the store, so every backend agrees with
+//! the service's clock and the conformance suite can move time without sleeping.
+//!
+//! # A custom store
+//!
+//! A store that wraps another one (to count calls, cache, or add a backend) implements the
+//! trait by delegating; [`crate::testing`] then checks it with the same conformance suite as
+//! the built-in stores.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use async_trait::async_trait;
+//! use refsys_core::{
+//!     store::{Activation, Rotation},
+//!     FamilyId, InviteCode, MemoryUserStore, Phone, Profile, Registration, StoreError, Timestamp,
+//!     TokenId, UserId, UserStore,
+//! };
+//!
+//! /// Counts logins, delegates everything to an inner store.
+//! #[derive(Default)]
+//! struct Counting<S> { inner: S, logins: AtomicU64 }
+//!
+//! #[async_trait]
+//! impl<S: UserStore> UserStore for Counting<S> {
+//!     async fn find_or_create(
+//!         &self,
+//!         phone: &Phone,
+//!         new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+//!     ) -> Result<Registration, StoreError> {
+//!         self.logins.fetch_add(1, Ordering::Relaxed);
+//!         self.inner.find_or_create(phone, new_code).await
+//!     }
+//!     async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
+//!         self.inner.profile(user).await
+//!     }
+//!     async fn activate_invite(&self, user: UserId, code: &InviteCode) -> Result<Activation, StoreError> {
+//!         self.inner.activate_invite(user, code).await
+//!     }
+//!     async fn start_family(&self, user: UserId, family: &FamilyId, jti: &TokenId, now: Timestamp, expires_at: Timestamp) -> Result<(), StoreError> {
+//!         self.inner.start_family(user, family, jti, now, expires_at).await
+//!     }
+//!     async fn rotate_refresh(&self, family: &FamilyId, presented: &TokenId, next: &TokenId, now: Timestamp, expires_at: Timestamp) -> Result<Rotation, StoreError> {
+//!         self.inner.rotate_refresh(family, presented, next, now, expires_at).await
+//!     }
+//!     async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
+//!         self.inner.revoke_family(family).await
+//!     }
+//! }
+//!
+//! // In a test module: refsys_core::user_store_conformance!(|| async { Counting::<MemoryUserStore>::default() });
+//! ```
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{
+    FamilyId, InviteCode, OtpHash, OtpPolicy, Phone, Profile, Registration, StoreError, Timestamp,
+    TokenId, UserId,
+};
+
+/// Durable state: users, invite codes, referrals, refresh-token families.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Returns the user with `phone`, creating it if there is none.
+    ///
+    /// A new user gets an invite code from `new_code`; on a collision with an existing code the
+    /// store calls `new_code` again, a bounded number of times (then
+    /// [`StoreError::Exhausted`], and no user is created). Uniqueness is the store's to
+    /// enforce (a unique constraint, not check-then-insert). Concurrent calls for one phone
+    /// create exactly one user.
+    async fn find_or_create(
+        &self,
+        phone: &Phone,
+        new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+    ) -> Result<Registration, StoreError>;
+
+    /// The user's profile, invitees oldest first; `None` for an unknown user.
+    async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError>;
+
+    /// Applies invite code `code` for `user`, in one atomic step, unless (checked in this order)
+    /// the user does not exist, no user has the code, it is the user's own, the user already
+    /// applied a code, or the code's owner was invited (directly or transitively) by the user.
+    async fn activate_invite(
+        &self,
+        user: UserId,
+        code: &InviteCode,
+    ) -> Result<Activation, StoreError>;
+
+    /// Records a new refresh-token family for `user` whose live token is `jti`, at `now`.
+    async fn start_family(
+        &self,
+        user: UserId,
+        family: &FamilyId,
+        jti: &TokenId,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Spends refresh token `presented` of `family` and makes `next` the live one, in one
+    /// atomic step. If `presented` is not the live token (it was spent before), the whole
+    /// family is revoked and [`Rotation::Reused`] returned: theft detection.
+    async fn rotate_refresh(
+        &self,
+        family: &FamilyId,
+        presented: &TokenId,
+        next: &TokenId,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Rotation, StoreError>;
+
+    /// Revokes a family (logout). Revoking an unknown or revoked family is not an error.
+    async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError>;
+
+    /// Checks that the store answers (for `/ready`).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The outcome of [`UserStore::activate_invite`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// Applied.
+    Activated,
+    /// The user does not exist.
+    UnknownUser,
+    /// No user has this code.
+    NotFound,
+    /// It is the user's own code.
+    OwnCode,
+    /// The user applied a code before.
+    AlreadyActivated,
+    /// The code's owner descends from the user: applying it would close a cycle.
+    Cycle,
+}
+
+/// The outcome of [`UserStore::rotate_refresh`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The presented token was live; `next` is live now.
+    Rotated,
+    /// The presented token was spent before: the family is now revoked.
+    Reused,
+    /// The family is unknown, expired or revoked.
+    Revoked,
+}
+
+/// Short-lived state: pending codes, cooldowns, attempt counters, send windows.
+#[async_trait]
+pub trait OtpStore: Send + Sync + 'static {
+    /// Stores `code` as the phone's pending code (replacing any earlier one, with fresh
+    /// attempts) unless the phone is in its resend cooldown or has had
+    /// [`max_sends_per_window`](OtpPolicy::max_sends_per_window) codes in the rolling window.
+    /// One atomic step.
+    async fn issue(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        now: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<Issue, StoreError>;
+
+    /// Takes back an [`issue`](Self::issue) made at `issued_at` whose SMS could not be sent:
+    /// the pending code goes if it is still `code`, and that send no longer counts towards
+    /// the cooldown or the window.
+    async fn cancel(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        issued_at: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<(), StoreError>;
+
+    /// Checks `code` against the pending code, in one atomic step: a match consumes the code;
+    /// a miss counts an attempt, and the last allowed miss burns the code (it then answers
+    /// [`Check::Burned`] to every code, the right one included, until it expires or a new code
+    /// is issued).
+    async fn check(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        now: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<Check, StoreError>;
+
+    /// Checks that the store answers (for `/ready`).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The outcome of [`OtpStore::issue`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Issue {
+    /// Stored; the SMS may go out.
+    Stored,
+    /// The previous code went out less than the cooldown ago.
+    Cooldown {
+        /// Time until a code may be sent.
+        retry_after: Duration,
+    },
+    /// The rolling window is full.
+    WindowFull {
+        /// Time until the oldest send leaves the window.
+        retry_after: Duration,
+    },
+}
+
+/// The outcome of [`OtpStore::check`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// The code matched and is now consumed.
+    Valid,
+    /// The code did not match; `attempts_left` more misses are allowed.
+    Invalid {
+        /// Misses left before the code is burned.
+        attempts_left: u32,
+    },
+    /// Too many misses: the code is burned.
+    Burned {
+        /// Time until a new code may be issued.
+        retry_after: Duration,
+    },
+    /// No live code: never issued, expired, or consumed.
+    Missing,
+}
