@@ -1,1 +1,144 @@
-//! tbd
+//! The conformance suite every [`UserStore`](crate::UserStore) and
+//! [`OtpStore`](crate::OtpStore) must pass — ours and yours.
+//!
+//! Enable the `testing` feature in your dev-dependencies and invoke the macros in a test file
+//! with an async setup that returns a fresh, empty store. Each case becomes its own
+//! `#[tokio::test]` (so your crate needs `tokio` with the `macros` and `rt-multi-thread`
+//! features as a dev-dependency), and cases run in parallel: give each its own database or key
+//! prefix. An optional second argument tears the store down after the case, pass or fail.
+//!
+//! ```ignore
+//! // tests/conformance.rs
+//! refsys_core::user_store_conformance!(|| async { my_crate::MyUserStore::connect_fresh().await });
+//! refsys_core::otp_store_conformance!(
+//!     || async { my_crate::MyOtpStore::with_fresh_prefix().await },
+//!     |store: std::sync::Arc<my_crate::MyOtpStore>| async move { store.delete_all().await }
+//! );
+//! ```
+//!
+//! The cases use real time as their starting point (`now` is the system clock) and move
+//! forward by passing later instants, so stores with real TTLs work unchanged.
+
+pub mod otp_store;
+pub mod user_store;
+
+use crate::{AllowedRegions, Phone, SystemClock, Timestamp};
+
+#[doc(hidden)]
+pub use tokio as __tokio;
+
+/// A distinct valid phone per `n`: `+37529` followed by 7 digits.
+pub fn phone(n: u32) -> Phone {
+    Phone::parse(&format!("+37529{}", 1_000_000 + n % 9_000_000), &AllowedRegions::all())
+        .expect("a valid Belarusian mobile number")
+}
+
+/// The start of a case's timeline: now, by the system clock.
+pub fn start() -> Timestamp {
+    crate::Clock::now(&SystemClock)
+}
+
+/// Runs one conformance case against a fresh store; used by the suite macros.
+#[doc(hidden)]
+pub async fn run_case<S, C, Fut, T, TFut>(store: S, case: C, teardown: T)
+where
+    S: Send + Sync + 'static,
+    C: FnOnce(std::sync::Arc<S>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+    T: FnOnce(std::sync::Arc<S>) -> TFut,
+    TFut: std::future::Future<Output = ()>,
+{
+    let store = std::sync::Arc::new(store);
+    let outcome = tokio::spawn(case(store.clone())).await;
+    teardown(store).await;
+    if let Err(error) = outcome {
+        match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("conformance case did not finish: {error}"),
+        }
+    }
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($module:ident, $setup:expr, $teardown:expr, [$($case:ident),* $(,)?]) => {
+        $(
+            #[$crate::testing::__tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                $crate::testing::run_case(
+                    ($setup)().await,
+                    |store| $crate::testing::$module::$case(store),
+                    $teardown,
+                )
+                .await;
+            }
+        )*
+    };
+}
+
+/// Generates one `#[tokio::test]` per [`UserStore`](crate::UserStore) conformance case.
+///
+/// `user_store_conformance!(setup)` or `user_store_conformance!(setup, teardown)`, where
+/// `setup` is `|| async { store }` and `teardown` is `|store: Arc<S>| async { ... }`.
+#[macro_export]
+macro_rules! user_store_conformance {
+    ($setup:expr) => {
+        $crate::user_store_conformance!(
+            $setup,
+            |_store| ::std::future::ready(())
+        );
+    };
+    ($setup:expr, $teardown:expr) => {
+        $crate::__conformance_cases!(user_store, $setup, $teardown, [
+            find_or_create_is_idempotent_per_phone,
+            find_or_create_gives_distinct_ids_and_codes,
+            find_or_create_retries_invite_code_collisions,
+            find_or_create_gives_up_after_bounded_collisions,
+            concurrent_find_or_create_creates_one_user,
+            profile_of_unknown_user_is_none,
+            profile_of_new_user_is_empty,
+            invitees_are_listed_oldest_first,
+            activation_refusals_in_documented_order,
+            activation_refuses_direct_and_transitive_cycles,
+            concurrent_activations_by_one_user_succeed_once,
+            concurrent_mutual_activations_never_make_a_cycle,
+            concurrent_ring_activations_never_make_a_cycle,
+            refresh_rotation_and_reuse_detection,
+            revoked_unknown_and_expired_families_do_not_rotate,
+            concurrent_rotations_of_one_token_succeed_once,
+            ping_answers,
+        ]);
+    };
+}
+
+/// Generates one `#[tokio::test]` per [`OtpStore`](crate::OtpStore) conformance case.
+///
+/// Same arguments as [`user_store_conformance!`].
+#[macro_export]
+macro_rules! otp_store_conformance {
+    ($setup:expr) => {
+        $crate::otp_store_conformance!(
+            $setup,
+            |_store| ::std::future::ready(())
+        );
+    };
+    ($setup:expr, $teardown:expr) => {
+        $crate::__conformance_cases!(otp_store, $setup, $teardown, [
+            issued_code_verifies_once,
+            wrong_codes_count_down_then_burn,
+            burned_code_never_verifies_until_a_new_one,
+            code_expires,
+            unknown_phone_has_no_code,
+            resend_cooldown_then_new_code_replaces_old,
+            send_window_caps_codes_per_phone,
+            cancel_gives_the_send_back,
+            cancel_leaves_a_newer_code_alone,
+            phones_are_independent,
+            concurrent_correct_checks_succeed_once,
+            concurrent_wrong_guesses_never_exceed_the_limit,
+            concurrent_issues_store_once,
+            ping_answers,
+        ]);
+    };
+}
