@@ -15,7 +15,10 @@
 //!
 //! # Features
 //!
-//! - `testing`: the [`testing`] conformance suite for store implementations.
+//! - `testing`: the `testing` conformance suite for store implementations.
+//! - `postgres`: `postgres::PgUserStore`, a PostgreSQL [`UserStore`] (sqlx).
+//! - `sqlite`: `sqlite::SqliteUserStore`, a SQLite [`UserStore`] (sqlx, bundled SQLite).
+//! - `redis`: `redis_store::RedisOtpStore` and `redis_store::RedisRateLimitStore`.
 //!
 //! # Quick start
 //!
@@ -74,8 +77,17 @@ pub mod memory;
 mod otp;
 mod phone;
 mod policy;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis_store;
 mod service;
 mod sms;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite;
 pub mod store;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
@@ -86,13 +98,13 @@ mod user;
 
 pub use error::{Error, ErrorBody, StoreError};
 pub use invite::{INVITE_ALPHABET, INVITE_CODE_LEN, InviteCode, InviteCodeError};
-pub use memory::{MemoryOtpStore, MemoryUserStore};
+pub use memory::{MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore};
 pub use otp::{OtpCode, OtpCodeError, OtpHash, OtpPolicy};
 pub use phone::{AllowedRegions, Phone, PhoneError, Region};
 pub use policy::{Policy, PolicyBuilder, PolicyError};
 pub use service::{Login, NotReady, ReferralService, ServiceBuilder};
 pub use sms::{LogSender, Sms, SmsError, SmsSender};
-pub use store::{OtpStore, UserStore};
+pub use store::{OtpStore, RateLimitStore, UserStore};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use token::{
     Claims, FamilyId, JwtKeys, KeyError, MIN_SECRET_LEN, TokenId, TokenKind, TokenPair,

@@ -230,3 +230,39 @@ pub enum Check {
     /// No live code: never issued, expired, or consumed.
     Missing,
 }
+
+/// Counters for per-client rate limits (e.g. `send_code` per IP), shared by every server
+/// instance that shares the store.
+#[async_trait]
+pub trait RateLimitStore: Send + Sync + 'static {
+    /// Counts one hit on `key` in the fixed window of length `window` that contains `now`
+    /// (windows start at multiples of `window` since the epoch), in one atomic step, and says
+    /// whether it is within `limit` hits. Hits over the limit are not counted.
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<RateDecision, StoreError>;
+
+    /// Checks that the store answers (for `/ready`).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The outcome of [`RateLimitStore::hit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateDecision {
+    /// Within the limit; `remaining` more hits fit in this window.
+    Allowed {
+        /// Hits left in this window.
+        remaining: u32,
+    },
+    /// Over the limit until the window ends.
+    Limited {
+        /// Time until the window ends.
+        retry_after: Duration,
+    },
+}

@@ -7,3 +7,9 @@ mod user_store {
 mod otp_store {
     refsys_core::otp_store_conformance!(|| async { refsys_core::MemoryOtpStore::new() });
 }
+
+mod rate_limit_store {
+    refsys_core::rate_limit_store_conformance!(|| async {
+        refsys_core::MemoryRateLimitStore::new()
+    });
+}

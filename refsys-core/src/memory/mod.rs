@@ -4,9 +4,11 @@
 //! swept out every [`SWEEP_EVERY`] writes, so memory stays bounded by live state.
 
 mod otp;
+mod rate;
 mod user;
 
 pub use otp::MemoryOtpStore;
+pub use rate::MemoryRateLimitStore;
 pub use user::MemoryUserStore;
 
 /// Writes between two sweeps of expired entries.

@@ -20,6 +20,7 @@
 //! forward by passing later instants, so stores with real TTLs work unchanged.
 
 pub mod otp_store;
+pub mod rate_limit_store;
 pub mod user_store;
 
 use crate::{AllowedRegions, Phone, SystemClock, Timestamp};
@@ -29,8 +30,11 @@ pub use tokio as __tokio;
 
 /// A distinct valid phone per `n`: `+37529` followed by 7 digits.
 pub fn phone(n: u32) -> Phone {
-    Phone::parse(&format!("+37529{}", 1_000_000 + n % 9_000_000), &AllowedRegions::all())
-        .expect("a valid Belarusian mobile number")
+    Phone::parse(
+        &format!("+37529{}", 1_000_000 + n % 9_000_000),
+        &AllowedRegions::all(),
+    )
+    .expect("a valid Belarusian mobile number")
 }
 
 /// The start of a case's timeline: now, by the system clock.
@@ -84,31 +88,33 @@ macro_rules! __conformance_cases {
 #[macro_export]
 macro_rules! user_store_conformance {
     ($setup:expr) => {
-        $crate::user_store_conformance!(
-            $setup,
-            |_store| ::std::future::ready(())
-        );
+        $crate::user_store_conformance!($setup, |_store| ::std::future::ready(()));
     };
     ($setup:expr, $teardown:expr) => {
-        $crate::__conformance_cases!(user_store, $setup, $teardown, [
-            find_or_create_is_idempotent_per_phone,
-            find_or_create_gives_distinct_ids_and_codes,
-            find_or_create_retries_invite_code_collisions,
-            find_or_create_gives_up_after_bounded_collisions,
-            concurrent_find_or_create_creates_one_user,
-            profile_of_unknown_user_is_none,
-            profile_of_new_user_is_empty,
-            invitees_are_listed_oldest_first,
-            activation_refusals_in_documented_order,
-            activation_refuses_direct_and_transitive_cycles,
-            concurrent_activations_by_one_user_succeed_once,
-            concurrent_mutual_activations_never_make_a_cycle,
-            concurrent_ring_activations_never_make_a_cycle,
-            refresh_rotation_and_reuse_detection,
-            revoked_unknown_and_expired_families_do_not_rotate,
-            concurrent_rotations_of_one_token_succeed_once,
-            ping_answers,
-        ]);
+        $crate::__conformance_cases!(
+            user_store,
+            $setup,
+            $teardown,
+            [
+                find_or_create_is_idempotent_per_phone,
+                find_or_create_gives_distinct_ids_and_codes,
+                find_or_create_retries_invite_code_collisions,
+                find_or_create_gives_up_after_bounded_collisions,
+                concurrent_find_or_create_creates_one_user,
+                profile_of_unknown_user_is_none,
+                profile_of_new_user_is_empty,
+                invitees_are_listed_oldest_first,
+                activation_refusals_in_documented_order,
+                activation_refuses_direct_and_transitive_cycles,
+                concurrent_activations_by_one_user_succeed_once,
+                concurrent_mutual_activations_never_make_a_cycle,
+                concurrent_ring_activations_never_make_a_cycle,
+                refresh_rotation_and_reuse_detection,
+                revoked_unknown_and_expired_families_do_not_rotate,
+                concurrent_rotations_of_one_token_succeed_once,
+                ping_answers,
+            ]
+        );
     };
 }
 
@@ -118,27 +124,51 @@ macro_rules! user_store_conformance {
 #[macro_export]
 macro_rules! otp_store_conformance {
     ($setup:expr) => {
-        $crate::otp_store_conformance!(
-            $setup,
-            |_store| ::std::future::ready(())
-        );
+        $crate::otp_store_conformance!($setup, |_store| ::std::future::ready(()));
     };
     ($setup:expr, $teardown:expr) => {
-        $crate::__conformance_cases!(otp_store, $setup, $teardown, [
-            issued_code_verifies_once,
-            wrong_codes_count_down_then_burn,
-            burned_code_never_verifies_until_a_new_one,
-            code_expires,
-            unknown_phone_has_no_code,
-            resend_cooldown_then_new_code_replaces_old,
-            send_window_caps_codes_per_phone,
-            cancel_gives_the_send_back,
-            cancel_leaves_a_newer_code_alone,
-            phones_are_independent,
-            concurrent_correct_checks_succeed_once,
-            concurrent_wrong_guesses_never_exceed_the_limit,
-            concurrent_issues_store_once,
-            ping_answers,
-        ]);
+        $crate::__conformance_cases!(
+            otp_store,
+            $setup,
+            $teardown,
+            [
+                issued_code_verifies_once,
+                wrong_codes_count_down_then_burn,
+                burned_code_never_verifies_until_a_new_one,
+                code_expires,
+                unknown_phone_has_no_code,
+                resend_cooldown_then_new_code_replaces_old,
+                send_window_caps_codes_per_phone,
+                cancel_gives_the_send_back,
+                cancel_leaves_a_newer_code_alone,
+                phones_are_independent,
+                concurrent_correct_checks_succeed_once,
+                concurrent_wrong_guesses_never_exceed_the_limit,
+                concurrent_issues_store_once,
+                ping_answers,
+            ]
+        );
+    };
+}
+
+/// Generates one `#[tokio::test]` per [`RateLimitStore`](crate::RateLimitStore) conformance
+/// case. Same arguments as [`user_store_conformance!`].
+#[macro_export]
+macro_rules! rate_limit_store_conformance {
+    ($setup:expr) => {
+        $crate::rate_limit_store_conformance!($setup, |_store| ::std::future::ready(()));
+    };
+    ($setup:expr, $teardown:expr) => {
+        $crate::__conformance_cases!(
+            rate_limit_store,
+            $setup,
+            $teardown,
+            [
+                hits_within_the_limit_are_allowed,
+                the_window_resets_the_count,
+                keys_are_independent,
+                concurrent_hits_never_exceed_the_limit,
+            ]
+        );
     };
 }

@@ -45,7 +45,13 @@ where
 /// The right code verifies once; it is consumed.
 pub async fn issued_code_verifies_once<S: OtpStore>(store: Arc<S>) {
     let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
-    assert_eq!(store.issue(&p, &hash(&p, "1234"), now, &policy).await.unwrap(), Issue::Stored);
+    assert_eq!(
+        store
+            .issue(&p, &hash(&p, "1234"), now, &policy)
+            .await
+            .unwrap(),
+        Issue::Stored
+    );
     let code = hash(&p, "1234");
     let check = |at| store.check(&p, &code, at, &policy);
     assert_eq!(check(now.add(secs(10))).await.unwrap(), Check::Valid);
@@ -55,66 +61,152 @@ pub async fn issued_code_verifies_once<S: OtpStore>(store: Arc<S>) {
 /// Each miss counts; the last allowed miss burns the code.
 pub async fn wrong_codes_count_down_then_burn<S: OtpStore>(store: Arc<S>) {
     let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
-    store.issue(&p, &hash(&p, "1234"), now, &policy).await.unwrap();
+    store
+        .issue(&p, &hash(&p, "1234"), now, &policy)
+        .await
+        .unwrap();
     for left in (1..policy.max_attempts).rev() {
-        let outcome = store.check(&p, &hash(&p, "0000"), now, &policy).await.unwrap();
-        assert_eq!(outcome, Check::Invalid { attempts_left: left });
+        let outcome = store
+            .check(&p, &hash(&p, "0000"), now, &policy)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            Check::Invalid {
+                attempts_left: left
+            }
+        );
     }
-    let last = store.check(&p, &hash(&p, "0000"), now, &policy).await.unwrap();
-    assert!(matches!(last, Check::Burned { retry_after } if retry_after == policy.resend_cooldown), "{last:?}");
+    let last = store
+        .check(&p, &hash(&p, "0000"), now, &policy)
+        .await
+        .unwrap();
+    assert!(
+        matches!(last, Check::Burned { retry_after } if retry_after == policy.resend_cooldown),
+        "{last:?}"
+    );
 }
 
 /// After the burn, even the right code fails, until a new code is issued.
 pub async fn burned_code_never_verifies_until_a_new_one<S: OtpStore>(store: Arc<S>) {
-    let policy = OtpPolicy { max_attempts: 2, ..OtpPolicy::default() };
+    let policy = OtpPolicy {
+        max_attempts: 2,
+        ..OtpPolicy::default()
+    };
     let (now, p) = (start(), phone(1));
-    store.issue(&p, &hash(&p, "1234"), now, &policy).await.unwrap();
+    store
+        .issue(&p, &hash(&p, "1234"), now, &policy)
+        .await
+        .unwrap();
     for _ in 0..2 {
-        store.check(&p, &hash(&p, "9999"), now, &policy).await.unwrap();
+        store
+            .check(&p, &hash(&p, "9999"), now, &policy)
+            .await
+            .unwrap();
     }
     for later in [1, 30] {
-        let outcome = store.check(&p, &hash(&p, "1234"), now.add(secs(later)), &policy).await.unwrap();
+        let outcome = store
+            .check(&p, &hash(&p, "1234"), now.add(secs(later)), &policy)
+            .await
+            .unwrap();
         assert!(matches!(outcome, Check::Burned { .. }));
     }
     let fresh = now.add(policy.resend_cooldown);
-    assert_eq!(store.issue(&p, &hash(&p, "5678"), fresh, &policy).await.unwrap(), Issue::Stored);
-    let outcome = store.check(&p, &hash(&p, "5678"), fresh, &policy).await.unwrap();
+    assert_eq!(
+        store
+            .issue(&p, &hash(&p, "5678"), fresh, &policy)
+            .await
+            .unwrap(),
+        Issue::Stored
+    );
+    let outcome = store
+        .check(&p, &hash(&p, "5678"), fresh, &policy)
+        .await
+        .unwrap();
     assert_eq!(outcome, Check::Valid);
 }
 
 /// A code is dead once its lifetime has passed.
 pub async fn code_expires<S: OtpStore>(store: Arc<S>) {
     let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
-    store.issue(&p, &hash(&p, "1234"), now, &policy).await.unwrap();
+    store
+        .issue(&p, &hash(&p, "1234"), now, &policy)
+        .await
+        .unwrap();
     let expired = now.add(policy.code_ttl);
-    let outcome = store.check(&p, &hash(&p, "1234"), expired, &policy).await.unwrap();
+    let outcome = store
+        .check(&p, &hash(&p, "1234"), expired, &policy)
+        .await
+        .unwrap();
     assert_eq!(outcome, Check::Missing);
 }
 
 /// No code was ever issued.
 pub async fn unknown_phone_has_no_code<S: OtpStore>(store: Arc<S>) {
     let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
-    assert_eq!(store.check(&p, &hash(&p, "1234"), now, &policy).await.unwrap(), Check::Missing);
+    assert_eq!(
+        store
+            .check(&p, &hash(&p, "1234"), now, &policy)
+            .await
+            .unwrap(),
+        Check::Missing
+    );
 }
 
 /// A second code within the cooldown is refused with the time left; after it, a new code
 /// replaces the old one.
 pub async fn resend_cooldown_then_new_code_replaces_old<S: OtpStore>(store: Arc<S>) {
     let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
-    store.issue(&p, &hash(&p, "1111"), now, &policy).await.unwrap();
-    let early = store.issue(&p, &hash(&p, "2222"), now.add(secs(20)), &policy).await.unwrap();
-    assert_eq!(early, Issue::Cooldown { retry_after: secs(40) });
+    store
+        .issue(&p, &hash(&p, "1111"), now, &policy)
+        .await
+        .unwrap();
+    let early = store
+        .issue(&p, &hash(&p, "2222"), now.add(secs(20)), &policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        early,
+        Issue::Cooldown {
+            retry_after: secs(40)
+        }
+    );
     // The refused issue did not replace the code.
-    let first_still = store.check(&p, &hash(&p, "1111"), now.add(secs(21)), &policy).await;
+    let first_still = store
+        .check(&p, &hash(&p, "1111"), now.add(secs(21)), &policy)
+        .await;
     assert_eq!(first_still.unwrap(), Check::Valid);
 
     let t = now.add(secs(60));
-    store.issue(&p, &hash(&p, "3333"), t, &policy).await.unwrap();
+    store
+        .issue(&p, &hash(&p, "3333"), t, &policy)
+        .await
+        .unwrap();
     let t2 = t.add(policy.resend_cooldown);
-    assert_eq!(store.issue(&p, &hash(&p, "4444"), t2, &policy).await.unwrap(), Issue::Stored);
-    let old = store.check(&p, &hash(&p, "3333"), t2, &policy).await.unwrap();
-    assert_eq!(old, Check::Invalid { attempts_left: policy.max_attempts - 1 });
-    assert_eq!(store.check(&p, &hash(&p, "4444"), t2, &policy).await.unwrap(), Check::Valid);
+    assert_eq!(
+        store
+            .issue(&p, &hash(&p, "4444"), t2, &policy)
+            .await
+            .unwrap(),
+        Issue::Stored
+    );
+    let old = store
+        .check(&p, &hash(&p, "3333"), t2, &policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        old,
+        Check::Invalid {
+            attempts_left: policy.max_attempts - 1
+        }
+    );
+    assert_eq!(
+        store
+            .check(&p, &hash(&p, "4444"), t2, &policy)
+            .await
+            .unwrap(),
+        Check::Valid
+    );
 }
 
 /// At most `max_sends_per_window` codes per rolling window.
@@ -123,21 +215,50 @@ pub async fn send_window_caps_codes_per_phone<S: OtpStore>(store: Arc<S>) {
     let step = policy.resend_cooldown.as_secs();
     for i in 0..u64::from(policy.max_sends_per_window) {
         let at = now.add(secs(i * step));
-        assert_eq!(store.issue(&p, &hash(&p, "1234"), at, &policy).await.unwrap(), Issue::Stored);
+        assert_eq!(
+            store
+                .issue(&p, &hash(&p, "1234"), at, &policy)
+                .await
+                .unwrap(),
+            Issue::Stored
+        );
     }
     let sends = u64::from(policy.max_sends_per_window);
     let full_at = now.add(secs(sends * step));
-    let full = store.issue(&p, &hash(&p, "1234"), full_at, &policy).await.unwrap();
+    let full = store
+        .issue(&p, &hash(&p, "1234"), full_at, &policy)
+        .await
+        .unwrap();
     let wait = policy.send_window.as_secs() - sends * step;
-    assert_eq!(full, Issue::WindowFull { retry_after: secs(wait) });
+    assert_eq!(
+        full,
+        Issue::WindowFull {
+            retry_after: secs(wait)
+        }
+    );
     // When the oldest send leaves the window, one more fits.
     let reopened = now.add(policy.send_window);
-    assert_eq!(store.issue(&p, &hash(&p, "1234"), reopened, &policy).await.unwrap(), Issue::Stored);
+    assert_eq!(
+        store
+            .issue(&p, &hash(&p, "1234"), reopened, &policy)
+            .await
+            .unwrap(),
+        Issue::Stored
+    );
     // The window rolls: the next-oldest send leaves one cooldown later...
     let next = reopened.add(policy.resend_cooldown);
-    assert_eq!(store.issue(&p, &hash(&p, "1234"), next, &policy).await.unwrap(), Issue::Stored);
+    assert_eq!(
+        store
+            .issue(&p, &hash(&p, "1234"), next, &policy)
+            .await
+            .unwrap(),
+        Issue::Stored
+    );
     // ...and the window is full again at once, the full window reported over the cooldown.
-    let again = store.issue(&p, &hash(&p, "1234"), next.add(secs(1)), &policy).await.unwrap();
+    let again = store
+        .issue(&p, &hash(&p, "1234"), next.add(secs(1)), &policy)
+        .await
+        .unwrap();
     assert!(matches!(again, Issue::WindowFull { .. }), "{again:?}");
 }
 
@@ -147,56 +268,129 @@ pub async fn cancel_gives_the_send_back<S: OtpStore>(store: Arc<S>) {
     for i in 0..u64::from(policy.max_sends_per_window) + 3 {
         let at = now.add(secs(i));
         let code = hash(&p, "1234");
-        assert_eq!(store.issue(&p, &code, at, &policy).await.unwrap(), Issue::Stored, "send {i}");
+        assert_eq!(
+            store.issue(&p, &code, at, &policy).await.unwrap(),
+            Issue::Stored,
+            "send {i}"
+        );
         store.cancel(&p, &code, at, &policy).await.unwrap();
-        assert_eq!(store.check(&p, &code, at, &policy).await.unwrap(), Check::Missing);
+        assert_eq!(
+            store.check(&p, &code, at, &policy).await.unwrap(),
+            Check::Missing
+        );
     }
 }
 
 /// Cancelling an old issue does not remove a newer code.
 pub async fn cancel_leaves_a_newer_code_alone<S: OtpStore>(store: Arc<S>) {
     let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
-    store.issue(&p, &hash(&p, "1111"), now, &policy).await.unwrap();
+    store
+        .issue(&p, &hash(&p, "1111"), now, &policy)
+        .await
+        .unwrap();
     let later = now.add(policy.resend_cooldown);
-    store.issue(&p, &hash(&p, "2222"), later, &policy).await.unwrap();
-    store.cancel(&p, &hash(&p, "1111"), now, &policy).await.unwrap();
-    assert_eq!(store.check(&p, &hash(&p, "2222"), later, &policy).await.unwrap(), Check::Valid);
+    store
+        .issue(&p, &hash(&p, "2222"), later, &policy)
+        .await
+        .unwrap();
+    store
+        .cancel(&p, &hash(&p, "1111"), now, &policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .check(&p, &hash(&p, "2222"), later, &policy)
+            .await
+            .unwrap(),
+        Check::Valid
+    );
 }
 
 /// One phone's codes, cooldowns and attempts do not touch another's.
 pub async fn phones_are_independent<S: OtpStore>(store: Arc<S>) {
     let (policy, now) = (OtpPolicy::default(), start());
     let (a, b) = (phone(1), phone(2));
-    store.issue(&a, &hash(&a, "1111"), now, &policy).await.unwrap();
-    assert_eq!(store.issue(&b, &hash(&b, "2222"), now, &policy).await.unwrap(), Issue::Stored);
-    assert_eq!(store.check(&a, &hash(&a, "2222"), now, &policy).await.unwrap(), Check::Invalid {
-        attempts_left: policy.max_attempts - 1
-    });
-    assert_eq!(store.check(&b, &hash(&b, "2222"), now, &policy).await.unwrap(), Check::Valid);
-    assert_eq!(store.check(&a, &hash(&a, "1111"), now, &policy).await.unwrap(), Check::Valid);
+    store
+        .issue(&a, &hash(&a, "1111"), now, &policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .issue(&b, &hash(&b, "2222"), now, &policy)
+            .await
+            .unwrap(),
+        Issue::Stored
+    );
+    assert_eq!(
+        store
+            .check(&a, &hash(&a, "2222"), now, &policy)
+            .await
+            .unwrap(),
+        Check::Invalid {
+            attempts_left: policy.max_attempts - 1
+        }
+    );
+    assert_eq!(
+        store
+            .check(&b, &hash(&b, "2222"), now, &policy)
+            .await
+            .unwrap(),
+        Check::Valid
+    );
+    assert_eq!(
+        store
+            .check(&a, &hash(&a, "1111"), now, &policy)
+            .await
+            .unwrap(),
+        Check::Valid
+    );
 }
 
 /// 50 simultaneous right answers: exactly one login.
 pub async fn concurrent_correct_checks_succeed_once<S: OtpStore>(store: Arc<S>) {
     let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
-    store.issue(&p, &hash(&p, "1234"), now, &policy).await.unwrap();
+    store
+        .issue(&p, &hash(&p, "1234"), now, &policy)
+        .await
+        .unwrap();
     let outcomes = concurrently(&store, 50, |store, _| {
         let (p, policy) = (p.clone(), policy.clone());
-        async move { store.check(&p, &hash(&p, "1234"), now, &policy).await.unwrap() }
+        async move {
+            store
+                .check(&p, &hash(&p, "1234"), now, &policy)
+                .await
+                .unwrap()
+        }
     })
     .await;
-    assert_eq!(outcomes.iter().filter(|o| **o == Check::Valid).count(), 1, "{outcomes:?}");
-    assert!(outcomes.iter().all(|o| matches!(o, Check::Valid | Check::Missing)));
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == Check::Valid).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Check::Valid | Check::Missing))
+    );
 }
 
 /// 100 simultaneous wrong guesses count exactly; the right code afterwards still fails.
 pub async fn concurrent_wrong_guesses_never_exceed_the_limit<S: OtpStore>(store: Arc<S>) {
     let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
-    store.issue(&p, &hash(&p, "1234"), now, &policy).await.unwrap();
+    store
+        .issue(&p, &hash(&p, "1234"), now, &policy)
+        .await
+        .unwrap();
     let outcomes = concurrently(&store, 100, |store, i| {
         let (p, policy) = (p.clone(), policy.clone());
         let guess = format!("{:04}", 5000 + i);
-        async move { store.check(&p, &hash(&p, &guess), now, &policy).await.unwrap() }
+        async move {
+            store
+                .check(&p, &hash(&p, &guess), now, &policy)
+                .await
+                .unwrap()
+        }
     })
     .await;
     let mut lefts: Vec<u32> = outcomes
@@ -209,8 +403,15 @@ pub async fn concurrent_wrong_guesses_never_exceed_the_limit<S: OtpStore>(store:
     lefts.sort_unstable();
     let expected: Vec<u32> = (1..policy.max_attempts).collect();
     assert_eq!(lefts, expected, "each miss counted exactly once");
-    assert!(outcomes.iter().all(|o| matches!(o, Check::Invalid { .. } | Check::Burned { .. })));
-    let right = store.check(&p, &hash(&p, "1234"), now, &policy).await.unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Check::Invalid { .. } | Check::Burned { .. }))
+    );
+    let right = store
+        .check(&p, &hash(&p, "1234"), now, &policy)
+        .await
+        .unwrap();
     assert!(matches!(right, Check::Burned { .. }), "{right:?}");
 }
 
@@ -219,11 +420,24 @@ pub async fn concurrent_issues_store_once<S: OtpStore>(store: Arc<S>) {
     let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
     let outcomes = concurrently(&store, 20, |store, i| {
         let (p, policy) = (p.clone(), policy.clone());
-        async move { store.issue(&p, &hash(&p, &format!("{:04}", i)), now, &policy).await.unwrap() }
+        async move {
+            store
+                .issue(&p, &hash(&p, &format!("{:04}", i)), now, &policy)
+                .await
+                .unwrap()
+        }
     })
     .await;
-    assert_eq!(outcomes.iter().filter(|o| **o == Issue::Stored).count(), 1, "{outcomes:?}");
-    assert!(outcomes.iter().all(|o| matches!(o, Issue::Stored | Issue::Cooldown { .. })));
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == Issue::Stored).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Issue::Stored | Issue::Cooldown { .. }))
+    );
 }
 
 /// The readiness probe answers on a healthy store.

@@ -44,9 +44,15 @@ where
 
 /// Logging in twice with one phone finds the same user.
 pub async fn find_or_create_is_idempotent_per_phone<S: UserStore>(store: Arc<S>) {
-    let first = store.find_or_create(&phone(1), &InviteCode::generate).await.unwrap();
+    let first = store
+        .find_or_create(&phone(1), &InviteCode::generate)
+        .await
+        .unwrap();
     assert!(first.created);
-    let second = store.find_or_create(&phone(1), &InviteCode::generate).await.unwrap();
+    let second = store
+        .find_or_create(&phone(1), &InviteCode::generate)
+        .await
+        .unwrap();
     assert!(!second.created);
     assert_eq!(first.user, second.user);
     assert_eq!(first.user.phone, phone(1));
@@ -72,9 +78,16 @@ pub async fn find_or_create_retries_invite_code_collisions<S: UserStore>(store: 
     let fresh = InviteCode::parse("FRESH2").unwrap();
     let calls = AtomicUsize::new(0);
     let colliding_first = || {
-        if calls.fetch_add(1, Ordering::SeqCst) < 3 { taken } else { fresh }
+        if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+            taken
+        } else {
+            fresh
+        }
     };
-    let second = store.find_or_create(&phone(2), &colliding_first).await.unwrap();
+    let second = store
+        .find_or_create(&phone(2), &colliding_first)
+        .await
+        .unwrap();
     assert!(second.created);
     assert_eq!(second.user.invite_code, fresh);
     assert_eq!(calls.load(Ordering::SeqCst), 4);
@@ -91,15 +104,27 @@ pub async fn find_or_create_gives_up_after_bounded_collisions<S: UserStore>(stor
     let result = store.find_or_create(&phone(2), &always_taken).await;
     assert!(result.is_err(), "must give up, got {result:?}");
     let tries = calls.load(Ordering::SeqCst);
-    assert!((2..=100).contains(&tries), "tries should be bounded, were {tries}");
-    let later = store.find_or_create(&phone(2), &InviteCode::generate).await.unwrap();
-    assert!(later.created, "the failed call must not have created the user");
+    assert!(
+        (2..=100).contains(&tries),
+        "tries should be bounded, were {tries}"
+    );
+    let later = store
+        .find_or_create(&phone(2), &InviteCode::generate)
+        .await
+        .unwrap();
+    assert!(
+        later.created,
+        "the failed call must not have created the user"
+    );
 }
 
 /// 50 simultaneous first logins of one phone create exactly one user.
 pub async fn concurrent_find_or_create_creates_one_user<S: UserStore>(store: Arc<S>) {
     let outcomes = concurrently(&store, 50, |store, _| async move {
-        store.find_or_create(&phone(7), &InviteCode::generate).await.unwrap()
+        store
+            .find_or_create(&phone(7), &InviteCode::generate)
+            .await
+            .unwrap()
     })
     .await;
     assert_eq!(outcomes.iter().filter(|r| r.created).count(), 1);
@@ -109,7 +134,13 @@ pub async fn concurrent_find_or_create_creates_one_user<S: UserStore>(store: Arc
 /// An id no user has has no profile.
 pub async fn profile_of_unknown_user_is_none<S: UserStore>(store: Arc<S>) {
     let user = create(&*store, 1).await;
-    assert!(store.profile(crate::UserId(user.id.0 + 1000)).await.unwrap().is_none());
+    assert!(
+        store
+            .profile(crate::UserId(user.id.0 + 1000))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(store.profile(crate::UserId(-1)).await.unwrap().is_none());
 }
 
@@ -127,13 +158,24 @@ pub async fn profile_of_new_user_is_empty<S: UserStore>(store: Arc<S>) {
 pub async fn invitees_are_listed_oldest_first<S: UserStore>(store: Arc<S>) {
     let owner = create(&*store, 1).await;
     // Created in one order, applying in another: the listing follows application order.
-    let guests = [create(&*store, 2).await, create(&*store, 3).await, create(&*store, 4).await];
+    let guests = [
+        create(&*store, 2).await,
+        create(&*store, 3).await,
+        create(&*store, 4).await,
+    ];
     for guest in [&guests[2], &guests[0], &guests[1]] {
-        let outcome = store.activate_invite(guest.id, &owner.invite_code).await.unwrap();
+        let outcome = store
+            .activate_invite(guest.id, &owner.invite_code)
+            .await
+            .unwrap();
         assert_eq!(outcome, Activation::Activated);
     }
     let profile = store.profile(owner.id).await.unwrap().unwrap();
-    let expected = vec![guests[2].phone.clone(), guests[0].phone.clone(), guests[1].phone.clone()];
+    let expected = vec![
+        guests[2].phone.clone(),
+        guests[0].phone.clone(),
+        guests[1].phone.clone(),
+    ];
     assert_eq!(profile.invited_users, expected);
     let guest = store.profile(guests[0].id).await.unwrap().unwrap();
     assert_eq!(guest.activated_invite_code, Some(owner.invite_code));
@@ -154,21 +196,49 @@ pub async fn activation_refusals_in_documented_order<S: UserStore>(store: Arc<S>
         let store = store.clone();
         async move { store.activate_invite(user, &code).await.unwrap() }
     };
-    assert_eq!(activate(nobody, b.invite_code).await, Activation::UnknownUser);
+    assert_eq!(
+        activate(nobody, b.invite_code).await,
+        Activation::UnknownUser
+    );
     assert_eq!(activate(a.id, unused).await, Activation::NotFound);
     assert_eq!(activate(a.id, a.invite_code).await, Activation::OwnCode);
-    assert_eq!(store.profile(a.id).await.unwrap().unwrap().activated_invite_code, None);
+    assert_eq!(
+        store
+            .profile(a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .activated_invite_code,
+        None
+    );
 
     assert_eq!(activate(a.id, b.invite_code).await, Activation::Activated);
-    assert_eq!(activate(a.id, c.invite_code).await, Activation::AlreadyActivated);
-    assert_eq!(activate(a.id, b.invite_code).await, Activation::AlreadyActivated);
+    assert_eq!(
+        activate(a.id, c.invite_code).await,
+        Activation::AlreadyActivated
+    );
+    assert_eq!(
+        activate(a.id, b.invite_code).await,
+        Activation::AlreadyActivated
+    );
     assert_eq!(activate(a.id, unused).await, Activation::NotFound);
     assert_eq!(activate(a.id, a.invite_code).await, Activation::OwnCode);
 
     let profile = store.profile(a.id).await.unwrap().unwrap();
     assert_eq!(profile.activated_invite_code, Some(b.invite_code));
-    assert!(store.profile(c.id).await.unwrap().unwrap().invited_users.is_empty());
-    assert_eq!(store.profile(b.id).await.unwrap().unwrap().invited_users, vec![a.phone]);
+    assert!(
+        store
+            .profile(c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .invited_users
+            .is_empty()
+    );
+    assert_eq!(
+        store.profile(b.id).await.unwrap().unwrap().invited_users,
+        vec![a.phone]
+    );
 }
 
 /// A user cannot apply the code of someone they invited, directly or down a chain.
@@ -180,13 +250,19 @@ pub async fn activation_refuses_direct_and_transitive_cycles<S: UserStore>(store
     // a invites b, b invites c, c invites d.
     for (guest, host) in [(&b, &a), (&c, &b), (&d, &c)] {
         assert_eq!(
-            store.activate_invite(guest.id, &host.invite_code).await.unwrap(),
+            store
+                .activate_invite(guest.id, &host.invite_code)
+                .await
+                .unwrap(),
             Activation::Activated
         );
     }
     for descendant in [&b, &c, &d] {
         assert_eq!(
-            store.activate_invite(a.id, &descendant.invite_code).await.unwrap(),
+            store
+                .activate_invite(a.id, &descendant.invite_code)
+                .await
+                .unwrap(),
             Activation::Cycle
         );
     }
@@ -196,7 +272,10 @@ pub async fn activation_refuses_direct_and_transitive_cycles<S: UserStore>(store
     );
     // Someone outside the chain is fine.
     let e = create(&*store, 5).await;
-    assert_eq!(store.activate_invite(a.id, &e.invite_code).await.unwrap(), Activation::Activated);
+    assert_eq!(
+        store.activate_invite(a.id, &e.invite_code).await.unwrap(),
+        Activation::Activated
+    );
 }
 
 /// 100 simultaneous activations by one user (of 10 different codes): exactly one succeeds.
@@ -209,10 +288,18 @@ pub async fn concurrent_activations_by_one_user_succeed_once<S: UserStore>(store
     let codes = Arc::new(codes);
     let outcomes = concurrently(&store, 100, |store, i| {
         let codes = codes.clone();
-        async move { store.activate_invite(user.id, &codes[i % codes.len()]).await.unwrap() }
+        async move {
+            store
+                .activate_invite(user.id, &codes[i % codes.len()])
+                .await
+                .unwrap()
+        }
     })
     .await;
-    let wins = outcomes.iter().filter(|o| **o == Activation::Activated).count();
+    let wins = outcomes
+        .iter()
+        .filter(|o| **o == Activation::Activated)
+        .count();
     assert_eq!(wins, 1, "{outcomes:?}");
     assert!(
         outcomes
@@ -223,8 +310,16 @@ pub async fn concurrent_activations_by_one_user_succeed_once<S: UserStore>(store
     let applied = profile.activated_invite_code.expect("one code applied");
     let mut invitee_counts = 0;
     for n in 1..=10 {
-        let host = store.find_or_create(&super::phone(n), &InviteCode::generate).await.unwrap();
-        let invited = store.profile(host.user.id).await.unwrap().unwrap().invited_users;
+        let host = store
+            .find_or_create(&super::phone(n), &InviteCode::generate)
+            .await
+            .unwrap();
+        let invited = store
+            .profile(host.user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .invited_users;
         invitee_counts += invited.len();
         if host.user.invite_code == applied {
             assert_eq!(invited, vec![user.phone.clone()]);
@@ -240,13 +335,21 @@ pub async fn concurrent_mutual_activations_never_make_a_cycle<S: UserStore>(stor
         let a = create(&*store, 2 * pair).await;
         let b = create(&*store, 2 * pair + 1).await;
         let outcomes = concurrently(&store, 2, |store, i| {
-            let (who, code) = if i == 0 { (a.id, b.invite_code) } else { (b.id, a.invite_code) };
+            let (who, code) = if i == 0 {
+                (a.id, b.invite_code)
+            } else {
+                (b.id, a.invite_code)
+            };
             async move { store.activate_invite(who, &code).await.unwrap() }
         })
         .await;
         let mut sorted = outcomes.clone();
         sorted.sort_by_key(|o| format!("{o:?}"));
-        assert_eq!(sorted, vec![Activation::Activated, Activation::Cycle], "pair {pair}");
+        assert_eq!(
+            sorted,
+            vec![Activation::Activated, Activation::Cycle],
+            "pair {pair}"
+        );
         let pa = store.profile(a.id).await.unwrap().unwrap();
         let pb = store.profile(b.id).await.unwrap().unwrap();
         assert!(pa.activated_invite_code.is_some() != pb.activated_invite_code.is_some());
@@ -270,9 +373,15 @@ pub async fn concurrent_ring_activations_never_make_a_cycle<S: UserStore>(store:
             }
         })
         .await;
-        let wins = outcomes.iter().filter(|o| **o == Activation::Activated).count();
+        let wins = outcomes
+            .iter()
+            .filter(|o| **o == Activation::Activated)
+            .count();
         assert_eq!(wins, 2, "round {round}: {outcomes:?}");
-        assert!(outcomes.contains(&Activation::Cycle), "round {round}: {outcomes:?}");
+        assert!(
+            outcomes.contains(&Activation::Cycle),
+            "round {round}: {outcomes:?}"
+        );
     }
 }
 
@@ -283,13 +392,23 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
     let week = Duration::from_secs(7 * 24 * 3600);
     let family = FamilyId::random();
     let (t1, t2, t3) = (TokenId::random(), TokenId::random(), TokenId::random());
-    store.start_family(user.id, &family, &t1, now, now.add(week)).await.unwrap();
+    store
+        .start_family(user.id, &family, &t1, now, now.add(week))
+        .await
+        .unwrap();
 
     let rotate = |presented: &TokenId, next: &TokenId| {
-        let (store, family, presented, next) =
-            (store.clone(), family.clone(), presented.clone(), next.clone());
+        let (store, family, presented, next) = (
+            store.clone(),
+            family.clone(),
+            presented.clone(),
+            next.clone(),
+        );
         async move {
-            store.rotate_refresh(&family, &presented, &next, now, now.add(week)).await.unwrap()
+            store
+                .rotate_refresh(&family, &presented, &next, now, now.add(week))
+                .await
+                .unwrap()
         }
     };
     assert_eq!(rotate(&t1, &t2).await, Rotation::Rotated);
@@ -301,8 +420,14 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
     // Another family of the same user is untouched.
     let other = FamilyId::random();
     let o1 = TokenId::random();
-    store.start_family(user.id, &other, &o1, now, now.add(week)).await.unwrap();
-    let outcome = store.rotate_refresh(&other, &o1, &TokenId::random(), now, now.add(week)).await.unwrap();
+    store
+        .start_family(user.id, &other, &o1, now, now.add(week))
+        .await
+        .unwrap();
+    let outcome = store
+        .rotate_refresh(&other, &o1, &TokenId::random(), now, now.add(week))
+        .await
+        .unwrap();
     assert_eq!(outcome, Rotation::Rotated);
 }
 
@@ -314,22 +439,37 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
 
     let revoked = FamilyId::random();
     let r1 = TokenId::random();
-    store.start_family(user.id, &revoked, &r1, now, now.add(hour)).await.unwrap();
+    store
+        .start_family(user.id, &revoked, &r1, now, now.add(hour))
+        .await
+        .unwrap();
     store.revoke_family(&revoked).await.unwrap();
     store.revoke_family(&revoked).await.unwrap();
-    let outcome = store.rotate_refresh(&revoked, &r1, &TokenId::random(), now, now.add(hour)).await.unwrap();
+    let outcome = store
+        .rotate_refresh(&revoked, &r1, &TokenId::random(), now, now.add(hour))
+        .await
+        .unwrap();
     assert_eq!(outcome, Rotation::Revoked);
 
     let unknown = FamilyId::random();
     store.revoke_family(&unknown).await.unwrap();
-    let outcome = store.rotate_refresh(&unknown, &r1, &TokenId::random(), now, now.add(hour)).await.unwrap();
+    let outcome = store
+        .rotate_refresh(&unknown, &r1, &TokenId::random(), now, now.add(hour))
+        .await
+        .unwrap();
     assert_eq!(outcome, Rotation::Revoked);
 
     let expiring = FamilyId::random();
     let e1 = TokenId::random();
-    store.start_family(user.id, &expiring, &e1, now, now.add(hour)).await.unwrap();
+    store
+        .start_family(user.id, &expiring, &e1, now, now.add(hour))
+        .await
+        .unwrap();
     let later = now.add(hour);
-    let outcome = store.rotate_refresh(&expiring, &e1, &TokenId::random(), later, later.add(hour)).await.unwrap();
+    let outcome = store
+        .rotate_refresh(&expiring, &e1, &TokenId::random(), later, later.add(hour))
+        .await
+        .unwrap();
     assert_eq!(outcome, Rotation::Revoked);
 }
 
@@ -340,11 +480,17 @@ pub async fn concurrent_rotations_of_one_token_succeed_once<S: UserStore>(store:
     let expires = now.add(Duration::from_secs(3600));
     let family = FamilyId::random();
     let first = TokenId::random();
-    store.start_family(user.id, &family, &first, now, expires).await.unwrap();
+    store
+        .start_family(user.id, &family, &first, now, expires)
+        .await
+        .unwrap();
     let outcomes = concurrently(&store, 20, |store, _| {
         let (family, first) = (family.clone(), first.clone());
         async move {
-            store.rotate_refresh(&family, &first, &TokenId::random(), now, expires).await.unwrap()
+            store
+                .rotate_refresh(&family, &first, &TokenId::random(), now, expires)
+                .await
+                .unwrap()
         }
     })
     .await;

@@ -1,0 +1,81 @@
+//! [`RateLimitStore`] conformance cases. Each takes a fresh, empty store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::start;
+use crate::Timestamp;
+use crate::store::{RateDecision, RateLimitStore};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The start of a fresh one-minute window at or after the case's start.
+fn window_start() -> Timestamp {
+    Timestamp::from_unix((start().as_unix() / 60 + 1) * 60)
+}
+
+/// `limit` hits pass, counting down; the next is refused until the window ends.
+pub async fn hits_within_the_limit_are_allowed<S: RateLimitStore>(store: Arc<S>) {
+    let t = window_start();
+    for remaining in (0..3).rev() {
+        let decision = store.hit("ip:1", 3, MINUTE, t).await.unwrap();
+        assert_eq!(decision, RateDecision::Allowed { remaining });
+    }
+    let late = t.add(Duration::from_secs(15));
+    let refused = store.hit("ip:1", 3, MINUTE, late).await.unwrap();
+    assert_eq!(
+        refused,
+        RateDecision::Limited {
+            retry_after: Duration::from_secs(45)
+        }
+    );
+}
+
+/// A new window starts from zero.
+pub async fn the_window_resets_the_count<S: RateLimitStore>(store: Arc<S>) {
+    let t = window_start();
+    for _ in 0..2 {
+        store.hit("ip:1", 2, MINUTE, t).await.unwrap();
+    }
+    assert!(matches!(
+        store.hit("ip:1", 2, MINUTE, t).await.unwrap(),
+        RateDecision::Limited { .. }
+    ));
+    let next = t.add(MINUTE);
+    let decision = store.hit("ip:1", 2, MINUTE, next).await.unwrap();
+    assert_eq!(decision, RateDecision::Allowed { remaining: 1 });
+}
+
+/// One key's hits do not count against another's.
+pub async fn keys_are_independent<S: RateLimitStore>(store: Arc<S>) {
+    let t = window_start();
+    store.hit("ip:1", 1, MINUTE, t).await.unwrap();
+    assert!(matches!(
+        store.hit("ip:1", 1, MINUTE, t).await.unwrap(),
+        RateDecision::Limited { .. }
+    ));
+    let other = store.hit("ip:2", 1, MINUTE, t).await.unwrap();
+    assert_eq!(other, RateDecision::Allowed { remaining: 0 });
+}
+
+/// 50 simultaneous hits against a limit of 10: exactly 10 pass.
+pub async fn concurrent_hits_never_exceed_the_limit<S: RateLimitStore>(store: Arc<S>) {
+    let t = window_start();
+    let barrier = Arc::new(tokio::sync::Barrier::new(50));
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.hit("ip:1", 10, MINUTE, t).await.unwrap()
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for handle in handles {
+        if matches!(handle.await.unwrap(), RateDecision::Allowed { .. }) {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 10);
+}
