@@ -171,17 +171,17 @@ impl From<StoreError> for Error {
 
 /// The JSON shape of every error response: `{"error": "...", "code": "..."}`, plus
 /// `attempts_left` for `code_invalid` and `retry_after` for 429s.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ErrorBody {
     /// A human-readable sentence.
     pub error: String,
     /// The stable machine-readable code.
     pub code: &'static str,
     /// Wrong tries left for the current code (`code_invalid` only).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts_left: Option<u32>,
     /// Seconds to wait before retrying (429 only; also sent as `Retry-After`).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
 }
 
@@ -212,5 +212,63 @@ impl StoreError {
     /// The backing service answered with data the store cannot make sense of.
     pub fn corrupt(error: impl std::fmt::Display) -> Self {
         StoreError::Corrupt(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table of API.md, row by row.
+    #[test]
+    fn statuses_and_codes_match_the_contract() {
+        let table: Vec<(Error, u16, &str)> = vec![
+            (Error::InvalidRequest("x".into()), 400, "invalid_request"),
+            (Error::InvalidPhone, 400, "invalid_phone"),
+            (Error::ResendCooldown { retry_after: 1 }, 429, "resend_cooldown"),
+            (Error::TooManyCodes { retry_after: 1 }, 429, "too_many_codes"),
+            (Error::SmsFailed, 502, "sms_failed"),
+            (Error::CodeExpired, 400, "code_expired"),
+            (Error::CodeInvalid { attempts_left: 1 }, 400, "code_invalid"),
+            (Error::TooManyAttempts { retry_after: 1 }, 429, "too_many_attempts"),
+            (Error::Unauthorized, 401, "unauthorized"),
+            (Error::OwnInviteCode, 400, "own_invite_code"),
+            (Error::InviteCodeNotFound, 404, "invite_code_not_found"),
+            (Error::InviteAlreadyActivated, 409, "invite_already_activated"),
+            (Error::InviteCycle, 409, "invite_cycle"),
+            (Error::InvalidToken, 401, "invalid_token"),
+            (Error::PayloadTooLarge, 413, "payload_too_large"),
+            (Error::UnsupportedMediaType, 415, "unsupported_media_type"),
+            (Error::NotFound, 404, "not_found"),
+            (Error::Store(StoreError::unavailable("down")), 503, "store_unavailable"),
+        ];
+        for (error, status, code) in table {
+            assert_eq!(error.http(), (status, code), "{error:?}");
+            assert_eq!(error.retry_after().is_some(), status == 429, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn body_is_the_contract_shape() {
+        let plain = serde_json::to_value(Error::InviteCycle.body()).unwrap();
+        assert_eq!(
+            plain,
+            serde_json::json!({
+                "error": "This invite code belongs to someone you invited.",
+                "code": "invite_cycle"
+            })
+        );
+        let invalid = serde_json::to_value(Error::CodeInvalid { attempts_left: 3 }.body()).unwrap();
+        assert_eq!(invalid["attempts_left"], 3);
+        assert!(invalid.get("retry_after").is_none());
+        let limited = serde_json::to_value(Error::TooManyCodes { retry_after: 42 }.body()).unwrap();
+        assert_eq!(limited["retry_after"], 42);
+        assert!(limited.get("attempts_left").is_none());
+    }
+
+    #[test]
+    fn store_details_stay_out_of_the_response() {
+        let error = Error::Store(StoreError::unavailable("password authentication failed for db"));
+        assert!(!error.body().error.contains("password"));
     }
 }

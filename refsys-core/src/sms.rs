@@ -33,6 +33,14 @@ pub trait SmsSender: Send + Sync + 'static {
     async fn send(&self, sms: &Sms) -> Result<(), SmsError>;
 }
 
+/// Lets a caller keep a handle on the sender it gives the service.
+#[async_trait]
+impl<S: SmsSender> SmsSender for std::sync::Arc<S> {
+    async fn send(&self, sms: &Sms) -> Result<(), SmsError> {
+        (**self).send(sms).await
+    }
+}
+
 /// The sender could not deliver. The message is for logs: it must not contain the code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("SMS delivery failed: {0}")]

@@ -21,7 +21,10 @@
 
 pub mod otp_store;
 pub mod rate_limit_store;
+mod sms;
 pub mod user_store;
+
+pub use sms::RecordingSender;
 
 use crate::{AllowedRegions, Phone, SystemClock, Timestamp};
 

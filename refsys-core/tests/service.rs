@@ -1,0 +1,478 @@
+//! Every rule of API.md's tables, through `ReferralService`, on the in-memory stores and a
+//! manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use refsys_core::testing::RecordingSender;
+use refsys_core::{
+    AllowedRegions, Error, JwtKeys, KeyError, ManualClock, MemoryOtpStore, MemoryUserStore,
+    Policy, ReferralService, UserId,
+};
+
+const SECRET: &[u8] = b"test secret that is long enough for HS256";
+
+struct World {
+    service: ReferralService,
+    sms: Arc<RecordingSender>,
+    clock: Arc<ManualClock>,
+}
+
+fn world_with(policy: Policy, keys: JwtKeys) -> World {
+    let sms = Arc::new(RecordingSender::new());
+    let clock = Arc::new(ManualClock::starting_now());
+    let service =
+        ReferralService::builder(MemoryUserStore::new(), MemoryOtpStore::new(), sms.clone(), keys)
+            .policy(policy)
+            .clock(clock.clone())
+            .build();
+    World { service, sms, clock }
+}
+
+fn world() -> World {
+    world_with(Policy::default(), JwtKeys::hs256(SECRET).unwrap())
+}
+
+impl World {
+    fn advance(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
+    }
+
+    /// The code last sent to `phone` (E.164).
+    fn code(&self, phone: &str) -> String {
+        let phone = self.service.parse_phone(phone).unwrap();
+        self.sms.last_code(&phone).expect("a code was sent")
+    }
+
+    /// Logs `phone` in and returns (user id, access, refresh).
+    async fn login(&self, phone: &str) -> (UserId, String, String) {
+        self.service.send_code(phone).await.unwrap();
+        let login = self.service.verify_code(phone, &self.code(phone)).await.unwrap();
+        (login.user_id, login.access, login.refresh)
+    }
+
+    async fn own_code(&self, user: UserId) -> String {
+        self.service.profile(user).await.unwrap().own_invite_code.to_string()
+    }
+}
+
+fn wrong(code: &str) -> String {
+    format!("{:04}", (code.parse::<u32>().unwrap() + 1) % 10_000)
+}
+
+const A: &str = "+375291000001";
+const B: &str = "+375291000002";
+const C: &str = "+375291000003";
+
+// ---- 1. send_code ----
+
+#[tokio::test]
+async fn send_code_sends_a_fresh_4_digit_code() {
+    let w = world();
+    w.service.send_code("+375 (29) 100-00-01").await.unwrap();
+    let sent = w.sms.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].phone.as_str(), A, "normalised to E.164");
+    let code = sent[0].code.expose();
+    assert_eq!(code.len(), 4);
+    assert!(code.bytes().all(|b| b.is_ascii_digit()));
+    assert!(sent[0].text.contains(code));
+}
+
+#[tokio::test]
+async fn send_code_refuses_invalid_phones_and_regions() {
+    let w = world();
+    for phone in ["", "hello", "+375", "+37529100000100000"] {
+        let error = w.service.send_code(phone).await.unwrap_err();
+        assert_eq!(error.http(), (400, "invalid_phone"), "{phone}");
+    }
+    let by_only = world_with(
+        Policy::builder().regions("BY".parse().unwrap()).build().unwrap(),
+        JwtKeys::hs256(SECRET).unwrap(),
+    );
+    let error = by_only.service.send_code("+1 202 555 0143").await.unwrap_err();
+    assert_eq!(error.http(), (400, "invalid_phone"));
+    by_only.service.send_code(A).await.unwrap();
+    assert!(w.sms.sent().is_empty());
+}
+
+#[tokio::test]
+async fn send_code_within_the_cooldown_is_429_with_retry_after() {
+    let w = world();
+    w.service.send_code(A).await.unwrap();
+    w.advance(15);
+    let error = w.service.send_code(A).await.unwrap_err();
+    assert_eq!(error.http(), (429, "resend_cooldown"));
+    assert_eq!(error.retry_after(), Some(45));
+    assert_eq!(error.body().retry_after, Some(45));
+    w.advance(45);
+    w.service.send_code(A).await.unwrap();
+    assert_eq!(w.sms.sent().len(), 2);
+}
+
+#[tokio::test]
+async fn send_code_over_the_hourly_window_is_429() {
+    let w = world();
+    for _ in 0..5 {
+        w.service.send_code(A).await.unwrap();
+        w.advance(60);
+    }
+    let error = w.service.send_code(A).await.unwrap_err();
+    assert_eq!(error.http(), (429, "too_many_codes"));
+    assert_eq!(error.retry_after(), Some(3600 - 300));
+    assert_eq!(w.sms.sent().len(), 5);
+}
+
+#[tokio::test]
+async fn failed_sms_is_502_and_costs_nothing() {
+    let w = world();
+    w.sms.fail(true);
+    for _ in 0..10 {
+        let error = w.service.send_code(A).await.unwrap_err();
+        assert_eq!(error.http(), (502, "sms_failed"));
+    }
+    w.sms.fail(false);
+    // Neither the cooldown nor the window was used by the failures.
+    w.service.send_code(A).await.unwrap();
+    let code = w.code(A);
+    w.service.verify_code(A, &code).await.unwrap();
+}
+
+#[tokio::test]
+async fn test_phones_get_their_fixed_code_and_no_sms() {
+    let w = world_with(
+        Policy::builder().test_phone(A, "0042").build().unwrap(),
+        JwtKeys::hs256(SECRET).unwrap(),
+    );
+    w.service.send_code(A).await.unwrap();
+    assert!(w.sms.sent().is_empty());
+    w.service.verify_code(A, "0042").await.unwrap();
+    // The usual limits still hold for test phones.
+    let error = w.service.send_code(A).await.unwrap_err();
+    assert_eq!(error.code(), "resend_cooldown");
+}
+
+// ---- 2. verify_code ----
+
+#[tokio::test]
+async fn verify_code_creates_the_user_once_with_a_6_char_invite_code() {
+    let w = world();
+    let (first, access, refresh) = w.login(A).await;
+    assert_ne!(access, refresh);
+    assert_eq!(w.service.authenticate(&access).unwrap(), first);
+    let code = w.own_code(first).await;
+    assert_eq!(code.len(), 6);
+    w.advance(60);
+    let (again, _, _) = w.login(A).await;
+    assert_eq!(again, first);
+    assert_eq!(w.own_code(again).await, code, "the invite code does not change on re-login");
+    let (other, _, _) = w.login(B).await;
+    assert_ne!(other, first);
+}
+
+#[tokio::test]
+async fn verify_code_malformed_code_is_invalid_request() {
+    let w = world();
+    w.service.send_code(A).await.unwrap();
+    for code in ["", "12", "12345", "abcd", "12 4"] {
+        let error = w.service.verify_code(A, code).await.unwrap_err();
+        assert_eq!(error.http(), (400, "invalid_request"), "{code:?}");
+    }
+    // Malformed input costs no attempt.
+    let code = w.code(A);
+    let error = w.service.verify_code(A, &wrong(&code)).await.unwrap_err();
+    assert_eq!(error.body().attempts_left, Some(4));
+}
+
+#[tokio::test]
+async fn verify_code_invalid_phone() {
+    let w = world();
+    let error = w.service.verify_code("not a phone", "1234").await.unwrap_err();
+    assert_eq!(error.http(), (400, "invalid_phone"));
+}
+
+#[tokio::test]
+async fn verify_code_without_a_live_code_is_code_expired() {
+    let w = world();
+    // Never sent.
+    assert_eq!(w.service.verify_code(A, "1234").await.unwrap_err().code(), "code_expired");
+    // Expired.
+    w.service.send_code(A).await.unwrap();
+    let code = w.code(A);
+    w.advance(300);
+    assert_eq!(w.service.verify_code(A, &code).await.unwrap_err().code(), "code_expired");
+    // Used.
+    w.service.send_code(A).await.unwrap();
+    let code = w.code(A);
+    w.service.verify_code(A, &code).await.unwrap();
+    let error = w.service.verify_code(A, &code).await.unwrap_err();
+    assert_eq!(error.http(), (400, "code_expired"));
+}
+
+#[tokio::test]
+async fn wrong_codes_count_down_then_burn_with_429() {
+    let w = world();
+    w.service.send_code(A).await.unwrap();
+    let code = w.code(A);
+    for left in [4, 3, 2, 1] {
+        let error = w.service.verify_code(A, &wrong(&code)).await.unwrap_err();
+        assert_eq!(error.http(), (400, "code_invalid"));
+        assert_eq!(error.body().attempts_left, Some(left));
+        let json = serde_json::to_value(error.body()).unwrap();
+        assert_eq!(json["attempts_left"], left);
+    }
+    let error = w.service.verify_code(A, &wrong(&code)).await.unwrap_err();
+    assert_eq!(error.http(), (429, "too_many_attempts"));
+    assert_eq!(error.retry_after(), Some(60));
+    // The right code no longer works: the code is burned.
+    let error = w.service.verify_code(A, &code).await.unwrap_err();
+    assert_eq!(error.code(), "too_many_attempts");
+    // A new code works.
+    w.advance(60);
+    let (user, _, _) = w.login(A).await;
+    assert_eq!(user, UserId(1));
+}
+
+/// With the defaults, an attacker guessing codes in order for a whole hour gets at most 5
+/// codes sent and 5 guesses at each: 25 of the 10 000 possible codes.
+#[tokio::test]
+async fn brute_force_is_capped_by_attempts_and_window() {
+    // A fixed code the in-order guessing cannot reach within its budget keeps this
+    // deterministic.
+    let w = world_with(
+        Policy::builder().test_phone(A, "9999").build().unwrap(),
+        JwtKeys::hs256(SECRET).unwrap(),
+    );
+    let (mut sends, mut misses, mut burns, mut guess) = (0, 0, 0, 0u32);
+    for _minute in 0..60 {
+        match w.service.send_code(A).await {
+            Ok(()) => sends += 1,
+            Err(Error::TooManyCodes { .. } | Error::ResendCooldown { .. }) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+        for _ in 0..100 {
+            match w.service.verify_code(A, &format!("{guess:04}")).await {
+                Ok(_) => panic!("brute force logged in after {guess} guesses"),
+                Err(Error::CodeInvalid { .. }) => misses += 1,
+                Err(Error::TooManyAttempts { .. }) => {
+                    burns += 1;
+                    break;
+                }
+                Err(Error::CodeExpired) => break,
+                Err(other) => panic!("{other:?}"),
+            }
+            guess += 1;
+        }
+        w.advance(60);
+    }
+    assert_eq!(sends, 5, "the window allows 5 codes an hour");
+    assert_eq!(misses, 4 * sends, "4 misses per code, the 5th burns it");
+    assert!(burns >= sends);
+}
+
+// ---- 3. get_profile ----
+
+#[tokio::test]
+async fn profile_shows_codes_and_invitees_oldest_first() {
+    let w = world();
+    let (a, _, _) = w.login(A).await;
+    let (b, _, _) = w.login(B).await;
+    let (c, _, _) = w.login(C).await;
+    let a_code = w.own_code(a).await;
+    w.service.use_invite_code(c, &a_code).await.unwrap();
+    w.service.use_invite_code(b, &format!("  {}  ", a_code.to_lowercase())).await.unwrap();
+
+    let profile = w.service.profile(a).await.unwrap();
+    let json = serde_json::to_value(&profile).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "phone": A,
+            "own_invite_code": a_code,
+            "activated_invite_code": null,
+            "invited_users": [C, B],
+        })
+    );
+    let b_profile = serde_json::to_value(w.service.profile(b).await.unwrap()).unwrap();
+    assert_eq!(b_profile["activated_invite_code"], a_code.as_str());
+}
+
+#[tokio::test]
+async fn access_is_refused_for_anything_but_a_live_access_token() {
+    let w = world();
+    let (user, access, refresh) = w.login(A).await;
+    assert_eq!(w.service.authenticate(&access).unwrap(), user);
+    let header = format!("Bearer {access}");
+    assert_eq!(w.service.authenticate_header(Some(&header)).unwrap(), user);
+
+    let other_key = world_with(Policy::default(), JwtKeys::hs256([9u8; 32]).unwrap());
+    let (_, foreign, _) = other_key.login(A).await;
+    let mut tampered = access.clone();
+    tampered.insert(access.find('.').unwrap() + 3, 'x');
+    let alg_none = {
+        let payload = access.split('.').nth(1).unwrap();
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.")
+    };
+    for token in [&refresh, &foreign, &tampered, &alg_none, "garbage", "", "a.b.c"] {
+        let error = w.service.authenticate(token).unwrap_err();
+        assert_eq!(error.http(), (401, "unauthorized"), "{token}");
+        assert!(error.is_unauthorized());
+    }
+    for header in [None, Some(""), Some("Bearer"), Some(access.as_str()), Some("Basic abc")] {
+        assert_eq!(w.service.authenticate_header(header).unwrap_err().code(), "unauthorized");
+    }
+
+    // Access tokens expire after 20 minutes.
+    w.advance(20 * 60 - 1);
+    assert!(w.service.authenticate(&access).is_ok());
+    w.advance(1);
+    assert_eq!(w.service.authenticate(&access).unwrap_err().code(), "unauthorized");
+}
+
+#[tokio::test]
+async fn profile_of_a_user_that_does_not_exist_is_401() {
+    let w = world();
+    assert_eq!(w.service.profile(UserId(42)).await.unwrap_err().code(), "unauthorized");
+}
+
+// ---- 4. use_invite_code ----
+
+#[tokio::test]
+async fn use_invite_code_rules() {
+    let w = world();
+    let (a, _, _) = w.login(A).await;
+    let (b, _, _) = w.login(B).await;
+    let (c, _, _) = w.login(C).await;
+    let (a_code, b_code, c_code) = (w.own_code(a).await, w.own_code(b).await, w.own_code(c).await);
+    let apply = |user, code: String| {
+        let service = w.service.clone();
+        async move { service.use_invite_code(user, &code).await }
+    };
+
+    for malformed in ["", "ABC", "ABCDEFG", "ABCDE0", "ABCDEI", "ÄBCDEF"] {
+        let error = apply(b, malformed.into()).await.unwrap_err();
+        assert_eq!(error.http(), (400, "invalid_request"), "{malformed}");
+    }
+    assert_eq!(apply(a, a_code.clone()).await.unwrap_err().http(), (400, "own_invite_code"));
+    let unused = if a_code == "ZZZZZZ" { "YYYYYY" } else { "ZZZZZZ" };
+    let error = apply(a, unused.into()).await.unwrap_err();
+    assert_eq!(error.http(), (404, "invite_code_not_found"));
+
+    apply(b, a_code.clone()).await.unwrap();
+    let error = apply(b, c_code.clone()).await.unwrap_err();
+    assert_eq!(error.http(), (409, "invite_already_activated"));
+    apply(c, b_code.clone()).await.unwrap();
+    // a invited b, b invited c: a cannot apply b's or c's code.
+    for code in [b_code, c_code] {
+        assert_eq!(apply(a, code).await.unwrap_err().http(), (409, "invite_cycle"));
+    }
+    assert_eq!(apply(UserId(99), a_code).await.unwrap_err().http(), (401, "unauthorized"));
+}
+
+#[tokio::test]
+async fn use_invite_code_is_exactly_once_under_concurrency() {
+    let w = world();
+    let (user, _, _) = w.login(A).await;
+    let mut codes = Vec::new();
+    for phone in [B, C] {
+        let (id, _, _) = w.login(phone).await;
+        codes.push(w.own_code(id).await);
+    }
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let (service, code) = (w.service.clone(), codes[i % 2].clone());
+            tokio::spawn(async move { service.use_invite_code(user, &code).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(e) => assert_eq!(e.code(), "invite_already_activated"),
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+// ---- 5. token refresh and logout ----
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_family() {
+    let w = world();
+    let (user, _, r1) = w.login(A).await;
+    let pair = w.service.refresh(&r1).await.unwrap();
+    assert_eq!(w.service.authenticate(&pair.access).unwrap(), user);
+    let pair2 = w.service.refresh(&pair.refresh).await.unwrap();
+    // r1 again: theft. The family dies, including the newest refresh token.
+    assert_eq!(w.service.refresh(&r1).await.unwrap_err().http(), (401, "invalid_token"));
+    assert_eq!(w.service.refresh(&pair2.refresh).await.unwrap_err().code(), "invalid_token");
+    // Another login's family is untouched.
+    w.advance(60);
+    let (_, _, other) = w.login(A).await;
+    w.service.refresh(&other).await.unwrap();
+}
+
+#[tokio::test]
+async fn refresh_refuses_access_tokens_garbage_and_expired_tokens() {
+    let w = world();
+    let (_, access, refresh) = w.login(A).await;
+    for token in [access.as_str(), "garbage", ""] {
+        assert_eq!(w.service.refresh(token).await.unwrap_err().http(), (401, "invalid_token"));
+    }
+    w.advance(7 * 24 * 3600);
+    assert_eq!(w.service.refresh(&refresh).await.unwrap_err().code(), "invalid_token");
+}
+
+#[tokio::test]
+async fn logout_revokes_the_family() {
+    let w = world();
+    let (_, _, refresh) = w.login(A).await;
+    let pair = w.service.refresh(&refresh).await.unwrap();
+    w.service.logout(&pair.refresh).await.unwrap();
+    assert_eq!(w.service.refresh(&pair.refresh).await.unwrap_err().code(), "invalid_token");
+    assert_eq!(w.service.logout("garbage").await.unwrap_err().code(), "invalid_token");
+}
+
+// ---- keys ----
+
+#[tokio::test]
+async fn rs256_and_eddsa_keys_work_and_are_not_interchangeable() {
+    let rsa = JwtKeys::rs256_pem(
+        include_bytes!("keys/rsa_private.pem"),
+        include_bytes!("keys/rsa_public.pem"),
+    )
+    .unwrap();
+    let ed = JwtKeys::eddsa_pem(
+        include_bytes!("keys/ed25519_private.pem"),
+        include_bytes!("keys/ed25519_public.pem"),
+    )
+    .unwrap();
+    let hs = JwtKeys::hs256(SECRET).unwrap();
+    let worlds = [world_with(Policy::default(), rsa), world_with(Policy::default(), ed)];
+    let hs_world = world_with(Policy::default(), hs);
+    for w in &worlds {
+        let (user, access, refresh) = w.login(A).await;
+        assert_eq!(w.service.authenticate(&access).unwrap(), user);
+        w.service.refresh(&refresh).await.unwrap();
+        assert!(hs_world.service.authenticate(&access).is_err());
+    }
+    let (_, hs_access, _) = hs_world.login(A).await;
+    for w in &worlds {
+        assert!(w.service.authenticate(&hs_access).is_err());
+    }
+}
+
+#[test]
+fn weak_or_broken_keys_are_refused() {
+    assert_eq!(JwtKeys::hs256(b"short").unwrap_err(), KeyError::SecretTooShort);
+    assert!(JwtKeys::rs256_pem(b"not a pem", b"not a pem").is_err());
+    assert!(JwtKeys::eddsa_pem(include_bytes!("keys/rsa_private.pem"), b"x").is_err());
+    let debug = format!("{:?}", JwtKeys::hs256(SECRET).unwrap());
+    assert!(!debug.contains("test secret"), "{debug}");
+}
+
+#[test]
+fn regions_parse_from_config_strings() {
+    assert!("BY,LT".parse::<AllowedRegions>().is_ok());
+    assert!("BY,ZZ".parse::<AllowedRegions>().is_err());
+}
