@@ -225,22 +225,42 @@ mod tests {
         let table: Vec<(Error, u16, &str)> = vec![
             (Error::InvalidRequest("x".into()), 400, "invalid_request"),
             (Error::InvalidPhone, 400, "invalid_phone"),
-            (Error::ResendCooldown { retry_after: 1 }, 429, "resend_cooldown"),
-            (Error::TooManyCodes { retry_after: 1 }, 429, "too_many_codes"),
+            (
+                Error::ResendCooldown { retry_after: 1 },
+                429,
+                "resend_cooldown",
+            ),
+            (
+                Error::TooManyCodes { retry_after: 1 },
+                429,
+                "too_many_codes",
+            ),
             (Error::SmsFailed, 502, "sms_failed"),
             (Error::CodeExpired, 400, "code_expired"),
             (Error::CodeInvalid { attempts_left: 1 }, 400, "code_invalid"),
-            (Error::TooManyAttempts { retry_after: 1 }, 429, "too_many_attempts"),
+            (
+                Error::TooManyAttempts { retry_after: 1 },
+                429,
+                "too_many_attempts",
+            ),
             (Error::Unauthorized, 401, "unauthorized"),
             (Error::OwnInviteCode, 400, "own_invite_code"),
             (Error::InviteCodeNotFound, 404, "invite_code_not_found"),
-            (Error::InviteAlreadyActivated, 409, "invite_already_activated"),
+            (
+                Error::InviteAlreadyActivated,
+                409,
+                "invite_already_activated",
+            ),
             (Error::InviteCycle, 409, "invite_cycle"),
             (Error::InvalidToken, 401, "invalid_token"),
             (Error::PayloadTooLarge, 413, "payload_too_large"),
             (Error::UnsupportedMediaType, 415, "unsupported_media_type"),
             (Error::NotFound, 404, "not_found"),
-            (Error::Store(StoreError::unavailable("down")), 503, "store_unavailable"),
+            (
+                Error::Store(StoreError::unavailable("down")),
+                503,
+                "store_unavailable",
+            ),
         ];
         for (error, status, code) in table {
             assert_eq!(error.http(), (status, code), "{error:?}");
@@ -268,7 +288,9 @@ mod tests {
 
     #[test]
     fn store_details_stay_out_of_the_response() {
-        let error = Error::Store(StoreError::unavailable("password authentication failed for db"));
+        let error = Error::Store(StoreError::unavailable(
+            "password authentication failed for db",
+        ));
         assert!(!error.body().error.contains("password"));
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use refsys_core::testing::RecordingSender;
 use refsys_core::{
-    AllowedRegions, Error, JwtKeys, KeyError, ManualClock, MemoryOtpStore, MemoryUserStore,
-    Policy, ReferralService, UserId,
+    AllowedRegions, Error, JwtKeys, KeyError, ManualClock, MemoryOtpStore, MemoryUserStore, Policy,
+    ReferralService, UserId,
 };
 
 const SECRET: &[u8] = b"test secret that is long enough for HS256";
@@ -21,12 +21,20 @@ struct World {
 fn world_with(policy: Policy, keys: JwtKeys) -> World {
     let sms = Arc::new(RecordingSender::new());
     let clock = Arc::new(ManualClock::starting_now());
-    let service =
-        ReferralService::builder(MemoryUserStore::new(), MemoryOtpStore::new(), sms.clone(), keys)
-            .policy(policy)
-            .clock(clock.clone())
-            .build();
-    World { service, sms, clock }
+    let service = ReferralService::builder(
+        MemoryUserStore::new(),
+        MemoryOtpStore::new(),
+        sms.clone(),
+        keys,
+    )
+    .policy(policy)
+    .clock(clock.clone())
+    .build();
+    World {
+        service,
+        sms,
+        clock,
+    }
 }
 
 fn world() -> World {
@@ -47,12 +55,21 @@ impl World {
     /// Logs `phone` in and returns (user id, access, refresh).
     async fn login(&self, phone: &str) -> (UserId, String, String) {
         self.service.send_code(phone).await.unwrap();
-        let login = self.service.verify_code(phone, &self.code(phone)).await.unwrap();
+        let login = self
+            .service
+            .verify_code(phone, &self.code(phone))
+            .await
+            .unwrap();
         (login.user_id, login.access, login.refresh)
     }
 
     async fn own_code(&self, user: UserId) -> String {
-        self.service.profile(user).await.unwrap().own_invite_code.to_string()
+        self.service
+            .profile(user)
+            .await
+            .unwrap()
+            .own_invite_code
+            .to_string()
     }
 }
 
@@ -87,10 +104,17 @@ async fn send_code_refuses_invalid_phones_and_regions() {
         assert_eq!(error.http(), (400, "invalid_phone"), "{phone}");
     }
     let by_only = world_with(
-        Policy::builder().regions("BY".parse().unwrap()).build().unwrap(),
+        Policy::builder()
+            .regions("BY".parse().unwrap())
+            .build()
+            .unwrap(),
         JwtKeys::hs256(SECRET).unwrap(),
     );
-    let error = by_only.service.send_code("+1 202 555 0143").await.unwrap_err();
+    let error = by_only
+        .service
+        .send_code("+1 202 555 0143")
+        .await
+        .unwrap_err();
     assert_eq!(error.http(), (400, "invalid_phone"));
     by_only.service.send_code(A).await.unwrap();
     assert!(w.sms.sent().is_empty());
@@ -165,7 +189,11 @@ async fn verify_code_creates_the_user_once_with_a_6_char_invite_code() {
     w.advance(60);
     let (again, _, _) = w.login(A).await;
     assert_eq!(again, first);
-    assert_eq!(w.own_code(again).await, code, "the invite code does not change on re-login");
+    assert_eq!(
+        w.own_code(again).await,
+        code,
+        "the invite code does not change on re-login"
+    );
     let (other, _, _) = w.login(B).await;
     assert_ne!(other, first);
 }
@@ -187,7 +215,11 @@ async fn verify_code_malformed_code_is_invalid_request() {
 #[tokio::test]
 async fn verify_code_invalid_phone() {
     let w = world();
-    let error = w.service.verify_code("not a phone", "1234").await.unwrap_err();
+    let error = w
+        .service
+        .verify_code("not a phone", "1234")
+        .await
+        .unwrap_err();
     assert_eq!(error.http(), (400, "invalid_phone"));
 }
 
@@ -195,12 +227,18 @@ async fn verify_code_invalid_phone() {
 async fn verify_code_without_a_live_code_is_code_expired() {
     let w = world();
     // Never sent.
-    assert_eq!(w.service.verify_code(A, "1234").await.unwrap_err().code(), "code_expired");
+    assert_eq!(
+        w.service.verify_code(A, "1234").await.unwrap_err().code(),
+        "code_expired"
+    );
     // Expired.
     w.service.send_code(A).await.unwrap();
     let code = w.code(A);
     w.advance(300);
-    assert_eq!(w.service.verify_code(A, &code).await.unwrap_err().code(), "code_expired");
+    assert_eq!(
+        w.service.verify_code(A, &code).await.unwrap_err().code(),
+        "code_expired"
+    );
     // Used.
     w.service.send_code(A).await.unwrap();
     let code = w.code(A);
@@ -280,7 +318,10 @@ async fn profile_shows_codes_and_invitees_oldest_first() {
     let (c, _, _) = w.login(C).await;
     let a_code = w.own_code(a).await;
     w.service.use_invite_code(c, &a_code).await.unwrap();
-    w.service.use_invite_code(b, &format!("  {}  ", a_code.to_lowercase())).await.unwrap();
+    w.service
+        .use_invite_code(b, &format!("  {}  ", a_code.to_lowercase()))
+        .await
+        .unwrap();
 
     let profile = w.service.profile(a).await.unwrap();
     let json = serde_json::to_value(&profile).unwrap();
@@ -313,26 +354,43 @@ async fn access_is_refused_for_anything_but_a_live_access_token() {
         let payload = access.split('.').nth(1).unwrap();
         format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.")
     };
-    for token in [&refresh, &foreign, &tampered, &alg_none, "garbage", "", "a.b.c"] {
+    for token in [
+        &refresh, &foreign, &tampered, &alg_none, "garbage", "", "a.b.c",
+    ] {
         let error = w.service.authenticate(token).unwrap_err();
         assert_eq!(error.http(), (401, "unauthorized"), "{token}");
         assert!(error.is_unauthorized());
     }
-    for header in [None, Some(""), Some("Bearer"), Some(access.as_str()), Some("Basic abc")] {
-        assert_eq!(w.service.authenticate_header(header).unwrap_err().code(), "unauthorized");
+    for header in [
+        None,
+        Some(""),
+        Some("Bearer"),
+        Some(access.as_str()),
+        Some("Basic abc"),
+    ] {
+        assert_eq!(
+            w.service.authenticate_header(header).unwrap_err().code(),
+            "unauthorized"
+        );
     }
 
     // Access tokens expire after 20 minutes.
     w.advance(20 * 60 - 1);
     assert!(w.service.authenticate(&access).is_ok());
     w.advance(1);
-    assert_eq!(w.service.authenticate(&access).unwrap_err().code(), "unauthorized");
+    assert_eq!(
+        w.service.authenticate(&access).unwrap_err().code(),
+        "unauthorized"
+    );
 }
 
 #[tokio::test]
 async fn profile_of_a_user_that_does_not_exist_is_401() {
     let w = world();
-    assert_eq!(w.service.profile(UserId(42)).await.unwrap_err().code(), "unauthorized");
+    assert_eq!(
+        w.service.profile(UserId(42)).await.unwrap_err().code(),
+        "unauthorized"
+    );
 }
 
 // ---- 4. use_invite_code ----
@@ -343,7 +401,11 @@ async fn use_invite_code_rules() {
     let (a, _, _) = w.login(A).await;
     let (b, _, _) = w.login(B).await;
     let (c, _, _) = w.login(C).await;
-    let (a_code, b_code, c_code) = (w.own_code(a).await, w.own_code(b).await, w.own_code(c).await);
+    let (a_code, b_code, c_code) = (
+        w.own_code(a).await,
+        w.own_code(b).await,
+        w.own_code(c).await,
+    );
     let apply = |user, code: String| {
         let service = w.service.clone();
         async move { service.use_invite_code(user, &code).await }
@@ -353,8 +415,15 @@ async fn use_invite_code_rules() {
         let error = apply(b, malformed.into()).await.unwrap_err();
         assert_eq!(error.http(), (400, "invalid_request"), "{malformed}");
     }
-    assert_eq!(apply(a, a_code.clone()).await.unwrap_err().http(), (400, "own_invite_code"));
-    let unused = if a_code == "ZZZZZZ" { "YYYYYY" } else { "ZZZZZZ" };
+    assert_eq!(
+        apply(a, a_code.clone()).await.unwrap_err().http(),
+        (400, "own_invite_code")
+    );
+    let unused = if a_code == "ZZZZZZ" {
+        "YYYYYY"
+    } else {
+        "ZZZZZZ"
+    };
     let error = apply(a, unused.into()).await.unwrap_err();
     assert_eq!(error.http(), (404, "invite_code_not_found"));
 
@@ -364,9 +433,15 @@ async fn use_invite_code_rules() {
     apply(c, b_code.clone()).await.unwrap();
     // a invited b, b invited c: a cannot apply b's or c's code.
     for code in [b_code, c_code] {
-        assert_eq!(apply(a, code).await.unwrap_err().http(), (409, "invite_cycle"));
+        assert_eq!(
+            apply(a, code).await.unwrap_err().http(),
+            (409, "invite_cycle")
+        );
     }
-    assert_eq!(apply(UserId(99), a_code).await.unwrap_err().http(), (401, "unauthorized"));
+    assert_eq!(
+        apply(UserId(99), a_code).await.unwrap_err().http(),
+        (401, "unauthorized")
+    );
 }
 
 #[tokio::test]
@@ -404,8 +479,14 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     assert_eq!(w.service.authenticate(&pair.access).unwrap(), user);
     let pair2 = w.service.refresh(&pair.refresh).await.unwrap();
     // r1 again: theft. The family dies, including the newest refresh token.
-    assert_eq!(w.service.refresh(&r1).await.unwrap_err().http(), (401, "invalid_token"));
-    assert_eq!(w.service.refresh(&pair2.refresh).await.unwrap_err().code(), "invalid_token");
+    assert_eq!(
+        w.service.refresh(&r1).await.unwrap_err().http(),
+        (401, "invalid_token")
+    );
+    assert_eq!(
+        w.service.refresh(&pair2.refresh).await.unwrap_err().code(),
+        "invalid_token"
+    );
     // Another login's family is untouched.
     w.advance(60);
     let (_, _, other) = w.login(A).await;
@@ -417,10 +498,16 @@ async fn refresh_refuses_access_tokens_garbage_and_expired_tokens() {
     let w = world();
     let (_, access, refresh) = w.login(A).await;
     for token in [access.as_str(), "garbage", ""] {
-        assert_eq!(w.service.refresh(token).await.unwrap_err().http(), (401, "invalid_token"));
+        assert_eq!(
+            w.service.refresh(token).await.unwrap_err().http(),
+            (401, "invalid_token")
+        );
     }
     w.advance(7 * 24 * 3600);
-    assert_eq!(w.service.refresh(&refresh).await.unwrap_err().code(), "invalid_token");
+    assert_eq!(
+        w.service.refresh(&refresh).await.unwrap_err().code(),
+        "invalid_token"
+    );
 }
 
 #[tokio::test]
@@ -429,8 +516,14 @@ async fn logout_revokes_the_family() {
     let (_, _, refresh) = w.login(A).await;
     let pair = w.service.refresh(&refresh).await.unwrap();
     w.service.logout(&pair.refresh).await.unwrap();
-    assert_eq!(w.service.refresh(&pair.refresh).await.unwrap_err().code(), "invalid_token");
-    assert_eq!(w.service.logout("garbage").await.unwrap_err().code(), "invalid_token");
+    assert_eq!(
+        w.service.refresh(&pair.refresh).await.unwrap_err().code(),
+        "invalid_token"
+    );
+    assert_eq!(
+        w.service.logout("garbage").await.unwrap_err().code(),
+        "invalid_token"
+    );
 }
 
 // ---- keys ----
@@ -448,7 +541,10 @@ async fn rs256_and_eddsa_keys_work_and_are_not_interchangeable() {
     )
     .unwrap();
     let hs = JwtKeys::hs256(SECRET).unwrap();
-    let worlds = [world_with(Policy::default(), rsa), world_with(Policy::default(), ed)];
+    let worlds = [
+        world_with(Policy::default(), rsa),
+        world_with(Policy::default(), ed),
+    ];
     let hs_world = world_with(Policy::default(), hs);
     for w in &worlds {
         let (user, access, refresh) = w.login(A).await;
@@ -464,7 +560,10 @@ async fn rs256_and_eddsa_keys_work_and_are_not_interchangeable() {
 
 #[test]
 fn weak_or_broken_keys_are_refused() {
-    assert_eq!(JwtKeys::hs256(b"short").unwrap_err(), KeyError::SecretTooShort);
+    assert_eq!(
+        JwtKeys::hs256(b"short").unwrap_err(),
+        KeyError::SecretTooShort
+    );
     assert!(JwtKeys::rs256_pem(b"not a pem", b"not a pem").is_err());
     assert!(JwtKeys::eddsa_pem(include_bytes!("keys/rsa_private.pem"), b"x").is_err());
     let debug = format!("{:?}", JwtKeys::hs256(SECRET).unwrap());

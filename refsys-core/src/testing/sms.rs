@@ -46,7 +46,10 @@ impl SmsSender for RecordingSender {
         if self.failing.load(Ordering::SeqCst) {
             return Err(SmsError("recording sender told to fail".into()));
         }
-        self.sent.lock().unwrap_or_else(|p| p.into_inner()).push(sms.clone());
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(sms.clone());
         Ok(())
     }
 }
