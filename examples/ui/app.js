@@ -1,0 +1,372 @@
+/*
+ * refsys example UI: phone -> one-time code -> profile. Plain JS, no build step, same-origin only.
+ *
+ * Stable element ids (for end-to-end browser tests):
+ *   screens     #screen-phone, #screen-code, #screen-profile (toggled with the `hidden` attribute)
+ *   phone       #phone-form, #phone, #send-code, #phone-error
+ *   code        #code-form, #code-phone, #code, #verify-code, #code-error, #resend, #change-phone
+ *   profile     #profile-phone, #own-code, #copy-code, #copy-status, #activated-code,
+ *               #invited-list, #invite-form, #invite-input, #apply-invite, #invite-error,
+ *               #profile-error, #logout
+ *   page-wide   #notice (status line: "session expired", "invite applied", ...)
+ * Every error element is an aria-live="polite" region; they show plain sentences, never raw JSON.
+ * Tokens live in sessionStorage under "refsys.access" / "refsys.refresh".
+ */
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const KEY = { access: 'refsys.access', refresh: 'refsys.refresh', phone: 'refsys.phone' };
+  const RESEND_SECONDS = 60;
+  const store = window.sessionStorage;
+
+  // ---------- API ----------
+
+  class ApiError extends Error {
+    constructor(status, code, body = {}, retryHeader = null) {
+      super(code);
+      this.status = status;
+      this.code = code;
+      this.attemptsLeft = typeof body.attempts_left === 'number' ? body.attempts_left : null;
+      const retry = typeof body.retry_after === 'number' ? body.retry_after : parseInt(retryHeader, 10);
+      this.retryAfter = Number.isFinite(retry) && retry > 0 ? retry : null;
+    }
+  }
+
+  async function call(method, path, body, token) {
+    const headers = { Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let res;
+    try {
+      res = await fetch(path, {
+        method, headers, cache: 'no-store', credentials: 'same-origin',
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (_) { throw new ApiError(0, 'network'); }
+    const data = res.status === 204 ? null : await res.json().catch(() => null);
+    if (!res.ok) {
+      const info = data && typeof data === 'object' ? data : {};
+      const code = typeof info.code === 'string' ? info.code : 'http_error';
+      throw new ApiError(res.status, code, info, res.headers.get('Retry-After'));
+    }
+    return data;
+  }
+
+  const tokens = () => ({ access: store.getItem(KEY.access), refresh: store.getItem(KEY.refresh) });
+  const saveTokens = (pair) => { store.setItem(KEY.access, pair.access); store.setItem(KEY.refresh, pair.refresh); };
+  const clearTokens = () => { store.removeItem(KEY.access); store.removeItem(KEY.refresh); };
+
+  // One refresh at a time: parallel 401s share the same in-flight promise.
+  let refreshing = null;
+  function refreshTokens() {
+    if (!refreshing) {
+      refreshing = (async () => {
+        const { refresh } = tokens();
+        if (!refresh) throw new ApiError(401, 'session_expired');
+        try {
+          saveTokens(await call('POST', '/api/token/refresh/', { refresh }));
+        } catch (e) {
+          // A rejected refresh token ends the session; a network or server hiccup does not.
+          if (e.status >= 400 && e.status < 500) {
+            clearTokens();
+            throw new ApiError(401, 'session_expired');
+          }
+          throw e;
+        }
+      })().finally(() => { refreshing = null; });
+    }
+    return refreshing;
+  }
+
+  // A call with the access token; on 401, refresh once and retry.
+  async function authed(method, path, body) {
+    const used = tokens().access;
+    if (!used) throw new ApiError(401, 'session_expired');
+    try { return await call(method, path, body, used); } catch (e) { if (e.status !== 401) throw e; }
+    // Another call may already have refreshed while ours was in flight.
+    if (tokens().access === used) await refreshTokens();
+    const fresh = tokens().access;
+    if (!fresh) throw new ApiError(401, 'session_expired');
+    try {
+      return await call(method, path, body, fresh);
+    } catch (e) {
+      if (e.status === 401) { clearTokens(); throw new ApiError(401, 'session_expired'); }
+      throw e;
+    }
+  }
+
+  // ---------- words ----------
+
+  const seconds = (n) => (n === 1 ? '1 second' : `${n} seconds`);
+  function friendly(e, context) {
+    const wait = e.retryAfter ? `Please wait ${seconds(e.retryAfter)} and try again.` : 'Please wait a little and try again.';
+    switch (e.code) {
+      case 'network': return 'Cannot reach the server. Check your connection and try again.';
+      case 'invalid_request':
+        if (context === 'invite') return 'An invite code is 6 letters or digits.';
+        if (context === 'code') return 'Enter the digits from the text message.';
+        return 'Please check what you typed and try again.';
+      case 'invalid_phone': return 'That does not look like a phone number we can text. Include the country code, e.g. +375291234567.';
+      case 'resend_cooldown': return `A code was sent moments ago. ${wait}`;
+      case 'too_many_codes': return `Too many codes were sent to this number. ${wait}`;
+      case 'rate_limited': return `Too many requests. ${wait}`;
+      case 'too_many_attempts': return `Too many wrong tries, so that code no longer works. Ask for a new one${e.retryAfter ? ` in ${seconds(e.retryAfter)}` : ''}.`;
+      case 'sms_failed': return 'We could not send the text message. Please try again later.';
+      case 'code_expired': return 'That code has expired or was already used. Ask for a new one.';
+      case 'code_invalid':
+        if (e.attemptsLeft === null) return 'That code is not right.';
+        return `That code is not right. ${e.attemptsLeft === 1 ? '1 try' : `${e.attemptsLeft} tries`} left.`;
+      case 'unauthorized': case 'invalid_token': case 'session_expired':
+        return 'Your session has expired. Please sign in again.';
+      case 'own_invite_code': return 'That is your own invite code. Share it with friends instead.';
+      case 'invite_code_not_found': return 'We could not find that invite code. Check it and try again.';
+      case 'invite_already_activated': return 'You have already used an invite code.';
+      case 'invite_cycle': return 'You cannot use the code of someone you invited.';
+      case 'store_unavailable': return 'The service is temporarily unavailable. Please try again later.';
+      default: return `Something went wrong${e.status ? ` (error ${e.status})` : ''}. Please try again later.`;
+    }
+  }
+
+  // ---------- screens ----------
+
+  const screens = ['screen-phone', 'screen-code', 'screen-profile'];
+  function show(id) {
+    for (const s of screens) $(s).hidden = s !== id;
+    const input = [...$(id).querySelectorAll('input')].find((el) => el.offsetParent !== null);
+    const heading = $(id).querySelector('h2');
+    heading.tabIndex = -1;
+    (input || heading).focus();
+  }
+  function notice(text) {
+    $('notice').textContent = text || '';
+    $('notice').hidden = !text;
+  }
+  function setError(id, text) {
+    $(id).textContent = text || '';
+    const field = $(id.replace(/-error$/, ''));
+    if (field && field.tagName === 'INPUT') field.toggleAttribute('aria-invalid', Boolean(text));
+  }
+  async function busy(button, work) {
+    button.disabled = true;
+    button.setAttribute('aria-busy', 'true');
+    try { return await work(); } finally {
+      button.disabled = false;
+      button.removeAttribute('aria-busy');
+    }
+  }
+  function sessionExpired() {
+    clearTokens();
+    stopCooldown();
+    show('screen-phone');
+    notice('Your session has expired. Please sign in again.');
+  }
+
+  // ---------- phone + code ----------
+
+  let phone = store.getItem(KEY.phone) || '';
+  let cooldownEnd = 0;
+  let timer = null;
+
+  function renderResend() {
+    const left = Math.ceil((cooldownEnd - Date.now()) / 1000);
+    const button = $('resend');
+    if (left <= 0) { stopCooldown(); return; }
+    button.disabled = true;
+    button.textContent = `Resend code in ${left} s`;
+  }
+  function startCooldown(secs) {
+    cooldownEnd = Date.now() + secs * 1000;
+    clearInterval(timer);
+    timer = setInterval(renderResend, 1000);
+    renderResend();
+  }
+  function stopCooldown() {
+    clearInterval(timer);
+    timer = null;
+    cooldownEnd = 0;
+    $('resend').disabled = false;
+    $('resend').textContent = 'Resend code';
+  }
+
+  function goToCode() {
+    $('code-phone').textContent = phone;
+    $('code').value = '';
+    setError('code-error', '');
+    show('screen-code');
+  }
+
+  $('phone-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    notice('');
+    setError('phone-error', '');
+    const value = $('phone').value.trim();
+    if (!value) { setError('phone-error', 'Enter your phone number.'); $('phone').focus(); return; }
+    busy($('send-code'), async () => {
+      try {
+        await call('POST', '/login/send_code/', { phone: value });
+        phone = value;
+        store.setItem(KEY.phone, phone);
+        goToCode();
+        startCooldown(RESEND_SECONDS);
+      } catch (e) {
+        if (e.code === 'resend_cooldown') {
+          // A code is already on its way: let the user type it.
+          phone = value;
+          store.setItem(KEY.phone, phone);
+          goToCode();
+          notice('A code was sent to this number moments ago. Enter it below.');
+          startCooldown(e.retryAfter || RESEND_SECONDS);
+          return;
+        }
+        setError('phone-error', friendly(e, 'phone'));
+        $('phone').focus();
+      }
+    });
+  });
+
+  $('code-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    notice('');
+    setError('code-error', '');
+    const code = $('code').value.trim();
+    if (!/^\d{4,8}$/.test(code)) { setError('code-error', 'Enter the digits from the text message.'); $('code').focus(); return; }
+    busy($('verify-code'), async () => {
+      try {
+        saveTokens(await call('POST', '/login/verify_code/', { phone, code }));
+        stopCooldown();
+        await openProfile();
+      } catch (e) {
+        if (e.code === 'too_many_attempts' && e.retryAfter) startCooldown(e.retryAfter);
+        setError('code-error', friendly(e, 'code'));
+        $('code').select();
+      }
+    });
+  });
+
+  $('resend').addEventListener('click', () => {
+    notice('');
+    setError('code-error', '');
+    const button = $('resend');
+    button.disabled = true;
+    call('POST', '/login/send_code/', { phone }).then(() => {
+      startCooldown(RESEND_SECONDS);
+      notice('A new code is on its way.');
+      $('code').value = '';
+      $('code').focus();
+    }, (e) => {
+      if (e.retryAfter) startCooldown(e.retryAfter); else stopCooldown();
+      setError('code-error', friendly(e, 'phone'));
+    });
+  });
+
+  $('change-phone').addEventListener('click', (ev) => {
+    ev.preventDefault();
+    stopCooldown();
+    notice('');
+    setError('phone-error', '');
+    show('screen-phone');
+    $('phone').select();
+  });
+
+  // ---------- profile ----------
+
+  function renderProfile(p) {
+    $('profile-phone').textContent = p.phone;
+    $('own-code').textContent = p.own_invite_code;
+    const activated = $('activated-code');
+    activated.textContent = p.activated_invite_code || 'none yet';
+    activated.classList.toggle('muted', !p.activated_invite_code);
+    const invited = Array.isArray(p.invited_users) ? p.invited_users : [];
+    const item = (text, cls = '') => Object.assign(document.createElement('li'), { textContent: text, className: cls });
+    $('invited-list').replaceChildren(...(invited.length
+      ? invited.map((who) => item(who))
+      : [item('Nobody has used your code yet. Share it!', 'empty')]));
+    $('invite-form').hidden = Boolean(p.activated_invite_code);
+  }
+
+  // Returns 'ok', 'expired' (already sent back to the phone screen) or 'error' (shown inline).
+  async function loadProfile() {
+    setError('profile-error', '');
+    try {
+      renderProfile(await authed('GET', '/get_profile/'));
+      return 'ok';
+    } catch (e) {
+      if (e.code === 'session_expired') { sessionExpired(); return 'expired'; }
+      setError('profile-error', friendly(e, 'profile'));
+      return 'error';
+    }
+  }
+
+  async function openProfile() {
+    for (const id of ['profile-phone', 'own-code', 'activated-code', 'copy-status', 'invite-error']) setError(id, '');
+    $('invited-list').replaceChildren();
+    $('invite-input').value = '';
+    $('invite-form').hidden = true;
+    $('screen-phone').hidden = true;
+    if ((await loadProfile()) !== 'expired') show('screen-profile');
+  }
+
+  let copiedTimer = null;
+  $('copy-code').addEventListener('click', async () => {
+    const text = $('own-code').textContent;
+    let ok = false;
+    try {
+      if (navigator.clipboard && window.isSecureContext) {
+        await navigator.clipboard.writeText(text);
+        ok = true;
+      }
+    } catch (_) { ok = false; }
+    if (!ok) { // fallback for plain-http origins and old browsers
+      const area = Object.assign(document.createElement('textarea'), { value: text, readOnly: true });
+      area.style.cssText = 'position:fixed;opacity:0';
+      document.body.append(area);
+      area.select();
+      try { ok = document.execCommand('copy'); } catch (_) { ok = false; }
+      area.remove();
+    }
+    if (!ok) window.getSelection().selectAllChildren($('own-code'));
+    $('copy-status').textContent = ok ? 'Copied' : 'Press Ctrl+C to copy';
+    clearTimeout(copiedTimer);
+    copiedTimer = setTimeout(() => { $('copy-status').textContent = ''; }, 2500);
+  });
+
+  $('invite-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    notice('');
+    setError('invite-error', '');
+    const code = $('invite-input').value.trim().toUpperCase();
+    if (!/^[A-Z0-9]{6}$/.test(code)) { setError('invite-error', 'An invite code is 6 letters or digits.'); $('invite-input').focus(); return; }
+    busy($('apply-invite'), async () => {
+      try {
+        await authed('POST', '/use_invite_code/', { invite_code: code });
+        $('invite-input').value = '';
+        notice('Invite code applied. Welcome!');
+        if ((await loadProfile()) === 'ok') $('profile-title').focus();
+      } catch (e) {
+        if (e.code === 'session_expired') { sessionExpired(); return; }
+        setError('invite-error', friendly(e, 'invite'));
+        $('invite-input').focus();
+      }
+    });
+  });
+
+  $('logout').addEventListener('click', () => {
+    busy($('logout'), async () => {
+      const { refresh } = tokens();
+      if (refresh) await call('POST', '/api/token/logout/', { refresh }).catch(() => {}); // best effort
+      clearTokens();
+      store.removeItem(KEY.phone);
+      phone = '';
+      $('phone').value = '';
+      notice('You are logged out.');
+      show('screen-phone');
+    });
+  });
+
+  // ---------- start ----------
+
+  $('phone').value = phone;
+  if (tokens().access && tokens().refresh) openProfile();
+  else show('screen-phone');
+})();
