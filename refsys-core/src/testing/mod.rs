@@ -21,6 +21,9 @@
 
 pub mod otp_store;
 pub mod rate_limit_store;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod sms;
 pub mod user_store;
 
