@@ -1,1 +1,411 @@
-//! Filled in by issue 3 (in progress).
+//! [`SqliteUserStore`]: a SQLite [`UserStore`] (sqlx, bundled SQLite).
+//!
+//! For a single server (SQLite is one file on one machine). The schema lives in
+//! `migrations/sqlite`, embedded in the binary; apply it with [`SqliteUserStore::migrate`] at
+//! startup (it is idempotent). Queries are checked at runtime, so building needs no database.
+//!
+//! ```no_run
+//! use refsys_core::sqlite::SqliteUserStore;
+//!
+//! # async fn run() -> Result<(), refsys_core::StoreError> {
+//! let store = SqliteUserStore::connect("sqlite:refsys.db?mode=rwc").await?;
+//! store.migrate().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Connections use WAL journaling (readers never wait for the writer), `synchronous=NORMAL`
+//! (the usual pairing with WAL: a power cut may lose the last commits, never corrupts), a
+//! five-second busy timeout (concurrent writers queue instead of failing) and enforced
+//! foreign keys.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::store::{Activation, Rotation, UserStore};
+use crate::{
+    FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, User,
+    UserId,
+};
+
+/// The schema, embedded at build time.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Fresh invite codes [`UserStore::find_or_create`] tries before it gives up (as the in-memory
+/// store does).
+const INVITE_CODE_TRIES: usize = 8;
+
+/// How long a call waits for a pooled connection before it fails with
+/// [`StoreError::Unavailable`].
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a writer waits for another writer's transaction before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections a pool made by [`SqliteUserStore::connect`] opens at most. SQLite runs one
+/// writer at a time, so more would only add waiting.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// Expired refresh families swept out per new family.
+const SWEEP_BATCH: i64 = 16;
+
+/// A SQLite [`UserStore`].
+///
+/// Cloning is cheap: clones share one connection pool.
+#[derive(Clone, Debug)]
+pub struct SqliteUserStore {
+    pool: SqlitePool,
+}
+
+impl SqliteUserStore {
+    /// A store on an existing pool. The pool's own settings apply: give its connections a
+    /// busy timeout (without one, concurrent writers fail with "database is locked") and
+    /// foreign keys, and the pool a bounded `acquire_timeout`.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// A store on a new pool for `target`: a URL (`sqlite:refsys.db?mode=rwc`,
+    /// `sqlite:///var/lib/refsys/refsys.db`) or a plain file path, which is created if
+    /// missing.
+    ///
+    /// Connections open on demand, so this fails only for a malformed URL: call
+    /// [`ping`](UserStore::ping) or [`migrate`](Self::migrate) to check that the file opens.
+    /// An in-memory database (`sqlite::memory:`) works but lives only as long as the pool
+    /// keeps a connection open; use a file for anything you keep.
+    pub async fn connect(target: &str) -> Result<Self, StoreError> {
+        let options = if target.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(target)
+                .map_err(|error| StoreError::unavailable(format!("invalid SQLite URL: {error}")))?
+        } else {
+            SqliteConnectOptions::new()
+                .filename(target)
+                .create_if_missing(true)
+        };
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        Ok(Self::new(pool))
+    }
+
+    /// Creates or updates the schema (the embedded `migrations/sqlite`).
+    ///
+    /// Idempotent: migrations already applied are skipped. Fails with
+    /// [`StoreError::Corrupt`] if the database has migrations this build does not know or
+    /// whose contents changed.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await.map_err(migrate_error)
+    }
+}
+
+/// Maps an sqlx error: data the store cannot read is corrupt, anything else (the file cannot
+/// be opened, the pool is exhausted, the database is locked past the busy timeout) means the
+/// database is not serving us.
+fn store_error(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::RowNotFound => StoreError::corrupt(error),
+        _ => StoreError::unavailable(error),
+    }
+}
+
+fn migrate_error(error: MigrateError) -> StoreError {
+    match error {
+        MigrateError::Execute(error) => store_error(error),
+        MigrateError::ExecuteMigration(error, version) => {
+            StoreError::unavailable(format!("migration {version} failed: {error}"))
+        }
+        other => StoreError::corrupt(format!("schema: {other}")),
+    }
+}
+
+/// Whether `error` is a unique violation on the invite code. (SQLite names the column, not
+/// the constraint: "UNIQUE constraint failed: users.invite_code".)
+fn is_taken_code(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|db| db.is_unique_violation() && db.message().contains("users.invite_code"))
+}
+
+fn phone(stored: String) -> Result<Phone, StoreError> {
+    Phone::from_trusted_e164(stored).map_err(|_| StoreError::corrupt("stored phone is not E.164"))
+}
+
+fn invite_code(stored: &str) -> Result<InviteCode, StoreError> {
+    InviteCode::parse(stored).map_err(|_| StoreError::corrupt("stored invite code is malformed"))
+}
+
+/// Unix seconds as the `INTEGER` columns hold them (saturating; no real instant overflows).
+fn unix(at: Timestamp) -> i64 {
+    i64::try_from(at.as_unix()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl UserStore for SqliteUserStore {
+    async fn find_or_create(
+        &self,
+        phone_number: &Phone,
+        new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+    ) -> Result<Registration, StoreError> {
+        let existing = || async {
+            sqlx::query_as::<_, (i64, String)>("SELECT id, invite_code FROM users WHERE phone = ?1")
+                .bind(phone_number.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?
+                .map(|(id, code)| {
+                    Ok(Registration {
+                        user: User {
+                            id: UserId(id),
+                            phone: phone_number.clone(),
+                            invite_code: invite_code(&code)?,
+                        },
+                        created: false,
+                    })
+                })
+                .transpose()
+        };
+        // The common case, a returning user, is one read that writes nothing.
+        if let Some(found) = existing().await? {
+            return Ok(found);
+        }
+        for _ in 0..INVITE_CODE_TRIES {
+            let code = new_code();
+            // One writer at a time: a concurrent insert of the same phone either committed
+            // before this statement (then it does nothing, and the read below finds that user)
+            // or waits for it. A taken code fails the unique constraint and is replaced.
+            let inserted = sqlx::query_scalar::<_, i64>(
+                "INSERT INTO users (phone, invite_code) VALUES (?1, ?2) \
+                 ON CONFLICT (phone) DO NOTHING RETURNING id",
+            )
+            .bind(phone_number.as_str())
+            .bind(code.as_str())
+            .fetch_optional(&self.pool)
+            .await;
+            match inserted {
+                Ok(Some(id)) => {
+                    return Ok(Registration {
+                        user: User {
+                            id: UserId(id),
+                            phone: phone_number.clone(),
+                            invite_code: code,
+                        },
+                        created: true,
+                    });
+                }
+                Ok(None) => {
+                    if let Some(found) = existing().await? {
+                        return Ok(found);
+                    }
+                    // Deleted between the two statements: try again.
+                }
+                Err(error) if is_taken_code(&error) => {}
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        Err(StoreError::Exhausted(format!(
+            "no free invite code in {INVITE_CODE_TRIES} tries"
+        )))
+    }
+
+    async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
+        // Two round trips, both local: the user, then the invitees in activation order (an
+        // index range scan of users_invited_by_idx).
+        let row = sqlx::query_as::<_, (String, String, Option<String>)>(
+            "SELECT u.phone, u.invite_code, inviter.invite_code \
+             FROM users u LEFT JOIN users inviter ON inviter.id = u.invited_by \
+             WHERE u.id = ?1",
+        )
+        .bind(user.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let Some((own_phone, own_code, applied)) = row else {
+            return Ok(None);
+        };
+        let invitees = sqlx::query_scalar::<_, String>(
+            "SELECT phone FROM users WHERE invited_by = ?1 ORDER BY activation_seq",
+        )
+        .bind(user.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(Some(Profile {
+            phone: phone(own_phone)?,
+            own_invite_code: invite_code(&own_code)?,
+            activated_invite_code: applied.as_deref().map(invite_code).transpose()?,
+            invited_users: invitees.into_iter().map(phone).collect::<Result<_, _>>()?,
+        }))
+    }
+
+    async fn activate_invite(
+        &self,
+        user: UserId,
+        code: &InviteCode,
+    ) -> Result<Activation, StoreError> {
+        // Why this cannot close a cycle: `BEGIN IMMEDIATE` takes the database's write lock
+        // before the transaction reads anything, so it waits (busy timeout) for any other
+        // writer and then reads the latest committed state; no other write can happen until
+        // it commits. Two users applying each other's codes therefore run one after the
+        // other, and the second one's walk up its inviter chain finds the first. No
+        // serialization failure can happen: a deferred transaction that reads and then
+        // writes could hit SQLITE_BUSY on upgrade, an immediate one cannot.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)?;
+        // Everything the documented order needs, in one statement. The walk goes up from the
+        // code's owner (UNION, not UNION ALL, so it would end even on a corrupt cycle).
+        let (exists, already, owner, cycle) = sqlx::query_as::<_, (bool, bool, Option<i64>, bool)>(
+            "WITH RECURSIVE \
+                   owner AS (SELECT id FROM users WHERE invite_code = ?2), \
+                   chain (id) AS ( \
+                     SELECT u.invited_by FROM users u JOIN owner o ON u.id = o.id \
+                       WHERE u.invited_by IS NOT NULL \
+                     UNION \
+                     SELECT u.invited_by FROM users u JOIN chain c ON u.id = c.id \
+                       WHERE u.invited_by IS NOT NULL) \
+                 SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1), \
+                        EXISTS (SELECT 1 FROM users WHERE id = ?1 AND invited_by IS NOT NULL), \
+                        (SELECT id FROM owner), \
+                        EXISTS (SELECT 1 FROM chain WHERE id = ?1)",
+        )
+        .bind(user.0)
+        .bind(code.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let outcome = match owner {
+            _ if !exists => Activation::UnknownUser,
+            None => Activation::NotFound,
+            Some(owner) if owner == user.0 => Activation::OwnCode,
+            Some(_) if already => Activation::AlreadyActivated,
+            Some(_) if cycle => Activation::Cycle,
+            Some(owner) => {
+                // Writers are serialized, so 1 + the largest number so far increases with
+                // every activation.
+                sqlx::query(
+                    "UPDATE users SET invited_by = ?2, \
+                            activation_seq = (SELECT COALESCE(MAX(activation_seq), 0) + 1 \
+                                              FROM users), \
+                            activated_at = unixepoch() \
+                     WHERE id = ?1 AND invited_by IS NULL",
+                )
+                .bind(user.0)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                Activation::Activated
+            }
+        };
+        // A refusal changed nothing; committing it just releases the write lock.
+        tx.commit().await.map_err(store_error)?;
+        Ok(outcome)
+    }
+
+    async fn start_family(
+        &self,
+        user: UserId,
+        family: &FamilyId,
+        jti: &TokenId,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_families (family_id, user_id, live_jti, started_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(family.as_str())
+        .bind(user.0)
+        .bind(jti.as_str())
+        .bind(unix(now))
+        .bind(unix(expires_at))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        // Families past their expiry can never rotate again; each new family sweeps out a few
+        // (an index range scan), so the table stays bounded by live families.
+        sqlx::query(
+            "DELETE FROM refresh_families WHERE family_id IN ( \
+               SELECT family_id FROM refresh_families WHERE expires_at <= ?1 LIMIT ?2)",
+        )
+        .bind(unix(now))
+        .bind(SWEEP_BATCH)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn rotate_refresh(
+        &self,
+        family: &FamilyId,
+        presented: &TokenId,
+        next: &TokenId,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Rotation, StoreError> {
+        // One statement, so one write transaction (writers are serialized). A live, unexpired
+        // family either rotates (the presented token is the live one) or is revoked (it is
+        // not: a spent token came back). SET expressions see the row before the update and
+        // RETURNING the row after, so `revoked` tells which happened; no row means unknown,
+        // revoked or expired. Of concurrent rotations of one token the first rotates, the
+        // next finds a different live token and revokes, the rest find the family revoked.
+        let revoked = sqlx::query_scalar::<_, bool>(
+            "UPDATE refresh_families \
+             SET live_jti = CASE WHEN live_jti = ?2 THEN ?3 ELSE live_jti END, \
+                 expires_at = CASE WHEN live_jti = ?2 THEN ?5 ELSE expires_at END, \
+                 revoked = (live_jti <> ?2) \
+             WHERE family_id = ?1 AND NOT revoked AND expires_at > ?4 \
+             RETURNING revoked",
+        )
+        .bind(family.as_str())
+        .bind(presented.as_str())
+        .bind(next.as_str())
+        .bind(unix(now))
+        .bind(unix(expires_at))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(match revoked {
+            Some(false) => Rotation::Rotated,
+            Some(true) => Rotation::Reused,
+            None => Rotation::Revoked,
+        })
+    }
+
+    async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refresh_families SET revoked = 1 WHERE family_id = ?1")
+            .bind(family.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+}
