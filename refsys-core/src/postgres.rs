@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use crate::store::{Activation, Rotation, UserStore};
+use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
     FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, User,
     UserId,
@@ -32,9 +32,6 @@ use crate::{
 /// The schema, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Fresh invite codes [`UserStore::find_or_create`] tries before it gives up (as the in-memory
-/// store does).
-const INVITE_CODE_TRIES: usize = 8;
 
 /// How long a call waits for a pooled connection (or for a new one to open) before it fails
 /// with [`StoreError::Unavailable`].

@@ -223,7 +223,7 @@ impl ReferralService {
         }
         let family = FamilyId::random();
         let jti = TokenId::random();
-        let refresh_expires = now.add(self.inner.policy.refresh_ttl());
+        let refresh_expires = now.plus(self.inner.policy.refresh_ttl());
         self.inner
             .users
             .start_family(user, &family, &jti, now, refresh_expires)
@@ -332,7 +332,7 @@ impl ReferralService {
         let family = FamilyId::from_string(claims.fam);
         let presented = TokenId::from_string(claims.jti);
         let next = TokenId::random();
-        let expires_at = now.add(self.inner.policy.refresh_ttl());
+        let expires_at = now.plus(self.inner.policy.refresh_ttl());
         match self
             .inner
             .users

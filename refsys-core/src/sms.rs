@@ -33,9 +33,18 @@ pub trait SmsSender: Send + Sync + 'static {
     async fn send(&self, sms: &Sms) -> Result<(), SmsError>;
 }
 
-/// Lets a caller keep a handle on the sender it gives the service.
+/// Lets a caller keep a handle on the sender it gives the service, or pick one at run time
+/// (`Arc<dyn SmsSender>`).
 #[async_trait]
-impl<S: SmsSender> SmsSender for std::sync::Arc<S> {
+impl<S: SmsSender + ?Sized> SmsSender for std::sync::Arc<S> {
+    async fn send(&self, sms: &Sms) -> Result<(), SmsError> {
+        (**self).send(sms).await
+    }
+}
+
+/// Lets a sender be picked at run time (`Box<dyn SmsSender>`).
+#[async_trait]
+impl<S: SmsSender + ?Sized> SmsSender for Box<S> {
     async fn send(&self, sms: &Sms) -> Result<(), SmsError> {
         (**self).send(sms).await
     }

@@ -28,7 +28,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::store::{Activation, Rotation, UserStore};
+use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
     FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, User,
     UserId,
@@ -37,9 +37,6 @@ use crate::{
 /// The schema, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Fresh invite codes [`UserStore::find_or_create`] tries before it gives up (as the in-memory
-/// store does).
-const INVITE_CODE_TRIES: usize = 8;
 
 /// How long a call waits for a pooled connection before it fails with
 /// [`StoreError::Unavailable`].

@@ -64,6 +64,11 @@ use crate::{
     TokenId, UserId,
 };
 
+/// How many invite codes [`UserStore::find_or_create`] tries before giving up with
+/// [`StoreError::Exhausted`]. With 32⁶ ≈ 10⁹ codes, 8 collisions in a row mean something is
+/// wrong with the generator, not bad luck.
+pub const INVITE_CODE_TRIES: usize = 8;
+
 /// Durable state: users, invite codes, referrals, refresh-token families.
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
@@ -265,4 +270,91 @@ pub enum RateDecision {
         /// Time until the window ends.
         retry_after: Duration,
     },
+}
+
+/// Lets a caller keep a handle on a store it gives the service (`Arc<S>` is a store too).
+#[async_trait]
+impl<S: UserStore> UserStore for std::sync::Arc<S> {
+    async fn find_or_create(
+        &self,
+        phone: &Phone,
+        new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+    ) -> Result<Registration, StoreError> {
+        (**self).find_or_create(phone, new_code).await
+    }
+    async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
+        (**self).profile(user).await
+    }
+    async fn activate_invite(
+        &self,
+        user: UserId,
+        code: &InviteCode,
+    ) -> Result<Activation, StoreError> {
+        (**self).activate_invite(user, code).await
+    }
+    async fn start_family(
+        &self,
+        user: UserId,
+        family: &FamilyId,
+        jti: &TokenId,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        (**self)
+            .start_family(user, family, jti, now, expires_at)
+            .await
+    }
+    async fn rotate_refresh(
+        &self,
+        family: &FamilyId,
+        presented: &TokenId,
+        next: &TokenId,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Rotation, StoreError> {
+        (**self)
+            .rotate_refresh(family, presented, next, now, expires_at)
+            .await
+    }
+    async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
+        (**self).revoke_family(family).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        (**self).ping().await
+    }
+}
+
+/// Lets a caller keep a handle on a store it gives the service (`Arc<S>` is a store too).
+#[async_trait]
+impl<S: OtpStore> OtpStore for std::sync::Arc<S> {
+    async fn issue(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        now: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<Issue, StoreError> {
+        (**self).issue(phone, code, now, policy).await
+    }
+    async fn cancel(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        issued_at: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<(), StoreError> {
+        (**self).cancel(phone, code, issued_at, policy).await
+    }
+    async fn check(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        now: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<Check, StoreError> {
+        (**self).check(phone, code, now, policy).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        (**self).ping().await
+    }
 }

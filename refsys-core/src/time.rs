@@ -24,7 +24,7 @@ impl Timestamp {
 
     /// The instant `duration` later (whole seconds, saturating).
     #[must_use]
-    pub fn add(self, duration: Duration) -> Self {
+    pub fn plus(self, duration: Duration) -> Self {
         Self(self.0.saturating_add(duration.as_secs()))
     }
 

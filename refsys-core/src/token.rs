@@ -240,7 +240,7 @@ impl JwtKeys {
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = Claims {
             sub: user.to_string(),
-            exp: now.add(lifetime).as_unix(),
+            exp: now.plus(lifetime).as_unix(),
             iat: now.as_unix(),
             nbf: now.as_unix(),
             jti: jti.to_string(),

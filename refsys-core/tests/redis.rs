@@ -49,7 +49,7 @@ async fn exercise(redis: &refsys_core::testing::redis::TestRedis, code: &str) {
     let miss = otp.check(&p, &hash(&p, "000000000000"), now, &policy).await;
     assert!(matches!(miss.unwrap(), Check::Invalid { .. }));
     let p = phone(2);
-    let later = now.add(policy.resend_cooldown);
+    let later = now.plus(policy.resend_cooldown);
     otp.issue(&p, &hash(&p, "111111111111"), later, &policy)
         .await
         .unwrap();
@@ -227,7 +227,7 @@ async fn matches_the_memory_store_step_by_step() {
         let mut issued = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for step in 0..600 {
-            now = now.add(Duration::from_secs(next(3)));
+            now = now.plus(Duration::from_secs(next(3)));
             let p = phone(next(2) as u32);
             let code = hash(&p, ["1111", "2222", "3333"][next(3) as usize]);
             let (ours, theirs) = match next(5) {

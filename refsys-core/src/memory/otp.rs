@@ -38,7 +38,7 @@ struct Pending {
 impl PhoneState {
     fn forget_old(&mut self, now: Timestamp, policy: &OtpPolicy) {
         while let Some(&oldest) = self.sends.front() {
-            if oldest.add(policy.send_window) <= now {
+            if oldest.plus(policy.send_window) <= now {
                 self.sends.pop_front();
             } else {
                 break;
@@ -59,10 +59,10 @@ impl PhoneState {
         let cooldown = self
             .sends
             .back()
-            .map_or(0, |&last| now.secs_until(last.add(policy.resend_cooldown)));
+            .map_or(0, |&last| now.secs_until(last.plus(policy.resend_cooldown)));
         let window = match self.sends.front() {
             Some(&oldest) if self.sends.len() >= policy.max_sends_per_window as usize => {
-                now.secs_until(oldest.add(policy.send_window))
+                now.secs_until(oldest.plus(policy.send_window))
             }
             _ => 0,
         };
@@ -108,7 +108,7 @@ impl MemoryOtpStore {
 impl State {
     fn sweep_sometimes(&mut self, now: Timestamp, policy: &OtpPolicy) {
         self.writes += 1;
-        if self.writes % SWEEP_EVERY == 0 {
+        if self.writes.is_multiple_of(SWEEP_EVERY) {
             self.phones.retain(|_, phone| {
                 phone.forget_old(now, policy);
                 !phone.is_empty()
@@ -135,7 +135,7 @@ impl OtpStore for MemoryOtpStore {
         }
         entry.pending = Some(Pending {
             hash: *code,
-            expires_at: now.add(policy.code_ttl),
+            expires_at: now.plus(policy.code_ttl),
             attempts_left: policy.max_attempts,
         });
         entry.sends.push_back(now);

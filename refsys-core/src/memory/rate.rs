@@ -43,7 +43,7 @@ impl RateLimitStore for MemoryRateLimitStore {
             Timestamp::from_unix((now.as_unix() / window_secs + 1).saturating_mul(window_secs));
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.writes += 1;
-        if state.writes % SWEEP_EVERY == 0 {
+        if state.writes.is_multiple_of(SWEEP_EVERY) {
             state.counters.retain(|_, (end, _)| *end > now);
         }
         let counter = state

@@ -4,14 +4,12 @@ use std::sync::RwLock;
 use async_trait::async_trait;
 
 use super::SWEEP_EVERY;
-use crate::store::{Activation, Rotation, UserStore};
+use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
     FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, User,
     UserId,
 };
 
-/// Tries at a fresh invite code before [`UserStore::find_or_create`] gives up.
-pub(crate) const INVITE_CODE_TRIES: usize = 8;
 
 /// A [`UserStore`] in process memory. Everything is lost on restart: use it for tests and
 /// demos, and the SQLite or PostgreSQL store for anything you keep.
@@ -202,7 +200,7 @@ impl UserStore for MemoryUserStore {
     ) -> Result<(), StoreError> {
         let mut state = self.write();
         state.family_writes += 1;
-        if state.family_writes % SWEEP_EVERY == 0 {
+        if state.family_writes.is_multiple_of(SWEEP_EVERY) {
             // Families past their expiry cannot rotate; forget them.
             state.families.retain(|_, f| f.expires_at > now);
         }

@@ -54,8 +54,8 @@ pub async fn issued_code_verifies_once<S: OtpStore>(store: Arc<S>) {
     );
     let code = hash(&p, "1234");
     let check = |at| store.check(&p, &code, at, &policy);
-    assert_eq!(check(now.add(secs(10))).await.unwrap(), Check::Valid);
-    assert_eq!(check(now.add(secs(11))).await.unwrap(), Check::Missing);
+    assert_eq!(check(now.plus(secs(10))).await.unwrap(), Check::Valid);
+    assert_eq!(check(now.plus(secs(11))).await.unwrap(), Check::Missing);
 }
 
 /// Each miss counts; the last allowed miss burns the code.
@@ -106,12 +106,12 @@ pub async fn burned_code_never_verifies_until_a_new_one<S: OtpStore>(store: Arc<
     }
     for later in [1, 30] {
         let outcome = store
-            .check(&p, &hash(&p, "1234"), now.add(secs(later)), &policy)
+            .check(&p, &hash(&p, "1234"), now.plus(secs(later)), &policy)
             .await
             .unwrap();
         assert!(matches!(outcome, Check::Burned { .. }));
     }
-    let fresh = now.add(policy.resend_cooldown);
+    let fresh = now.plus(policy.resend_cooldown);
     assert_eq!(
         store
             .issue(&p, &hash(&p, "5678"), fresh, &policy)
@@ -133,7 +133,7 @@ pub async fn code_expires<S: OtpStore>(store: Arc<S>) {
         .issue(&p, &hash(&p, "1234"), now, &policy)
         .await
         .unwrap();
-    let expired = now.add(policy.code_ttl);
+    let expired = now.plus(policy.code_ttl);
     let outcome = store
         .check(&p, &hash(&p, "1234"), expired, &policy)
         .await
@@ -162,7 +162,7 @@ pub async fn resend_cooldown_then_new_code_replaces_old<S: OtpStore>(store: Arc<
         .await
         .unwrap();
     let early = store
-        .issue(&p, &hash(&p, "2222"), now.add(secs(20)), &policy)
+        .issue(&p, &hash(&p, "2222"), now.plus(secs(20)), &policy)
         .await
         .unwrap();
     assert_eq!(
@@ -173,16 +173,16 @@ pub async fn resend_cooldown_then_new_code_replaces_old<S: OtpStore>(store: Arc<
     );
     // The refused issue did not replace the code.
     let first_still = store
-        .check(&p, &hash(&p, "1111"), now.add(secs(21)), &policy)
+        .check(&p, &hash(&p, "1111"), now.plus(secs(21)), &policy)
         .await;
     assert_eq!(first_still.unwrap(), Check::Valid);
 
-    let t = now.add(secs(60));
+    let t = now.plus(secs(60));
     store
         .issue(&p, &hash(&p, "3333"), t, &policy)
         .await
         .unwrap();
-    let t2 = t.add(policy.resend_cooldown);
+    let t2 = t.plus(policy.resend_cooldown);
     assert_eq!(
         store
             .issue(&p, &hash(&p, "4444"), t2, &policy)
@@ -214,7 +214,7 @@ pub async fn send_window_caps_codes_per_phone<S: OtpStore>(store: Arc<S>) {
     let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
     let step = policy.resend_cooldown.as_secs();
     for i in 0..u64::from(policy.max_sends_per_window) {
-        let at = now.add(secs(i * step));
+        let at = now.plus(secs(i * step));
         assert_eq!(
             store
                 .issue(&p, &hash(&p, "1234"), at, &policy)
@@ -224,7 +224,7 @@ pub async fn send_window_caps_codes_per_phone<S: OtpStore>(store: Arc<S>) {
         );
     }
     let sends = u64::from(policy.max_sends_per_window);
-    let full_at = now.add(secs(sends * step));
+    let full_at = now.plus(secs(sends * step));
     let full = store
         .issue(&p, &hash(&p, "1234"), full_at, &policy)
         .await
@@ -237,7 +237,7 @@ pub async fn send_window_caps_codes_per_phone<S: OtpStore>(store: Arc<S>) {
         }
     );
     // When the oldest send leaves the window, one more fits.
-    let reopened = now.add(policy.send_window);
+    let reopened = now.plus(policy.send_window);
     assert_eq!(
         store
             .issue(&p, &hash(&p, "1234"), reopened, &policy)
@@ -246,7 +246,7 @@ pub async fn send_window_caps_codes_per_phone<S: OtpStore>(store: Arc<S>) {
         Issue::Stored
     );
     // The window rolls: the next-oldest send leaves one cooldown later...
-    let next = reopened.add(policy.resend_cooldown);
+    let next = reopened.plus(policy.resend_cooldown);
     assert_eq!(
         store
             .issue(&p, &hash(&p, "1234"), next, &policy)
@@ -256,7 +256,7 @@ pub async fn send_window_caps_codes_per_phone<S: OtpStore>(store: Arc<S>) {
     );
     // ...and the window is full again at once, the full window reported over the cooldown.
     let again = store
-        .issue(&p, &hash(&p, "1234"), next.add(secs(1)), &policy)
+        .issue(&p, &hash(&p, "1234"), next.plus(secs(1)), &policy)
         .await
         .unwrap();
     assert!(matches!(again, Issue::WindowFull { .. }), "{again:?}");
@@ -266,7 +266,7 @@ pub async fn send_window_caps_codes_per_phone<S: OtpStore>(store: Arc<S>) {
 pub async fn cancel_gives_the_send_back<S: OtpStore>(store: Arc<S>) {
     let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
     for i in 0..u64::from(policy.max_sends_per_window) + 3 {
-        let at = now.add(secs(i));
+        let at = now.plus(secs(i));
         let code = hash(&p, "1234");
         assert_eq!(
             store.issue(&p, &code, at, &policy).await.unwrap(),
@@ -288,7 +288,7 @@ pub async fn cancel_leaves_a_newer_code_alone<S: OtpStore>(store: Arc<S>) {
         .issue(&p, &hash(&p, "1111"), now, &policy)
         .await
         .unwrap();
-    let later = now.add(policy.resend_cooldown);
+    let later = now.plus(policy.resend_cooldown);
     store
         .issue(&p, &hash(&p, "2222"), later, &policy)
         .await

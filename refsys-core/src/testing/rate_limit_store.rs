@@ -21,7 +21,7 @@ pub async fn hits_within_the_limit_are_allowed<S: RateLimitStore>(store: Arc<S>)
         let decision = store.hit("ip:1", 3, MINUTE, t).await.unwrap();
         assert_eq!(decision, RateDecision::Allowed { remaining });
     }
-    let late = t.add(Duration::from_secs(15));
+    let late = t.plus(Duration::from_secs(15));
     let refused = store.hit("ip:1", 3, MINUTE, late).await.unwrap();
     assert_eq!(
         refused,
@@ -41,7 +41,7 @@ pub async fn the_window_resets_the_count<S: RateLimitStore>(store: Arc<S>) {
         store.hit("ip:1", 2, MINUTE, t).await.unwrap(),
         RateDecision::Limited { .. }
     ));
-    let next = t.add(MINUTE);
+    let next = t.plus(MINUTE);
     let decision = store.hit("ip:1", 2, MINUTE, next).await.unwrap();
     assert_eq!(decision, RateDecision::Allowed { remaining: 1 });
 }

@@ -393,7 +393,7 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
     let family = FamilyId::random();
     let (t1, t2, t3) = (TokenId::random(), TokenId::random(), TokenId::random());
     store
-        .start_family(user.id, &family, &t1, now, now.add(week))
+        .start_family(user.id, &family, &t1, now, now.plus(week))
         .await
         .unwrap();
 
@@ -406,7 +406,7 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
         );
         async move {
             store
-                .rotate_refresh(&family, &presented, &next, now, now.add(week))
+                .rotate_refresh(&family, &presented, &next, now, now.plus(week))
                 .await
                 .unwrap()
         }
@@ -421,11 +421,11 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
     let other = FamilyId::random();
     let o1 = TokenId::random();
     store
-        .start_family(user.id, &other, &o1, now, now.add(week))
+        .start_family(user.id, &other, &o1, now, now.plus(week))
         .await
         .unwrap();
     let outcome = store
-        .rotate_refresh(&other, &o1, &TokenId::random(), now, now.add(week))
+        .rotate_refresh(&other, &o1, &TokenId::random(), now, now.plus(week))
         .await
         .unwrap();
     assert_eq!(outcome, Rotation::Rotated);
@@ -440,13 +440,13 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
     let revoked = FamilyId::random();
     let r1 = TokenId::random();
     store
-        .start_family(user.id, &revoked, &r1, now, now.add(hour))
+        .start_family(user.id, &revoked, &r1, now, now.plus(hour))
         .await
         .unwrap();
     store.revoke_family(&revoked).await.unwrap();
     store.revoke_family(&revoked).await.unwrap();
     let outcome = store
-        .rotate_refresh(&revoked, &r1, &TokenId::random(), now, now.add(hour))
+        .rotate_refresh(&revoked, &r1, &TokenId::random(), now, now.plus(hour))
         .await
         .unwrap();
     assert_eq!(outcome, Rotation::Revoked);
@@ -454,7 +454,7 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
     let unknown = FamilyId::random();
     store.revoke_family(&unknown).await.unwrap();
     let outcome = store
-        .rotate_refresh(&unknown, &r1, &TokenId::random(), now, now.add(hour))
+        .rotate_refresh(&unknown, &r1, &TokenId::random(), now, now.plus(hour))
         .await
         .unwrap();
     assert_eq!(outcome, Rotation::Revoked);
@@ -462,12 +462,12 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
     let expiring = FamilyId::random();
     let e1 = TokenId::random();
     store
-        .start_family(user.id, &expiring, &e1, now, now.add(hour))
+        .start_family(user.id, &expiring, &e1, now, now.plus(hour))
         .await
         .unwrap();
-    let later = now.add(hour);
+    let later = now.plus(hour);
     let outcome = store
-        .rotate_refresh(&expiring, &e1, &TokenId::random(), later, later.add(hour))
+        .rotate_refresh(&expiring, &e1, &TokenId::random(), later, later.plus(hour))
         .await
         .unwrap();
     assert_eq!(outcome, Rotation::Revoked);
@@ -477,7 +477,7 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
 pub async fn concurrent_rotations_of_one_token_succeed_once<S: UserStore>(store: Arc<S>) {
     let user = create(&*store, 1).await;
     let now = start();
-    let expires = now.add(Duration::from_secs(3600));
+    let expires = now.plus(Duration::from_secs(3600));
     let family = FamilyId::random();
     let first = TokenId::random();
     store
