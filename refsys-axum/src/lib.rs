@@ -1,2 +1,182 @@
-//! Filled by a later issue.
+//! refsys over [axum]: phone-number login with one-time SMS codes, JWT sessions and invite
+//! codes.
+//!
+//! [`router`] serves the whole HTTP contract of refsys (`API.md`: `send_code`, `verify_code`,
+//! the profile, invite codes, token refresh and logout, `/health`, `/ready`, and with the
+//! default `openapi` feature the OpenAPI document at `/api/schema/` and Swagger UI at
+//! `/api/schema/swagger-ui/`). [`AuthUser`] guards your own handlers with the same access
+//! tokens. All the HTTP logic lives in [`refsys_core::http`]; this crate only translates, so
+//! it answers byte for byte like `refsys-actix`.
+//!
+//! # Features
+//!
+//! - `openapi` (default): the schema and Swagger UI routes.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//!
+//! use axum::{Json, Router, routing::get};
+//! use refsys_axum::AuthUser;
+//! use refsys_core::{JwtKeys, LogSender, MemoryOtpStore, MemoryUserStore, ReferralService};
+//!
+//! /// Your own handler: only reachable with a valid access token.
+//! async fn me(AuthUser(user): AuthUser) -> Json<i64> {
+//!     Json(user.0)
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let service = ReferralService::builder(
+//!     MemoryUserStore::new(),
+//!     MemoryOtpStore::new(),
+//!     LogSender,
+//!     JwtKeys::hs256(std::env::var("JWT_SECRET")?)?,
+//! )
+//! .build();
+//!
+//! let app = Router::new()
+//!     .route("/me", get(me))
+//!     .with_state(service.clone()) // AuthUser finds the service in the state
+//!     .merge(refsys_axum::router(service));
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! // The peer address is needed for the per-client rate limits.
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Notes
+//!
+//! - Serve with [`into_make_service_with_connect_info::<SocketAddr>()`](axum::Router::into_make_service_with_connect_info):
+//!   the client limits key on the peer address, and without it `send_code` and `verify_code`
+//!   answer 500 (unless the limits are disabled). Behind a proxy, configure
+//!   [`TrustedProxies`](refsys_core::http::TrustedProxies).
+//! - The router has a JSON 404 fallback and JSON 405s. `Router::merge` panics when both
+//!   routers set a fallback: set yours on the merged router instead.
 #![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Router, body};
+use refsys_core::http::{self, Endpoint, Method, Reply, RequestInfo};
+use refsys_core::{Error, ReferralService, UserId};
+
+/// All the routes of the contract, with the service as state, a JSON 404 fallback and JSON
+/// 405s. Merge or nest it into your app.
+pub fn router(service: ReferralService) -> Router {
+    let mut router = Router::new();
+    for route in http::routes() {
+        let endpoint = route.endpoint;
+        let handler = move |State(service): State<ReferralService>, request: Request| {
+            serve(service, endpoint, request)
+        };
+        let method_router: MethodRouter<ReferralService> = match route.method {
+            Method::Get => get(handler),
+            Method::Post => post(handler),
+        };
+        for path in route.paths {
+            router = router.route(path, method_router.clone());
+        }
+    }
+    router
+        .fallback(|| async { ApiError(Error::NotFound) })
+        .method_not_allowed_fallback(|| async { ApiError(Error::MethodNotAllowed) })
+        .with_state(service)
+}
+
+async fn serve(service: ReferralService, endpoint: Endpoint, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match body::to_bytes(body, http::MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(error) => return ApiError(body_error(error)).into_response(),
+    };
+    let headers = &parts.headers;
+    let info = RequestInfo {
+        peer: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip()),
+        forwarded_for: headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect(),
+        content_type: text(headers, header::CONTENT_TYPE),
+        authorization: text(headers, header::AUTHORIZATION),
+    };
+    into_response(http::handle(&service, endpoint, &info, &body).await)
+}
+
+fn body_error(error: axum::Error) -> Error {
+    match error
+        .into_inner()
+        .downcast::<http_body_util::LengthLimitError>()
+    {
+        Ok(_) => Error::PayloadTooLarge,
+        Err(error) => {
+            Error::InvalidRequest(format!("The request body could not be read: {error}."))
+        }
+    }
+}
+
+fn text(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn into_response(reply: Reply) -> Response {
+    let mut response = Response::new(Body::from(reply.body));
+    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    for (name, value) in reply.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// A [`refsys_core::Error`] as a response: the contract's status, JSON body and headers.
+///
+/// Return it from your own handlers to answer in the same shape.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        ApiError(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        into_response(Reply::error(&self.0))
+    }
+}
+
+/// The user of a valid access token (`Authorization: Bearer <access>`).
+///
+/// Put it on your own handlers to require login; the rejection is the contract's
+/// `401 unauthorized` with `WWW-Authenticate: Bearer`. The service comes from the router
+/// state (`ReferralService: FromRef<S>`), so give your routes a state that holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthUser(pub UserId);
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    ReferralService: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let service = ReferralService::from_ref(state);
+        let header = text(&parts.headers, header::AUTHORIZATION);
+        Ok(AuthUser(service.authenticate_header(header)?))
+    }
+}

@@ -10,13 +10,16 @@ use crate::Error;
 
 /// `POST /login/send_code/`.
 #[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendCodeRequest {
     /// The phone, international form; spaces, dashes and brackets are accepted.
+    #[cfg_attr(feature = "openapi", schema(example = "+375333478282"))]
     pub phone: String,
 }
 
 /// `POST /login/verify_code/`.
 #[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyCodeRequest {
     /// The phone the code was sent to.
     pub phone: String,
@@ -32,6 +35,7 @@ impl std::fmt::Debug for VerifyCodeRequest {
 
 /// `POST /use_invite_code/`.
 #[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UseInviteCodeRequest {
     /// Someone else's invite code; trimmed, case-insensitive.
     pub invite_code: String,
@@ -39,6 +43,7 @@ pub struct UseInviteCodeRequest {
 
 /// `POST /api/token/refresh/` and `POST /api/token/logout/`.
 #[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshRequest {
     /// A refresh token.
     pub refresh: String,
@@ -52,8 +57,10 @@ impl std::fmt::Debug for RefreshRequest {
 
 /// A body with one sentence: `{"message": "..."}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageResponse {
     /// The sentence.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub message: &'static str,
 }
 
@@ -70,14 +77,28 @@ impl MessageResponse {
 
 /// `GET /health`: `{"status": "ok"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthResponse {
     /// Always `"ok"`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "ok"))]
     pub status: &'static str,
+}
+
+impl HealthResponse {
+    /// `{"status": "ok"}`.
+    pub const OK: Self = Self { status: "ok" };
 }
 
 /// Parses a JSON request body into `T`, or the contract's `400 invalid_request` naming what is
 /// wrong (never echoing the input, which may hold secrets).
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    // serde would also read a struct from a JSON array (`["+375..."]`); the contract's bodies
+    // are objects.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b == b'[') {
+        let why = "Invalid request body: expected a JSON object.";
+        return Err(Error::InvalidRequest(why.into()));
+    }
     serde_json::from_slice(body).map_err(|e| {
         let why = match e.classify() {
             serde_json::error::Category::Data => {
@@ -109,6 +130,7 @@ mod tests {
             b"{}",
             br#"{"phone": 375}"#,
             br#"{"phone": null}"#,
+            br#"["+375333478282"]"#,
         ] {
             let error = parse_body::<SendCodeRequest>(body).unwrap_err();
             assert_eq!(

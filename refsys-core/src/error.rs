@@ -89,6 +89,15 @@ pub enum Error {
     /// A store did not answer or failed.
     #[error("A storage service is unavailable. Try again later.")]
     Store(#[source] StoreError),
+    /// A store failed the readiness check (`GET /ready`).
+    #[error("The {store} store is not ready.")]
+    NotReady {
+        /// Which store: `"user"`, `"otp"` or `"rate_limit"`.
+        store: &'static str,
+        /// What it answered.
+        #[source]
+        error: StoreError,
+    },
     /// An internal failure that is nobody's input's fault (e.g. a token could not be signed).
     #[error("Internal error.")]
     Internal(String),
@@ -118,6 +127,7 @@ impl Error {
             Error::PayloadTooLarge => (413, "payload_too_large"),
             Error::UnsupportedMediaType => (415, "unsupported_media_type"),
             Error::Store(_) => (503, "store_unavailable"),
+            Error::NotReady { .. } => (503, "not_ready"),
             Error::Internal(_) => (500, "internal_error"),
         }
     }
@@ -159,6 +169,19 @@ impl Error {
                 _ => None,
             },
             retry_after: self.retry_after(),
+            store: match self {
+                Error::NotReady { store, .. } => Some(store),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl From<crate::NotReady> for Error {
+    fn from(not_ready: crate::NotReady) -> Self {
+        Error::NotReady {
+            store: not_ready.store,
+            error: not_ready.error,
         }
     }
 }
@@ -172,10 +195,12 @@ impl From<StoreError> for Error {
 /// The JSON shape of every error response: `{"error": "...", "code": "..."}`, plus
 /// `attempts_left` for `code_invalid` and `retry_after` for 429s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// A human-readable sentence.
     pub error: String,
     /// The stable machine-readable code.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "invalid_request"))]
     pub code: &'static str,
     /// Wrong tries left for the current code (`code_invalid` only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -183,6 +208,10 @@ pub struct ErrorBody {
     /// Seconds to wait before retrying (429 only; also sent as `Retry-After`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// The store that failed the readiness check (`not_ready` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub store: Option<&'static str>,
 }
 
 /// A failure of a [`UserStore`](crate::UserStore) or [`OtpStore`](crate::OtpStore).

@@ -72,8 +72,12 @@
 
 pub mod dto;
 mod error;
+pub mod http;
 mod invite;
 pub mod memory;
+#[cfg(feature = "openapi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
+pub mod openapi;
 mod otp;
 mod phone;
 mod policy;

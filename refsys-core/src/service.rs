@@ -1,22 +1,28 @@
 //! [`ReferralService`]: the one entry point.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::store::{Activation, Check, Issue, OtpStore, Rotation, UserStore};
+use crate::http::{ClientAction, ClientLimits};
+use crate::store::{
+    Activation, Check, Issue, OtpStore, RateDecision, RateLimitStore, Rotation, UserStore,
+};
 use crate::token::{FamilyId, JwtKeys, TokenId, TokenKind, TokenPair};
 use crate::{
-    Clock, Error, InviteCode, OtpCode, OtpHash, Phone, PhoneError, Policy, Profile, Sms, SmsSender,
-    SystemClock, Timestamp, UserId,
+    Clock, Error, InviteCode, MemoryRateLimitStore, OtpCode, OtpHash, Phone, PhoneError, Policy,
+    Profile, Sms, SmsSender, SystemClock, Timestamp, UserId,
 };
 
 /// A successful login: the body of `POST /login/verify_code/`.
 #[derive(Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Login {
     /// The refresh token.
     pub refresh: String,
     /// The access token.
     pub access: String,
     /// The user's id.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, example = 1))]
     pub user_id: UserId,
 }
 
@@ -43,6 +49,8 @@ struct Inner {
     keys: JwtKeys,
     policy: Policy,
     clock: Arc<dyn Clock>,
+    rate: Arc<dyn RateLimitStore>,
+    limits: ClientLimits,
 }
 
 impl std::fmt::Debug for ReferralService {
@@ -50,6 +58,7 @@ impl std::fmt::Debug for ReferralService {
         f.debug_struct("ReferralService")
             .field("keys", &self.inner.keys)
             .field("policy", &self.inner.policy)
+            .field("client_limits", &self.inner.limits)
             .finish_non_exhaustive()
     }
 }
@@ -63,6 +72,8 @@ pub struct ServiceBuilder {
     keys: JwtKeys,
     policy: Policy,
     clock: Arc<dyn Clock>,
+    rate: Arc<dyn RateLimitStore>,
+    limits: ClientLimits,
 }
 
 impl ServiceBuilder {
@@ -78,6 +89,16 @@ impl ServiceBuilder {
         self
     }
 
+    /// Per-client-IP limits on `send_code` and `verify_code`, counted in `store`.
+    ///
+    /// Default: [`ClientLimits::default`] (on) counted in a [`MemoryRateLimitStore`], which
+    /// limits per process; share a store (e.g. Redis) to limit across instances.
+    pub fn client_limits(mut self, store: impl RateLimitStore, limits: ClientLimits) -> Self {
+        self.rate = Arc::new(store);
+        self.limits = limits;
+        self
+    }
+
     /// The service.
     pub fn build(self) -> ReferralService {
         ReferralService {
@@ -88,6 +109,8 @@ impl ServiceBuilder {
                 keys: self.keys,
                 policy: self.policy,
                 clock: self.clock,
+                rate: self.rate,
+                limits: self.limits,
             }),
         }
     }
@@ -97,7 +120,7 @@ impl ServiceBuilder {
 #[derive(Debug, thiserror::Error)]
 #[error("{store} store is not ready: {error}")]
 pub struct NotReady {
-    /// `"user"` or `"otp"`.
+    /// `"user"`, `"otp"` or `"rate_limit"`.
     pub store: &'static str,
     /// What it answered.
     #[source]
@@ -119,12 +142,52 @@ impl ReferralService {
             keys,
             policy: Policy::default(),
             clock: Arc::new(SystemClock),
+            rate: Arc::new(MemoryRateLimitStore::new()),
+            limits: ClientLimits::default(),
         }
     }
 
     /// The policy in force.
     pub fn policy(&self) -> &Policy {
         &self.inner.policy
+    }
+
+    /// The per-client limits in force.
+    pub fn client_limits(&self) -> &ClientLimits {
+        &self.inner.limits
+    }
+
+    /// The client IP of a request from TCP peer `peer` with these `X-Forwarded-For` header
+    /// values, under the configured [trusted proxies](crate::http::TrustedProxies).
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: &[&str]) -> IpAddr {
+        self.inner
+            .limits
+            .trusted_proxies
+            .client_ip(peer, forwarded_for)
+    }
+
+    /// Counts one `action` by client `ip` against the [`ClientLimits`]: `429 rate_limited`
+    /// (with `retry_after`) when over. The HTTP adapters call it before `send_code` and
+    /// `verify_code`.
+    pub async fn check_client(&self, action: ClientAction, ip: IpAddr) -> Result<(), Error> {
+        let Some(limit) = self.inner.limits.limit(action) else {
+            return Ok(());
+        };
+        let key = ClientLimits::key(action, ip);
+        match self
+            .inner
+            .rate
+            .hit(&key, limit.max, limit.window, self.now())
+            .await?
+        {
+            RateDecision::Allowed { .. } => Ok(()),
+            RateDecision::Limited { retry_after } => {
+                tracing::info!(action = action.as_str(), "client rate limit reached");
+                Err(Error::RateLimited {
+                    retry_after: retry_after.as_secs().max(1),
+                })
+            }
+        }
     }
 
     /// Parses a phone number under the policy's allowed regions.
@@ -370,6 +433,10 @@ impl ReferralService {
         })?;
         self.inner.otps.ping().await.map_err(|error| NotReady {
             store: "otp",
+            error,
+        })?;
+        self.inner.rate.ping().await.map_err(|error| NotReady {
+            store: "rate_limit",
             error,
         })
     }

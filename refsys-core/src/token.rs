@@ -98,6 +98,7 @@ random_id!(
 
 /// An access + refresh pair.
 #[derive(Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenPair {
     /// The access token.
     pub access: String,

@@ -39,13 +39,18 @@ pub struct Registration {
 
 /// A user's profile: the body of `GET /get_profile/`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Profile {
     /// The user's phone, E.164.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "+1234567890"))]
     pub phone: Phone,
     /// The user's own invite code.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "X4F9ZQ"))]
     pub own_invite_code: InviteCode,
     /// The code this user applied, if any.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "K5J3RW"))]
     pub activated_invite_code: Option<InviteCode>,
     /// Phones of the users who applied this user's code, oldest first.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub invited_users: Vec<Phone>,
 }

@@ -1,0 +1,415 @@
+//! The black-box HTTP test suite that `refsys-axum` and `refsys-actix` both run.
+//!
+//! Every scenario in [`scenarios`] is an async function taking a [`Framework`]: it starts a
+//! real server of that framework on `127.0.0.1:0` ([`TestServer::start`]) and talks to it over
+//! HTTP with reqwest, asserting status, code, body shape and headers as `API.md` states them.
+//! Each framework crate's `tests/http.rs` runs them all with [`scenarios!`]; the
+//! `tests/parity.rs` of this crate runs one long [`transcript`] against both frameworks and
+//! asserts identical answers.
+//!
+//! The server's service is built from memory stores, a fixed HS256 secret, a
+//! [`ManualClock`] the scenarios move, test phones with fixed codes ([`TEST_PHONES`]), and a
+//! [`RecordingSender`] so that flows with ordinary phones can read the codes "sent". Next to
+//! the refsys routes sits a user handler, `GET /me`, guarded by the framework's `AuthUser`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use refsys_core::http::ClientLimits;
+use refsys_core::store::{RateDecision, RateLimitStore};
+use refsys_core::testing::RecordingSender;
+use refsys_core::{
+    AllowedRegions, JwtKeys, ManualClock, MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore,
+    Policy, ReferralService, Region, StoreError, Timestamp,
+};
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+pub mod scenarios;
+mod servers;
+pub mod transcript;
+
+/// The HS256 secret every test server signs with.
+pub const SECRET: &str = "http-suite secret, at least thirty-two bytes long";
+
+/// Test phones and their fixed codes (no SMS is sent for them).
+pub const TEST_PHONES: [(&str, &str); 3] = [
+    ("+375291000001", "1111"),
+    ("+375291000002", "2222"),
+    ("+375291000003", "3333"),
+];
+
+/// Where every server's clock starts: a fixed instant at the start of a rate-limit minute,
+/// so that `retry_after` values are the same on every run and every framework.
+pub const START: Timestamp = Timestamp::from_unix(1_800_000_000);
+
+/// The web framework under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framework {
+    /// `refsys-axum` (needs this crate's `axum` feature).
+    Axum,
+    /// `refsys-actix` (needs this crate's `actix` feature).
+    Actix,
+}
+
+/// How to build the server's service.
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    /// The per-client limits (default: the library defaults).
+    pub limits: ClientLimits,
+}
+
+/// A [`RateLimitStore`] over the memory store that can be switched off, to test `/ready` and
+/// store failures.
+/// Clones share one store.
+#[derive(Clone, Debug, Default)]
+pub struct SwitchableRateStore(Arc<Switchable>);
+
+#[derive(Debug, Default)]
+struct Switchable {
+    inner: MemoryRateLimitStore,
+    down: AtomicBool,
+}
+
+impl SwitchableRateStore {
+    /// Makes the store fail (`true`) or work (`false`).
+    pub fn set_down(&self, down: bool) {
+        self.0.down.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable("switched off by the test"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for SwitchableRateStore {
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<RateDecision, StoreError> {
+        self.check()?;
+        self.0.inner.hit(key, limit, window, now).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()
+    }
+}
+
+/// A running server and the handles the scenarios steer it with.
+pub struct TestServer {
+    /// Which framework serves.
+    pub framework: Framework,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The service behind the server.
+    pub service: ReferralService,
+    /// Every SMS "sent".
+    pub sms: Arc<RecordingSender>,
+    /// The service's clock.
+    pub clock: Arc<ManualClock>,
+    /// The client rate-limit store.
+    pub rate_store: SwitchableRateStore,
+    /// A client for `base`.
+    pub client: Client,
+    stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("framework", &self.framework)
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+    }
+}
+
+impl TestServer {
+    /// Starts `framework` on `127.0.0.1:0` with the default [`Setup`].
+    pub async fn start(framework: Framework) -> TestServer {
+        TestServer::start_with(framework, Setup::default()).await
+    }
+
+    /// Starts `framework` on `127.0.0.1:0`.
+    pub async fn start_with(framework: Framework, setup: Setup) -> TestServer {
+        let sms = Arc::new(RecordingSender::new());
+        let clock = Arc::new(ManualClock::new(START));
+        let rate_store = SwitchableRateStore::default();
+        let mut policy = Policy::builder().regions(AllowedRegions::only([Region::BY, Region::US]));
+        for (phone, code) in TEST_PHONES {
+            policy = policy.test_phone(phone, code);
+        }
+        let service = ReferralService::builder(
+            MemoryUserStore::new(),
+            MemoryOtpStore::new(),
+            Arc::clone(&sms),
+            JwtKeys::hs256(SECRET).expect("the secret is long enough"),
+        )
+        .policy(policy.build().expect("a valid policy"))
+        .clock(Arc::clone(&clock))
+        .client_limits(rate_store.clone(), setup.limits)
+        .build();
+        let (addr, stop) = servers::start(framework, service.clone()).await;
+        let base = format!("http://{addr}");
+        TestServer {
+            framework,
+            client: Client::new(&base),
+            base,
+            service,
+            sms,
+            clock,
+            rate_store,
+            stop: Some(stop),
+        }
+    }
+
+    /// Moves the service's clock forward.
+    pub fn advance(&self, duration: Duration) {
+        self.clock.advance(duration);
+    }
+
+    /// The last code "sent" by SMS to `phone` (E.164).
+    pub fn last_code(&self, phone: &str) -> String {
+        let phone = self.service.parse_phone(phone).expect("a valid phone");
+        self.sms.last_code(&phone).expect("a code was sent")
+    }
+}
+
+/// A small HTTP client bound to one server.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// A response, read whole.
+#[derive(Clone, Debug)]
+pub struct Res {
+    /// The status code.
+    pub status: u16,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Res {
+    /// The body as JSON (panics if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Field `key` of the JSON body as a string.
+    pub fn str(&self, key: &str) -> String {
+        self.json()[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string `{key}` in {}", self.json()))
+            .to_owned()
+    }
+}
+
+impl Client {
+    /// A client for `base` that follows no redirects.
+    pub fn new(base: &str) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("a reqwest client"),
+            base: base.to_owned(),
+        }
+    }
+
+    /// Any request: `headers` as given, `body` raw.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Res {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.expect("a body").to_vec();
+        Res {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> Res {
+        self.post_as(path, None, body).await
+    }
+
+    /// `POST path` with a JSON body and, if given, a bearer token.
+    pub async fn post_as(&self, path: &str, bearer: Option<&str>, body: Value) -> Res {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth));
+        }
+        let body = serde_json::to_vec(&body).expect("JSON");
+        self.request("POST", path, &headers, Some(body)).await
+    }
+
+    /// `GET path`, with a bearer token if given.
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> Res {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", &a[..])).collect();
+        self.request("GET", path, &headers, None).await
+    }
+
+    /// `send_code` then `verify_code` for a test phone; returns the login body.
+    pub async fn login(&self, phone: &str, code: &str) -> Value {
+        let sent = self
+            .post("/login/send_code/", serde_json::json!({ "phone": phone }))
+            .await;
+        assert_eq!(sent.status, 200, "send_code: {}", sent.json());
+        let login = self
+            .post(
+                "/login/verify_code/",
+                serde_json::json!({ "phone": phone, "code": code }),
+            )
+            .await;
+        assert_eq!(login.status, 200, "verify_code: {}", login.json());
+        login.json()
+    }
+}
+
+/// Asserts that `res` is the contract's error `code` with `status`: JSON content type, a body
+/// of exactly `error` (a sentence) and `code` (plus `attempts_left` for `code_invalid`,
+/// `retry_after` for 429s, `store` for `not_ready`), `WWW-Authenticate: Bearer` on 401 and a
+/// `Retry-After` equal to the body's `retry_after` on 429. Returns the body.
+#[track_caller]
+pub fn assert_error(res: &Res, status: u16, code: &str) -> Value {
+    let body = res.json();
+    assert_eq!(
+        (res.status, body["code"].as_str()),
+        (status, Some(code)),
+        "{body}"
+    );
+    assert_eq!(
+        res.header("content-type"),
+        Some("application/json"),
+        "{body}"
+    );
+    let object = body.as_object().expect("an object");
+    let sentence = object["error"].as_str().expect("`error` is a string");
+    assert!(
+        sentence.len() > 3 && sentence.ends_with('.'),
+        "not a sentence: {sentence:?}"
+    );
+    let mut expected = vec!["code", "error"];
+    if code == "code_invalid" {
+        expected.push("attempts_left");
+    }
+    if status == 429 {
+        expected.push("retry_after");
+        let seconds = body["retry_after"].as_u64().expect("retry_after");
+        assert!(seconds >= 1, "{body}");
+        assert_eq!(
+            res.header("retry-after"),
+            Some(seconds.to_string().as_str())
+        );
+    } else {
+        assert_eq!(res.header("retry-after"), None, "{body}");
+    }
+    if code == "not_ready" {
+        expected.push("store");
+    }
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(keys, expected, "{body}");
+    if status == 401 {
+        assert_eq!(res.header("www-authenticate"), Some("Bearer"), "{body}");
+    } else {
+        assert_eq!(res.header("www-authenticate"), None, "{body}");
+    }
+    body
+}
+
+/// Generates one `#[tokio::test]` per scenario of [`scenarios`] for a framework:
+/// `http_suite::scenarios!(http_suite::Framework::Axum);`
+#[macro_export]
+macro_rules! scenarios {
+    ($framework:expr) => {
+        $crate::scenarios!(@each $framework;
+            happy_path,
+            send_code_succeeds_and_normalises_the_phone,
+            send_code_rejects_malformed_bodies,
+            send_code_rejects_invalid_phones,
+            send_code_resend_cooldown,
+            send_code_too_many_codes,
+            send_code_sms_failed,
+            verify_code_rejects_malformed_bodies,
+            verify_code_code_expired,
+            verify_code_code_invalid_then_too_many_attempts,
+            profile_unauthorized_cases,
+            use_invite_code_errors,
+            use_invite_code_is_trimmed_and_case_insensitive,
+            refresh_rotation_and_reuse_detection,
+            refresh_errors,
+            logout_revokes_the_family,
+            trailing_slashes,
+            payload_too_large,
+            unsupported_media_type,
+            not_found,
+            method_not_allowed,
+            health_and_ready,
+            store_down,
+            schema_and_swagger_ui,
+            rate_limit_send_code,
+            rate_limit_verify_code,
+            trusted_proxy_forwarded_for,
+            auth_user_guards_user_handlers
+        );
+    };
+    (@each $framework:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::scenarios::$name($framework).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,803 @@
+//! The scenarios: one async function per behaviour of `API.md`, each on its own fresh server.
+
+use std::time::Duration;
+
+use refsys_core::http::{ClientLimits, TrustedProxies};
+use serde_json::{Value, json};
+
+use crate::{Framework, Setup, TEST_PHONES, TestServer, assert_error};
+
+const SEND: &str = "/login/send_code/";
+const VERIFY: &str = "/login/verify_code/";
+const PROFILE: &str = "/get_profile/";
+const USE_INVITE: &str = "/use_invite_code/";
+const REFRESH: &str = "/api/token/refresh/";
+const LOGOUT: &str = "/api/token/logout/";
+
+/// Ordinary (non-test) phones: their codes go through the recording SMS sender.
+const PHONE: &str = "+375291000010";
+
+fn phone(i: usize) -> String {
+    format!("+37529100{:04}", 100 + i)
+}
+
+/// send → verify → profile → use_invite_code → profile shows the invitee.
+pub async fn happy_path(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let (alice_phone, alice_code) = TEST_PHONES[0];
+    let (bob_phone, bob_code) = TEST_PHONES[1];
+
+    let sent = c.post(SEND, json!({ "phone": alice_phone })).await;
+    assert_eq!(sent.status, 200);
+    assert_eq!(sent.header("content-type"), Some("application/json"));
+    assert_eq!(
+        sent.body,
+        br#"{"message":"Verification code has been sent successfully."}"#
+    );
+    let login = c
+        .post(VERIFY, json!({ "phone": alice_phone, "code": alice_code }))
+        .await;
+    assert_eq!(login.status, 200);
+    let alice = login.json();
+    let keys: Vec<&String> = alice.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 3, "{alice}");
+    assert!(alice["user_id"].is_i64());
+    let alice_access = alice["access"].as_str().unwrap();
+    assert_eq!(alice_access.split('.').count(), 3, "a JWT");
+
+    let profile = c.get(PROFILE, Some(alice_access)).await;
+    assert_eq!(profile.status, 200);
+    let body = profile.json();
+    assert_eq!(body["phone"], alice_phone);
+    assert_eq!(body["activated_invite_code"], Value::Null);
+    assert_eq!(body["invited_users"], json!([]));
+    let alice_invite = body["own_invite_code"].as_str().unwrap().to_owned();
+    assert_eq!(alice_invite.len(), 6);
+    assert_eq!(body.as_object().unwrap().len(), 4, "{body}");
+
+    let bob = c.login(bob_phone, bob_code).await;
+    assert_ne!(bob["user_id"], alice["user_id"]);
+    let bob_access = bob["access"].as_str().unwrap();
+    let applied = c
+        .post_as(
+            USE_INVITE,
+            Some(bob_access),
+            json!({ "invite_code": alice_invite }),
+        )
+        .await;
+    assert_eq!(applied.status, 200);
+    assert_eq!(
+        applied.body,
+        br#"{"message":"Invite code applied successfully. Welcome!"}"#
+    );
+
+    let alice_profile = c.get(PROFILE, Some(alice_access)).await.json();
+    assert_eq!(alice_profile["invited_users"], json!([bob_phone]));
+    let bob_profile = c.get(PROFILE, Some(bob_access)).await.json();
+    assert_eq!(bob_profile["activated_invite_code"], json!(alice_invite));
+
+    // A second login finds the same user.
+    server.advance(Duration::from_secs(61));
+    let again = c.login(alice_phone, alice_code).await;
+    assert_eq!(again["user_id"], alice["user_id"]);
+}
+
+/// The phone is normalised; the code goes to the SMS sender, never into the response.
+pub async fn send_code_succeeds_and_normalises_the_phone(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let sent = c
+        .post(SEND, json!({ "phone": "+375 (29) 100-00-10" }))
+        .await;
+    assert_eq!(sent.status, 200, "{}", sent.json());
+    let code = server.last_code(PHONE);
+    assert_eq!(code.len(), 4);
+    assert!(code.chars().all(|c| c.is_ascii_digit()));
+    assert!(!String::from_utf8_lossy(&sent.body).contains(&code));
+    let login = c
+        .post(VERIFY, json!({ "phone": PHONE, "code": code }))
+        .await;
+    assert_eq!(login.status, 200, "{}", login.json());
+    let access = login.str("access");
+    assert_eq!(c.get(PROFILE, Some(&access)).await.json()["phone"], PHONE);
+}
+
+/// 400 `invalid_request`: not JSON, `phone` missing or not a string.
+pub async fn send_code_rejects_malformed_bodies(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    for body in [
+        &b"not json"[..],
+        b"",
+        b"{",
+        b"[]",
+        b"{}",
+        br#"{"phone": 375333478282}"#,
+        br#"{"phone": null}"#,
+    ] {
+        let res = c
+            .request(
+                "POST",
+                SEND,
+                &[("content-type", "application/json")],
+                Some(body.to_vec()),
+            )
+            .await;
+        assert_error(&res, 400, "invalid_request");
+    }
+}
+
+/// 400 `invalid_phone`: not a number, or outside the allowed regions (BY and US here).
+pub async fn send_code_rejects_invalid_phones(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    for phone in ["12", "not a phone", "+375 29 1", "+44 20 7946 0958"] {
+        let res = server.client.post(SEND, json!({ "phone": phone })).await;
+        assert_error(&res, 400, "invalid_phone");
+    }
+}
+
+/// 429 `resend_cooldown` with `Retry-After`.
+pub async fn send_code_resend_cooldown(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    assert_eq!(c.post(SEND, json!({ "phone": PHONE })).await.status, 200);
+    let res = c.post(SEND, json!({ "phone": PHONE })).await;
+    let body = assert_error(&res, 429, "resend_cooldown");
+    assert!(body["retry_after"].as_u64().unwrap() <= 60);
+    server.advance(Duration::from_secs(61));
+    assert_eq!(c.post(SEND, json!({ "phone": PHONE })).await.status, 200);
+}
+
+/// 429 `too_many_codes` once the rolling window is full.
+pub async fn send_code_too_many_codes(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let max = server.service.policy().otp().max_sends_per_window;
+    for _ in 0..max {
+        let res = c.post(SEND, json!({ "phone": PHONE })).await;
+        assert_eq!(res.status, 200, "{}", res.json());
+        server.advance(Duration::from_secs(61));
+    }
+    let res = c.post(SEND, json!({ "phone": PHONE })).await;
+    assert_error(&res, 429, "too_many_codes");
+}
+
+/// 502 `sms_failed`, and the failed send costs the user nothing.
+pub async fn send_code_sms_failed(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    server.sms.fail(true);
+    let res = server.client.post(SEND, json!({ "phone": PHONE })).await;
+    assert_error(&res, 502, "sms_failed");
+    server.sms.fail(false);
+    let res = server.client.post(SEND, json!({ "phone": PHONE })).await;
+    assert_eq!(res.status, 200, "no cooldown after a failed send");
+}
+
+/// 400 `invalid_request` and `invalid_phone` on `verify_code`.
+pub async fn verify_code_rejects_malformed_bodies(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    for body in [
+        json!({}),
+        json!({ "phone": PHONE }),
+        json!({ "code": "1234" }),
+        json!({ "phone": PHONE, "code": 1234 }),
+        json!({ "phone": PHONE, "code": "12a4" }),
+        json!({ "phone": PHONE, "code": "12345" }),
+    ] {
+        assert_error(&c.post(VERIFY, body).await, 400, "invalid_request");
+    }
+    let res = c
+        .request(
+            "POST",
+            VERIFY,
+            &[("content-type", "application/json")],
+            Some(b"{nope".to_vec()),
+        )
+        .await;
+    assert_error(&res, 400, "invalid_request");
+    let res = c
+        .post(VERIFY, json!({ "phone": "12", "code": "1234" }))
+        .await;
+    assert_error(&res, 400, "invalid_phone");
+}
+
+/// 400 `code_expired`: never sent, used, or expired.
+pub async fn verify_code_code_expired(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let res = c
+        .post(VERIFY, json!({ "phone": PHONE, "code": "1234" }))
+        .await;
+    assert_error(&res, 400, "code_expired");
+
+    c.post(SEND, json!({ "phone": PHONE })).await;
+    let code = server.last_code(PHONE);
+    let ok = c
+        .post(VERIFY, json!({ "phone": PHONE, "code": code }))
+        .await;
+    assert_eq!(ok.status, 200);
+    let used = c
+        .post(VERIFY, json!({ "phone": PHONE, "code": code }))
+        .await;
+    assert_error(&used, 400, "code_expired");
+
+    server.advance(Duration::from_secs(61));
+    c.post(SEND, json!({ "phone": PHONE })).await;
+    let code = server.last_code(PHONE);
+    server.advance(server.service.policy().otp().code_ttl + Duration::from_secs(1));
+    let late = c
+        .post(VERIFY, json!({ "phone": PHONE, "code": code }))
+        .await;
+    assert_error(&late, 400, "code_expired");
+}
+
+/// 400 `code_invalid` with `attempts_left`, then 429 `too_many_attempts` burns the code.
+pub async fn verify_code_code_invalid_then_too_many_attempts(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    c.post(SEND, json!({ "phone": PHONE })).await;
+    let code = server.last_code(PHONE);
+    let wrong = if code == "0000" { "0001" } else { "0000" };
+    let max = server.service.policy().otp().max_attempts;
+    for left in (1..max).rev() {
+        let res = c
+            .post(VERIFY, json!({ "phone": PHONE, "code": wrong }))
+            .await;
+        let body = assert_error(&res, 400, "code_invalid");
+        assert_eq!(body["attempts_left"], left);
+    }
+    let res = c
+        .post(VERIFY, json!({ "phone": PHONE, "code": wrong }))
+        .await;
+    assert_error(&res, 429, "too_many_attempts");
+    let res = c
+        .post(VERIFY, json!({ "phone": PHONE, "code": code }))
+        .await;
+    assert_error(&res, 429, "too_many_attempts");
+}
+
+/// 401 `unauthorized` with `WWW-Authenticate: Bearer`: header missing, malformed, bad
+/// signature, expired, or a refresh token.
+pub async fn profile_unauthorized_cases(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let login = c.login(TEST_PHONES[0].0, TEST_PHONES[0].1).await;
+    let access = login["access"].as_str().unwrap();
+    let refresh = login["refresh"].as_str().unwrap();
+    let mut tampered = access.to_owned();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    // A well-formed access token for the same user id, signed with another key.
+    let (phone, code) = TEST_PHONES[0];
+    let elsewhere = refsys_core::ReferralService::builder(
+        refsys_core::MemoryUserStore::new(),
+        refsys_core::MemoryOtpStore::new(),
+        refsys_core::LogSender,
+        refsys_core::JwtKeys::hs256("another secret, also thirty-two bytes long").unwrap(),
+    )
+    .policy(
+        refsys_core::Policy::builder()
+            .test_phone(phone, code)
+            .build()
+            .unwrap(),
+    )
+    .build();
+    elsewhere.send_code(phone).await.unwrap();
+    let foreign = elsewhere.verify_code(phone, code).await.unwrap().access;
+
+    assert_error(&c.get(PROFILE, None).await, 401, "unauthorized");
+    for header in [
+        "Bearer".to_owned(),
+        "Bearer ".to_owned(),
+        format!("Token {access}"),
+        format!("bearer{access}"),
+        "Bearer not.a.jwt".to_owned(),
+        format!("Bearer {tampered}"),
+        format!("Bearer {foreign}"),
+        format!("Bearer {refresh}"),
+    ] {
+        let res = c
+            .request("GET", PROFILE, &[("authorization", &header)], None)
+            .await;
+        assert_error(&res, 401, "unauthorized");
+    }
+    assert_eq!(c.get(PROFILE, Some(access)).await.status, 200);
+    server.advance(server.service.policy().access_ttl() + Duration::from_secs(1));
+    assert_error(&c.get(PROFILE, Some(access)).await, 401, "unauthorized");
+}
+
+/// Every error row of `use_invite_code`.
+pub async fn use_invite_code_errors(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let a = c.login(TEST_PHONES[0].0, TEST_PHONES[0].1).await;
+    let b = c.login(TEST_PHONES[1].0, TEST_PHONES[1].1).await;
+    let a_access = a["access"].as_str().unwrap();
+    let b_access = b["access"].as_str().unwrap();
+    let code_of = |profile: Value| profile["own_invite_code"].as_str().unwrap().to_owned();
+    let a_code = code_of(c.get(PROFILE, Some(a_access)).await.json());
+    let b_code = code_of(c.get(PROFILE, Some(b_access)).await.json());
+
+    // Not authenticated.
+    let res = c.post(USE_INVITE, json!({ "invite_code": a_code })).await;
+    assert_error(&res, 401, "unauthorized");
+    // Malformed, or not 6 characters of the alphabet.
+    for body in [
+        json!({}),
+        json!({ "invite_code": 123456 }),
+        json!({ "invite_code": "ABC" }),
+        json!({ "invite_code": "ABCDEFG" }),
+        json!({ "invite_code": "ABCDE1" }),
+        json!({ "invite_code": "ABC-EF" }),
+    ] {
+        let res = c.post_as(USE_INVITE, Some(b_access), body).await;
+        assert_error(&res, 400, "invalid_request");
+    }
+    // Own code.
+    let res = c
+        .post_as(USE_INVITE, Some(a_access), json!({ "invite_code": a_code }))
+        .await;
+    assert_error(&res, 400, "own_invite_code");
+    // No such code.
+    let unknown = ["ZZZZZZ", "YYYYYY"]
+        .into_iter()
+        .find(|code| *code != a_code && *code != b_code)
+        .unwrap();
+    let res = c
+        .post_as(
+            USE_INVITE,
+            Some(a_access),
+            json!({ "invite_code": unknown }),
+        )
+        .await;
+    assert_error(&res, 404, "invite_code_not_found");
+    // B applies A's code; then A applying B's code would close a cycle.
+    let res = c
+        .post_as(USE_INVITE, Some(b_access), json!({ "invite_code": a_code }))
+        .await;
+    assert_eq!(res.status, 200);
+    let res = c
+        .post_as(USE_INVITE, Some(a_access), json!({ "invite_code": b_code }))
+        .await;
+    assert_error(&res, 409, "invite_cycle");
+    // Transitively too: C applies B's code, then A applying C's is a cycle.
+    let cc = c.login(TEST_PHONES[2].0, TEST_PHONES[2].1).await;
+    let c_access = cc["access"].as_str().unwrap();
+    let c_code = code_of(c.get(PROFILE, Some(c_access)).await.json());
+    let res = c
+        .post_as(USE_INVITE, Some(c_access), json!({ "invite_code": b_code }))
+        .await;
+    assert_eq!(res.status, 200);
+    let res = c
+        .post_as(USE_INVITE, Some(a_access), json!({ "invite_code": c_code }))
+        .await;
+    assert_error(&res, 409, "invite_cycle");
+    // B already applied a code.
+    let res = c
+        .post_as(USE_INVITE, Some(b_access), json!({ "invite_code": c_code }))
+        .await;
+    assert_error(&res, 409, "invite_already_activated");
+}
+
+/// Input is trimmed and case-insensitive.
+pub async fn use_invite_code_is_trimmed_and_case_insensitive(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let a = c.login(TEST_PHONES[0].0, TEST_PHONES[0].1).await;
+    let b = c.login(TEST_PHONES[1].0, TEST_PHONES[1].1).await;
+    let a_access = a["access"].as_str().unwrap();
+    let b_access = b["access"].as_str().unwrap();
+    let a_code = c.get(PROFILE, Some(a_access)).await.str("own_invite_code");
+    let messy = format!("  {} ", a_code.to_lowercase());
+    let res = c
+        .post_as(USE_INVITE, Some(b_access), json!({ "invite_code": messy }))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.json());
+    let profile = c.get(PROFILE, Some(b_access)).await.json();
+    assert_eq!(profile["activated_invite_code"], json!(a_code));
+}
+
+/// Refresh rotates; presenting a spent token revokes the family, the rotated-to token too.
+pub async fn refresh_rotation_and_reuse_detection(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let login = c.login(TEST_PHONES[0].0, TEST_PHONES[0].1).await;
+    let first = login["refresh"].as_str().unwrap().to_owned();
+
+    let rotated = c.post(REFRESH, json!({ "refresh": first })).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.json());
+    let pair = rotated.json();
+    let mut keys: Vec<&String> = pair.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["access", "refresh"]);
+    let second = pair["refresh"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    let access = pair["access"].as_str().unwrap();
+    assert_eq!(c.get(PROFILE, Some(access)).await.status, 200);
+
+    let third = c.post(REFRESH, json!({ "refresh": second })).await;
+    assert_eq!(third.status, 200);
+    let third = third.str("refresh");
+
+    // The spent first token again: theft. The whole family goes.
+    let reused = c.post(REFRESH, json!({ "refresh": first })).await;
+    assert_error(&reused, 401, "invalid_token");
+    let res = c.post(REFRESH, json!({ "refresh": third })).await;
+    assert_error(&res, 401, "invalid_token");
+
+    // Another login is another family, unaffected.
+    server.advance(Duration::from_secs(61));
+    let other = c.login(TEST_PHONES[0].0, TEST_PHONES[0].1).await;
+    let res = c
+        .post(REFRESH, json!({ "refresh": other["refresh"] }))
+        .await;
+    assert_eq!(res.status, 200);
+}
+
+/// 400 `invalid_request`; 401 `invalid_token` for garbage, an access token, an expired token.
+pub async fn refresh_errors(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    for body in [json!({}), json!({ "refresh": 1 }), json!(["x"])] {
+        assert_error(&c.post(REFRESH, body).await, 400, "invalid_request");
+    }
+    let login = c.login(TEST_PHONES[0].0, TEST_PHONES[0].1).await;
+    for token in [json!("garbage"), json!(""), login["access"].clone()] {
+        let res = c.post(REFRESH, json!({ "refresh": token })).await;
+        assert_error(&res, 401, "invalid_token");
+    }
+    server.advance(server.service.policy().refresh_ttl() + Duration::from_secs(1));
+    let res = c
+        .post(REFRESH, json!({ "refresh": login["refresh"] }))
+        .await;
+    assert_error(&res, 401, "invalid_token");
+}
+
+/// `POST /api/token/logout/` → 204, then the family's refresh tokens fail.
+pub async fn logout_revokes_the_family(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let login = c.login(TEST_PHONES[0].0, TEST_PHONES[0].1).await;
+    let rotated = c
+        .post(REFRESH, json!({ "refresh": login["refresh"] }))
+        .await;
+    let refresh = rotated.str("refresh");
+    let res = c.post(LOGOUT, json!({ "refresh": refresh })).await;
+    assert_eq!(res.status, 204);
+    assert!(res.body.is_empty());
+    let res = c.post(REFRESH, json!({ "refresh": refresh })).await;
+    assert_error(&res, 401, "invalid_token");
+    // Logging out twice is fine; garbage and bad bodies are not.
+    assert_eq!(
+        c.post(LOGOUT, json!({ "refresh": refresh })).await.status,
+        204
+    );
+    let res = c.post(LOGOUT, json!({ "refresh": "garbage" })).await;
+    assert_error(&res, 401, "invalid_token");
+    assert_error(&c.post(LOGOUT, json!({})).await, 400, "invalid_request");
+}
+
+/// Every route answers with and without the trailing slash.
+pub async fn trailing_slashes(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let (phone, code) = TEST_PHONES[0];
+    assert_eq!(
+        c.post("/login/send_code", json!({ "phone": phone }))
+            .await
+            .status,
+        200
+    );
+    let login = c
+        .post(
+            "/login/verify_code",
+            json!({ "phone": phone, "code": code }),
+        )
+        .await;
+    assert_eq!(login.status, 200);
+    let access = login.str("access");
+    assert_eq!(c.get("/get_profile", Some(&access)).await.status, 200);
+    let res = c
+        .post_as(
+            "/use_invite_code",
+            Some(&access),
+            json!({ "invite_code": "ZZZZZZ" }),
+        )
+        .await;
+    assert_eq!(res.status, 404, "route found, code not");
+    let refreshed = c
+        .post(
+            "/api/token/refresh",
+            json!({ "refresh": login.str("refresh") }),
+        )
+        .await;
+    assert_eq!(refreshed.status, 200);
+    let res = c
+        .post(
+            "/api/token/logout",
+            json!({ "refresh": refreshed.str("refresh") }),
+        )
+        .await;
+    assert_eq!(res.status, 204);
+    for path in ["/health/", "/ready/", "/api/schema"] {
+        assert_eq!(c.get(path, None).await.status, 200, "{path}");
+    }
+}
+
+/// Bodies over 16 KiB get 413 in the error shape; 16 KiB exactly is fine.
+pub async fn payload_too_large(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let json_of_len = |len: usize| {
+        let mut body = format!(r#"{{"phone": "{PHONE}"}}"#).into_bytes();
+        body.resize(len, b' ');
+        body
+    };
+    let headers = [("content-type", "application/json")];
+    let res = c
+        .request("POST", SEND, &headers, Some(json_of_len(16 * 1024)))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.json());
+    for path in [SEND, VERIFY, REFRESH, LOGOUT, USE_INVITE] {
+        let res = c
+            .request("POST", path, &headers, Some(json_of_len(16 * 1024 + 1)))
+            .await;
+        assert_error(&res, 413, "payload_too_large");
+    }
+    let res = c
+        .request("POST", SEND, &headers, Some(vec![b' '; 1024 * 1024]))
+        .await;
+    assert_error(&res, 413, "payload_too_large");
+}
+
+/// A non-JSON content type gets 415 `unsupported_media_type`; JSON with parameters is fine.
+pub async fn unsupported_media_type(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let body = format!(r#"{{"phone": "{PHONE}"}}"#).into_bytes();
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        for path in [SEND, VERIFY, REFRESH, LOGOUT] {
+            let res = c
+                .request(
+                    "POST",
+                    path,
+                    &[("content-type", content_type)],
+                    Some(body.clone()),
+                )
+                .await;
+            assert_error(&res, 415, "unsupported_media_type");
+        }
+    }
+    let res = c
+        .request(
+            "POST",
+            SEND,
+            &[("content-type", "application/json; charset=utf-8")],
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    // No Content-Type at all: the body is read as JSON.
+    server.advance(Duration::from_secs(61));
+    let res = c.request("POST", SEND, &[], Some(body)).await;
+    assert_eq!(res.status, 200);
+}
+
+/// Unknown routes get 404 `not_found` in the error shape.
+pub async fn not_found(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    for (method, path) in [
+        ("GET", "/nope"),
+        ("POST", "/nope/"),
+        ("GET", "/login/"),
+        ("GET", "/login/send_code/extra"),
+        ("DELETE", "/api/token"),
+        ("GET", "/api/schema/swagger-ui/missing.js"),
+    ] {
+        let res = c.request(method, path, &[], None).await;
+        assert_error(&res, 404, "not_found");
+    }
+}
+
+/// Known routes with the wrong method get 405 `method_not_allowed` and `Allow`.
+pub async fn method_not_allowed(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    for (method, path, allow) in [
+        ("GET", SEND, "POST"),
+        ("PUT", "/login/verify_code", "POST"),
+        ("DELETE", REFRESH, "POST"),
+        ("GET", LOGOUT, "POST"),
+        ("POST", PROFILE, "GET,HEAD"),
+        ("POST", "/health", "GET,HEAD"),
+        ("PATCH", "/ready", "GET,HEAD"),
+        ("POST", "/api/schema/", "GET,HEAD"),
+        ("OPTIONS", USE_INVITE, "POST"),
+    ] {
+        let res = c.request(method, path, &[], None).await;
+        assert_error(&res, 405, "method_not_allowed");
+        assert_eq!(res.header("allow"), Some(allow), "{method} {path}");
+    }
+}
+
+/// `GET /health` → `{"status":"ok"}`; `GET /ready` → 200, or 503 naming the store.
+pub async fn health_and_ready(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    for path in ["/health", "/ready"] {
+        let res = c.get(path, None).await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.header("content-type"), Some("application/json"));
+        assert_eq!(res.body, br#"{"status":"ok"}"#);
+    }
+    let head = c.request("HEAD", "/health", &[], None).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+
+    server.rate_store.set_down(true);
+    assert_eq!(c.get("/health", None).await.status, 200, "liveness only");
+    let res = c.get("/ready", None).await;
+    let body = assert_error(&res, 503, "not_ready");
+    assert_eq!(body["store"], "rate_limit");
+    assert!(body["error"].as_str().unwrap().contains("rate_limit"));
+    server.rate_store.set_down(false);
+    assert_eq!(c.get("/ready", None).await.status, 200);
+}
+
+/// A store that fails is 503 `store_unavailable`, never the client's fault.
+pub async fn store_down(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    server.rate_store.set_down(true);
+    let res = server.client.post(SEND, json!({ "phone": PHONE })).await;
+    let body = assert_error(&res, 503, "store_unavailable");
+    assert!(!body["error"].as_str().unwrap().contains("switched off"));
+}
+
+/// `/api/schema/` is the OpenAPI 3.1 document; Swagger UI is served from the binary.
+pub async fn schema_and_swagger_ui(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let res = c.get("/api/schema/", None).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    let doc = res.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        SEND, VERIFY, PROFILE, USE_INVITE, REFRESH, LOGOUT, "/health", "/ready",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+    let page = c.get("/api/schema/swagger-ui/", None).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = String::from_utf8(page.body).unwrap();
+    assert!(html.contains("swagger-ui-bundle.js") && !html.contains("https://"));
+    for (file, kind) in [
+        ("swagger-ui-bundle.js", "text/javascript"),
+        ("swagger-ui.css", "text/css"),
+        ("swagger-initializer.js", "text/javascript"),
+    ] {
+        let res = c.get(&format!("/api/schema/swagger-ui/{file}"), None).await;
+        assert_eq!(res.status, 200, "{file}");
+        assert!(res.header("content-type").unwrap().starts_with(kind));
+        assert!(!res.body.is_empty());
+    }
+    let redirect = c.get("/api/schema/swagger-ui", None).await;
+    assert_eq!(redirect.status, 308);
+    assert_eq!(redirect.header("location"), Some("swagger-ui/"));
+}
+
+/// 10 `send_code` per IP per minute by default, then 429 `rate_limited`; a spoofed
+/// `X-Forwarded-For` from an untrusted peer does not help.
+pub async fn rate_limit_send_code(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let max = ClientLimits::default().send_code.unwrap().max as usize;
+    assert_eq!(max, 10);
+    for i in 0..max {
+        let res = c.post(SEND, json!({ "phone": phone(i) })).await;
+        assert_eq!(res.status, 200, "{i}: {}", res.json());
+    }
+    let res = c.post(SEND, json!({ "phone": phone(max) })).await;
+    let body = assert_error(&res, 429, "rate_limited");
+    assert!(body["retry_after"].as_u64().unwrap() <= 60);
+    let spoofed = c
+        .request(
+            "POST",
+            SEND,
+            &[
+                ("content-type", "application/json"),
+                ("x-forwarded-for", "203.0.113.7"),
+            ],
+            Some(json!({ "phone": phone(max) }).to_string().into_bytes()),
+        )
+        .await;
+    assert_error(&spoofed, 429, "rate_limited");
+    // Malformed requests count too, and are limited before they are parsed.
+    let res = c.post(SEND, json!({})).await;
+    assert_error(&res, 429, "rate_limited");
+    server.advance(Duration::from_secs(60));
+    let res = c.post(SEND, json!({ "phone": phone(max) })).await;
+    assert_eq!(res.status, 200, "a new window");
+}
+
+/// 30 `verify_code` per IP per minute by default.
+pub async fn rate_limit_verify_code(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let max = ClientLimits::default().verify_code.unwrap().max as usize;
+    assert_eq!(max, 30);
+    for i in 0..max {
+        let res = c
+            .post(VERIFY, json!({ "phone": phone(i), "code": "1234" }))
+            .await;
+        assert_error(&res, 400, "code_expired");
+    }
+    let res = c
+        .post(VERIFY, json!({ "phone": PHONE, "code": "1234" }))
+        .await;
+    assert_error(&res, 429, "rate_limited");
+}
+
+/// With the loopback trusted as a proxy, `X-Forwarded-For` tells clients apart.
+pub async fn trusted_proxy_forwarded_for(framework: Framework) {
+    let limits =
+        ClientLimits::default().trusted_proxies(TrustedProxies::new(["127.0.0.1", "::1"]).unwrap());
+    let server = TestServer::start_with(framework, Setup { limits }).await;
+    let c = &server.client;
+    let send = |i: usize, forwarded: &'static str| {
+        let body = json!({ "phone": phone(i) }).to_string().into_bytes();
+        async move {
+            c.request(
+                "POST",
+                SEND,
+                &[
+                    ("content-type", "application/json"),
+                    ("x-forwarded-for", forwarded),
+                ],
+                Some(body),
+            )
+            .await
+        }
+    };
+    for i in 0..10 {
+        assert_eq!(send(i, "198.51.100.1").await.status, 200);
+    }
+    assert_error(&send(10, "198.51.100.1").await, 429, "rate_limited");
+    // The client is the rightmost untrusted hop: the left entry is the client's own claim.
+    assert_error(
+        &send(10, "192.0.2.99, 198.51.100.1").await,
+        429,
+        "rate_limited",
+    );
+    assert_eq!(send(10, "198.51.100.2").await.status, 200);
+    assert_error(
+        &send(11, "198.51.100.1, 127.0.0.1").await,
+        429,
+        "rate_limited",
+    );
+}
+
+/// A user's own handler guarded by `AuthUser` sees the token's user.
+pub async fn auth_user_guards_user_handlers(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let login = c.login(TEST_PHONES[0].0, TEST_PHONES[0].1).await;
+    let res = c.get("/me", login["access"].as_str()).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json(), json!({ "user_id": login["user_id"] }));
+    assert_error(&c.get("/me", None).await, 401, "unauthorized");
+    let res = c.get("/me", login["refresh"].as_str()).await;
+    assert_error(&res, 401, "unauthorized");
+}

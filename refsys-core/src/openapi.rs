@@ -1,0 +1,431 @@
+//! The OpenAPI 3.1 document of the HTTP API, and the vendored Swagger UI that shows it.
+//!
+//! [`document`] describes every route of [`http::routes`](crate::http::routes): request and
+//! response bodies (schemas derived from the DTOs with utoipa), and every error a route can
+//! answer, with examples made from [`Error::body`] itself — so the examples are exactly what
+//! the server sends. Both framework crates serve [`json`] at `/api/schema/` and the
+//! [`Asset`]s at `/api/schema/swagger-ui/`.
+//!
+//! The Swagger UI files are `swagger-ui-dist` 5.35.0 (Apache-2.0), vendored in
+//! `refsys-core/assets/swagger-ui/` and compiled into the binary: no CDN, no download.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use utoipa::ToSchema;
+use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::path::{Operation, OperationBuilder};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, Header, HttpMethod, InfoBuilder, ObjectBuilder, OpenApi,
+    OpenApiBuilder, PathItem, PathsBuilder, Ref, ResponseBuilder, SecurityRequirement, Type,
+};
+
+use crate::dto::{
+    HealthResponse, MessageResponse, RefreshRequest, SendCodeRequest, UseInviteCodeRequest,
+    VerifyCodeRequest,
+};
+use crate::http::{Endpoint, Method, routes};
+use crate::{Error, ErrorBody, Login, Profile, StoreError, TokenPair};
+
+/// A file of the vendored Swagger UI. Two assets are equal when they are the same static.
+#[derive(Debug)]
+pub struct Asset {
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+    /// Its bytes.
+    pub bytes: &'static [u8],
+}
+
+impl PartialEq for Asset {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for Asset {}
+
+/// The Swagger UI page; loads the document from `../` (`/api/schema/`).
+pub static INDEX_HTML: Asset = Asset {
+    content_type: "text/html; charset=utf-8",
+    bytes: include_bytes!("../assets/swagger-ui/index.html"),
+};
+/// `swagger-ui.css` from swagger-ui-dist.
+pub static SWAGGER_UI_CSS: Asset = Asset {
+    content_type: "text/css; charset=utf-8",
+    bytes: include_bytes!("../assets/swagger-ui/swagger-ui.css"),
+};
+/// `swagger-ui-bundle.js` from swagger-ui-dist.
+pub static SWAGGER_UI_BUNDLE_JS: Asset = Asset {
+    content_type: "text/javascript; charset=utf-8",
+    bytes: include_bytes!("../assets/swagger-ui/swagger-ui-bundle.js"),
+};
+/// Starts Swagger UI on the page.
+pub static SWAGGER_INITIALIZER_JS: Asset = Asset {
+    content_type: "text/javascript; charset=utf-8",
+    bytes: include_bytes!("../assets/swagger-ui/swagger-initializer.js"),
+};
+
+/// The document as JSON, built once.
+pub fn json() -> &'static [u8] {
+    static JSON: OnceLock<Vec<u8>> = OnceLock::new();
+    JSON.get_or_init(|| serde_json::to_vec(&document()).unwrap_or_default())
+}
+
+/// The OpenAPI 3.1 document of every route.
+pub fn document() -> OpenApi {
+    let mut paths = PathsBuilder::new();
+    for route in routes() {
+        if let Some(operation) = operation(route.endpoint) {
+            let method = match route.method {
+                Method::Get => HttpMethod::Get,
+                Method::Post => HttpMethod::Post,
+            };
+            paths = paths.path(route.paths[0], PathItem::new(method, operation));
+        }
+    }
+    let bearer = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .bearer_format("JWT")
+        .description(Some("The `access` token from `verify_code` or `refresh`."))
+        .build();
+    let components = ComponentsBuilder::new()
+        .schema_from::<SendCodeRequest>()
+        .schema_from::<VerifyCodeRequest>()
+        .schema_from::<UseInviteCodeRequest>()
+        .schema_from::<RefreshRequest>()
+        .schema_from::<MessageResponse>()
+        .schema_from::<HealthResponse>()
+        .schema_from::<Login>()
+        .schema_from::<Profile>()
+        .schema_from::<TokenPair>()
+        .schema_from::<ErrorBody>()
+        .security_scheme("bearer", SecurityScheme::Http(bearer))
+        .build();
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("refsys")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Phone-number login with one-time SMS codes, JWT sessions and invite codes. \
+                     Paths are matched with and without the trailing slash. Every error has the \
+                     shape `{\"error\": \"...\", \"code\": \"...\"}`; 429s also carry \
+                     `retry_after` and a `Retry-After` header. Bodies over 16 KiB get 413, a \
+                     non-JSON `Content-Type` 415, unknown routes 404, wrong methods 405, all in \
+                     the error shape.",
+                ))
+                .build(),
+        )
+        .paths(paths.build())
+        .components(Some(components))
+        .build()
+}
+
+fn sample_store_error() -> StoreError {
+    StoreError::unavailable("connection refused")
+}
+
+/// Operation of `endpoint`, or `None` for routes that are not part of the API proper.
+fn operation(endpoint: Endpoint) -> Option<Operation> {
+    let with_body_errors = |more: Vec<Error>| {
+        let mut errors = vec![
+            Error::InvalidRequest("Invalid request body: missing field `phone`.".into()),
+            Error::PayloadTooLarge,
+            Error::UnsupportedMediaType,
+        ];
+        errors.extend(more);
+        errors
+    };
+    let limited = Error::RateLimited { retry_after: 42 };
+    let store = Error::Store(sample_store_error());
+    let op = |id: &str, summary: &str| {
+        OperationBuilder::new()
+            .operation_id(Some(id))
+            .summary(Some(summary))
+            .tag("refsys")
+    };
+    let (builder, body, ok, errors, auth) = match endpoint {
+        Endpoint::SendCode => (
+            op("send_code", "Send a one-time code to a phone").description(Some(
+                "The phone is normalised to E.164 (spaces, dashes and brackets accepted). The \
+                 code goes to the SMS sender, never into the response. Limited per phone \
+                 (cooldown, rolling window) and per client IP.",
+            )),
+            Some((
+                "SendCodeRequest",
+                serde_json::json!({"phone": "+375333478282"}),
+            )),
+            Some((200, "MessageResponse", to_json(&MessageResponse::CODE_SENT))),
+            with_body_errors(vec![
+                Error::InvalidPhone,
+                Error::ResendCooldown { retry_after: 55 },
+                Error::TooManyCodes { retry_after: 3000 },
+                limited,
+                Error::SmsFailed,
+                store,
+            ]),
+            false,
+        ),
+        Endpoint::VerifyCode => (
+            op("verify_code", "Trade a code for tokens").description(Some(
+                "The first successful verification creates the user and its invite code. A \
+                 code is single use.",
+            )),
+            Some((
+                "VerifyCodeRequest",
+                serde_json::json!({"phone": "+375333478282", "code": "1234"}),
+            )),
+            Some((
+                200,
+                "Login",
+                serde_json::json!({"refresh": "<jwt>", "access": "<jwt>", "user_id": 1}),
+            )),
+            with_body_errors(vec![
+                Error::InvalidPhone,
+                Error::CodeExpired,
+                Error::CodeInvalid { attempts_left: 2 },
+                Error::TooManyAttempts { retry_after: 280 },
+                limited,
+                store,
+            ]),
+            false,
+        ),
+        Endpoint::Profile => (
+            op("get_profile", "The caller's profile").description(Some(
+                "`activated_invite_code` is null until the user applies one; \
+                 `invited_users` lists who applied the user's code, oldest first.",
+            )),
+            None,
+            Some((
+                200,
+                "Profile",
+                serde_json::json!({
+                    "phone": "+1234567890",
+                    "own_invite_code": "X4F9ZQ",
+                    "activated_invite_code": "K5J3RW",
+                    "invited_users": ["+1231231234", "+3213213210"],
+                }),
+            )),
+            vec![Error::Unauthorized, store],
+            true,
+        ),
+        Endpoint::UseInviteCode => (
+            op("use_invite_code", "Apply someone else's invite code, once").description(Some(
+                "Input is trimmed and case-insensitive. A user applies one code, ever.",
+            )),
+            Some((
+                "UseInviteCodeRequest",
+                serde_json::json!({"invite_code": "ALG242"}),
+            )),
+            Some((
+                200,
+                "MessageResponse",
+                to_json(&MessageResponse::INVITE_APPLIED),
+            )),
+            with_body_errors(vec![
+                Error::Unauthorized,
+                Error::OwnInviteCode,
+                Error::InviteCodeNotFound,
+                Error::InviteAlreadyActivated,
+                Error::InviteCycle,
+                store,
+            ]),
+            true,
+        ),
+        Endpoint::Refresh => (
+            op("token_refresh", "Rotate a refresh token").description(Some(
+                "The presented refresh token is spent. Presenting a spent one again revokes \
+                 its whole family (theft detection) and answers 401.",
+            )),
+            Some(("RefreshRequest", serde_json::json!({"refresh": "<jwt>"}))),
+            Some((
+                200,
+                "TokenPair",
+                serde_json::json!({"access": "<jwt>", "refresh": "<jwt>"}),
+            )),
+            with_body_errors(vec![Error::InvalidToken, store]),
+            false,
+        ),
+        Endpoint::Logout => (
+            op("token_logout", "Log out: revoke the refresh token's family"),
+            Some(("RefreshRequest", serde_json::json!({"refresh": "<jwt>"}))),
+            None,
+            with_body_errors(vec![Error::InvalidToken, store]),
+            false,
+        ),
+        Endpoint::Health => (
+            op("health", "Liveness"),
+            None,
+            Some((200, "HealthResponse", serde_json::json!({"status": "ok"}))),
+            Vec::new(),
+            false,
+        ),
+        Endpoint::Ready => (
+            op("ready", "Readiness: every store answers"),
+            None,
+            Some((200, "HealthResponse", serde_json::json!({"status": "ok"}))),
+            vec![Error::NotReady {
+                store: "user",
+                error: sample_store_error(),
+            }],
+            false,
+        ),
+        Endpoint::Schema => (
+            op("schema", "This OpenAPI document"),
+            None,
+            None,
+            Vec::new(),
+            false,
+        ),
+        Endpoint::SwaggerUi(asset) if *asset == INDEX_HTML => (
+            op("swagger_ui", "Swagger UI for this document"),
+            None,
+            None,
+            Vec::new(),
+            false,
+        ),
+        _ => return None,
+    };
+    let mut builder = builder;
+    if let Some((schema, example)) = body {
+        builder = builder.request_body(Some(
+            RequestBodyBuilder::new()
+                .required(Some(utoipa::openapi::Required::True))
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name(schema)))
+                        .example(Some(example))
+                        .build(),
+                )
+                .build(),
+        ));
+    }
+    builder = match (endpoint, ok) {
+        (_, Some((status, schema, example))) => builder.response(
+            status.to_string(),
+            ResponseBuilder::new().description("Success.").content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(schema)))
+                    .example(Some(example))
+                    .build(),
+            ),
+        ),
+        (Endpoint::Logout, None) => {
+            builder.response("204", ResponseBuilder::new().description("Logged out."))
+        }
+        (Endpoint::Schema, None) => builder.response(
+            "200",
+            ResponseBuilder::new()
+                .description("The OpenAPI 3.1 document.")
+                .content("application/json", ContentBuilder::new().build()),
+        ),
+        (_, None) => builder.response(
+            "200",
+            ResponseBuilder::new()
+                .description("The Swagger UI page.")
+                .content("text/html", ContentBuilder::new().build()),
+        ),
+    };
+    if auth {
+        builder = builder.security(SecurityRequirement::new("bearer", Vec::<String>::new()));
+    }
+    for (status, response) in error_responses(&errors) {
+        builder = builder.response(status.to_string(), response);
+    }
+    Some(builder.build())
+}
+
+/// One response per status, with one example per error (named by its code), taken from
+/// [`Error::body`].
+fn error_responses(errors: &[Error]) -> BTreeMap<u16, ResponseBuilder> {
+    let mut by_status: BTreeMap<u16, Vec<&Error>> = BTreeMap::new();
+    for error in errors {
+        by_status.entry(error.status()).or_default().push(error);
+    }
+    by_status
+        .into_iter()
+        .map(|(status, errors)| {
+            let codes: Vec<&str> = errors.iter().map(|e| e.code()).collect();
+            let examples = errors.iter().map(|e| {
+                (
+                    e.code(),
+                    ExampleBuilder::new()
+                        .summary(e.to_string())
+                        .value(Some(to_json(&e.body())))
+                        .build(),
+                )
+            });
+            let mut response = ResponseBuilder::new()
+                .description(format!("Error: `{}`.", codes.join("`, `")))
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                        .examples_from_iter(examples)
+                        .build(),
+                );
+            if status == 401 {
+                response = response.header("WWW-Authenticate", string_header("Always `Bearer`."));
+            }
+            if status == 429 {
+                response = response.header(
+                    "Retry-After",
+                    Header::new(ObjectBuilder::new().schema_type(Type::Integer)),
+                );
+            }
+            (status, response)
+        })
+        .collect()
+}
+
+fn string_header(description: &str) -> Header {
+    let mut header = Header::new(ObjectBuilder::new().schema_type(Type::String));
+    header.description = Some(description.to_owned());
+    header
+}
+
+fn to_json(value: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_covers_every_api_route() {
+        let doc: serde_json::Value = serde_json::from_slice(json()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        for path in [
+            "/login/send_code/",
+            "/login/verify_code/",
+            "/get_profile/",
+            "/use_invite_code/",
+            "/api/token/refresh/",
+            "/api/token/logout/",
+            "/health",
+            "/ready",
+            "/api/schema/",
+            "/api/schema/swagger-ui/",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path}");
+        }
+        let verify = &doc["paths"]["/login/verify_code/"]["post"];
+        let invalid = &verify["responses"]["400"]["content"]["application/json"]["examples"];
+        assert_eq!(invalid["code_invalid"]["value"]["attempts_left"], 2);
+        let schemas = &doc["components"]["schemas"];
+        for schema in [
+            "SendCodeRequest",
+            "Login",
+            "Profile",
+            "TokenPair",
+            "ErrorBody",
+        ] {
+            assert!(schemas[schema].is_object(), "{schema}");
+        }
+    }
+}
