@@ -1,0 +1,44 @@
+//! The refsys routes inside an existing actix-web app, next to the app's own handler guarded
+//! by `AuthUser`.
+//!
+//! `JWT_SECRET=$(head -c 32 /dev/urandom | base64) cargo run -p refsys-server --example embed_actix`,
+//! then log in (the code is in the log) and call `GET /api/me` with the access token.
+
+use actix_web::{App, HttpServer, web};
+use refsys_actix::AuthUser;
+use refsys_core::{JwtKeys, LogSender, MemoryOtpStore, MemoryUserStore, ReferralService};
+use serde_json::{Value, json};
+
+/// The app's own handler: only reachable with a valid access token.
+async fn me(AuthUser(user): AuthUser) -> web::Json<Value> {
+    web::Json(json!({ "user_id": user, "greeting": "hello from your own handler" }))
+}
+
+/// A public handler of the app.
+async fn hello() -> &'static str {
+    "an existing app"
+}
+
+#[actix_web::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt::init();
+    let secret = std::env::var("JWT_SECRET").map_err(|_| "set JWT_SECRET (32+ bytes)")?;
+    let service = ReferralService::builder(
+        MemoryUserStore::new(),
+        MemoryOtpStore::new(),
+        LogSender,
+        JwtKeys::hs256(secret)?,
+    )
+    .build();
+
+    HttpServer::new(move || {
+        App::new()
+            .route("/", web::get().to(hello))
+            .route("/api/me", web::get().to(me))
+            .configure(refsys_actix::configure(service.clone()))
+    })
+    .bind("127.0.0.1:8002")?
+    .run()
+    .await?;
+    Ok(())
+}

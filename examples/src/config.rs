@@ -1,0 +1,429 @@
+//! Configuration from environment variables (and an optional `.env` file, read by `main`).
+//!
+//! Every setting has a default that runs a development server with no services; every bad
+//! value stops the server at start with one line naming the variable. The README and
+//! `.env.example` list them all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use refsys_core::{AllowedRegions, JwtKeys, Policy};
+
+/// Where users live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Database {
+    /// A SQLite file (the embedded default).
+    Sqlite(String),
+    /// A PostgreSQL server.
+    Postgres(String),
+}
+
+/// Which framework serves the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framework {
+    /// axum (the default).
+    Axum,
+    /// actix-web.
+    Actix,
+}
+
+/// How codes are delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SmsConfig {
+    /// Codes go to the log (development only).
+    Log,
+    /// POST `{phone, message}` to a URL, signed with HMAC-SHA256.
+    Webhook {
+        /// The gateway's URL.
+        url: String,
+        /// The HMAC key for the `X-Refsys-Signature` header.
+        secret: String,
+        /// Request timeout.
+        timeout: Duration,
+    },
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// Human-readable.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole server configuration.
+#[derive(Debug)]
+pub(crate) struct Config {
+    /// `REFSYS_BIND`.
+    pub bind: SocketAddr,
+    /// `REFSYS_ENV=production`.
+    pub production: bool,
+    /// `REFSYS_FRAMEWORK` or `--framework`.
+    pub framework: Framework,
+    /// `DATABASE_URL`.
+    pub database: Database,
+    /// `REDIS_URL`.
+    pub redis_url: Option<String>,
+    /// `REDIS_PREFIX`.
+    pub redis_prefix: String,
+    /// The signing keys; `None` means "generate a random secret" (development only).
+    pub keys: Option<JwtKeys>,
+    /// OTP, token and region rules.
+    pub policy: Policy,
+    /// `SMS_SENDER`.
+    pub sms: SmsConfig,
+    /// `LOG_FORMAT`.
+    pub log_format: LogFormat,
+}
+
+/// A bad setting: `REFSYS_X: why`.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {var}: {reason}")]
+pub(crate) struct ConfigError {
+    /// The environment variable.
+    pub var: &'static str,
+    /// What is wrong with its value.
+    pub reason: String,
+}
+
+fn error(var: &'static str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError {
+        var,
+        reason: reason.to_string(),
+    }
+}
+
+/// Reads variables through `lookup` (the process environment in `main`, a map in tests).
+struct Env<F>(F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(var) {
+            None => Ok(default),
+            Some(value) => value
+                .parse()
+                .map_err(|e| error(var, format!("`{value}` is not valid: {e}"))),
+        }
+    }
+
+    fn secs(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        self.parse(var, default).map(Duration::from_secs)
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment; `framework_flag` (from
+    /// `--framework`) wins over `REFSYS_FRAMEWORK`.
+    pub(crate) fn from_env(framework_flag: Option<&str>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|var| std::env::var(var).ok(), framework_flag)
+    }
+
+    /// Reads the configuration through `lookup`.
+    pub(crate) fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+        framework_flag: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let env = Env(lookup);
+        let production = match env.get("REFSYS_ENV").as_deref() {
+            None | Some("development") => false,
+            Some("production") => true,
+            Some(other) => {
+                return Err(error(
+                    "REFSYS_ENV",
+                    format!("`{other}`: expected development or production"),
+                ));
+            }
+        };
+        let bind = env.parse("REFSYS_BIND", SocketAddr::from(([127, 0, 0, 1], 8000)))?;
+        let framework = match framework_flag
+            .map(str::to_owned)
+            .or(env.get("REFSYS_FRAMEWORK"))
+        {
+            None => Framework::Axum,
+            Some(name) => match name.as_str() {
+                "axum" => Framework::Axum,
+                "actix" => Framework::Actix,
+                other => {
+                    return Err(error(
+                        "REFSYS_FRAMEWORK",
+                        format!("`{other}`: expected axum or actix"),
+                    ));
+                }
+            },
+        };
+        let database = match env.get("DATABASE_URL") {
+            None => Database::Sqlite("sqlite:refsys.db?mode=rwc".into()),
+            Some(url) if url.starts_with("sqlite:") => Database::Sqlite(url),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Database::Postgres(url)
+            }
+            Some(_) => {
+                return Err(error(
+                    "DATABASE_URL",
+                    "expected a sqlite: or postgres:// URL",
+                ));
+            }
+        };
+        let redis_url = env.get("REDIS_URL");
+        if let Some(url) = &redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(error("REDIS_URL", "expected a redis:// or rediss:// URL"));
+            }
+        }
+        let keys = read_keys(&env, production)?;
+        let policy = read_policy(&env)?;
+        let sms = match env.get("SMS_SENDER").as_deref() {
+            None | Some("log") => {
+                if production {
+                    return Err(error(
+                        "SMS_SENDER",
+                        "the log sender writes codes to the log; set SMS_SENDER=webhook in production",
+                    ));
+                }
+                SmsConfig::Log
+            }
+            Some("webhook") => SmsConfig::Webhook {
+                url: env
+                    .get("SMS_WEBHOOK_URL")
+                    .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+                    .ok_or_else(|| {
+                        error(
+                            "SMS_WEBHOOK_URL",
+                            "required (an http(s) URL) with SMS_SENDER=webhook",
+                        )
+                    })?,
+                secret: env
+                    .get("SMS_WEBHOOK_SECRET")
+                    .filter(|s| s.len() >= 16)
+                    .ok_or_else(|| {
+                        error(
+                            "SMS_WEBHOOK_SECRET",
+                            "required (at least 16 characters) with SMS_SENDER=webhook",
+                        )
+                    })?,
+                timeout: env.secs("SMS_WEBHOOK_TIMEOUT", 5)?,
+            },
+            Some(other) => {
+                return Err(error(
+                    "SMS_SENDER",
+                    format!("`{other}`: expected log or webhook"),
+                ));
+            }
+        };
+        let log_format = match env.get("LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(error(
+                    "LOG_FORMAT",
+                    format!("`{other}`: expected pretty or json"),
+                ));
+            }
+        };
+        Ok(Self {
+            bind,
+            production,
+            framework,
+            database,
+            redis_url,
+            redis_prefix: env.get("REDIS_PREFIX").unwrap_or_else(|| "refsys:".into()),
+            keys,
+            policy,
+            sms,
+            log_format,
+        })
+    }
+}
+
+fn read_keys<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    production: bool,
+) -> Result<Option<JwtKeys>, ConfigError> {
+    let algorithm = env.get("JWT_ALGORITHM").unwrap_or_else(|| "HS256".into());
+    let read = |var: &'static str| -> Result<Vec<u8>, ConfigError> {
+        let path = PathBuf::from(
+            env.get(var)
+                .ok_or_else(|| error(var, format!("required with JWT_ALGORITHM={algorithm}")))?,
+        );
+        std::fs::read(&path).map_err(|e| error(var, format!("{}: {e}", path.display())))
+    };
+    match algorithm.as_str() {
+        "HS256" => match env.get("JWT_SECRET") {
+            Some(secret) => JwtKeys::hs256(secret)
+                .map(Some)
+                .map_err(|e| error("JWT_SECRET", e)),
+            None if production => Err(error(
+                "JWT_SECRET",
+                "required when REFSYS_ENV=production (at least 32 bytes)",
+            )),
+            None => Ok(None),
+        },
+        "RS256" => JwtKeys::rs256_pem(
+            &read("JWT_PRIVATE_KEY_FILE")?,
+            &read("JWT_PUBLIC_KEY_FILE")?,
+        )
+        .map(Some)
+        .map_err(|e| error("JWT_PRIVATE_KEY_FILE", e)),
+        "EdDSA" => JwtKeys::eddsa_pem(
+            &read("JWT_PRIVATE_KEY_FILE")?,
+            &read("JWT_PUBLIC_KEY_FILE")?,
+        )
+        .map(Some)
+        .map_err(|e| error("JWT_PRIVATE_KEY_FILE", e)),
+        other => Err(error(
+            "JWT_ALGORITHM",
+            format!("`{other}`: expected HS256, RS256 or EdDSA"),
+        )),
+    }
+}
+
+fn read_policy<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Policy, ConfigError> {
+    let defaults = Policy::default();
+    let otp = defaults.otp();
+    let regions: AllowedRegions = env.parse("ALLOWED_REGIONS", AllowedRegions::all())?;
+    let mut builder = Policy::builder()
+        .code_length(env.parse("OTP_CODE_LENGTH", otp.code_length)?)
+        .code_ttl(env.secs("OTP_TTL", otp.code_ttl.as_secs())?)
+        .resend_cooldown(env.secs("OTP_RESEND_COOLDOWN", otp.resend_cooldown.as_secs())?)
+        .max_attempts(env.parse("OTP_MAX_ATTEMPTS", otp.max_attempts)?)
+        .max_sends(
+            env.parse("OTP_MAX_SENDS", otp.max_sends_per_window)?,
+            env.secs("OTP_SEND_WINDOW", otp.send_window.as_secs())?,
+        )
+        .access_ttl(env.secs("ACCESS_TOKEN_TTL", defaults.access_ttl().as_secs())?)
+        .refresh_ttl(env.secs("REFRESH_TOKEN_TTL", defaults.refresh_ttl().as_secs())?)
+        .regions(regions);
+    if let Some(list) = env.get("TEST_PHONES") {
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (phone, code) = entry
+                .split_once(':')
+                .ok_or_else(|| error("TEST_PHONES", format!("`{entry}`: expected phone:code")))?;
+            builder = builder.test_phone(phone.trim(), code.trim());
+        }
+    }
+    builder.build().map_err(|e| {
+        let var = match e.setting {
+            "code_length" => "OTP_CODE_LENGTH",
+            "code_ttl" => "OTP_TTL",
+            "max_attempts" => "OTP_MAX_ATTEMPTS",
+            "max_sends" => "OTP_MAX_SENDS",
+            "access_ttl" => "ACCESS_TOKEN_TTL",
+            "refresh_ttl" => "REFRESH_TOKEN_TTL",
+            _ => "TEST_PHONES",
+        };
+        error(var, e.reason)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|var| map.get(var).cloned(), None)
+    }
+
+    #[test]
+    fn defaults_run_the_embedded_development_server() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.bind, SocketAddr::from(([127, 0, 0, 1], 8000)));
+        assert_eq!(
+            config.database,
+            Database::Sqlite("sqlite:refsys.db?mode=rwc".into())
+        );
+        assert_eq!(config.redis_url, None);
+        assert!(config.keys.is_none(), "a random secret is generated");
+        assert_eq!(config.sms, SmsConfig::Log);
+        assert_eq!(config.framework, Framework::Axum);
+        assert_eq!(config.log_format, LogFormat::Pretty);
+        assert!(!config.production);
+    }
+
+    #[test]
+    fn production_refuses_missing_secret_and_log_sender() {
+        assert_eq!(
+            config(&[("REFSYS_ENV", "production")]).unwrap_err().var,
+            "JWT_SECRET"
+        );
+        let secret = ("JWT_SECRET", "0123456789abcdef0123456789abcdef");
+        let e = config(&[("REFSYS_ENV", "production"), secret]).unwrap_err();
+        assert_eq!(e.var, "SMS_SENDER");
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("REFSYS_BIND", "nope"),
+            ("REFSYS_ENV", "staging"),
+            ("REFSYS_FRAMEWORK", "rocket"),
+            ("DATABASE_URL", "mysql://x"),
+            ("REDIS_URL", "http://x"),
+            ("JWT_SECRET", "short"),
+            ("JWT_ALGORITHM", "HS512"),
+            ("OTP_CODE_LENGTH", "2"),
+            ("OTP_TTL", "-5"),
+            ("OTP_MAX_ATTEMPTS", "0"),
+            ("ACCESS_TOKEN_TTL", "abc"),
+            ("ALLOWED_REGIONS", "BY,XX"),
+            ("TEST_PHONES", "+375291000001"),
+            ("SMS_SENDER", "pigeon"),
+            ("LOG_FORMAT", "xml"),
+        ];
+        for (var, value) in cases {
+            let e = config(&[(var, value)]).unwrap_err();
+            assert_eq!(e.var, *var, "{var}={value}: {e}");
+        }
+        let e = config(&[("SMS_SENDER", "webhook")]).unwrap_err();
+        assert_eq!(e.var, "SMS_WEBHOOK_URL");
+        let e = config(&[("JWT_ALGORITHM", "RS256")]).unwrap_err();
+        assert_eq!(e.var, "JWT_PRIVATE_KEY_FILE");
+    }
+
+    #[test]
+    fn settings_are_applied() {
+        let config = config(&[
+            ("REFSYS_BIND", "0.0.0.0:9000"),
+            ("DATABASE_URL", "postgres://postgres@db/refsys"),
+            ("REDIS_URL", "redis://cache:6379"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("OTP_MAX_ATTEMPTS", "3"),
+            ("ALLOWED_REGIONS", "BY"),
+            ("TEST_PHONES", "+375291000001:0000, +375291000002:1234"),
+            ("SMS_SENDER", "webhook"),
+            ("SMS_WEBHOOK_URL", "https://sms.example/send"),
+            ("SMS_WEBHOOK_SECRET", "a-long-enough-secret"),
+            ("LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+        assert_eq!(config.bind.port(), 9000);
+        assert_eq!(
+            config.database,
+            Database::Postgres("postgres://postgres@db/refsys".into())
+        );
+        assert_eq!(config.redis_url.as_deref(), Some("redis://cache:6379"));
+        assert!(config.keys.is_some());
+        assert_eq!(config.policy.otp().max_attempts, 3);
+        let test = refsys_core::Phone::parse("+375291000002", config.policy.regions()).unwrap();
+        assert_eq!(config.policy.test_code(&test).unwrap().expose(), "1234");
+        assert!(matches!(config.sms, SmsConfig::Webhook { .. }));
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+}

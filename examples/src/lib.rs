@@ -1,2 +1,0 @@
-//! Filled by a later issue.
-#![forbid(unsafe_code)]

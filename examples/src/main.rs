@@ -1,0 +1,188 @@
+//! `refsys-server`: the documented refsys API, its web UI and OpenAPI, over axum or actix-web.
+//!
+//! With no configuration it runs on 127.0.0.1:8000 on the embedded default (a SQLite file and
+//! in-process OTP store, codes written to the log); see the README and `.env.example` for
+//! PostgreSQL + Redis and every setting.
+#![forbid(unsafe_code)]
+
+mod config;
+mod serve;
+mod webhook;
+
+use std::process::ExitCode;
+
+use config::{Config, Database, LogFormat, SmsConfig};
+use refsys_core::{
+    JwtKeys, LogSender, MemoryOtpStore, MemoryRateLimitStore, ReferralService, SmsSender,
+    http::ClientLimits, postgres::PgUserStore, redis_store::RedisOtpStore,
+    redis_store::RedisRateLimitStore, sqlite::SqliteUserStore,
+};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    // A missing .env is fine; a broken one is not.
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        eprintln!("configuration error: .env: {e}");
+        return ExitCode::FAILURE;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let framework_flag = match framework_flag(&args) {
+        Ok(flag) => flag,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::from_env(framework_flag.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--framework axum|actix` or `--framework=...`.
+fn framework_flag(args: &[String]) -> Result<Option<String>, String> {
+    let mut iter = args.iter().skip(1);
+    let mut flag = None;
+    while let Some(arg) = iter.next() {
+        if let Some(value) = arg.strip_prefix("--framework=") {
+            flag = Some(value.to_owned());
+        } else if arg == "--framework" {
+            flag = Some(
+                iter.next()
+                    .ok_or("--framework needs a value: axum or actix")?
+                    .clone(),
+            );
+        } else if arg == "--help" || arg == "-h" {
+            return Err("usage: refsys-server [--framework axum|actix]\n\
+                        configuration: environment variables or .env (see .env.example)"
+                .into());
+        } else {
+            return Err(format!("unknown argument `{arg}`; try --help"));
+        }
+    }
+    Ok(flag)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Builds the service from the configuration and serves it until SIGINT/SIGTERM.
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let keys = match config.keys.clone() {
+        Some(keys) => keys,
+        None => {
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random secret; tokens die with this process \
+                 (development only; set JWT_SECRET)"
+            );
+            JwtKeys::hs256_random()
+        }
+    };
+    let sms: Box<dyn SmsSender> = match &config.sms {
+        SmsConfig::Log => {
+            tracing::warn!(
+                "SMS_SENDER=log: verification codes are written to this log (development only)"
+            );
+            Box::new(LogSender)
+        }
+        SmsConfig::Webhook {
+            url,
+            secret,
+            timeout,
+        } => Box::new(webhook::WebhookSender::new(url.clone(), secret, *timeout)?),
+    };
+    let service = build_service(&config, keys, sms).await?;
+    tracing::info!(
+        bind = %config.bind,
+        environment = if config.production { "production" } else { "development" },
+        framework = ?config.framework,
+        database = match config.database { Database::Sqlite(_) => "sqlite", Database::Postgres(_) => "postgres" },
+        otp_store = if config.redis_url.is_some() { "redis" } else { "memory" },
+        "refsys-server starting"
+    );
+    serve::serve(config.framework, config.bind, service).await
+}
+
+async fn build_service(
+    config: &Config,
+    keys: JwtKeys,
+    sms: Box<dyn SmsSender>,
+) -> Result<ReferralService, Box<dyn std::error::Error>> {
+    let limits = ClientLimits::default();
+    macro_rules! assemble {
+        ($users:expr) => {{
+            let users = $users;
+            match &config.redis_url {
+                Some(url) => {
+                    let otps = RedisOtpStore::connect(url)
+                        .await
+                        .map_err(|e| format!("REDIS_URL: {e}"))?
+                        .with_prefix(&config.redis_prefix);
+                    let rate = RedisRateLimitStore::connect(url)
+                        .await
+                        .map_err(|e| format!("REDIS_URL: {e}"))?
+                        .with_prefix(&config.redis_prefix);
+                    ReferralService::builder(users, otps, sms, keys)
+                        .policy(config.policy.clone())
+                        .client_limits(rate, limits)
+                        .build()
+                }
+                None => ReferralService::builder(users, MemoryOtpStore::new(), sms, keys)
+                    .policy(config.policy.clone())
+                    .client_limits(MemoryRateLimitStore::new(), limits)
+                    .build(),
+            }
+        }};
+    }
+    Ok(match &config.database {
+        Database::Sqlite(url) => {
+            let users = SqliteUserStore::connect(url)
+                .await
+                .map_err(|e| format!("DATABASE_URL: {e}"))?;
+            users
+                .migrate()
+                .await
+                .map_err(|e| format!("DATABASE_URL: migrating: {e}"))?;
+            assemble!(users)
+        }
+        Database::Postgres(url) => {
+            let users = PgUserStore::connect(url)
+                .await
+                .map_err(|e| format!("DATABASE_URL: {e}"))?;
+            users
+                .migrate()
+                .await
+                .map_err(|e| format!("DATABASE_URL: migrating: {e}"))?;
+            assemble!(users)
+        }
+    })
+}

@@ -1,0 +1,193 @@
+//! Serving the service over the chosen framework, with the web UI, a request id and latency
+//! per request in the log, and graceful shutdown on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use refsys_core::ReferralService;
+
+use crate::config::Framework;
+
+/// The web UI, embedded in the binary: (path, content type, body).
+pub(crate) const UI_FILES: &[(&str, &str, &str)] = &[
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../ui/index.html"),
+    ),
+    (
+        "/ui/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/app.js"),
+    ),
+    (
+        "/ui/style.css",
+        "text/css; charset=utf-8",
+        include_str!("../ui/style.css"),
+    ),
+];
+
+/// A fresh request id: 16 hex digits.
+fn request_id() -> String {
+    format!("{:016x}", rand_u64())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is randomly keyed per instance: enough for correlating log lines.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish()
+}
+
+/// Logs one finished request. Only method, path (no query string), status and latency: no
+/// bodies, tokens or phone numbers.
+fn log_request(id: &str, method: &str, path: &str, status: u16, started: Instant) {
+    tracing::info!(
+        request_id = id,
+        method,
+        path,
+        status,
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+}
+
+/// Serves until SIGINT or SIGTERM, then finishes in-flight requests.
+pub(crate) async fn serve(
+    framework: Framework,
+    bind: SocketAddr,
+    service: ReferralService,
+) -> Result<(), Box<dyn std::error::Error>> {
+    match framework {
+        Framework::Axum => axum_server::serve(bind, service).await,
+        Framework::Actix => actix_server::serve(bind, service).await,
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+mod axum_server {
+    use axum::Router;
+    use axum::extract::Request;
+    use axum::http::{HeaderValue, header};
+    use axum::middleware::{self, Next};
+    use axum::response::Response;
+    use axum::routing::get;
+
+    use super::*;
+
+    async fn trace(request: Request, next: Next) -> Response {
+        let started = Instant::now();
+        let id = super::request_id();
+        let method = request.method().to_string();
+        let path = request.uri().path().to_owned();
+        let mut response = next.run(request).await;
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        log_request(&id, &method, &path, response.status().as_u16(), started);
+        response
+    }
+
+    pub(super) async fn serve(
+        bind: SocketAddr,
+        service: ReferralService,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let mut ui = Router::new();
+        for &(path, content_type, body) in UI_FILES {
+            ui = ui.route(
+                path,
+                get(move || async move { ([(header::CONTENT_TYPE, content_type)], body) }),
+            );
+        }
+        let app = ui
+            .merge(refsys_axum::router(service))
+            .layer(middleware::from_fn(trace));
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|e| format!("REFSYS_BIND: cannot listen on {bind}: {e}"))?;
+        tracing::info!("listening on http://{}", listener.local_addr()?);
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+        Ok(())
+    }
+}
+
+mod actix_server {
+    use actix_web::dev::Service as _;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    use actix_web::{App, HttpResponse, HttpServer, web};
+
+    use super::*;
+
+    pub(super) async fn serve(
+        bind: SocketAddr,
+        service: ReferralService,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let server = HttpServer::new(move || {
+            let mut app = App::new()
+                .wrap_fn(|request, next| {
+                    let started = Instant::now();
+                    let id = super::request_id();
+                    let method = request.method().to_string();
+                    let path = request.path().to_owned();
+                    let response = next.call(request);
+                    async move {
+                        let mut response = response.await?;
+                        if let Ok(value) = HeaderValue::from_str(&id) {
+                            response
+                                .headers_mut()
+                                .insert(HeaderName::from_static("x-request-id"), value);
+                        }
+                        log_request(&id, &method, &path, response.status().as_u16(), started);
+                        Ok(response)
+                    }
+                })
+                .configure(refsys_actix::configure(service.clone()));
+            for &(path, content_type, body) in UI_FILES {
+                app = app.route(
+                    path,
+                    web::get().to(move || async move {
+                        HttpResponse::Ok().content_type(content_type).body(body)
+                    }),
+                );
+            }
+            app
+        })
+        .shutdown_timeout(30)
+        .bind(bind)
+        .map_err(|e| format!("REFSYS_BIND: cannot listen on {bind}: {e}"))?;
+        for addr in server.addrs() {
+            tracing::info!("listening on http://{addr}");
+        }
+        // actix-web stops gracefully on SIGINT/SIGTERM by itself: it stops accepting, then
+        // waits up to `shutdown_timeout` for in-flight requests.
+        server.run().await?;
+        Ok(())
+    }
+}

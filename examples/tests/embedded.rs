@@ -1,0 +1,172 @@
+//! The server binary on its embedded default: no services, one command.
+
+mod support;
+
+use http_suite::Client;
+use serde_json::json;
+use support::{Server, TEST_PHONES, rss_kib, run_to_exit};
+
+/// The whole flow over real HTTP against the binary, on a given framework.
+async fn full_flow(server: &Server) {
+    let client = Client::new(&server.base);
+    let alice = client.login("+375291000001", "0000").await;
+    let bob = client.login("+375291000002", "0000").await;
+    let alice_access = alice["access"].as_str().unwrap();
+    let bob_access = bob["access"].as_str().unwrap();
+    let profile = client.get("/get_profile/", Some(alice_access)).await;
+    assert_eq!(profile.status, 200);
+    let code = profile.str("own_invite_code");
+    let applied = client
+        .post_as(
+            "/use_invite_code/",
+            Some(bob_access),
+            json!({ "invite_code": code }),
+        )
+        .await;
+    assert_eq!(applied.status, 200, "{}", applied.json());
+    let profile = client.get("/get_profile", Some(alice_access)).await.json();
+    assert_eq!(profile["invited_users"], json!(["+375291000002"]));
+    let refreshed = client
+        .post(
+            "/api/token/refresh/",
+            json!({ "refresh": alice["refresh"] }),
+        )
+        .await;
+    assert_eq!(refreshed.status, 200);
+}
+
+fn embedded_env() -> Vec<(&'static str, String)> {
+    vec![("TEST_PHONES", TEST_PHONES.to_owned())]
+}
+
+#[tokio::test]
+async fn runs_with_no_configuration_and_serves_ui_and_api() {
+    let server = Server::start(&embedded_env(), &[]).await;
+    let client = Client::new(&server.base);
+
+    let page = client.get("/", None).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = String::from_utf8(page.body.clone()).unwrap();
+    assert!(html.contains("/ui/app.js") && html.contains("/ui/style.css"));
+    for (path, kind) in [
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+    ] {
+        let asset = client.get(path, None).await;
+        assert_eq!(asset.status, 200, "{path}");
+        assert!(
+            asset.header("content-type").unwrap().starts_with(kind),
+            "{path}"
+        );
+    }
+    let schema = client.get("/api/schema/", None).await;
+    assert_eq!(schema.status, 200);
+    assert!(
+        schema.json()["openapi"]
+            .as_str()
+            .unwrap()
+            .starts_with("3.1")
+    );
+    assert_eq!(client.get("/ready", None).await.status, 200);
+    assert!(
+        client
+            .get("/health", None)
+            .await
+            .header("x-request-id")
+            .is_some()
+    );
+
+    full_flow(&server).await;
+
+    let log = server.log();
+    assert!(log.contains("development only"), "{log}");
+    assert!(log.contains("JWT_SECRET is not set"), "{log}");
+    eprintln!(
+        "embedded server: start-up {:?}, idle RSS {} KiB",
+        server.startup,
+        rss_kib(server.pid()).unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn actix_serves_the_same_flow() {
+    let server = Server::start(&embedded_env(), &["--framework", "actix"]).await;
+    full_flow(&server).await;
+    let page = Client::new(&server.base).get("/", None).await;
+    assert_eq!(page.status, 200);
+    assert!(server.log().contains("Actix"));
+}
+
+#[tokio::test]
+async fn logs_carry_no_tokens_and_no_full_phone_numbers() {
+    let mut env = embedded_env();
+    env.push(("LOG_FORMAT", "json".into()));
+    let server = Server::start(&env, &[]).await;
+    let client = Client::new(&server.base);
+    let login = client.login("+375291000001", "0000").await;
+    // An ordinary phone: the dev LogSender line is the one place its number and code appear.
+    let sent = client
+        .post("/login/send_code/", json!({ "phone": "+375 29 555-12-34" }))
+        .await;
+    assert_eq!(sent.status, 200);
+    let _ = client.get("/get_profile/", login["access"].as_str()).await;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = server.log();
+    for token in [
+        login["access"].as_str().unwrap(),
+        login["refresh"].as_str().unwrap(),
+    ] {
+        assert!(!log.contains(token), "a token leaked into the log");
+    }
+    for line in log.lines() {
+        if line.contains("+375291000001") {
+            panic!("a full test phone number is in the log: {line}");
+        }
+        if line.contains("+375295551234") {
+            assert!(
+                line.contains("LogSender"),
+                "phone outside the dev sender line: {line}"
+            );
+        }
+        if line.contains("\"request\"") || line.contains("request_id") {
+            assert!(line.contains("latency_ms"), "{line}");
+        }
+    }
+    assert!(log.contains("LogSender"), "{log}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let mut server = Server::start(&embedded_env(), &[]).await;
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(server.log().contains("shutting down"), "{}", server.log());
+}
+
+#[test]
+fn bad_configuration_stops_the_server_with_one_line_naming_the_variable() {
+    for (var, value) in [
+        ("OTP_MAX_ATTEMPTS", "0"),
+        ("DATABASE_URL", "mysql://nope"),
+        ("JWT_SECRET", "too short"),
+        ("ALLOWED_REGIONS", "BY,QQ"),
+        ("REFSYS_BIND", "not-an-address"),
+    ] {
+        let (status, output) = run_to_exit(&[(var, value)], &[]);
+        assert!(!status.success(), "{var}={value} should stop the server");
+        let lines: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{var}: {output}");
+        assert!(lines[0].contains(var), "{var}: {output}");
+    }
+    let (status, output) = run_to_exit(&[("REFSYS_ENV", "production")], &[]);
+    assert!(!status.success());
+    assert!(output.contains("JWT_SECRET"), "{output}");
+    let (status, output) = run_to_exit(&[], &["--framework", "rocket"]);
+    assert!(!status.success());
+    assert!(output.contains("REFSYS_FRAMEWORK"), "{output}");
+}
