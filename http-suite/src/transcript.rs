@@ -50,11 +50,7 @@ impl Recorder<'_> {
             if let Ok(value) = serde_json::from_slice(&res.body) {
                 self.learn(&value);
             }
-            let mut text = String::from_utf8_lossy(&res.body).into_owned();
-            for (secret, placeholder) in &self.secrets {
-                text = text.replace(secret.as_str(), placeholder);
-            }
-            text
+            self.normalise(String::from_utf8_lossy(&res.body).into_owned())
         } else {
             let mut hasher = DefaultHasher::new();
             res.body.hash(&mut hasher);
@@ -68,13 +64,25 @@ impl Recorder<'_> {
             .collect();
         got.sort();
         let sent = body.map(|b| String::from_utf8_lossy(&b[..b.len().min(80)]).into_owned());
+        let step = self.normalise(format!("{method} {path} {headers:?} {sent:?}"));
         self.entries.push(Entry {
-            step: format!("{method} {path} {headers:?} {sent:?}"),
+            step,
             status: res.status,
             headers: got,
             body: text,
         });
         res
+    }
+
+    /// Replaces every random value seen so far by its placeholder, longest first (so that a
+    /// code that happens to occur inside a token cannot break the token's replacement).
+    fn normalise(&self, mut text: String) -> String {
+        let mut secrets: Vec<&(String, String)> = self.secrets.iter().collect();
+        secrets.sort_by_key(|(secret, _)| std::cmp::Reverse(secret.len()));
+        for (secret, placeholder) in secrets {
+            text = text.replace(secret.as_str(), placeholder);
+        }
+        text
     }
 
     fn learn(&mut self, value: &Value) {
@@ -182,6 +190,7 @@ pub async fn transcript(server: &TestServer) -> Vec<Entry> {
     // verify_code.
     let verify = "/login/verify_code/";
     let code = server.last_code(plain);
+    r.secrets.push((code.clone(), "<sms code>".into()));
     let wrong = if code == "0000" { "0001" } else { "0000" };
     r.post(verify, None, &json!({ "phone": plain })).await;
     r.post(verify, None, &json!({ "phone": plain, "code": "12a4" }))
@@ -248,6 +257,8 @@ pub async fn transcript(server: &TestServer) -> Vec<Entry> {
     r.post(apply, Some(&a_access), &json!({ "invite_code": unknown }))
         .await;
     let messy = format!(" {} ", a_invite.to_lowercase());
+    r.secrets
+        .push((a_invite.to_lowercase(), "<lower-case invite>".into()));
     r.post(apply, Some(&b_access), &json!({ "invite_code": messy }))
         .await;
     r.post(apply, Some(&a_access), &json!({ "invite_code": b_invite }))

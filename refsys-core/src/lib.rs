@@ -11,7 +11,8 @@
 //! Every store method is one atomic operation, so the service is race-free on any backend
 //! that makes each method atomic. This crate ships in-memory stores ([`MemoryUserStore`],
 //! [`MemoryOtpStore`]) and a development [`LogSender`]; the framework crates `refsys-axum`
-//! and `refsys-actix` serve the service over HTTP.
+//! and `refsys-actix` serve the service over HTTP, through the framework-independent
+//! [`http`] module (routes, request handling, per-client rate limits with trusted proxies).
 //!
 //! # Features
 //!
@@ -19,6 +20,8 @@
 //! - `postgres`: `postgres::PgUserStore`, a PostgreSQL [`UserStore`] (sqlx).
 //! - `sqlite`: `sqlite::SqliteUserStore`, a SQLite [`UserStore`] (sqlx, bundled SQLite).
 //! - `redis`: `redis_store::RedisOtpStore` and `redis_store::RedisRateLimitStore`.
+//! - `openapi`: `openapi`, the OpenAPI 3.1 document of the HTTP API (utoipa) and the
+//!   vendored Swagger UI the framework crates serve.
 //!
 //! # Quick start
 //!
