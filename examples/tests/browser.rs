@@ -1,0 +1,220 @@
+//! The web UI end to end in headless Chromium, against the real server binary: log in with a
+//! test phone, see a wrong code explained, apply an invite code as a second user, see the
+//! invitee on the first user's profile, and survive an access-token expiry (transparent
+//! refresh). Screenshots land in `target/ui-screenshots/`.
+//!
+//! Needs `chromium` and `chromedriver` (Debian packages `chromium`, `chromium-driver`); runs
+//! with the `browser` feature (`.ci/run` installs them).
+#![cfg(feature = "browser")]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use support::{Server, TEST_PHONES, free_port};
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn browser() -> (Driver, Client, tempfile::TempDir) {
+    let port = free_port();
+    let driver = Command::new(std::env::var("CHROMEDRIVER").unwrap_or("chromedriver".into()))
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver runs (apt-get install chromium chromium-driver)");
+    let driver = Driver(driver);
+    let profile = tempfile::tempdir().expect("a profile dir");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into()),
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1000,900",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    let started = Instant::now();
+    let client = loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => break client,
+            Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                panic!("chromedriver did not start a session: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    (driver, client, profile)
+}
+
+/// Waits until `css` matches a displayed element and returns its text.
+async fn visible_text(client: &Client, css: &str) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok(element) = client.find(Locator::Css(css)).await {
+            if element.is_displayed().await.unwrap_or(false) {
+                let text = element.text().await.unwrap_or_default();
+                if !text.trim().is_empty() {
+                    return text;
+                }
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "`{css}` never showed text"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for_screen(client: &Client, screen: &str) {
+    let css = format!("#{screen}:not([hidden])");
+    let found = client
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(&css))
+        .await;
+    if let Err(e) = found {
+        let shot = screenshot(client, &format!("failed-{screen}.png")).await;
+        panic!("screen {screen} never showed ({e}); see {}", shot.display());
+    }
+}
+
+async fn fill(client: &Client, css: &str, text: &str) {
+    let input = client.find(Locator::Css(css)).await.expect(css);
+    input.clear().await.expect("clear");
+    input.send_keys(text).await.expect("type");
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .expect(css)
+        .click()
+        .await
+        .expect("click");
+}
+
+async fn login(client: &Client, base: &str, phone: &str, code: &str) {
+    client.goto(base).await.expect("open the UI");
+    wait_for_screen(client, "screen-phone").await;
+    fill(client, "#phone", phone).await;
+    click(client, "#send-code").await;
+    wait_for_screen(client, "screen-code").await;
+    fill(client, "#code", code).await;
+    click(client, "#verify-code").await;
+    wait_for_screen(client, "screen-profile").await;
+}
+
+async fn screenshot(client: &Client, name: &str) -> PathBuf {
+    let png = client.screenshot().await.expect("a screenshot");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    let path = dir.join(name);
+    std::fs::write(&path, png).expect("write the screenshot");
+    eprintln!("screenshot: {}", path.display());
+    path
+}
+
+#[tokio::test]
+async fn web_ui_login_invite_and_transparent_refresh() {
+    let env = vec![
+        ("TEST_PHONES", TEST_PHONES.to_owned()),
+        // Short access tokens, so the test sees the UI refresh one transparently.
+        ("ACCESS_TOKEN_TTL", "3".to_owned()),
+        // Alice logs in twice within a minute.
+        ("OTP_RESEND_COOLDOWN", "1".to_owned()),
+    ];
+    let server = Server::start(&env, &[]).await;
+    let (_driver, client, _profile) = browser().await;
+
+    // A wrong code is explained in plain words, with the tries left.
+    client.goto(&server.base).await.expect("open the UI");
+    wait_for_screen(&client, "screen-phone").await;
+    fill(&client, "#phone", "+375 29 100-00-01").await;
+    click(&client, "#send-code").await;
+    wait_for_screen(&client, "screen-code").await;
+    fill(&client, "#code", "1234").await;
+    click(&client, "#verify-code").await;
+    let error = visible_text(&client, "#code-error").await;
+    assert!(error.contains('4') && !error.contains('{'), "{error}");
+    // The resend button counts down the cooldown.
+    let resend = client.find(Locator::Css("#resend")).await.unwrap();
+    assert!(
+        !resend.is_enabled().await.unwrap(),
+        "resend is disabled during the cooldown"
+    );
+
+    // The right code logs in.
+    fill(&client, "#code", "0000").await;
+    click(&client, "#verify-code").await;
+    wait_for_screen(&client, "screen-profile").await;
+    assert_eq!(
+        visible_text(&client, "#profile-phone").await,
+        "+375291000001"
+    );
+    let alice_code = visible_text(&client, "#own-code").await;
+    assert_eq!(alice_code.len(), 6, "{alice_code}");
+    screenshot(&client, "profile-alice.png").await;
+
+    // Bob applies Alice's code (typed in lower case).
+    click(&client, "#logout").await;
+    wait_for_screen(&client, "screen-phone").await;
+    login(&client, &server.base, "+375291000002", "0000").await;
+    fill(&client, "#invite-input", &alice_code.to_lowercase()).await;
+    click(&client, "#apply-invite").await;
+    let started = Instant::now();
+    while visible_text(&client, "#activated-code").await != alice_code {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the code was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Alice's profile lists Bob; her access token expires meanwhile and is refreshed.
+    click(&client, "#logout").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    login(&client, &server.base, "+375291000001", "0000").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    client.refresh().await.expect("reload");
+    wait_for_screen(&client, "screen-profile").await;
+    let invited = visible_text(&client, "#invited-list").await;
+    assert!(invited.contains("+375291000002"), "{invited}");
+    screenshot(&client, "profile-with-invitee.png").await;
+
+    // Applying her own code is refused in plain words.
+    fill(&client, "#invite-input", &alice_code).await;
+    click(&client, "#apply-invite").await;
+    let error = visible_text(&client, "#invite-error").await;
+    assert!(
+        !error.contains("own_invite_code") && !error.contains('{'),
+        "{error}"
+    );
+    assert!(
+        server.log().contains("/api/token/refresh/"),
+        "the UI refreshed its token"
+    );
+
+    client.close().await.expect("close the browser");
+}
