@@ -1,6 +1,6 @@
 //! The black-box HTTP test suite that `refsys-axum` and `refsys-actix` both run.
 //!
-//! Every scenario in [`scenarios`] is an async function taking a [`Framework`]: it starts a
+//! Every scenario in [`mod@scenarios`] is an async function taking a [`Framework`]: it starts a
 //! real server of that framework on `127.0.0.1:0` ([`TestServer::start`]) and talks to it over
 //! HTTP with reqwest, asserting status, code, body shape and headers as `API.md` states them.
 //! Each framework crate's `tests/http.rs` runs them all with [`scenarios!`]; the
@@ -11,6 +11,8 @@
 //! [`ManualClock`] the scenarios move, test phones with fixed codes ([`TEST_PHONES`]), and a
 //! [`RecordingSender`] so that flows with ordinary phones can read the codes "sent". Next to
 //! the refsys routes sits a user handler, `GET /me`, guarded by the framework's `AuthUser`.
+
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -368,7 +370,7 @@ pub fn assert_error(res: &Res, status: u16, code: &str) -> Value {
     body
 }
 
-/// Generates one `#[tokio::test]` per scenario of [`scenarios`] for a framework:
+/// Generates one `#[tokio::test]` per scenario of [`mod@scenarios`] for a framework:
 /// `http_suite::scenarios!(http_suite::Framework::Axum);`
 #[macro_export]
 macro_rules! scenarios {

@@ -95,11 +95,11 @@ impl Recorder<'_> {
             ("own_invite_code", "invite"),
             ("activated_invite_code", "invite"),
         ] {
-            if let Some(secret) = object.get(key).and_then(Value::as_str) {
-                if !self.secrets.iter().any(|(s, _)| s == secret) {
-                    let placeholder = format!("<{kind} {}>", self.secrets.len());
-                    self.secrets.push((secret.to_owned(), placeholder));
-                }
+            if let Some(secret) = object.get(key).and_then(Value::as_str)
+                && !self.secrets.iter().any(|(s, _)| s == secret)
+            {
+                let placeholder = format!("<{kind} {}>", self.secrets.len());
+                self.secrets.push((secret.to_owned(), placeholder));
             }
         }
     }

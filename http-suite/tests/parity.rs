@@ -15,10 +15,10 @@ async fn axum_and_actix_answer_byte_for_byte_the_same() {
     let mut codes = std::collections::BTreeSet::new();
     for (a, b) in from_axum.iter().zip(&from_actix) {
         assert_eq!(a, b, "axum (left) and actix (right) differ");
-        if let Ok(body) = serde_json::from_str::<serde_json::Value>(&a.body) {
-            if let Some(code) = body["code"].as_str() {
-                codes.insert(code.to_owned());
-            }
+        if let Ok(body) = serde_json::from_str::<serde_json::Value>(&a.body)
+            && let Some(code) = body["code"].as_str()
+        {
+            codes.insert(code.to_owned());
         }
     }
     // Every error code of the contract came up.
