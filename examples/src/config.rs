@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use refsys_core::http::{ClientLimits, RateLimit, TrustedProxies};
 use refsys_core::{AllowedRegions, JwtKeys, Policy};
 
 /// Where users live.
@@ -73,6 +74,8 @@ pub(crate) struct Config {
     pub keys: Option<JwtKeys>,
     /// OTP, token and region rules.
     pub policy: Policy,
+    /// `RATE_LIMIT_SEND_CODE`, `RATE_LIMIT_VERIFY_CODE`, `TRUSTED_PROXIES`.
+    pub client_limits: ClientLimits,
     /// `SMS_SENDER`.
     pub sms: SmsConfig,
     /// `LOG_FORMAT`.
@@ -222,6 +225,7 @@ impl Config {
                 ));
             }
         };
+        let client_limits = read_client_limits(&env)?;
         let log_format = match env.get("LOG_FORMAT").as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -241,6 +245,7 @@ impl Config {
             redis_prefix: env.get("REDIS_PREFIX").unwrap_or_else(|| "refsys:".into()),
             keys,
             policy,
+            client_limits,
             sms,
             log_format,
         })
@@ -287,6 +292,29 @@ fn read_keys<F: Fn(&str) -> Option<String>>(
             format!("`{other}`: expected HS256, RS256 or EdDSA"),
         )),
     }
+}
+
+/// Per-client-IP limits: calls per minute (0 = no limit) and the proxies whose
+/// `X-Forwarded-For` is believed.
+fn read_client_limits<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<ClientLimits, ConfigError> {
+    let defaults = ClientLimits::default();
+    let per_minute = |var: &'static str, default: Option<RateLimit>| {
+        let default = default.map_or(0, |limit| limit.max);
+        env.parse(var, default)
+            .map(|max| (max > 0).then(|| RateLimit::per_minute(max)))
+    };
+    let proxies = match env.get("TRUSTED_PROXIES") {
+        None => TrustedProxies::none(),
+        Some(list) => TrustedProxies::new(list.split(',').map(str::trim).filter(|s| !s.is_empty()))
+            .map_err(|e| error("TRUSTED_PROXIES", e))?,
+    };
+    Ok(ClientLimits {
+        send_code: per_minute("RATE_LIMIT_SEND_CODE", defaults.send_code)?,
+        verify_code: per_minute("RATE_LIMIT_VERIFY_CODE", defaults.verify_code)?,
+        trusted_proxies: proxies,
+    })
 }
 
 fn read_policy<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Policy, ConfigError> {
@@ -354,6 +382,7 @@ mod tests {
         assert_eq!(config.sms, SmsConfig::Log);
         assert_eq!(config.framework, Framework::Axum);
         assert_eq!(config.log_format, LogFormat::Pretty);
+        assert_eq!(config.client_limits, ClientLimits::default());
         assert!(!config.production);
     }
 
@@ -386,6 +415,8 @@ mod tests {
             ("TEST_PHONES", "+375291000001"),
             ("SMS_SENDER", "pigeon"),
             ("LOG_FORMAT", "xml"),
+            ("RATE_LIMIT_SEND_CODE", "many"),
+            ("TRUSTED_PROXIES", "10.0.0.0/99"),
         ];
         for (var, value) in cases {
             let e = config(&[(var, value)]).unwrap_err();
@@ -411,8 +442,22 @@ mod tests {
             ("SMS_WEBHOOK_URL", "https://sms.example/send"),
             ("SMS_WEBHOOK_SECRET", "a-long-enough-secret"),
             ("LOG_FORMAT", "json"),
+            ("RATE_LIMIT_SEND_CODE", "0"),
+            ("RATE_LIMIT_VERIFY_CODE", "100"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
         ])
         .unwrap();
+        assert_eq!(config.client_limits.send_code, None);
+        assert_eq!(
+            config.client_limits.verify_code,
+            Some(RateLimit::per_minute(100))
+        );
+        assert!(
+            config
+                .client_limits
+                .trusted_proxies
+                .trusts("10.1.2.3".parse().unwrap())
+        );
         assert_eq!(config.bind.port(), 9000);
         assert_eq!(
             config.database,

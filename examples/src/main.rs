@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use config::{Config, Database, LogFormat, SmsConfig};
 use refsys_core::{
     JwtKeys, LogSender, MemoryOtpStore, MemoryRateLimitStore, ReferralService, SmsSender,
-    http::ClientLimits, postgres::PgUserStore, redis_store::RedisOtpStore,
-    redis_store::RedisRateLimitStore, sqlite::SqliteUserStore,
+    postgres::PgUserStore, redis_store::RedisOtpStore, redis_store::RedisRateLimitStore,
+    sqlite::SqliteUserStore,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -137,7 +137,7 @@ async fn build_service(
     keys: JwtKeys,
     sms: Box<dyn SmsSender>,
 ) -> Result<ReferralService, Box<dyn std::error::Error>> {
-    let limits = ClientLimits::default();
+    let limits = config.client_limits.clone();
     macro_rules! assemble {
         ($users:expr) => {{
             let users = $users;

@@ -46,7 +46,10 @@ fn compose_server_environment() -> BTreeMap<String, String> {
             env.insert(key.trim().to_owned(), resolve_defaults(value.trim()));
         }
     }
-    assert!(!env.is_empty(), "no environment for the server service in docker-compose.yml");
+    assert!(
+        !env.is_empty(),
+        "no environment for the server service in docker-compose.yml"
+    );
     env
 }
 
@@ -70,7 +73,10 @@ async fn compose_environment_runs_against_local_postgres_and_redis() {
     // What the compose file promises: Postgres and Redis by service name, JSON logs, all
     // interfaces.
     assert_eq!(compose["REFSYS_BIND"], "0.0.0.0:8000");
-    assert_eq!(compose["DATABASE_URL"], "postgres://refsys:refsys@postgres:5432/refsys");
+    assert_eq!(
+        compose["DATABASE_URL"],
+        "postgres://refsys:refsys@postgres:5432/refsys"
+    );
     assert_eq!(compose["REDIS_URL"], "redis://redis:6379");
 
     let database = refsys_core::testing::postgres::fresh_database().await;
@@ -84,7 +90,10 @@ async fn compose_environment_runs_against_local_postgres_and_redis() {
     env.insert("REDIS_URL".into(), redis_url);
     env.insert("REDIS_PREFIX".into(), redis.prefix.clone());
     // What an operator puts in .env.
-    env.insert("JWT_SECRET".into(), "a compose secret of at least 32 bytes!!".into());
+    env.insert(
+        "JWT_SECRET".into(),
+        "a compose secret of at least 32 bytes!!".into(),
+    );
     env.insert("TEST_PHONES".into(), TEST_PHONES.into());
     let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
 
@@ -96,10 +105,17 @@ async fn compose_environment_runs_against_local_postgres_and_redis() {
     let profile = client.get("/get_profile/", alice["access"].as_str()).await;
     let code = profile.str("own_invite_code");
     let applied = client
-        .post_as("/use_invite_code/", bob["access"].as_str(), json!({ "invite_code": code }))
+        .post_as(
+            "/use_invite_code/",
+            bob["access"].as_str(),
+            json!({ "invite_code": code }),
+        )
         .await;
     assert_eq!(applied.status, 200);
-    let profile = client.get("/get_profile/", alice["access"].as_str()).await.json();
+    let profile = client
+        .get("/get_profile/", alice["access"].as_str())
+        .await
+        .json();
     assert_eq!(profile["invited_users"], json!(["+375291000002"]));
 
     // The state really is in PostgreSQL and Redis.
