@@ -52,7 +52,7 @@
 //!   with `App::default_service` after `configure` to override it; inside a `web::scope`,
 //!   `.default_service(web::to(refsys_actix::not_found))` gives the scope the same JSON 404.
 //! - The service is registered as `web::Data<ReferralService>` app data; [`AuthUser`] finds it
-//!   there.
+//!   there. Configured on a `web::scope`, the data and the JSON 404 belong to that scope.
 //! - Behind a proxy, configure [`TrustedProxies`](refsys_core::http::TrustedProxies), or the
 //!   per-client limits count every client as the proxy.
 #![forbid(unsafe_code)]

@@ -1,8 +1,10 @@
 //! The one error type of refsys, and the table that turns it into HTTP.
 //!
 //! Every variant has a stable machine code and an HTTP status, exactly as the HTTP contract
-//! (`API.md`) lists them. Framework adapters call [`Error::status`] and [`Error::body`] and add
-//! nothing of their own, so axum and actix-web answer byte for byte the same.
+//! (`API.md`) lists them. Framework adapters answer through
+//! [`http::Reply::error`](crate::http::Reply::error), which reads [`Error::http`],
+//! [`Error::body`] and [`Error::retry_after`] and adds nothing of its own, so axum and actix-web
+//! answer byte for byte the same.
 
 use serde::Serialize;
 

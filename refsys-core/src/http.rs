@@ -695,6 +695,45 @@ mod tests {
         );
     }
 
+    fn service(limits: ClientLimits) -> ReferralService {
+        let policy = crate::Policy::builder()
+            .test_phone("+375291000001", "1111")
+            .build()
+            .unwrap();
+        ReferralService::builder(
+            crate::MemoryUserStore::new(),
+            crate::MemoryOtpStore::new(),
+            crate::LogSender,
+            crate::JwtKeys::hs256_random(),
+        )
+        .policy(policy)
+        .client_limits(crate::MemoryRateLimitStore::new(), limits)
+        .build()
+    }
+
+    #[tokio::test]
+    async fn limited_routes_need_the_peer_address_unless_limits_are_off() {
+        let body = br#"{"phone": "+375291000001"}"#;
+        let unknown_peer = RequestInfo::default();
+        let reply = handle(
+            &service(ClientLimits::default()),
+            Endpoint::SendCode,
+            &unknown_peer,
+            body,
+        )
+        .await;
+        assert_eq!(reply.status, 500);
+        let reply = handle(
+            &service(ClientLimits::disabled()),
+            Endpoint::SendCode,
+            &unknown_peer,
+            body,
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+    }
+
     #[test]
     fn json_content_types() {
         for ok in [

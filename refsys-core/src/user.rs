@@ -48,7 +48,7 @@ pub struct Profile {
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "X4F9ZQ"))]
     pub own_invite_code: InviteCode,
     /// The code this user applied, if any.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "K5J3RW"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, required = true, example = "K5J3RW"))]
     pub activated_invite_code: Option<InviteCode>,
     /// Phones of the users who applied this user's code, oldest first.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
