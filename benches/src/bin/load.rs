@@ -1,0 +1,1354 @@
+//! The refsys HTTP load runner: starts servers, drives them over keep-alive connections from
+//! 127.0.0.1, and writes a markdown table of requests/s, p50/p99 latency and peak server RSS.
+//!
+//! `cargo run --release -p refsys-benches --bin load -- [--smoke] [options]`; see
+//! `benches/README.md`. `load serve ...` is the bench server this runner spawns (a child
+//! process, so its RSS is its own): the axum or actix adapter over a memory, SQLite or
+//! PostgreSQL user store, client rate limits off, no request logging.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use refsys_benches::{NoopSender, TEST_CODE, bench_policy, test_phone};
+use refsys_core::http::ClientLimits;
+use refsys_core::postgres::PgUserStore;
+use refsys_core::sqlite::SqliteUserStore;
+use refsys_core::{
+    AllowedRegions, InviteCode, JwtKeys, MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore,
+    Phone, ReferralService, UserStore,
+};
+
+/// HS256 secret shared by the runner and every server it starts.
+const SECRET: &str = "refsys-load-runner-secret-0123456789abcdef";
+
+/// Test-phone layout: 0 owns the profile, 1..=10 are its invitees, 11 is the invite hub, the
+/// rest is the login pool.
+const PROFILE_OWNER: usize = 0;
+const INVITEES: usize = 10;
+const HUB: usize = 11;
+const LOGIN_POOL_START: usize = 12;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = if args.first().map(String::as_str) == Some("serve") {
+        serve::main(&args[1..])
+    } else {
+        runner::main(&args)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `--name value` pairs after the subcommand; flags without a value map to `""`.
+fn parse_flags(args: &[String]) -> Result<BTreeMap<String, String>, BoxError> {
+    let mut flags = BTreeMap::new();
+    let mut iter = args.iter().peekable();
+    while let Some(arg) = iter.next() {
+        let name = arg
+            .strip_prefix("--")
+            .ok_or_else(|| format!("unexpected argument `{arg}`; try --help"))?;
+        let value = match iter.peek() {
+            Some(next) if !next.starts_with("--") => iter.next().cloned().unwrap_or_default(),
+            _ => String::new(),
+        };
+        flags.insert(name.to_owned(), value);
+    }
+    Ok(flags)
+}
+
+/// The bench server (`load serve`).
+mod serve {
+    use super::*;
+
+    pub(super) fn main(args: &[String]) -> Result<(), BoxError> {
+        let flags = parse_flags(args)?;
+        let get = |name: &str| {
+            flags
+                .get(name)
+                .cloned()
+                .ok_or(format!("serve: --{name} is required"))
+        };
+        let framework = get("framework")?;
+        let store = get("store")?;
+        let port: u16 = get("port")?.parse()?;
+        let test_phones: usize = get("test-phones")?.parse()?;
+        let seed_users: usize = flags.get("seed-users").map_or(Ok(0), |v| v.parse())?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        match framework.as_str() {
+            "axum" => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()?
+                .block_on(async move {
+                    let service = build(&store, test_phones, seed_users).await?;
+                    let app = refsys_axum::router(service);
+                    let listener = tokio::net::TcpListener::bind(addr).await?;
+                    axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .await?;
+                    Ok(())
+                }),
+            "actix" => actix_web::rt::System::new().block_on(async move {
+                let service = build(&store, test_phones, seed_users).await?;
+                actix_web::HttpServer::new(move || {
+                    actix_web::App::new().configure(refsys_actix::configure(service.clone()))
+                })
+                .workers(threads)
+                .bind(addr)?
+                .run()
+                .await?;
+                Ok(())
+            }),
+            other => Err(format!("serve: unknown framework `{other}`").into()),
+        }
+    }
+
+    async fn build(
+        store: &str,
+        test_phones: usize,
+        seed_users: usize,
+    ) -> Result<ReferralService, BoxError> {
+        let keys = JwtKeys::hs256(SECRET)?;
+        let policy = bench_policy(test_phones);
+        let build = |users: Box<dyn UserStoreBox>| {
+            users
+                .into_builder(MemoryOtpStore::new(), keys.clone())
+                .policy(policy.clone())
+                .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
+                .build()
+        };
+        if store == "memory" {
+            let users = MemoryUserStore::new();
+            seed(&users, seed_users).await?;
+            Ok(build(Box::new(users)))
+        } else if let Some(path) = store.strip_prefix("sqlite:") {
+            let users = SqliteUserStore::connect(path).await?;
+            users.migrate().await?;
+            seed(&users, seed_users).await?;
+            Ok(build(Box::new(users)))
+        } else if store.starts_with("postgres://") {
+            let users = PgUserStore::connect(store).await?;
+            users.migrate().await?;
+            seed(&users, seed_users).await?;
+            Ok(build(Box::new(users)))
+        } else {
+            Err(format!("serve: unknown store `{store}`").into())
+        }
+    }
+
+    /// `n` users that are not test phones (`+37544…`), straight into the store.
+    async fn seed(store: &impl UserStore, n: usize) -> Result<(), BoxError> {
+        let all = AllowedRegions::all();
+        for i in 0..n {
+            let phone = Phone::parse(&format!("+37544{:07}", 1_000_000 + i), &all)?;
+            store.find_or_create(&phone, &InviteCode::generate).await?;
+        }
+        Ok(())
+    }
+
+    /// A store of a type picked at run time, handed to `ReferralService::builder`.
+    trait UserStoreBox {
+        fn into_builder(
+            self: Box<Self>,
+            otps: MemoryOtpStore,
+            keys: JwtKeys,
+        ) -> refsys_core::ServiceBuilder;
+    }
+
+    impl<S: UserStore> UserStoreBox for S {
+        fn into_builder(
+            self: Box<Self>,
+            otps: MemoryOtpStore,
+            keys: JwtKeys,
+        ) -> refsys_core::ServiceBuilder {
+            ReferralService::builder(*self, otps, NoopSender, keys)
+        }
+    }
+}
+
+/// An HTTP/1.1 keep-alive connection.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr, local: Option<IpAddr>) -> Result<Conn, BoxError> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        if let Some(ip) = local {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Conn { sender })
+    }
+
+    /// Sends one request; returns the status and the body.
+    async fn call(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<String>,
+    ) -> Result<(u16, Bytes), BoxError> {
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "127.0.0.1");
+        if let Some(auth) = auth {
+            request = request.header(hyper::header::AUTHORIZATION, auth);
+        }
+        if body.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request.body(Full::new(body.map(Bytes::from).unwrap_or_default()))?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
+    async fn get(&mut self, path: &str, auth: Option<&str>) -> Result<(u16, Bytes), BoxError> {
+        self.call(hyper::Method::GET, path, auth, None).await
+    }
+
+    async fn post(
+        &mut self,
+        path: &str,
+        auth: Option<&str>,
+        body: serde_json::Value,
+    ) -> Result<(u16, Bytes), BoxError> {
+        self.call(hyper::Method::POST, path, auth, Some(body.to_string()))
+            .await
+    }
+
+    /// send_code + verify_code for a test phone; returns the access token.
+    async fn login(&mut self, phone: &str) -> Result<String, BoxError> {
+        let (status, body) = self
+            .post(
+                "/login/send_code/",
+                None,
+                serde_json::json!({ "phone": phone }),
+            )
+            .await?;
+        expect_ok("send_code", status, &body)?;
+        let (status, body) = self
+            .post(
+                "/login/verify_code/",
+                None,
+                serde_json::json!({ "phone": phone, "code": TEST_CODE }),
+            )
+            .await?;
+        expect_ok("verify_code", status, &body)?;
+        let login: serde_json::Value = serde_json::from_slice(&body)?;
+        login["access"]
+            .as_str()
+            .map(|t| format!("Bearer {t}"))
+            .ok_or_else(|| "verify_code: no access token".into())
+    }
+}
+
+fn expect_ok(what: &str, status: u16, body: &[u8]) -> Result<(), BoxError> {
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(format!("{what}: {status} {}", String::from_utf8_lossy(body)).into())
+    }
+}
+
+/// The load runner.
+mod runner {
+    use super::*;
+
+    /// What one run is told to do.
+    #[derive(Clone, Debug)]
+    struct Options {
+        smoke: bool,
+        duration: Duration,
+        warmup: Duration,
+        connections: usize,
+        max_ops: u64,
+        seed_users: usize,
+        login_pool: usize,
+        frameworks: Vec<String>,
+        stores: Vec<String>,
+        example_server: Option<PathBuf>,
+        pg: PgAdmin,
+        pgbench: bool,
+        out: PathBuf,
+    }
+
+    /// How to reach PostgreSQL as an administrator (psql/pgbench, trust auth).
+    #[derive(Clone, Debug)]
+    struct PgAdmin {
+        host: String,
+        port: String,
+        user: String,
+        db: String,
+    }
+
+    impl PgAdmin {
+        fn psql(&self, sql: &str) -> Result<(), BoxError> {
+            let output = Command::new("psql")
+                .args([
+                    "-h", &self.host, "-p", &self.port, "-U", &self.user, "-d", &self.db,
+                ])
+                .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+                .stdin(Stdio::null())
+                .output()?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(format!("psql: {}", String::from_utf8_lossy(&output.stderr).trim()).into())
+            }
+        }
+
+        fn url(&self, db: &str) -> String {
+            format!("postgres://{}@{}:{}/{db}", self.user, self.host, self.port)
+        }
+    }
+
+    const HELP: &str = "\
+usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
+            [--frameworks axum,actix] [--stores memory,sqlite,postgres]
+            [--example-server PATH | --no-example-server] [--no-pgbench]
+            [--pg-host H] [--pg-port P] [--pg-user U] [--pg-db D] [--out FILE]";
+
+    fn options(args: &[String]) -> Result<Options, BoxError> {
+        let flags = parse_flags(args)?;
+        if flags.contains_key("help") {
+            return Err(HELP.into());
+        }
+        let smoke = flags.contains_key("smoke");
+        let secs = |name: &str, default: f64| -> Result<Duration, BoxError> {
+            let secs = flags.get(name).map_or(Ok(default), |v| v.parse::<f64>())?;
+            Ok(Duration::from_secs_f64(secs.clamp(0.05, 120.0)))
+        };
+        let list = |name: &str, default: &str| -> Vec<String> {
+            flags
+                .get(name)
+                .map_or(default, String::as_str)
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let default_example = PathBuf::from("target/release/refsys-server");
+        let example_server = if smoke || flags.contains_key("no-example-server") {
+            None
+        } else {
+            Some(
+                flags
+                    .get("example-server")
+                    .map_or(default_example, PathBuf::from),
+            )
+        };
+        let pg_flag = |name: &str, default: &str| {
+            flags
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| default.to_owned())
+        };
+        Ok(Options {
+            smoke,
+            duration: secs("duration", if smoke { 0.3 } else { 5.0 })?,
+            warmup: secs("warmup", if smoke { 0.1 } else { 1.0 })?,
+            connections: flags
+                .get("connections")
+                .map_or(Ok(if smoke { 2 } else { 32 }), |v| v.parse())?,
+            max_ops: if smoke { 50 } else { 2_000_000 },
+            seed_users: if smoke { 100 } else { 10_000 },
+            login_pool: if smoke { 400 } else { 100_000 },
+            frameworks: list("frameworks", "axum,actix"),
+            stores: list(
+                "stores",
+                if smoke {
+                    "memory,sqlite"
+                } else {
+                    "memory,sqlite,postgres"
+                },
+            ),
+            example_server,
+            pg: PgAdmin {
+                host: pg_flag("pg-host", "127.0.0.1"),
+                port: pg_flag("pg-port", "5432"),
+                user: pg_flag("pg-user", "postgres"),
+                db: pg_flag("pg-db", "test"),
+            },
+            pgbench: !smoke && !flags.contains_key("no-pgbench"),
+            out: PathBuf::from(pg_flag("out", "target/refsys-bench/results.md")),
+        })
+    }
+
+    pub(super) fn main(args: &[String]) -> Result<(), BoxError> {
+        let options = options(args)?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?;
+        let started = Instant::now();
+        let report = runtime.block_on(run_all(&options))?;
+        let markdown = report.markdown(&options, started.elapsed());
+        if let Some(dir) = options.out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&options.out, &markdown)?;
+        println!("{markdown}");
+        eprintln!("load: results written to {}", options.out.display());
+        if options.smoke
+            && report
+                .rows
+                .iter()
+                .any(|r| r.failed.is_some() || r.errors > 0 || r.ops == 0)
+        {
+            return Err("smoke run had failures (see the table)".into());
+        }
+        Ok(())
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Scenario {
+        Health,
+        Profile,
+        Login,
+        Invite,
+    }
+
+    impl Scenario {
+        fn name(self) -> &'static str {
+            match self {
+                Scenario::Health => "GET /health",
+                Scenario::Profile => "GET /get_profile/ (10 invitees)",
+                Scenario::Login => "login (send_code + verify_code)",
+                Scenario::Invite => "POST /use_invite_code/",
+            }
+        }
+    }
+
+    /// Which server a row measured.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum ServerKind {
+        /// `load serve`: the adapter in a bare server.
+        Bench,
+        /// `refsys-server`, the example binary.
+        Example,
+    }
+
+    impl ServerKind {
+        fn name(&self) -> &'static str {
+            match self {
+                ServerKind::Bench => "bench",
+                ServerKind::Example => "example",
+            }
+        }
+    }
+
+    /// One measured (server, framework, store, scenario).
+    #[derive(Clone, Debug)]
+    struct Row {
+        server: ServerKind,
+        framework: String,
+        store: String,
+        scenario: Scenario,
+        ops: u64,
+        errors: u64,
+        rate: f64,
+        p50_ms: f64,
+        p99_ms: f64,
+        /// VmHWM of the server process after this scenario, MiB.
+        peak_rss_mib: Option<f64>,
+        failed: Option<String>,
+        note: Option<String>,
+    }
+
+    #[derive(Default)]
+    struct Report {
+        rows: Vec<Row>,
+        pgbench: Vec<PgbenchResult>,
+        notes: Vec<String>,
+    }
+
+    #[derive(Clone, Debug)]
+    struct PgbenchResult {
+        framework: String,
+        clients: usize,
+        tps: f64,
+        latency_ms: f64,
+    }
+
+    async fn run_all(options: &Options) -> Result<Report, BoxError> {
+        let mut report = Report::default();
+        let pg_ok = match options.pg.psql("SELECT 1") {
+            Ok(()) => true,
+            Err(e) => {
+                if options.stores.iter().any(|s| s == "postgres") {
+                    report.notes.push(format!("PostgreSQL skipped: {e}"));
+                }
+                false
+            }
+        };
+        let tmp = std::env::temp_dir().join(format!("refsys-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp)?;
+        for store in &options.stores {
+            if store == "postgres" && !pg_ok {
+                continue;
+            }
+            for framework in &options.frameworks {
+                let target = Target {
+                    server: ServerKind::Bench,
+                    framework: framework.clone(),
+                    store: store.clone(),
+                };
+                run_target(options, &target, &tmp, &mut report).await;
+            }
+        }
+        if let Some(binary) = &options.example_server {
+            if binary.exists() {
+                for store in options.stores.iter().filter(|s| *s != "memory") {
+                    if store == "postgres" && !pg_ok {
+                        continue;
+                    }
+                    for framework in &options.frameworks {
+                        let target = Target {
+                            server: ServerKind::Example,
+                            framework: framework.clone(),
+                            store: store.clone(),
+                        };
+                        run_target(options, &target, &tmp, &mut report).await;
+                    }
+                }
+            } else {
+                report.notes.push(format!(
+                    "example server not measured: {} does not exist (build it with \
+                     `cargo build --release -p refsys-server`)",
+                    binary.display()
+                ));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        Ok(report)
+    }
+
+    struct Target {
+        server: ServerKind,
+        framework: String,
+        store: String,
+    }
+
+    /// A running server process; killed on drop.
+    struct Server {
+        child: std::process::Child,
+        addr: SocketAddr,
+    }
+
+    impl Server {
+        fn peak_rss_mib(&self) -> Option<f64> {
+            let status =
+                std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib / 1024.0)
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn free_port() -> Result<u16, BoxError> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Ok(listener.local_addr()?.port())
+    }
+
+    fn spawn(
+        options: &Options,
+        target: &Target,
+        store_arg: &str,
+        workdir: &Path,
+    ) -> Result<Server, BoxError> {
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut command = match target.server {
+            ServerKind::Bench => {
+                let mut command = Command::new(std::env::current_exe()?);
+                command.args([
+                    "serve",
+                    "--framework",
+                    &target.framework,
+                    "--store",
+                    store_arg,
+                ]);
+                command.args(["--port", &port.to_string()]);
+                command.args([
+                    "--test-phones",
+                    &(LOGIN_POOL_START + options.login_pool).to_string(),
+                ]);
+                let seed = if target.store == "memory" {
+                    options.seed_users
+                } else {
+                    0
+                };
+                command.args(["--seed-users", &seed.to_string()]);
+                command
+            }
+            ServerKind::Example => {
+                let binary = options
+                    .example_server
+                    .as_ref()
+                    .ok_or("no example server")?
+                    .canonicalize()?;
+                let mut command = Command::new(binary);
+                let phones: Vec<String> = (0..LOGIN_POOL_START)
+                    .map(|i| format!("{}:{TEST_CODE}", test_phone(i)))
+                    .collect();
+                command
+                    .env("REFSYS_BIND", addr.to_string())
+                    .env("REFSYS_FRAMEWORK", &target.framework)
+                    .env("DATABASE_URL", store_arg)
+                    .env("JWT_SECRET", SECRET)
+                    .env("TEST_PHONES", phones.join(","))
+                    .env("OTP_RESEND_COOLDOWN", "0")
+                    .env("OTP_MAX_SENDS", "1000000")
+                    .env("OTP_SEND_WINDOW", "1")
+                    .env("SMS_SENDER", "log")
+                    .env("RUST_LOG", "warn")
+                    .env_remove("REDIS_URL")
+                    .env_remove("REFSYS_ENV");
+                command
+            }
+        };
+        let child = command
+            .current_dir(workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        Ok(Server { child, addr })
+    }
+
+    async fn wait_healthy(server: &mut Server) -> Result<(), BoxError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                return Err(format!("server exited at start: {status}").into());
+            }
+            if let Ok(mut conn) = Conn::open(server.addr, None).await {
+                if let Ok((200, _)) = conn.get("/health", None).await {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("server not healthy within 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the scenarios share: tokens and the next free phone or token.
+    struct Ctx {
+        scenario: Scenario,
+        profile_auth: String,
+        hub_code: String,
+        phones_end: usize,
+        next_phone: AtomicUsize,
+        collected: Mutex<Vec<String>>,
+        invite_tokens: Vec<String>,
+        next_token: AtomicUsize,
+        budget: AtomicU64,
+    }
+
+    /// The seeded state: the profile owner with 10 invitees, and the hub.
+    struct Seeded {
+        profile_auth: String,
+        hub_code: String,
+        profile_user_id: i64,
+    }
+
+    /// Logs in the profile owner, its 10 invitees and the hub over HTTP, each from its own
+    /// loopback address (127.0.0.x) so per-IP limits of a server that has them do not bite.
+    async fn seed(addr: SocketAddr) -> Result<Seeded, BoxError> {
+        let mut tokens = Vec::new();
+        for i in 0..LOGIN_POOL_START {
+            let local = IpAddr::V4(Ipv4Addr::new(127, 0, 0, u8::try_from(2 + i)?));
+            let mut conn = Conn::open(addr, Some(local)).await?;
+            tokens.push(conn.login(&test_phone(i)).await?);
+        }
+        let mut conn = Conn::open(addr, None).await?;
+        let profile = |body: &[u8]| -> Result<serde_json::Value, BoxError> {
+            Ok(serde_json::from_slice(body)?)
+        };
+        let (status, body) = conn
+            .get("/get_profile/", Some(&tokens[PROFILE_OWNER]))
+            .await?;
+        expect_ok("get_profile", status, &body)?;
+        let owner_code = profile(&body)?["own_invite_code"]
+            .as_str()
+            .ok_or("no own_invite_code")?
+            .to_owned();
+        for token in &tokens[1..=INVITEES] {
+            let (status, body) = conn
+                .post(
+                    "/use_invite_code/",
+                    Some(token),
+                    serde_json::json!({ "invite_code": owner_code }),
+                )
+                .await?;
+            expect_ok("use_invite_code", status, &body)?;
+        }
+        let (status, body) = conn
+            .get("/get_profile/", Some(&tokens[PROFILE_OWNER]))
+            .await?;
+        expect_ok("get_profile", status, &body)?;
+        let invited = profile(&body)?["invited_users"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if invited != INVITEES {
+            return Err(format!("seeded profile has {invited} invitees, not {INVITEES}").into());
+        }
+        let (status, body) = conn.get("/get_profile/", Some(&tokens[HUB])).await?;
+        expect_ok("get_profile", status, &body)?;
+        let hub_code = profile(&body)?["own_invite_code"]
+            .as_str()
+            .ok_or("no own_invite_code")?
+            .to_owned();
+        // The owner's id, from the token's `sub` (the payload is base64url JSON).
+        let profile_user_id = user_id_of(&tokens[PROFILE_OWNER]).ok_or("bad token")?;
+        Ok(Seeded {
+            profile_auth: tokens[PROFILE_OWNER].clone(),
+            hub_code,
+            profile_user_id,
+        })
+    }
+
+    /// `sub` of a `Bearer <jwt>`, read without checking (the server checks).
+    fn user_id_of(auth: &str) -> Option<i64> {
+        let payload = auth.strip_prefix("Bearer ")?.split('.').nth(1)?;
+        let json = base64url_decode(payload)?;
+        let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+        claims["sub"].as_str()?.parse().ok()
+    }
+
+    fn base64url_decode(input: &str) -> Option<Vec<u8>> {
+        let value = |c: u8| -> Option<u32> {
+            Some(match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'-' => 62,
+                b'_' => 63,
+                _ => return None,
+            } as u32)
+        };
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for &c in input.as_bytes() {
+            acc = (acc << 6) | value(c)?;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
+            }
+        }
+        Some(out)
+    }
+
+    async fn run_target(options: &Options, target: &Target, tmp: &Path, report: &mut Report) {
+        eprintln!(
+            "load: {} server, {}, {} store",
+            target.server.name(),
+            target.framework,
+            target.store
+        );
+        let base = Row {
+            server: target.server.clone(),
+            framework: target.framework.clone(),
+            store: target.store.clone(),
+            scenario: Scenario::Health,
+            ops: 0,
+            errors: 0,
+            rate: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            peak_rss_mib: None,
+            failed: None,
+            note: None,
+        };
+        let tag = format!("{}_{}", target.server.name(), target.framework);
+        let pg_db = format!("refsys_bench_{}_{tag}", std::process::id());
+        let store_arg = match target.store.as_str() {
+            "memory" => "memory".to_owned(),
+            "sqlite" => {
+                let path = tmp.join(format!("{tag}.db"));
+                match target.server {
+                    ServerKind::Bench => format!("sqlite:{}", path.display()),
+                    ServerKind::Example => format!("sqlite:{}?mode=rwc", path.display()),
+                }
+            }
+            "postgres" => {
+                if let Err(e) = options.pg.psql(&format!("CREATE DATABASE {pg_db}")) {
+                    report.rows.push(Row {
+                        failed: Some(format!("creating the database: {e}")),
+                        ..base
+                    });
+                    return;
+                }
+                options.pg.url(&pg_db)
+            }
+            other => {
+                report.rows.push(Row {
+                    failed: Some(format!("unknown store `{other}`")),
+                    ..base
+                });
+                return;
+            }
+        };
+        let result = measure_target(options, target, &store_arg, tmp, &pg_db, &base, report).await;
+        if let Err(e) = result {
+            eprintln!("load:   failed: {e}");
+            report.rows.push(Row {
+                failed: Some(e.to_string()),
+                ..base
+            });
+        }
+        if target.store == "postgres" {
+            if let Err(e) = options
+                .pg
+                .psql(&format!("DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"))
+            {
+                report.notes.push(format!("could not drop {pg_db}: {e}"));
+            }
+        }
+    }
+
+    async fn measure_target(
+        options: &Options,
+        target: &Target,
+        store_arg: &str,
+        tmp: &Path,
+        pg_db: &str,
+        base: &Row,
+        report: &mut Report,
+    ) -> Result<(), BoxError> {
+        let mut server = spawn(options, target, store_arg, tmp)?;
+        wait_healthy(&mut server).await?;
+        let seeded = seed(server.addr).await?;
+        let scenarios: &[Scenario] = match target.server {
+            ServerKind::Bench => &[
+                Scenario::Health,
+                Scenario::Profile,
+                Scenario::Login,
+                Scenario::Invite,
+            ],
+            // The example server keeps its per-IP limits on (10 send_code a minute): no login
+            // load until it has a knob for them.
+            ServerKind::Example => &[Scenario::Health, Scenario::Profile],
+        };
+        let mut tokens: Vec<String> = Vec::new();
+        for &scenario in scenarios {
+            let ctx = Arc::new(Ctx {
+                scenario,
+                profile_auth: seeded.profile_auth.clone(),
+                hub_code: seeded.hub_code.clone(),
+                phones_end: LOGIN_POOL_START + options.login_pool,
+                next_phone: AtomicUsize::new(LOGIN_POOL_START),
+                collected: Mutex::new(Vec::new()),
+                invite_tokens: std::mem::take(&mut tokens),
+                next_token: AtomicUsize::new(0),
+                budget: AtomicU64::new(0),
+            });
+            // Warm-up may use at most a fifth of a phone or token pool.
+            let warmup_budget = match scenario {
+                Scenario::Login => options.login_pool as u64 / 5,
+                Scenario::Invite => ctx.invite_tokens.len() as u64 / 5,
+                Scenario::Health | Scenario::Profile => options.max_ops,
+            };
+            ctx.budget
+                .store(warmup_budget.min(options.max_ops), Ordering::Relaxed);
+            // Warm-up (not recorded), then the measured phase.
+            let _ = phase(server.addr, options, &ctx, options.warmup, false).await;
+            ctx.budget.store(options.max_ops, Ordering::Relaxed);
+            let outcome = phase(server.addr, options, &ctx, options.duration, true).await;
+            let mut row = Row {
+                scenario,
+                peak_rss_mib: server.peak_rss_mib(),
+                ..base.clone()
+            };
+            match outcome {
+                Ok(outcome) => {
+                    row.ops = outcome.ops;
+                    row.errors = outcome.errors;
+                    row.rate = outcome.ops as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+                    row.p50_ms = outcome.percentile_ms(50.0);
+                    row.p99_ms = outcome.percentile_ms(99.0);
+                    if let Some(error) = outcome.first_error {
+                        row.note = Some(format!("first error: {error}"));
+                    } else if outcome.exhausted {
+                        row.note = Some(format!(
+                            "pool used up after {:.1} s",
+                            outcome.elapsed.as_secs_f64()
+                        ));
+                    }
+                }
+                Err(e) => row.failed = Some(e.to_string()),
+            }
+            eprintln!(
+                "load:   {:<34} {:>9.0}/s  p50 {:.2} ms  p99 {:.2} ms  errors {}  rss {:.1} MiB",
+                scenario.name(),
+                row.rate,
+                row.p50_ms,
+                row.p99_ms,
+                row.errors,
+                row.peak_rss_mib.unwrap_or(0.0)
+            );
+            report.rows.push(row);
+            if scenario == Scenario::Login {
+                tokens = ctx
+                    .collected
+                    .lock()
+                    .map(|mut t| std::mem::take(&mut *t))
+                    .unwrap_or_default();
+            }
+            if scenario == Scenario::Profile
+                && target.store == "postgres"
+                && target.server == ServerKind::Bench
+                && options.pgbench
+            {
+                for clients in [10, options.connections] {
+                    match pgbench(options, pg_db, seeded.profile_user_id, clients, tmp) {
+                        Ok((tps, latency_ms)) => {
+                            eprintln!(
+                                "load:   pgbench -c {clients}: {tps:.0} tps, {latency_ms:.2} ms"
+                            );
+                            report.pgbench.push(PgbenchResult {
+                                framework: target.framework.clone(),
+                                clients,
+                                tps,
+                                latency_ms,
+                            });
+                        }
+                        Err(e) => report.notes.push(format!("pgbench failed: {e}")),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The exact SQL of `PgUserStore::profile`, for pgbench.
+    const PROFILE_SQL: &str = "SELECT u.phone, u.invite_code, inviter.invite_code, \
+        ARRAY(SELECT g.phone FROM users g WHERE g.invited_by = u.id ORDER BY g.activation_seq) \
+        FROM users u LEFT JOIN users inviter ON inviter.id = u.invited_by WHERE u.id = :uid;";
+
+    fn pgbench(
+        options: &Options,
+        db: &str,
+        user_id: i64,
+        clients: usize,
+        tmp: &Path,
+    ) -> Result<(f64, f64), BoxError> {
+        let script = tmp.join("profile.sql");
+        std::fs::write(&script, format!("\\set uid {user_id}\n{PROFILE_SQL}\n"))?;
+        let secs = options.duration.as_secs().max(1).to_string();
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let pg = &options.pg;
+        let output = Command::new("pgbench")
+            .args(["-h", &pg.host, "-p", &pg.port, "-U", &pg.user])
+            .args(["-n", "-M", "prepared", "-c", &clients.to_string()])
+            .args(["-j", &threads.min(clients).to_string(), "-T", &secs, "-f"])
+            .arg(&script)
+            .arg(db)
+            .stdin(Stdio::null())
+            .output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            return Err(format!("{}{}", text, String::from_utf8_lossy(&output.stderr)).into());
+        }
+        let number_after = |prefix: &str| -> Option<f64> {
+            let line = text.lines().find(|l| l.trim_start().starts_with(prefix))?;
+            line.split('=')
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        let tps = number_after("tps").ok_or("pgbench printed no tps")?;
+        let latency = number_after("latency average").unwrap_or(0.0);
+        Ok((tps, latency))
+    }
+
+    struct Outcome {
+        ops: u64,
+        errors: u64,
+        elapsed: Duration,
+        latencies_us: Vec<u32>,
+        first_error: Option<String>,
+        exhausted: bool,
+    }
+
+    impl Outcome {
+        fn percentile_ms(&self, p: f64) -> f64 {
+            if self.latencies_us.is_empty() {
+                return 0.0;
+            }
+            let rank = ((p / 100.0) * (self.latencies_us.len() - 1) as f64).round() as usize;
+            f64::from(self.latencies_us[rank.min(self.latencies_us.len() - 1)]) / 1000.0
+        }
+    }
+
+    enum Step {
+        Done,
+        Exhausted,
+    }
+
+    /// One operation of the scenario on `conn`.
+    async fn operation(
+        conn: &mut Conn,
+        ctx: &Ctx,
+        mine: &mut Vec<String>,
+    ) -> Result<Step, BoxError> {
+        match ctx.scenario {
+            Scenario::Health => {
+                let (status, body) = conn.get("/health", None).await?;
+                expect_ok("health", status, &body)?;
+            }
+            Scenario::Profile => {
+                let (status, body) = conn.get("/get_profile/", Some(&ctx.profile_auth)).await?;
+                expect_ok("get_profile", status, &body)?;
+            }
+            Scenario::Login => {
+                let i = ctx.next_phone.fetch_add(1, Ordering::Relaxed);
+                if i >= ctx.phones_end {
+                    return Ok(Step::Exhausted);
+                }
+                mine.push(conn.login(&test_phone(i)).await?);
+            }
+            Scenario::Invite => {
+                let i = ctx.next_token.fetch_add(1, Ordering::Relaxed);
+                let Some(token) = ctx.invite_tokens.get(i) else {
+                    return Ok(Step::Exhausted);
+                };
+                let (status, body) = conn
+                    .post(
+                        "/use_invite_code/",
+                        Some(token),
+                        serde_json::json!({ "invite_code": ctx.hub_code }),
+                    )
+                    .await?;
+                expect_ok("use_invite_code", status, &body)?;
+            }
+        }
+        Ok(Step::Done)
+    }
+
+    /// Runs the scenario on `options.connections` connections for `duration` (or until the
+    /// op budget or the phone/token pool runs out).
+    async fn phase(
+        addr: SocketAddr,
+        options: &Options,
+        ctx: &Arc<Ctx>,
+        duration: Duration,
+        record: bool,
+    ) -> Result<Outcome, BoxError> {
+        let started = Instant::now();
+        let deadline = started + duration;
+        let mut tasks = Vec::new();
+        for _ in 0..options.connections {
+            let ctx = ctx.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let (mut ops, mut errors) = (0u64, 0u64);
+                let mut first_error = None;
+                let mut exhausted = false;
+                let mut mine = Vec::new();
+                let mut conn = Conn::open(addr, None).await?;
+                let mut reconnects = 0;
+                while Instant::now() < deadline {
+                    if ctx
+                        .budget
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+                        .is_err()
+                    {
+                        break;
+                    }
+                    let t = Instant::now();
+                    match operation(&mut conn, &ctx, &mut mine).await {
+                        Ok(Step::Done) => {
+                            ops += 1;
+                            if record {
+                                latencies.push(
+                                    u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX),
+                                );
+                            }
+                        }
+                        Ok(Step::Exhausted) => {
+                            exhausted = true;
+                            break;
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                            if conn.sender.is_closed() {
+                                reconnects += 1;
+                                if reconnects > 10 {
+                                    break;
+                                }
+                                conn = Conn::open(addr, None).await?;
+                            }
+                        }
+                    }
+                }
+                if let Ok(mut collected) = ctx.collected.lock() {
+                    collected.append(&mut mine);
+                }
+                Ok::<_, BoxError>((
+                    ops,
+                    errors,
+                    latencies,
+                    first_error,
+                    exhausted,
+                    Instant::now(),
+                ))
+            }));
+        }
+        let mut outcome = Outcome {
+            ops: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            latencies_us: Vec::new(),
+            first_error: None,
+            exhausted: false,
+        };
+        let mut last_end = started;
+        for task in tasks {
+            let (ops, errors, mut latencies, first_error, exhausted, ended) = task.await??;
+            outcome.ops += ops;
+            outcome.errors += errors;
+            outcome.latencies_us.append(&mut latencies);
+            if outcome.first_error.is_none() {
+                outcome.first_error = first_error;
+            }
+            outcome.exhausted |= exhausted;
+            last_end = last_end.max(ended);
+        }
+        outcome.elapsed = last_end - started;
+        outcome.latencies_us.sort_unstable();
+        Ok(outcome)
+    }
+
+    impl Report {
+        fn find(
+            &self,
+            server: &ServerKind,
+            framework: &str,
+            store: &str,
+            scenario: Scenario,
+        ) -> Option<&Row> {
+            self.rows.iter().find(|r| {
+                r.server == *server
+                    && r.framework == framework
+                    && r.store == store
+                    && r.scenario == scenario
+                    && r.failed.is_none()
+            })
+        }
+
+        fn markdown(&self, options: &Options, took: Duration) -> String {
+            let mut md = String::new();
+            let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+            let _ = writeln!(
+                md,
+                "Run: {}{} connections, {:.1} s warm-up + {:.1} s measured per scenario, {cpus} CPUs \
+                 (load generator, server and database share them), took {:.0} s.\n",
+                if options.smoke { "**smoke**, " } else { "" },
+                options.connections,
+                options.warmup.as_secs_f64(),
+                options.duration.as_secs_f64(),
+                took.as_secs_f64()
+            );
+            md.push_str(
+                "| server | framework | store | scenario | ops/s | p50 ms | p99 ms | errors | vs /health | actix / axum | peak RSS MiB |\n\
+                 | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+            );
+            for row in &self.rows {
+                if let Some(why) = &row.failed {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {} | {} | failed: {} | | | | | | |",
+                        row.server.name(),
+                        row.framework,
+                        row.store,
+                        row.scenario.name(),
+                        why.replace('|', "/").replace('\n', " ")
+                    );
+                    continue;
+                }
+                let health = self
+                    .find(&row.server, &row.framework, &row.store, Scenario::Health)
+                    .filter(|h| h.rate > 0.0);
+                let vs_health = match (row.scenario, health) {
+                    (Scenario::Health, _) | (_, None) => String::new(),
+                    (_, Some(h)) => format!("{:.0} %", 100.0 * row.rate / h.rate),
+                };
+                let actix_vs_axum = if row.framework == "actix" {
+                    self.find(&row.server, "axum", &row.store, row.scenario)
+                        .filter(|a| a.rate > 0.0)
+                        .map_or(String::new(), |a| format!("{:.2}", row.rate / a.rate))
+                } else {
+                    String::new()
+                };
+                let note = row.note.as_deref().map_or(String::new(), |n| {
+                    format!(" ({})", n.replace('|', "/").replace('\n', " "))
+                });
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {}{} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
+                    row.server.name(),
+                    row.framework,
+                    row.store,
+                    row.scenario.name(),
+                    note,
+                    row.rate,
+                    row.p50_ms,
+                    row.p99_ms,
+                    row.errors,
+                    vs_health,
+                    actix_vs_axum,
+                    row.peak_rss_mib
+                        .map_or(String::new(), |m| format!("{m:.1}"))
+                );
+            }
+            if !self.pgbench.is_empty() {
+                md.push_str(
+                    "\nPostgreSQL ceiling: pgbench running the exact profile SQL (`-M prepared`) \
+                     against the same database and user:\n\n\
+                     | database of | pgbench clients | tps | latency ms |\n| --- | ---: | ---: | ---: |\n",
+                );
+                for p in &self.pgbench {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {:.0} | {:.2} |",
+                        p.framework, p.clients, p.tps, p.latency_ms
+                    );
+                }
+            }
+            md.push_str("\nTargets:\n\n");
+            for line in self.targets() {
+                let _ = writeln!(md, "- {line}");
+            }
+            for note in &self.notes {
+                let _ = writeln!(md, "- note: {note}");
+            }
+            md
+        }
+
+        fn targets(&self) -> Vec<String> {
+            let mark = |ok: bool| if ok { "met" } else { "**missed**" };
+            let mut lines = Vec::new();
+            let bench = ServerKind::Bench;
+            for framework in ["axum", "actix"] {
+                if let (Some(p), Some(h)) = (
+                    self.find(&bench, framework, "memory", Scenario::Profile),
+                    self.find(&bench, framework, "memory", Scenario::Health),
+                ) {
+                    let ratio = p.rate / h.rate;
+                    lines.push(format!(
+                        "{} — {framework}: profile on memory = {:.0} % of /health (target ≥ 70 %)",
+                        mark(ratio >= 0.70),
+                        100.0 * ratio
+                    ));
+                }
+                let ceiling = self
+                    .pgbench
+                    .iter()
+                    .filter(|p| p.framework == framework)
+                    .map(|p| p.tps)
+                    .fold(0.0, f64::max);
+                if let Some(p) = self.find(&bench, framework, "postgres", Scenario::Profile) {
+                    if ceiling > 0.0 {
+                        let ratio = p.rate / ceiling;
+                        lines.push(format!(
+                            "{} — {framework}: profile on PostgreSQL = {:.0} % of the pgbench ceiling \
+                             ({:.0} of {:.0}/s; target ≥ 60 %)",
+                            mark(ratio >= 0.60),
+                            100.0 * ratio,
+                            p.rate,
+                            ceiling
+                        ));
+                    }
+                }
+                if let Some(p) = self.find(&bench, framework, "memory", Scenario::Profile) {
+                    if let Some(rss) = p.peak_rss_mib {
+                        lines.push(format!(
+                            "{} — {framework}: peak RSS with the memory store, 10 000 users, after profile \
+                             load = {rss:.1} MiB (target ≤ 50 MiB)",
+                            mark(rss <= 50.0)
+                        ));
+                    }
+                }
+            }
+            let mut worst: Option<(f64, String)> = None;
+            let mut pairs = 0;
+            for row in self
+                .rows
+                .iter()
+                .filter(|r| r.framework == "actix" && r.failed.is_none())
+            {
+                if let Some(axum) = self.find(&row.server, "axum", &row.store, row.scenario) {
+                    if axum.rate > 0.0 && row.rate > 0.0 {
+                        pairs += 1;
+                        let ratio = row.rate / axum.rate;
+                        let off = (ratio.max(1.0 / ratio)) - 1.0;
+                        if worst.as_ref().is_none_or(|(w, _)| off > *w) {
+                            worst = Some((
+                                off,
+                                format!(
+                                    "{} {} {}: actix/axum = {ratio:.2}",
+                                    row.server.name(),
+                                    row.store,
+                                    row.scenario.name()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            if let Some((off, which)) = worst {
+                lines.push(format!(
+                    "{} — actix vs axum within 10 % on all {pairs} scenarios; the widest gap: {which}",
+                    mark(off <= 0.10)
+                ));
+            }
+            lines
+        }
+    }
+}
