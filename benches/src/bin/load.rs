@@ -661,10 +661,10 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
             if let Some(status) = server.child.try_wait()? {
                 return Err(format!("server exited at start: {status}").into());
             }
-            if let Ok(mut conn) = Conn::open(server.addr, None).await {
-                if let Ok((200, _)) = conn.get("/health", None).await {
-                    return Ok(());
-                }
+            if let Ok(mut conn) = Conn::open(server.addr, None).await
+                && let Ok((200, _)) = conn.get("/health", None).await
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err("server not healthy within 60 s".into());
@@ -839,13 +839,12 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                 ..base
             });
         }
-        if target.store == "postgres" {
-            if let Err(e) = options
+        if target.store == "postgres"
+            && let Err(e) = options
                 .pg
                 .psql(&format!("DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"))
-            {
-                report.notes.push(format!("could not drop {pg_db}: {e}"));
-            }
+        {
+            report.notes.push(format!("could not drop {pg_db}: {e}"));
         }
     }
 
@@ -1262,7 +1261,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                 }
             }
             md.push_str("\nTargets:\n\n");
-            for line in self.targets() {
+            for line in self.targets(options.seed_users) {
                 let _ = writeln!(md, "- {line}");
             }
             for note in &self.notes {
@@ -1271,7 +1270,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
             md
         }
 
-        fn targets(&self) -> Vec<String> {
+        fn targets(&self, seed_users: usize) -> Vec<String> {
             let mark = |ok: bool| if ok { "met" } else { "**missed**" };
             let mut lines = Vec::new();
             let bench = ServerKind::Bench;
@@ -1293,27 +1292,27 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                     .filter(|p| p.framework == framework)
                     .map(|p| p.tps)
                     .fold(0.0, f64::max);
-                if let Some(p) = self.find(&bench, framework, "postgres", Scenario::Profile) {
-                    if ceiling > 0.0 {
-                        let ratio = p.rate / ceiling;
-                        lines.push(format!(
-                            "{} — {framework}: profile on PostgreSQL = {:.0} % of the pgbench ceiling \
+                if let Some(p) = self.find(&bench, framework, "postgres", Scenario::Profile)
+                    && ceiling > 0.0
+                {
+                    let ratio = p.rate / ceiling;
+                    lines.push(format!(
+                        "{} — {framework}: profile on PostgreSQL = {:.0} % of the pgbench ceiling \
                              ({:.0} of {:.0}/s; target ≥ 60 %)",
-                            mark(ratio >= 0.60),
-                            100.0 * ratio,
-                            p.rate,
-                            ceiling
-                        ));
-                    }
+                        mark(ratio >= 0.60),
+                        100.0 * ratio,
+                        p.rate,
+                        ceiling
+                    ));
                 }
-                if let Some(p) = self.find(&bench, framework, "memory", Scenario::Profile) {
-                    if let Some(rss) = p.peak_rss_mib {
-                        lines.push(format!(
-                            "{} — {framework}: peak RSS with the memory store, 10 000 users, after profile \
-                             load = {rss:.1} MiB (target ≤ 50 MiB)",
+                if let Some(p) = self.find(&bench, framework, "memory", Scenario::Profile)
+                    && let Some(rss) = p.peak_rss_mib
+                {
+                    lines.push(format!(
+                            "{} — {framework}: peak RSS with the memory store, {seed_users} seeded users, after \
+                             profile load = {rss:.1} MiB (target ≤ 50 MiB)",
                             mark(rss <= 50.0)
                         ));
-                    }
                 }
             }
             let mut worst: Option<(f64, String)> = None;
@@ -1323,22 +1322,23 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                 .iter()
                 .filter(|r| r.framework == "actix" && r.failed.is_none())
             {
-                if let Some(axum) = self.find(&row.server, "axum", &row.store, row.scenario) {
-                    if axum.rate > 0.0 && row.rate > 0.0 {
-                        pairs += 1;
-                        let ratio = row.rate / axum.rate;
-                        let off = (ratio.max(1.0 / ratio)) - 1.0;
-                        if worst.as_ref().is_none_or(|(w, _)| off > *w) {
-                            worst = Some((
-                                off,
-                                format!(
-                                    "{} {} {}: actix/axum = {ratio:.2}",
-                                    row.server.name(),
-                                    row.store,
-                                    row.scenario.name()
-                                ),
-                            ));
-                        }
+                if let Some(axum) = self.find(&row.server, "axum", &row.store, row.scenario)
+                    && axum.rate > 0.0
+                    && row.rate > 0.0
+                {
+                    pairs += 1;
+                    let ratio = row.rate / axum.rate;
+                    let off = (ratio.max(1.0 / ratio)) - 1.0;
+                    if worst.as_ref().is_none_or(|(w, _)| off > *w) {
+                        worst = Some((
+                            off,
+                            format!(
+                                "{} {} {}: actix/axum = {ratio:.2}",
+                                row.server.name(),
+                                row.store,
+                                row.scenario.name()
+                            ),
+                        ));
                     }
                 }
             }
