@@ -54,6 +54,23 @@ pub enum Framework {
     Axum,
     /// `refsys-actix` (needs this crate's `actix` feature).
     Actix,
+    /// A `refsys-server` binary, started as a separate process for each scenario: only the
+    /// scenarios of [`binary_scenarios!`] run against it (the others steer the service's
+    /// clock, SMS sender or stores, which a separate process does not expose).
+    Binary(Binary),
+}
+
+/// How to start a `refsys-server` binary for [`Framework::Binary`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binary {
+    /// The executable, e.g. `env!("CARGO_BIN_EXE_refsys-server")`.
+    pub path: &'static str,
+    /// `axum` or `actix` (`--framework`).
+    pub framework: &'static str,
+    /// Store users in a fresh PostgreSQL database (`DATABASE_URL` names the server, default
+    /// `postgres://postgres@127.0.0.1:5432/test`) and codes in Redis (`REDIS_URL`, default
+    /// `redis://127.0.0.1:6379`, under a fresh key prefix) instead of the embedded default.
+    pub postgres_redis: bool,
 }
 
 /// How to build the server's service.
@@ -168,7 +185,10 @@ impl TestServer {
         .clock(Arc::clone(&clock))
         .client_limits(rate_store.clone(), setup.limits)
         .build();
-        let (addr, stop) = servers::start(framework, service.clone()).await;
+        let (addr, stop) = match framework {
+            Framework::Binary(binary) => servers::start_binary(binary).await,
+            _ => servers::start(framework, service.clone()).await,
+        };
         let base = format!("http://{addr}");
         TestServer {
             framework,
@@ -184,11 +204,20 @@ impl TestServer {
 
     /// Moves the service's clock forward.
     pub fn advance(&self, duration: Duration) {
+        self.in_process("advance the clock");
         self.clock.advance(duration);
+    }
+
+    fn in_process(&self, what: &str) {
+        assert!(
+            !matches!(self.framework, Framework::Binary(_)),
+            "a scenario that needs to {what} cannot run against a separate process"
+        );
     }
 
     /// The last code "sent" by SMS to `phone` (E.164).
     pub fn last_code(&self, phone: &str) -> String {
+        self.in_process("read the SMS sender");
         let phone = self.service.parse_phone(phone).expect("a valid phone");
         self.sms.last_code(&phone).expect("a code was sent")
     }
@@ -407,6 +436,36 @@ macro_rules! scenarios {
         );
     };
     (@each $framework:expr; $($name:ident),* $(,)?) => {
+        $crate::__scenario_tests!($framework; $($name),*);
+    };
+}
+
+/// Generates one `#[tokio::test]` per scenario that needs nothing but HTTP, for a
+/// [`Framework::Binary`]: `http_suite::binary_scenarios!(Framework::Binary(...));`
+#[macro_export]
+macro_rules! binary_scenarios {
+    ($framework:expr) => {
+        $crate::__scenario_tests!($framework;
+            send_code_rejects_malformed_bodies,
+            send_code_rejects_invalid_phones,
+            verify_code_rejects_malformed_bodies,
+            use_invite_code_errors,
+            use_invite_code_is_trimmed_and_case_insensitive,
+            logout_revokes_the_family,
+            trailing_slashes,
+            payload_too_large,
+            not_found,
+            method_not_allowed,
+            schema_and_swagger_ui,
+            rate_limit_verify_code
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __scenario_tests {
+    ($framework:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {

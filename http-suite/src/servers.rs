@@ -10,6 +10,7 @@ use crate::Framework;
 pub(crate) type Stop = Box<dyn FnOnce() + Send>;
 
 /// The body of `GET /me`: `{"user_id": N}`.
+#[cfg(any(feature = "axum", feature = "actix"))]
 fn me_body(user: refsys_core::UserId) -> String {
     serde_json::json!({ "user_id": user }).to_string()
 }
@@ -21,7 +22,7 @@ pub(crate) async fn start(framework: Framework, service: ReferralService) -> (So
         #[cfg(feature = "actix")]
         Framework::Actix => actix_server(service),
         #[allow(unreachable_patterns)]
-        other => {
+        other @ (Framework::Axum | Framework::Actix | Framework::Binary(_)) => {
             drop(service);
             panic!("enable http-suite's feature for {other:?}")
         }
@@ -94,4 +95,104 @@ fn actix_server(service: ReferralService) -> (SocketAddr, Stop) {
             drop(handle.stop(false));
         }),
     )
+}
+
+/// Starts a `refsys-server` process configured like the in-process servers (test phones,
+/// regions, secret), on a free port, and waits for `/health`.
+pub(crate) async fn start_binary(binary: crate::Binary) -> (SocketAddr, Stop) {
+    use std::process::{Command, Stdio};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let dir = std::env::temp_dir().join(format!("http-suite-{}", uuid_hex()));
+    std::fs::create_dir_all(&dir).expect("a working directory");
+    let phones: Vec<String> = crate::TEST_PHONES
+        .iter()
+        .map(|(phone, code)| format!("{phone}:{code}"))
+        .collect();
+    let mut command = Command::new(binary.path);
+    command
+        .args(["--framework", binary.framework])
+        .env_clear()
+        .env("REFSYS_BIND", addr.to_string())
+        .env("TEST_PHONES", phones.join(","))
+        .env("ALLOWED_REGIONS", "BY,US")
+        .env("JWT_SECRET", crate::SECRET)
+        .env("RUST_LOG", "warn")
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut database = None;
+    if binary.postgres_redis {
+        let admin = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let name = format!("http_suite_{}", uuid_hex());
+        psql(&admin, &format!("CREATE DATABASE {name}"));
+        let (server, _) = admin.rsplit_once('/').expect("a database URL");
+        command
+            .env("DATABASE_URL", format!("{server}/{name}"))
+            .env(
+                "REDIS_URL",
+                std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            )
+            .env("REDIS_PREFIX", format!("http-suite:{name}:"));
+        database = Some((admin, name));
+    }
+    let mut child = command.spawn().expect("the refsys-server binary starts");
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("refsys-server exited at start: {status}");
+        }
+        let health = client.get(format!("http://{addr}/health")).send().await;
+        if health.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "refsys-server did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let stop = move || {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Some((admin, name)) = database {
+            psql(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
+        }
+        // Redis keys all carry TTLs; they expire by themselves.
+    };
+    (addr, Box::new(stop))
+}
+
+fn psql(url: &str, sql: &str) {
+    let status = std::process::Command::new("psql")
+        .args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("psql (PostgreSQL client) is needed; DATABASE_URL={url}: {e}"));
+    assert!(
+        status.success(),
+        "psql failed: {sql} (is PostgreSQL up at DATABASE_URL={url}?)"
+    );
+}
+
+fn uuid_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}", hasher.finish())
 }
