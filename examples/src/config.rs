@@ -74,7 +74,8 @@ pub(crate) struct Config {
     pub keys: Option<JwtKeys>,
     /// OTP, token and region rules.
     pub policy: Policy,
-    /// `RATE_LIMIT_SEND_CODE`, `RATE_LIMIT_VERIFY_CODE`, `TRUSTED_PROXIES`.
+    /// `RATE_LIMIT_SEND_CODE`, `RATE_LIMIT_VERIFY_CODE`, `RATE_LIMIT_USE_INVITE_CODE`,
+    /// `TRUSTED_PROXIES`.
     pub client_limits: ClientLimits,
     /// `SMS_SENDER`.
     pub sms: SmsConfig,
@@ -294,8 +295,8 @@ fn read_keys<F: Fn(&str) -> Option<String>>(
     }
 }
 
-/// Per-client-IP limits: calls per minute (0 = no limit) and the proxies whose
-/// `X-Forwarded-For` is believed.
+/// Per-client limits: calls per IP per minute and invite-code attempts per user per hour
+/// (0 = no limit), and the proxies whose `X-Forwarded-For` is believed.
 fn read_client_limits<F: Fn(&str) -> Option<String>>(
     env: &Env<F>,
 ) -> Result<ClientLimits, ConfigError> {
@@ -305,6 +306,11 @@ fn read_client_limits<F: Fn(&str) -> Option<String>>(
         env.parse(var, default)
             .map(|max| (max > 0).then(|| RateLimit::per_minute(max)))
     };
+    let per_hour = |var: &'static str, default: Option<RateLimit>| {
+        let default = default.map_or(0, |limit| limit.max);
+        env.parse(var, default)
+            .map(|max| (max > 0).then(|| RateLimit::per_hour(max)))
+    };
     let proxies = match env.get("TRUSTED_PROXIES") {
         None => TrustedProxies::none(),
         Some(list) => TrustedProxies::new(list.split(',').map(str::trim).filter(|s| !s.is_empty()))
@@ -313,6 +319,7 @@ fn read_client_limits<F: Fn(&str) -> Option<String>>(
     Ok(ClientLimits {
         send_code: per_minute("RATE_LIMIT_SEND_CODE", defaults.send_code)?,
         verify_code: per_minute("RATE_LIMIT_VERIFY_CODE", defaults.verify_code)?,
+        use_invite_code: per_hour("RATE_LIMIT_USE_INVITE_CODE", defaults.use_invite_code)?,
         trusted_proxies: proxies,
     })
 }
@@ -321,6 +328,10 @@ fn read_policy<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Policy, Co
     let defaults = Policy::default();
     let otp = defaults.otp();
     let regions: AllowedRegions = env.parse("ALLOWED_REGIONS", AllowedRegions::all())?;
+    let sms_budget = env.parse(
+        "SMS_BUDGET_PER_HOUR",
+        defaults.sms_budget().map_or(0, |budget| budget.max),
+    )?;
     let mut builder = Policy::builder()
         .code_length(env.parse("OTP_CODE_LENGTH", otp.code_length)?)
         .code_ttl(env.secs("OTP_TTL", otp.code_ttl.as_secs())?)
@@ -330,6 +341,9 @@ fn read_policy<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Policy, Co
             env.parse("OTP_MAX_SENDS", otp.max_sends_per_window)?,
             env.secs("OTP_SEND_WINDOW", otp.send_window.as_secs())?,
         )
+        .max_failures(env.parse("OTP_MAX_FAILURES", otp.max_failures)?)
+        .lockout(env.secs("OTP_LOCKOUT", otp.lockout.as_secs())?)
+        .sms_budget((sms_budget > 0).then(|| RateLimit::per_hour(sms_budget)))
         .access_ttl(env.secs("ACCESS_TOKEN_TTL", defaults.access_ttl().as_secs())?)
         .refresh_ttl(env.secs("REFRESH_TOKEN_TTL", defaults.refresh_ttl().as_secs())?)
         .regions(regions);
@@ -347,6 +361,9 @@ fn read_policy<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Policy, Co
             "code_ttl" => "OTP_TTL",
             "max_attempts" => "OTP_MAX_ATTEMPTS",
             "max_sends" => "OTP_MAX_SENDS",
+            "max_failures" => "OTP_MAX_FAILURES",
+            "lockout" => "OTP_LOCKOUT",
+            "sms_budget" => "SMS_BUDGET_PER_HOUR",
             "access_ttl" => "ACCESS_TOKEN_TTL",
             "refresh_ttl" => "REFRESH_TOKEN_TTL",
             _ => "TEST_PHONES",
@@ -383,6 +400,13 @@ mod tests {
         assert_eq!(config.framework, Framework::Axum);
         assert_eq!(config.log_format, LogFormat::Pretty);
         assert_eq!(config.client_limits, ClientLimits::default());
+        assert_eq!(
+            config.client_limits.use_invite_code,
+            Some(RateLimit::per_hour(10))
+        );
+        assert_eq!(config.policy.otp().max_failures, 20);
+        assert_eq!(config.policy.otp().lockout, Duration::from_secs(3600));
+        assert_eq!(config.policy.sms_budget(), Some(RateLimit::per_hour(1000)));
         assert!(!config.production);
     }
 
@@ -416,6 +440,11 @@ mod tests {
             ("SMS_SENDER", "pigeon"),
             ("LOG_FORMAT", "xml"),
             ("RATE_LIMIT_SEND_CODE", "many"),
+            ("RATE_LIMIT_USE_INVITE_CODE", "-1"),
+            ("OTP_MAX_FAILURES", "0"),
+            ("OTP_MAX_FAILURES", "101"),
+            ("OTP_LOCKOUT", "0"),
+            ("SMS_BUDGET_PER_HOUR", "lots"),
             ("TRUSTED_PROXIES", "10.0.0.0/99"),
         ];
         for (var, value) in cases {
@@ -444,9 +473,20 @@ mod tests {
             ("LOG_FORMAT", "json"),
             ("RATE_LIMIT_SEND_CODE", "0"),
             ("RATE_LIMIT_VERIFY_CODE", "100"),
+            ("RATE_LIMIT_USE_INVITE_CODE", "5"),
+            ("OTP_MAX_FAILURES", "50"),
+            ("OTP_LOCKOUT", "900"),
+            ("SMS_BUDGET_PER_HOUR", "0"),
             ("TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
         ])
         .unwrap();
+        assert_eq!(
+            config.client_limits.use_invite_code,
+            Some(RateLimit::per_hour(5))
+        );
+        assert_eq!(config.policy.otp().max_failures, 50);
+        assert_eq!(config.policy.otp().lockout, Duration::from_secs(900));
+        assert_eq!(config.policy.sms_budget(), None, "0 = no budget");
         assert_eq!(config.client_limits.send_code, None);
         assert_eq!(
             config.client_limits.verify_code,

@@ -37,6 +37,26 @@ pub enum Error {
     /// The SMS sender failed to deliver the code.
     #[error("The verification code could not be sent. Try again later.")]
     SmsFailed,
+    /// The deployment's SMS budget for this window is spent (SMS-pumping defence); no SMS
+    /// goes out until the window ends.
+    ///
+    /// **503, not 429**: the client did nothing wrong and cannot fix it by slowing down; the
+    /// service is (deliberately) unable to send codes for a while, which is what 503 with
+    /// `Retry-After` says (RFC 9110 §15.6.4). Being a 5xx it is logged as an error and shows
+    /// up in server-error alerting, which is what operators need when the budget runs out —
+    /// either an attack or a budget sized too small.
+    #[error("Verification codes cannot be sent right now. Try again later.")]
+    SmsBudgetExhausted {
+        /// Seconds until the budget's window ends.
+        retry_after: u64,
+    },
+    /// Too many consecutive wrong codes for this phone, across codes: it is locked, and no
+    /// code is sent to it or checked for it until the lock ends.
+    #[error("Too many wrong codes for this phone. Try again later.")]
+    PhoneLocked {
+        /// Seconds until the lock ends.
+        retry_after: u64,
+    },
     /// No live code for this phone: never sent, expired or already used.
     #[error("No valid code for this phone: it has expired or was never sent. Ask for a new one.")]
     CodeExpired,
@@ -114,6 +134,8 @@ impl Error {
             Error::ResendCooldown { .. } => (429, "resend_cooldown"),
             Error::TooManyCodes { .. } => (429, "too_many_codes"),
             Error::SmsFailed => (502, "sms_failed"),
+            Error::SmsBudgetExhausted { .. } => (503, "sms_budget_exhausted"),
+            Error::PhoneLocked { .. } => (429, "phone_locked"),
             Error::CodeExpired => (400, "code_expired"),
             Error::CodeInvalid { .. } => (400, "code_invalid"),
             Error::TooManyAttempts { .. } => (429, "too_many_attempts"),
@@ -144,12 +166,15 @@ impl Error {
         self.http().1
     }
 
-    /// Seconds the client should wait (the `Retry-After` header), for 429 errors.
+    /// Seconds the client should wait (the `Retry-After` header), for 429 errors and
+    /// `503 sms_budget_exhausted`.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             Error::ResendCooldown { retry_after }
             | Error::TooManyCodes { retry_after }
             | Error::TooManyAttempts { retry_after }
+            | Error::PhoneLocked { retry_after }
+            | Error::SmsBudgetExhausted { retry_after }
             | Error::RateLimited { retry_after } => Some(*retry_after),
             _ => None,
         }
@@ -195,7 +220,7 @@ impl From<StoreError> for Error {
 }
 
 /// The JSON shape of every error response: `{"error": "...", "code": "..."}`, plus
-/// `attempts_left` for `code_invalid` and `retry_after` for 429s.
+/// `attempts_left` for `code_invalid` and `retry_after` for 429s and `sms_budget_exhausted`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
@@ -207,7 +232,8 @@ pub struct ErrorBody {
     /// Wrong tries left for the current code (`code_invalid` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts_left: Option<u32>,
-    /// Seconds to wait before retrying (429 only; also sent as `Retry-After`).
+    /// Seconds to wait before retrying (429s and `sms_budget_exhausted`; also sent as
+    /// `Retry-After`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
     /// The store that failed the readiness check (`not_ready` only).
@@ -267,6 +293,13 @@ mod tests {
                 "too_many_codes",
             ),
             (Error::SmsFailed, 502, "sms_failed"),
+            (
+                Error::SmsBudgetExhausted { retry_after: 1 },
+                503,
+                "sms_budget_exhausted",
+            ),
+            (Error::PhoneLocked { retry_after: 1 }, 429, "phone_locked"),
+            (Error::RateLimited { retry_after: 1 }, 429, "rate_limited"),
             (Error::CodeExpired, 400, "code_expired"),
             (Error::CodeInvalid { attempts_left: 1 }, 400, "code_invalid"),
             (
@@ -295,7 +328,8 @@ mod tests {
         ];
         for (error, status, code) in table {
             assert_eq!(error.http(), (status, code), "{error:?}");
-            assert_eq!(error.retry_after().is_some(), status == 429, "{error:?}");
+            let waits = status == 429 || code == "sms_budget_exhausted";
+            assert_eq!(error.retry_after().is_some(), waits, "{error:?}");
         }
     }
 

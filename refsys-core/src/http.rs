@@ -8,9 +8,9 @@
 //! answer byte for byte the same.
 //!
 //! Per-client rate limits ([`ClientLimits`]) live here too: the service counts
-//! `send_code` and `verify_code` calls per client IP through a
-//! [`RateLimitStore`](crate::RateLimitStore), and resolves the client IP from the peer address
-//! and `X-Forwarded-For` with [`TrustedProxies`].
+//! `send_code` and `verify_code` calls per client IP, and `use_invite_code` calls per user,
+//! through a [`RateLimitStore`](crate::RateLimitStore), and resolves the client IP from the
+//! peer address and `X-Forwarded-For` with [`TrustedProxies`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -409,6 +409,8 @@ pub enum ClientAction {
     SendCode,
     /// `POST /login/verify_code/`.
     VerifyCode,
+    /// `POST /use_invite_code/` (counted per user, not per IP).
+    UseInviteCode,
 }
 
 impl ClientAction {
@@ -417,11 +419,13 @@ impl ClientAction {
         match self {
             ClientAction::SendCode => "send_code",
             ClientAction::VerifyCode => "verify_code",
+            ClientAction::UseInviteCode => "use_invite_code",
         }
     }
 }
 
-/// At most `max` calls per `window`, per client (fixed windows).
+/// At most `max` calls per `window` (fixed windows), per client or, for the SMS budget, per
+/// deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {
     /// Calls allowed per window.
@@ -438,14 +442,24 @@ impl RateLimit {
             window: Duration::from_secs(60),
         }
     }
+
+    /// `max` calls per hour.
+    pub const fn per_hour(max: u32) -> RateLimit {
+        RateLimit {
+            max,
+            window: Duration::from_secs(3600),
+        }
+    }
 }
 
-/// Per-client-IP limits on `send_code` and `verify_code`, on top of the per-phone limits of
-/// the [`Policy`](crate::Policy). Set with
+/// Per-client limits: on `send_code` and `verify_code` per client IP, on top of the per-phone
+/// limits of the [`Policy`](crate::Policy), and on `use_invite_code` per user, so invite codes
+/// cannot be found by sweeping the code space. Set with
 /// [`ServiceBuilder::client_limits`](crate::ServiceBuilder::client_limits).
 ///
-/// The default is on: **10 `send_code` and 30 `verify_code` per IP per minute**, trusting no
-/// proxy (the client is the TCP peer). IPv6 clients are counted per `/64`, the block one
+/// The default is on: **10 `send_code` and 30 `verify_code` per IP per minute, 10
+/// `use_invite_code` per user per hour**, trusting no proxy (the client is the TCP peer).
+/// Over a limit the answer is `429 rate_limited` with `Retry-After`. IPv6 clients are counted per `/64`, the block one
 /// subscriber usually gets. Behind a reverse proxy, set [`trusted_proxies`](Self::trusted_proxies),
 /// or every client shares the proxy's budget.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -454,6 +468,9 @@ pub struct ClientLimits {
     pub send_code: Option<RateLimit>,
     /// `verify_code` calls per client; `None` for no limit.
     pub verify_code: Option<RateLimit>,
+    /// `use_invite_code` calls per user (counted by the service, whoever calls it, malformed
+    /// codes included); `None` for no limit.
+    pub use_invite_code: Option<RateLimit>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
 }
@@ -463,6 +480,7 @@ impl Default for ClientLimits {
         ClientLimits {
             send_code: Some(RateLimit::per_minute(10)),
             verify_code: Some(RateLimit::per_minute(30)),
+            use_invite_code: Some(RateLimit::per_hour(10)),
             trusted_proxies: TrustedProxies::none(),
         }
     }
@@ -474,6 +492,7 @@ impl ClientLimits {
         ClientLimits {
             send_code: None,
             verify_code: None,
+            use_invite_code: None,
             trusted_proxies: TrustedProxies::none(),
         }
     }
@@ -490,7 +509,13 @@ impl ClientLimits {
         match action {
             ClientAction::SendCode => self.send_code,
             ClientAction::VerifyCode => self.verify_code,
+            ClientAction::UseInviteCode => self.use_invite_code,
         }
+    }
+
+    /// The rate-limit store key for `action` by authenticated user `user`.
+    pub fn user_key(action: ClientAction, user: crate::UserId) -> String {
+        format!("user:{}:{user}", action.as_str())
     }
 
     /// The rate-limit store key for `action` by `ip`: IPv4 addresses as they are, IPv6

@@ -109,7 +109,7 @@ pub use memory::{MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore};
 pub use otp::{OtpCode, OtpCodeError, OtpHash, OtpPolicy};
 pub use phone::{AllowedRegions, Phone, PhoneError, Region};
 pub use policy::{Policy, PolicyBuilder, PolicyError};
-pub use service::{Login, NotReady, ReferralService, ServiceBuilder};
+pub use service::{Login, NotReady, ReferralService, SMS_BUDGET_KEY, ServiceBuilder};
 pub use sms::{LogSender, Sms, SmsError, SmsSender};
 pub use store::{OtpStore, RateLimitStore, UserStore};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

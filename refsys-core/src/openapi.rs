@@ -111,8 +111,9 @@ pub fn document() -> OpenApi {
                 .description(Some(
                     "Phone-number login with one-time SMS codes, JWT sessions and invite codes. \
                      Paths are matched with and without the trailing slash. Every error has the \
-                     shape `{\"error\": \"...\", \"code\": \"...\"}`; 429s also carry \
-                     `retry_after` and a `Retry-After` header. Bodies over 16 KiB get 413, a \
+                     shape `{\"error\": \"...\", \"code\": \"...\"}`; 429s and \
+                     `503 sms_budget_exhausted` also carry `retry_after` and a `Retry-After` \
+                     header. Bodies over 16 KiB get 413, a \
                      non-JSON `Content-Type` 415, unknown routes 404, wrong methods 405, all in \
                      the error shape.",
                 ))
@@ -151,7 +152,8 @@ fn operation(endpoint: Endpoint) -> Option<Operation> {
             op("send_code", "Send a one-time code to a phone").description(Some(
                 "The phone is normalised to E.164 (spaces, dashes and brackets accepted). The \
                  code goes to the SMS sender, never into the response. Limited per phone \
-                 (cooldown, rolling window) and per client IP.",
+                 (lock after too many wrong codes, cooldown, rolling window), per client IP, and by \
+                 the deployment's SMS budget (503 `sms_budget_exhausted`).",
             )),
             Some((
                 "SendCodeRequest",
@@ -162,8 +164,10 @@ fn operation(endpoint: Endpoint) -> Option<Operation> {
                 Error::InvalidPhone,
                 Error::ResendCooldown { retry_after: 55 },
                 Error::TooManyCodes { retry_after: 3000 },
+                Error::PhoneLocked { retry_after: 3500 },
                 limited,
                 Error::SmsFailed,
+                Error::SmsBudgetExhausted { retry_after: 1800 },
                 store,
             ]),
             false,
@@ -187,6 +191,7 @@ fn operation(endpoint: Endpoint) -> Option<Operation> {
                 Error::CodeExpired,
                 Error::CodeInvalid { attempts_left: 2 },
                 Error::TooManyAttempts { retry_after: 280 },
+                Error::PhoneLocked { retry_after: 3600 },
                 limited,
                 store,
             ]),
@@ -213,7 +218,8 @@ fn operation(endpoint: Endpoint) -> Option<Operation> {
         ),
         Endpoint::UseInviteCode => (
             op("use_invite_code", "Apply someone else's invite code, once").description(Some(
-                "Input is trimmed and case-insensitive. A user applies one code, ever.",
+                "Input is trimmed and case-insensitive. A user applies one code, ever. Limited \
+                 per user (10 calls an hour by default).",
             )),
             Some((
                 "UseInviteCodeRequest",
@@ -230,6 +236,7 @@ fn operation(endpoint: Endpoint) -> Option<Operation> {
                 Error::InviteCodeNotFound,
                 Error::InviteAlreadyActivated,
                 Error::InviteCycle,
+                limited,
                 store,
             ]),
             true,
@@ -371,7 +378,7 @@ fn error_responses(errors: &[Error]) -> BTreeMap<u16, ResponseBuilder> {
             if status == 401 {
                 response = response.header("WWW-Authenticate", string_header("Always `Bearer`."));
             }
-            if status == 429 {
+            if errors.iter().any(|e| e.retry_after().is_some()) {
                 response = response.header(
                     "Retry-After",
                     Header::new(ObjectBuilder::new().schema_type(Type::Integer)),

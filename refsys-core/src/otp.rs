@@ -117,6 +117,14 @@ pub struct OtpPolicy {
     pub max_sends_per_window: u32,
     /// The rolling window for [`max_sends_per_window`](Self::max_sends_per_window). Default 1 h.
     pub send_window: Duration,
+    /// Consecutive wrong codes per phone, across any number of codes, before the phone is
+    /// locked for [`lockout`](Self::lockout). A successful verification resets the count, and
+    /// so does a quiet `lockout` with no wrong code. Default 20 (NIST SP 800-63B allows at most
+    /// 100).
+    pub max_failures: u32,
+    /// How long a phone stays locked after [`max_failures`](Self::max_failures) consecutive
+    /// wrong codes: no code is sent to it and none is checked. Default 1 h.
+    pub lockout: Duration,
 }
 
 impl Default for OtpPolicy {
@@ -128,6 +136,8 @@ impl Default for OtpPolicy {
             max_attempts: 5,
             max_sends_per_window: 5,
             send_window: Duration::from_secs(3600),
+            max_failures: 20,
+            lockout: Duration::from_secs(3600),
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::http::RateLimit;
 use crate::{AllowedRegions, OtpCode, OtpPolicy, Phone};
 
 /// What the service enforces. Build one with [`Policy::builder`]; [`Policy::default`] is the
@@ -15,14 +16,27 @@ use crate::{AllowedRegions, OtpCode, OtpPolicy, Phone};
 /// | resend cooldown | 60 s |
 /// | wrong tries per code | 5 (the 5th burns the code) |
 /// | codes per phone per rolling hour | 5 |
+/// | consecutive wrong codes per phone, across codes, before a lock | 20 |
+/// | lock after that many wrong codes | 1 h (no code sent or checked) |
+/// | SMS for the whole deployment per hour | 1000 (test phones not counted) |
 /// | access token lifetime | 20 min |
 /// | refresh token lifetime | 7 days |
 /// | allowed regions | all |
 /// | test phones | none |
 ///
-/// With these defaults an attacker gets at most 5 guesses per code and 5 codes per hour, so
-/// 25 guesses an hour over 10 000 codes: a 0.25 % chance per hour instead of the original
-/// service's unbounded guessing.
+/// With these defaults an attacker gets at most 5 guesses per code and 5 codes per hour, and
+/// the 20th consecutive wrong code locks the phone for an hour: at most 20 guesses per lock
+/// cycle (about 64 minutes) over 10 000 codes, a 0.2 % chance per hour instead of the original
+/// service's unbounded guessing. The failure budget is what keeps that bound if the per-code
+/// or per-window limits are raised; NIST SP 800-63B caps consecutive failures at 100, and
+/// [`PolicyBuilder::max_failures`] refuses more. A lock can be triggered by anyone who can ask
+/// for codes to a phone, so it is a denial-of-service lever against that phone's owner for
+/// the lock's length: keep the lockout moderate.
+///
+/// The SMS budget caps what the whole deployment sends (SMS pumping: attackers requesting
+/// codes to premium-rate numbers they profit from). It is counted in the service's
+/// [`RateLimitStore`](crate::RateLimitStore), so it holds across instances only when that
+/// store is shared (e.g. Redis). Size it above your peak legitimate hourly volume.
 #[derive(Clone, Debug)]
 pub struct Policy {
     otp: OtpPolicy,
@@ -30,6 +44,7 @@ pub struct Policy {
     refresh_ttl: Duration,
     regions: AllowedRegions,
     test_phones: HashMap<Phone, OtpCode>,
+    sms_budget: Option<RateLimit>,
 }
 
 impl Default for Policy {
@@ -54,6 +69,7 @@ impl Policy {
             refresh_ttl: Duration::from_secs(7 * 24 * 3600),
             regions: AllowedRegions::all(),
             test_phones: HashMap::new(),
+            sms_budget: Some(RateLimit::per_hour(1000)),
         }
     }
 
@@ -80,6 +96,11 @@ impl Policy {
     /// The fixed code of a test phone, if `phone` is one.
     pub fn test_code(&self, phone: &Phone) -> Option<&OtpCode> {
         self.test_phones.get(phone)
+    }
+
+    /// SMS the whole deployment may send per window (fixed windows), if limited.
+    pub fn sms_budget(&self) -> Option<RateLimit> {
+        self.sms_budget
     }
 }
 
@@ -120,6 +141,27 @@ impl PolicyBuilder {
     pub fn max_sends(mut self, sends: u32, window: Duration) -> Self {
         self.policy.otp.max_sends_per_window = sends;
         self.policy.otp.send_window = window;
+        self
+    }
+
+    /// Consecutive wrong codes per phone, across codes, before the phone is locked (1–100).
+    pub fn max_failures(mut self, failures: u32) -> Self {
+        self.policy.otp.max_failures = failures;
+        self
+    }
+
+    /// How long a phone stays locked after [`max_failures`](Self::max_failures) wrong codes
+    /// (at least 1 s).
+    pub fn lockout(mut self, lockout: Duration) -> Self {
+        self.policy.otp.lockout = lockout;
+        self
+    }
+
+    /// SMS the whole deployment may send per window, e.g.
+    /// `Some(RateLimit::per_hour(1000))` (the default); `None` for no limit. Test phones do
+    /// not count. Over the budget, `send_code` answers `503 sms_budget_exhausted`.
+    pub fn sms_budget(mut self, budget: Option<RateLimit>) -> Self {
+        self.policy.sms_budget = budget;
         self
     }
 
@@ -170,6 +212,24 @@ impl PolicyBuilder {
             return bad(
                 "max_sends",
                 "must allow at least 1 code in a window of at least 1 s",
+            );
+        }
+        if !(1..=100).contains(&otp.max_failures) {
+            return bad(
+                "max_failures",
+                "must be 1 to 100 (NIST SP 800-63B allows at most 100)",
+            );
+        }
+        if otp.lockout.as_secs() == 0 {
+            return bad("lockout", "must be at least 1 second");
+        }
+        if policy
+            .sms_budget
+            .is_some_and(|b| b.max == 0 || b.window.as_secs() == 0)
+        {
+            return bad(
+                "sms_budget",
+                "must allow at least 1 SMS in a window of at least 1 s (None for no limit)",
             );
         }
         if policy.access_ttl.as_secs() == 0 {
@@ -226,6 +286,9 @@ mod tests {
         assert_eq!(otp.max_attempts, 5);
         assert_eq!(otp.max_sends_per_window, 5);
         assert_eq!(otp.send_window, Duration::from_secs(3600));
+        assert_eq!(otp.max_failures, 20);
+        assert_eq!(otp.lockout, Duration::from_secs(3600));
+        assert_eq!(policy.sms_budget(), Some(RateLimit::per_hour(1000)));
         assert_eq!(policy.access_ttl(), Duration::from_secs(1200));
         assert_eq!(policy.refresh_ttl(), Duration::from_secs(604_800));
         assert_eq!(policy.regions(), &AllowedRegions::all());
@@ -241,6 +304,13 @@ mod tests {
             (
                 Policy::builder().max_sends(0, Duration::from_secs(60)),
                 "max_sends",
+            ),
+            (Policy::builder().max_failures(0), "max_failures"),
+            (Policy::builder().max_failures(101), "max_failures"),
+            (Policy::builder().lockout(Duration::ZERO), "lockout"),
+            (
+                Policy::builder().sms_budget(Some(RateLimit::per_hour(0))),
+                "sms_budget",
             ),
             (Policy::builder().access_ttl(Duration::ZERO), "access_ttl"),
             (

@@ -32,7 +32,6 @@ use crate::{
 /// The schema, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
-
 /// How long a call waits for a pooled connection (or for a new one to open) before it fails
 /// with [`StoreError::Unavailable`].
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);

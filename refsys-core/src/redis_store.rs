@@ -2,8 +2,8 @@
 //! instance that talks to the same Redis.
 //!
 //! Every trait method is **one Lua script** (sent as `EVALSHA`, loaded automatically when the
-//! server does not know it yet), so cooldowns, send windows, attempt counting, burning and
-//! consuming cannot race between instances. The scripts decide with the `now` the service
+//! server does not know it yet), so cooldowns, send windows, attempt counting, burning,
+//! failure budgets, locks and consuming cannot race between instances. The scripts decide with the `now` the service
 //! passes in, never with the Redis clock, exactly like [`MemoryOtpStore`](crate::MemoryOtpStore)
 //! and [`MemoryRateLimitStore`](crate::MemoryRateLimitStore).
 //!
@@ -15,16 +15,18 @@
 //! |-----|------|---------|
 //! | `otp:{<phone>}` | hash | the pending code: `h` (hex of the [`OtpHash`]), `exp` (expiry, Unix seconds), `left` (misses left) |
 //! | `otp:{<phone>}:sends` | list | Unix seconds of the codes sent in the rolling window, oldest first |
+//! | `otp:{<phone>}:fails` | hash | the failure budget: `n` (consecutive wrong codes) and `exp` (when `n` is forgotten), or `until` (end of the lock) while the phone is locked |
 //! | `rate:{<key>}` | hash | `end` (end of the current fixed window, Unix seconds), `n` (hits in it) |
 //!
 //! for example `refsys:otp:{+375291234567}`. Codes are never stored, only their keyed hash.
 //!
 //! # Expiry
 //!
-//! Every key has a TTL, so Redis never keeps garbage. Each OTP write sets both of a phone's keys
-//! to expire after the longer of [`OtpPolicy::code_ttl`] and [`OtpPolicy::send_window`]: by
-//! then every code and every send the keys hold is dead anyway. A rate-limit key expires when
-//! its window ends. TTLs only collect garbage; the decisions themselves use `now`.
+//! Every key has a TTL, so Redis never keeps garbage. Each OTP write sets a phone's code and
+//! sends keys to expire after the longer of [`OtpPolicy::code_ttl`] and
+//! [`OtpPolicy::send_window`]: by then every code and every send the keys hold is dead anyway.
+//! The `fails` key expires [`OtpPolicy::lockout`] after its last write (a miss or a lock), when
+//! its count is forgotten or its lock ends. A rate-limit key expires when its window ends. TTLs only collect garbage; the decisions themselves use `now`.
 //!
 //! # Redis Cluster
 //!
@@ -222,13 +224,14 @@ impl RedisOtpStore {
         &self.redis.prefix
     }
 
-    fn keys(&self, phone: &Phone) -> (String, String) {
+    fn keys(&self, phone: &Phone) -> [String; 3] {
         let code = format!("{}otp:{{{}}}", self.redis.prefix, phone.as_str());
         let sends = format!("{code}:sends");
-        (code, sends)
+        let fails = format!("{code}:fails");
+        [code, sends, fails]
     }
 
-    /// Both keys expire after the longer of the code's life and the send window.
+    /// The code and sends keys expire after the longer of the code's life and the send window.
     fn key_ttl(policy: &OtpPolicy) -> u64 {
         secs(policy.code_ttl).max(secs(policy.send_window)).max(1)
     }
@@ -251,7 +254,7 @@ impl OtpStore for RedisOtpStore {
         now: Timestamp,
         policy: &OtpPolicy,
     ) -> Result<Issue, StoreError> {
-        let (code_key, sends_key) = self.keys(phone);
+        let [code_key, sends_key, fails_key] = self.keys(phone);
         let expires_at = now.as_unix().saturating_add(secs(policy.code_ttl));
         let reply: (u8, u64) = self
             .redis
@@ -259,6 +262,7 @@ impl OtpStore for RedisOtpStore {
                 ISSUE
                     .key(code_key)
                     .key(sends_key)
+                    .key(fails_key)
                     .arg(now.as_unix())
                     .arg(code.to_hex())
                     .arg(expires_at)
@@ -277,6 +281,9 @@ impl OtpStore for RedisOtpStore {
             (2, wait) => Ok(Issue::WindowFull {
                 retry_after: Duration::from_secs(wait),
             }),
+            (3, wait) => Ok(Issue::Locked {
+                retry_after: Duration::from_secs(wait),
+            }),
             other => Err(corrupt_reply("issue", other)),
         }
     }
@@ -288,13 +295,14 @@ impl OtpStore for RedisOtpStore {
         issued_at: Timestamp,
         _policy: &OtpPolicy,
     ) -> Result<(), StoreError> {
-        let (code_key, sends_key) = self.keys(phone);
+        let [code_key, sends_key, fails_key] = self.keys(phone);
         let _: i64 = self
             .redis
             .run(
                 CANCEL
                     .key(code_key)
                     .key(sends_key)
+                    .key(fails_key)
                     .arg(code.to_hex())
                     .arg(issued_at.as_unix()),
             )
@@ -309,19 +317,22 @@ impl OtpStore for RedisOtpStore {
         now: Timestamp,
         policy: &OtpPolicy,
     ) -> Result<Check, StoreError> {
-        let (code_key, sends_key) = self.keys(phone);
+        let [code_key, sends_key, fails_key] = self.keys(phone);
         let reply: (u8, u64) = self
             .redis
             .run(
                 CHECK
                     .key(code_key)
                     .key(sends_key)
+                    .key(fails_key)
                     .arg(now.as_unix())
                     .arg(code.to_hex())
                     .arg(secs(policy.resend_cooldown))
                     .arg(policy.max_sends_per_window)
                     .arg(secs(policy.send_window))
-                    .arg(Self::key_ttl(policy)),
+                    .arg(Self::key_ttl(policy))
+                    .arg(policy.max_failures)
+                    .arg(secs(policy.lockout)),
             )
             .await?;
         match reply {
@@ -333,6 +344,9 @@ impl OtpStore for RedisOtpStore {
                 retry_after: Duration::from_secs(wait),
             }),
             (3, _) => Ok(Check::Missing),
+            (4, wait) => Ok(Check::Locked {
+                retry_after: Duration::from_secs(wait),
+            }),
             other => Err(corrupt_reply("check", other)),
         }
     }

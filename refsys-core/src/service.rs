@@ -13,6 +13,9 @@ use crate::{
     Profile, Sms, SmsSender, SystemClock, Timestamp, UserId,
 };
 
+/// The [`RateLimitStore`] key the deployment-wide SMS budget is counted under.
+pub const SMS_BUDGET_KEY: &str = "sms:global";
+
 /// A successful login: the body of `POST /login/verify_code/`.
 #[derive(Clone, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -89,7 +92,9 @@ impl ServiceBuilder {
         self
     }
 
-    /// Per-client-IP limits on `send_code` and `verify_code`, counted in `store`.
+    /// Per-client limits (per IP on `send_code` and `verify_code`, per user on
+    /// `use_invite_code`), counted in `store`. The policy's
+    /// [SMS budget](Policy::sms_budget) is counted in `store` too.
     ///
     /// Default: [`ClientLimits::default`] (on) counted in a [`MemoryRateLimitStore`], which
     /// limits per process; share a store (e.g. Redis) to limit across instances.
@@ -190,6 +195,55 @@ impl ReferralService {
         }
     }
 
+    /// Counts one `action` by authenticated `user` against the [`ClientLimits`]:
+    /// `429 rate_limited` (with `retry_after`) when over.
+    async fn check_user(&self, action: ClientAction, user: UserId) -> Result<(), Error> {
+        let Some(limit) = self.inner.limits.limit(action) else {
+            return Ok(());
+        };
+        let key = ClientLimits::user_key(action, user);
+        match self
+            .inner
+            .rate
+            .hit(&key, limit.max, limit.window, self.now())
+            .await?
+        {
+            RateDecision::Allowed { .. } => Ok(()),
+            RateDecision::Limited { retry_after } => {
+                tracing::info!(user_id = %user, action = action.as_str(), "user rate limit reached");
+                Err(Error::RateLimited {
+                    retry_after: retry_after.as_secs().max(1),
+                })
+            }
+        }
+    }
+
+    /// Takes one SMS from the deployment-wide [budget](Policy::sms_budget):
+    /// `503 sms_budget_exhausted` when it is spent.
+    async fn take_sms_budget(&self, now: Timestamp) -> Result<(), Error> {
+        let Some(budget) = self.inner.policy.sms_budget() else {
+            return Ok(());
+        };
+        match self
+            .inner
+            .rate
+            .hit(SMS_BUDGET_KEY, budget.max, budget.window, now)
+            .await?
+        {
+            RateDecision::Allowed { .. } => Ok(()),
+            RateDecision::Limited { retry_after } => {
+                tracing::error!(
+                    budget = budget.max,
+                    window_secs = budget.window.as_secs(),
+                    "SMS budget exhausted: no codes are sent until the window ends"
+                );
+                Err(Error::SmsBudgetExhausted {
+                    retry_after: retry_after.as_secs().max(1),
+                })
+            }
+        }
+    }
+
     /// Parses a phone number under the policy's allowed regions.
     pub fn parse_phone(&self, input: &str) -> Result<Phone, Error> {
         Phone::parse(input, self.inner.policy.regions()).map_err(|e| match e {
@@ -207,9 +261,15 @@ impl ReferralService {
 
     /// `POST /login/send_code/`: makes a code for `phone` and hands it to the SMS sender.
     ///
-    /// The send is reserved in the OTP store first (one atomic step that enforces cooldown and
-    /// window); if the sender fails, the reservation is taken back, so a failed send costs the
-    /// user nothing. Test phones get their fixed code and no SMS.
+    /// The send is reserved in the OTP store first (one atomic step that enforces the phone's
+    /// lock, cooldown and window), then one SMS is taken from the deployment's
+    /// [budget](Policy::sms_budget); if the budget is spent or the sender fails, the
+    /// reservation is taken back, so the user's cooldown and window are not used. (An SMS the
+    /// sender failed still counts towards the budget: the rate-limit store cannot give a hit
+    /// back, and erring that way is the safe side.) Test phones get their fixed code, no SMS,
+    /// and do not count towards the budget.
+    ///
+    /// The answer never depends on whether the phone belongs to a registered user.
     pub async fn send_code(&self, phone: &str) -> Result<(), Error> {
         let phone = self.parse_phone(phone)?;
         let policy = &self.inner.policy;
@@ -236,10 +296,22 @@ impl ReferralService {
                     retry_after: retry_after.as_secs().max(1),
                 });
             }
+            Issue::Locked { retry_after } => {
+                return Err(Error::PhoneLocked {
+                    retry_after: retry_after.as_secs().max(1),
+                });
+            }
         }
         if test_code.is_some() {
             tracing::debug!(phone = %phone.redacted(), "code issued for a test phone; no SMS sent");
             return Ok(());
+        }
+        if let Err(refused) = self.take_sms_budget(now).await {
+            self.inner
+                .otps
+                .cancel(&phone, &hash, now, policy.otp())
+                .await?;
+            return Err(refused);
         }
         let sms = Sms {
             text: format!("Your verification code: {}", code.expose()),
@@ -258,6 +330,9 @@ impl ReferralService {
     }
 
     /// `POST /login/verify_code/`: trades a code for tokens, creating the user on first login.
+    ///
+    /// Every refusal is decided by the OTP store before any user is looked up, so it never
+    /// depends on whether the phone belongs to a registered user.
     pub async fn verify_code(&self, phone: &str, code: &str) -> Result<Login, Error> {
         let phone = self.parse_phone(phone)?;
         let otp = self.inner.policy.otp();
@@ -274,6 +349,12 @@ impl ReferralService {
                 });
             }
             Check::Missing => return Err(Error::CodeExpired),
+            Check::Locked { retry_after } => {
+                tracing::info!(phone = %phone.redacted(), "code check refused: phone locked");
+                return Err(Error::PhoneLocked {
+                    retry_after: retry_after.as_secs().max(1),
+                });
+            }
         }
         let registration = self
             .inner
@@ -365,7 +446,11 @@ impl ReferralService {
     }
 
     /// `POST /use_invite_code/`: applies someone else's invite code, once.
+    ///
+    /// Every call, malformed ones included, counts against the user's
+    /// [`use_invite_code` limit](ClientLimits::use_invite_code) first.
     pub async fn use_invite_code(&self, user: UserId, code: &str) -> Result<(), Error> {
+        self.check_user(ClientAction::UseInviteCode, user).await?;
         let code = InviteCode::parse(code)
             .map_err(|e| Error::InvalidRequest(format!("Field `invite_code`: {e}.")))?;
         match self.inner.users.activate_invite(user, &code).await? {

@@ -37,7 +37,6 @@ use crate::{
 /// The schema, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-
 /// How long a call waits for a pooled connection before it fails with
 /// [`StoreError::Unavailable`].
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -160,9 +160,9 @@ pub enum Rotation {
 #[async_trait]
 pub trait OtpStore: Send + Sync + 'static {
     /// Stores `code` as the phone's pending code (replacing any earlier one, with fresh
-    /// attempts) unless the phone is in its resend cooldown or has had
-    /// [`max_sends_per_window`](OtpPolicy::max_sends_per_window) codes in the rolling window.
-    /// One atomic step.
+    /// attempts) unless the phone is locked (see [`check`](Self::check)), is in its resend
+    /// cooldown, or has had [`max_sends_per_window`](OtpPolicy::max_sends_per_window) codes in
+    /// the rolling window (checked in this order). One atomic step.
     async fn issue(
         &self,
         phone: &Phone,
@@ -186,6 +186,14 @@ pub trait OtpStore: Send + Sync + 'static {
     /// a miss counts an attempt, and the last allowed miss burns the code (it then answers
     /// [`Check::Burned`] to every code, the right one included, until it expires or a new code
     /// is issued).
+    ///
+    /// A miss also counts towards the phone's failure budget, across codes: the
+    /// [`max_failures`](OtpPolicy::max_failures)-th consecutive miss locks the phone for
+    /// [`lockout`](OtpPolicy::lockout) and drops its pending code. While locked, `check`
+    /// answers [`Check::Locked`] (to the right code too) and [`issue`](Self::issue)
+    /// [`Issue::Locked`]. A match resets the count, and so does a `lockout` with no miss
+    /// (the count is forgotten then, as a served lock would reset it). Checks without a live
+    /// code, and checks of a burned code, are not misses: they cannot succeed.
     async fn check(
         &self,
         phone: &Phone,
@@ -215,6 +223,11 @@ pub enum Issue {
         /// Time until the oldest send leaves the window.
         retry_after: Duration,
     },
+    /// The phone is locked after too many consecutive wrong codes.
+    Locked {
+        /// Time until the lock ends.
+        retry_after: Duration,
+    },
 }
 
 /// The outcome of [`OtpStore::check`].
@@ -224,7 +237,8 @@ pub enum Check {
     Valid,
     /// The code did not match; `attempts_left` more misses are allowed.
     Invalid {
-        /// Misses left before the code is burned.
+        /// Misses left before the code is burned or the phone is locked, whichever comes
+        /// first.
         attempts_left: u32,
     },
     /// Too many misses: the code is burned.
@@ -234,6 +248,12 @@ pub enum Check {
     },
     /// No live code: never issued, expired, or consumed.
     Missing,
+    /// The phone is locked after too many consecutive wrong codes (this miss may have been
+    /// the one that locked it).
+    Locked {
+        /// Time until the lock ends.
+        retry_after: Duration,
+    },
 }
 
 /// Counters for per-client rate limits (e.g. `send_code` per IP), shared by every server

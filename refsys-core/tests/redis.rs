@@ -72,6 +72,8 @@ async fn every_key_has_a_ttl_and_a_hash_tag() {
         let p = &redis.prefix;
         let mut expected = vec![
             format!("{p}otp:{{+375291000001}}"),
+            // Phone 1 had a wrong code: its failure budget is counting.
+            format!("{p}otp:{{+375291000001}}:fails"),
             format!("{p}otp:{{+375291000001}}:sends"),
             // Phone 2's second code was cancelled: only its sends are left.
             format!("{p}otp:{{+375291000002}}:sends"),
@@ -203,6 +205,53 @@ async fn debug_shows_only_the_prefix() {
     );
 }
 
+/// A lock's key lives exactly as long as the lock; the locked phone's code is gone.
+#[tokio::test]
+async fn lock_key_expires_with_the_lock() {
+    with_fresh_prefix(|redis| async move {
+        let otp = redis.otp_store();
+        let policy = OtpPolicy {
+            max_failures: 2,
+            lockout: Duration::from_secs(900),
+            ..OtpPolicy::default()
+        };
+        let (now, p) = (start(), phone(1));
+        otp.issue(&p, &hash(&p, "1234"), now, &policy)
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            otp.check(&p, &hash(&p, "0000"), now, &policy)
+                .await
+                .unwrap();
+        }
+        let pre = &redis.prefix;
+        let keys = redis.keys().await;
+        assert_eq!(
+            keys,
+            [
+                format!("{pre}otp:{{+375291000001}}:fails"),
+                format!("{pre}otp:{{+375291000001}}:sends"),
+            ]
+        );
+        let mut conn = redis.conn.clone();
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&keys[0])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((890..=900).contains(&ttl), "TTL {ttl}");
+        let until: u64 = redis::cmd("HGET")
+            .arg(&keys[0])
+            .arg("until")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(until, now.as_unix() + 900);
+        redis.cleanup().await;
+    })
+    .await;
+}
+
 /// Random operations give the same outcomes on the Redis store as on the in-memory one.
 #[tokio::test]
 async fn matches_the_memory_store_step_by_step() {
@@ -214,6 +263,8 @@ async fn matches_the_memory_store_step_by_step() {
             max_attempts: 3,
             max_sends_per_window: 3,
             send_window: Duration::from_secs(20),
+            max_failures: 4,
+            lockout: Duration::from_secs(15),
             ..OtpPolicy::default()
         };
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
@@ -258,6 +309,7 @@ async fn matches_the_memory_store_step_by_step() {
             "Burned",
             "Cooldown",
             "Invalid",
+            "Locked",
             "Missing",
             "Stored",
             "Valid",

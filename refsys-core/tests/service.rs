@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use refsys_core::http::ClientLimits;
 use refsys_core::testing::RecordingSender;
 use refsys_core::{
-    AllowedRegions, Error, JwtKeys, KeyError, ManualClock, MemoryOtpStore, MemoryUserStore, Policy,
-    ReferralService, UserId,
+    AllowedRegions, Error, JwtKeys, KeyError, ManualClock, MemoryOtpStore, MemoryRateLimitStore,
+    MemoryUserStore, Policy, ReferralService, UserId,
 };
 
 const SECRET: &[u8] = b"test secret that is long enough for HS256";
@@ -19,6 +20,10 @@ struct World {
 }
 
 fn world_with(policy: Policy, keys: JwtKeys) -> World {
+    world_with_limits(policy, keys, ClientLimits::default())
+}
+
+fn world_with_limits(policy: Policy, keys: JwtKeys, limits: ClientLimits) -> World {
     let sms = Arc::new(RecordingSender::new());
     let clock = Arc::new(ManualClock::starting_now());
     let service = ReferralService::builder(
@@ -29,6 +34,7 @@ fn world_with(policy: Policy, keys: JwtKeys) -> World {
     )
     .policy(policy)
     .clock(clock.clone())
+    .client_limits(MemoryRateLimitStore::new(), limits)
     .build();
     World {
         service,
@@ -271,21 +277,27 @@ async fn wrong_codes_count_down_then_burn_with_429() {
     assert_eq!(user, UserId(1));
 }
 
-/// With the defaults, an attacker guessing codes in order for a whole hour gets at most 5
-/// codes sent and 5 guesses at each: 25 of the 10 000 possible codes.
+/// With the defaults, an attacker guessing codes in order gets 5 guesses at each code and,
+/// across codes, 20 wrong guesses before the phone is locked for an hour: over two hours,
+/// 2 lock cycles of 4 codes and 20 guesses each, 40 of the 10 000 possible codes.
 #[tokio::test]
-async fn brute_force_is_capped_by_attempts_and_window() {
+async fn brute_force_is_capped_by_attempts_window_and_failure_budget() {
     // A fixed code the in-order guessing cannot reach within its budget keeps this
     // deterministic.
     let w = world_with(
         Policy::builder().test_phone(A, "9999").build().unwrap(),
         JwtKeys::hs256(SECRET).unwrap(),
     );
-    let (mut sends, mut misses, mut burns, mut guess) = (0, 0, 0, 0u32);
-    for _minute in 0..60 {
+    let (mut sends, mut misses, mut burns, mut locks, mut guess) = (0, 0, 0, 0, 0u32);
+    let mut locked = false;
+    for _minute in 0..120 {
         match w.service.send_code(A).await {
-            Ok(()) => sends += 1,
+            Ok(()) => {
+                sends += 1;
+                locked = false;
+            }
             Err(Error::TooManyCodes { .. } | Error::ResendCooldown { .. }) => {}
+            Err(Error::PhoneLocked { .. }) => assert!(locked),
             Err(other) => panic!("{other:?}"),
         }
         for _ in 0..100 {
@@ -296,6 +308,14 @@ async fn brute_force_is_capped_by_attempts_and_window() {
                     burns += 1;
                     break;
                 }
+                Err(Error::PhoneLocked { retry_after }) => {
+                    if !locked {
+                        assert_eq!(retry_after, 3600, "this guess locked the phone");
+                        locks += 1;
+                        locked = true;
+                    }
+                    break;
+                }
                 Err(Error::CodeExpired) => break,
                 Err(other) => panic!("{other:?}"),
             }
@@ -303,9 +323,15 @@ async fn brute_force_is_capped_by_attempts_and_window() {
         }
         w.advance(60);
     }
-    assert_eq!(sends, 5, "the window allows 5 codes an hour");
-    assert_eq!(misses, 4 * sends, "4 misses per code, the 5th burns it");
-    assert!(burns >= sends);
+    assert_eq!(locks, 2, "locked at minutes 3 and 66");
+    assert_eq!(sends, 8, "4 codes per lock cycle");
+    assert_eq!(misses, 4 * 4 * 2, "4 misses per code answer code_invalid");
+    assert_eq!(burns, 3 * 2, "3 codes per cycle burn, the 4th locks");
+    assert_eq!(
+        misses + burns + locks,
+        2 * 20,
+        "20 wrong guesses per lock cycle"
+    );
 }
 
 // ---- 3. get_profile ----
@@ -446,7 +472,12 @@ async fn use_invite_code_rules() {
 
 #[tokio::test]
 async fn use_invite_code_is_exactly_once_under_concurrency() {
-    let w = world();
+    // The per-user limit would refuse most of the 100 calls before the store sees them.
+    let w = world_with_limits(
+        Policy::default(),
+        JwtKeys::hs256(SECRET).unwrap(),
+        ClientLimits::disabled(),
+    );
     let (user, _, _) = w.login(A).await;
     let mut codes = Vec::new();
     for phone in [B, C] {

@@ -26,6 +26,12 @@ struct PhoneState {
     pending: Option<Pending>,
     /// Send times inside the rolling window, oldest first.
     sends: VecDeque<Timestamp>,
+    /// Consecutive wrong codes, across codes.
+    failures: u32,
+    /// When `failures` is forgotten: one lockout after the last wrong code.
+    failures_expire_at: Option<Timestamp>,
+    /// The end of the lock, while the phone is locked.
+    locked_until: Option<Timestamp>,
 }
 
 #[derive(Debug)]
@@ -47,10 +53,41 @@ impl PhoneState {
         if self.pending.as_ref().is_some_and(|p| p.expires_at <= now) {
             self.pending = None;
         }
+        if self.failures_expire_at.is_some_and(|at| at <= now) {
+            self.failures = 0;
+            self.failures_expire_at = None;
+        }
+        if self.locked_until.is_some_and(|until| until <= now) {
+            self.locked_until = None;
+        }
     }
 
     fn is_empty(&self) -> bool {
-        self.pending.is_none() && self.sends.is_empty()
+        self.pending.is_none()
+            && self.sends.is_empty()
+            && self.failures == 0
+            && self.locked_until.is_none()
+    }
+
+    /// Time left of the lock, if the phone is locked (after [`forget_old`](Self::forget_old)).
+    fn lock_left(&self, now: Timestamp) -> Option<Duration> {
+        self.locked_until
+            .map(|until| Duration::from_secs(now.secs_until(until).max(1)))
+    }
+
+    /// Counts a wrong code; the `max_failures`-th locks the phone and drops its code.
+    /// Returns the misses left before the lock, or `None` if this one locked it.
+    fn count_failure(&mut self, now: Timestamp, policy: &OtpPolicy) -> Option<u32> {
+        self.failures += 1;
+        if self.failures >= policy.max_failures {
+            self.failures = 0;
+            self.failures_expire_at = None;
+            self.pending = None;
+            self.locked_until = Some(now.plus(policy.lockout));
+            return None;
+        }
+        self.failures_expire_at = Some(now.plus(policy.lockout));
+        Some(policy.max_failures - self.failures)
     }
 
     /// Why a code cannot be issued now, if it cannot. A full window wins over the cooldown,
@@ -130,6 +167,9 @@ impl OtpStore for MemoryOtpStore {
         state.sweep_sometimes(now, policy);
         let entry = state.phones.entry(phone.clone()).or_default();
         entry.forget_old(now, policy);
+        if let Some(retry_after) = entry.lock_left(now) {
+            return Ok(Issue::Locked { retry_after });
+        }
         if let Some(blocked) = entry.blocked(now, policy) {
             return Ok(blocked);
         }
@@ -177,18 +217,31 @@ impl OtpStore for MemoryOtpStore {
             return Ok(Check::Missing);
         };
         entry.forget_old(now, policy);
+        if let Some(retry_after) = entry.lock_left(now) {
+            return Ok(Check::Locked { retry_after });
+        }
         let Some(pending) = entry.pending.as_mut() else {
             return Ok(Check::Missing);
         };
-        if pending.attempts_left > 0 && pending.hash == *code {
-            entry.pending = None;
-            return Ok(Check::Valid);
-        }
-        pending.attempts_left = pending.attempts_left.saturating_sub(1);
         if pending.attempts_left > 0 {
-            return Ok(Check::Invalid {
-                attempts_left: pending.attempts_left,
-            });
+            if pending.hash == *code {
+                entry.pending = None;
+                entry.failures = 0;
+                entry.failures_expire_at = None;
+                return Ok(Check::Valid);
+            }
+            pending.attempts_left -= 1;
+            let code_left = pending.attempts_left;
+            let Some(budget_left) = entry.count_failure(now, policy) else {
+                return Ok(Check::Locked {
+                    retry_after: Duration::from_secs(policy.lockout.as_secs().max(1)),
+                });
+            };
+            if code_left > 0 {
+                return Ok(Check::Invalid {
+                    attempts_left: code_left.min(budget_left),
+                });
+            }
         }
         let retry_after = match entry.blocked(now, policy) {
             Some(Issue::Cooldown { retry_after } | Issue::WindowFull { retry_after }) => {

@@ -10,7 +10,6 @@ use crate::{
     UserId,
 };
 
-
 /// A [`UserStore`] in process memory. Everything is lost on restart: use it for tests and
 /// demos, and the SQLite or PostgreSQL store for anything you keep.
 #[derive(Debug, Default)]

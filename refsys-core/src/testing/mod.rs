@@ -154,6 +154,11 @@ macro_rules! otp_store_conformance {
                 concurrent_correct_checks_succeed_once,
                 concurrent_wrong_guesses_never_exceed_the_limit,
                 concurrent_issues_store_once,
+                failures_across_codes_lock_the_phone,
+                attempts_left_is_the_nearer_of_code_and_budget,
+                success_resets_the_failure_count,
+                failure_count_is_forgotten_after_a_quiet_lockout,
+                concurrent_wrong_guesses_never_exceed_the_budget,
                 ping_answers,
             ]
         );

@@ -440,6 +440,245 @@ pub async fn concurrent_issues_store_once<S: OtpStore>(store: Arc<S>) {
     );
 }
 
+/// A policy with a small failure budget for the budget cases.
+fn budget_policy(max_attempts: u32, max_failures: u32, lockout: u64) -> OtpPolicy {
+    OtpPolicy {
+        max_attempts,
+        max_failures,
+        lockout: secs(lockout),
+        ..OtpPolicy::default()
+    }
+}
+
+/// Misses count across codes; the `max_failures`-th locks the phone for `lockout`: no code
+/// is checked (the right one included) or issued. The lock drops the pending code, and when
+/// it ends the phone starts afresh. Other phones are not touched.
+pub async fn failures_across_codes_lock_the_phone<S: OtpStore>(store: Arc<S>) {
+    let (policy, now, p) = (budget_policy(3, 7, 600), start(), phone(1));
+    let wrong = hash(&p, "0000");
+    let miss = |at| store.check(&p, &wrong, at, &policy);
+    for (i, code) in ["1111", "2222"].into_iter().enumerate() {
+        let at = now.plus(secs(60 * i as u64));
+        let issued = store.issue(&p, &hash(&p, code), at, &policy).await.unwrap();
+        assert_eq!(issued, Issue::Stored);
+        for left in [2, 1] {
+            let outcome = miss(at).await.unwrap();
+            assert_eq!(
+                outcome,
+                Check::Invalid {
+                    attempts_left: left
+                },
+                "code {code}"
+            );
+        }
+        assert!(matches!(miss(at).await.unwrap(), Check::Burned { .. }));
+    }
+    // Six misses so far; the seventh, on a third code, locks.
+    let t = now.plus(secs(120));
+    store
+        .issue(&p, &hash(&p, "3333"), t, &policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        miss(t).await.unwrap(),
+        Check::Locked {
+            retry_after: secs(600)
+        }
+    );
+    let right = store
+        .check(&p, &hash(&p, "3333"), t.plus(secs(10)), &policy)
+        .await;
+    assert_eq!(
+        right.unwrap(),
+        Check::Locked {
+            retry_after: secs(590)
+        }
+    );
+    let resend = store
+        .issue(&p, &hash(&p, "4444"), t.plus(secs(100)), &policy)
+        .await;
+    assert_eq!(
+        resend.unwrap(),
+        Issue::Locked {
+            retry_after: secs(500)
+        }
+    );
+    // Another phone is unaffected.
+    let q = phone(2);
+    assert_eq!(
+        store
+            .issue(&q, &hash(&q, "5555"), t, &policy)
+            .await
+            .unwrap(),
+        Issue::Stored
+    );
+    assert_eq!(
+        store
+            .check(&q, &hash(&q, "5555"), t, &policy)
+            .await
+            .unwrap(),
+        Check::Valid
+    );
+    // The lock ends: the locked code is gone, a new one is issued with a fresh budget.
+    let end = t.plus(secs(600));
+    let old = store.check(&p, &hash(&p, "3333"), end, &policy).await;
+    assert_eq!(old.unwrap(), Check::Missing);
+    assert_eq!(
+        store
+            .issue(&p, &hash(&p, "6666"), end, &policy)
+            .await
+            .unwrap(),
+        Issue::Stored
+    );
+    assert_eq!(
+        miss(end).await.unwrap(),
+        Check::Invalid { attempts_left: 2 }
+    );
+    let right = store.check(&p, &hash(&p, "6666"), end, &policy).await;
+    assert_eq!(right.unwrap(), Check::Valid);
+}
+
+/// `attempts_left` is the nearer of the code's misses and the phone's budget.
+pub async fn attempts_left_is_the_nearer_of_code_and_budget<S: OtpStore>(store: Arc<S>) {
+    let (policy, now, p) = (budget_policy(5, 3, 60), start(), phone(1));
+    store
+        .issue(&p, &hash(&p, "1234"), now, &policy)
+        .await
+        .unwrap();
+    let wrong = hash(&p, "0000");
+    let miss = || store.check(&p, &wrong, now, &policy);
+    assert_eq!(miss().await.unwrap(), Check::Invalid { attempts_left: 2 });
+    assert_eq!(miss().await.unwrap(), Check::Invalid { attempts_left: 1 });
+    assert_eq!(
+        miss().await.unwrap(),
+        Check::Locked {
+            retry_after: secs(60)
+        }
+    );
+}
+
+/// A successful check resets the count of misses; checks without a live code, and checks of
+/// a burned code, are not misses.
+pub async fn success_resets_the_failure_count<S: OtpStore>(store: Arc<S>) {
+    let (policy, now, p) = (budget_policy(3, 4, 3600), start(), phone(1));
+    // Not misses: no code yet.
+    for _ in 0..10 {
+        let outcome = store.check(&p, &hash(&p, "0000"), now, &policy).await;
+        assert_eq!(outcome.unwrap(), Check::Missing);
+    }
+    store
+        .issue(&p, &hash(&p, "1111"), now, &policy)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        store
+            .check(&p, &hash(&p, "0000"), now, &policy)
+            .await
+            .unwrap();
+    }
+    let ok = store.check(&p, &hash(&p, "1111"), now, &policy).await;
+    assert_eq!(ok.unwrap(), Check::Valid);
+    // Fresh count: three misses burn this code without locking (4 allowed).
+    let t = now.plus(policy.resend_cooldown);
+    store
+        .issue(&p, &hash(&p, "2222"), t, &policy)
+        .await
+        .unwrap();
+    let wrong = hash(&p, "0000");
+    let miss = || store.check(&p, &wrong, t, &policy);
+    assert_eq!(miss().await.unwrap(), Check::Invalid { attempts_left: 2 });
+    assert_eq!(miss().await.unwrap(), Check::Invalid { attempts_left: 1 });
+    assert!(matches!(miss().await.unwrap(), Check::Burned { .. }));
+    // Checks of the burned code are not misses: still not locked.
+    for _ in 0..10 {
+        assert!(matches!(miss().await.unwrap(), Check::Burned { .. }));
+    }
+    let t2 = t.plus(policy.resend_cooldown);
+    store
+        .issue(&p, &hash(&p, "3333"), t2, &policy)
+        .await
+        .unwrap();
+    // The fourth miss since the last success locks.
+    let outcome = store.check(&p, &hash(&p, "0000"), t2, &policy).await;
+    assert!(matches!(outcome.unwrap(), Check::Locked { .. }));
+}
+
+/// The count of misses is forgotten after a `lockout` without a miss.
+pub async fn failure_count_is_forgotten_after_a_quiet_lockout<S: OtpStore>(store: Arc<S>) {
+    let (policy, now, p) = (budget_policy(10, 3, 100), start(), phone(1));
+    store
+        .issue(&p, &hash(&p, "1234"), now, &policy)
+        .await
+        .unwrap();
+    let wrong = hash(&p, "0000");
+    let miss = |at| store.check(&p, &wrong, at, &policy);
+    assert_eq!(
+        miss(now).await.unwrap(),
+        Check::Invalid { attempts_left: 2 }
+    );
+    let last = now.plus(secs(1));
+    assert_eq!(
+        miss(last).await.unwrap(),
+        Check::Invalid { attempts_left: 1 }
+    );
+    // A lockout after the last miss, the count starts over.
+    let quiet = last.plus(secs(100));
+    assert_eq!(
+        miss(quiet).await.unwrap(),
+        Check::Invalid { attempts_left: 2 }
+    );
+    assert_eq!(
+        miss(quiet.plus(secs(99))).await.unwrap(),
+        Check::Invalid { attempts_left: 1 }
+    );
+    assert!(matches!(
+        miss(quiet.plus(secs(99))).await.unwrap(),
+        Check::Locked { .. }
+    ));
+}
+
+/// 100 simultaneous wrong guesses against a budget of 10: exactly 9 misses answer
+/// `Invalid` (each count once), every other one `Locked`; then nothing gets through.
+pub async fn concurrent_wrong_guesses_never_exceed_the_budget<S: OtpStore>(store: Arc<S>) {
+    let (policy, now, p) = (budget_policy(1000, 10, 3600), start(), phone(1));
+    store
+        .issue(&p, &hash(&p, "1234"), now, &policy)
+        .await
+        .unwrap();
+    let outcomes = concurrently(&store, 100, |store, i| {
+        let (p, policy) = (p.clone(), policy.clone());
+        let guess = format!("{:04}", 5000 + i);
+        async move {
+            store
+                .check(&p, &hash(&p, &guess), now, &policy)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    let mut lefts: Vec<u32> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Check::Invalid { attempts_left } => Some(*attempts_left),
+            _ => None,
+        })
+        .collect();
+    lefts.sort_unstable();
+    assert_eq!(lefts, (1..10).collect::<Vec<u32>>(), "{outcomes:?}");
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Check::Locked { .. }))
+            .count(),
+        91
+    );
+    let right = store.check(&p, &hash(&p, "1234"), now, &policy).await;
+    assert!(matches!(right.unwrap(), Check::Locked { .. }));
+    let later = now.plus(policy.resend_cooldown);
+    let issued = store.issue(&p, &hash(&p, "4321"), later, &policy).await;
+    assert!(matches!(issued.unwrap(), Issue::Locked { .. }));
+}
+
 /// The readiness probe answers on a healthy store.
 pub async fn ping_answers<S: OtpStore>(store: Arc<S>) {
     store.ping().await.expect("ping");
