@@ -378,3 +378,20 @@ impl<S: OtpStore> OtpStore for std::sync::Arc<S> {
         (**self).ping().await
     }
 }
+
+/// Lets several services (e.g. one per simulated instance) share one store.
+#[async_trait]
+impl<S: RateLimitStore> RateLimitStore for std::sync::Arc<S> {
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<RateDecision, StoreError> {
+        (**self).hit(key, limit, window, now).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        (**self).ping().await
+    }
+}
