@@ -51,6 +51,33 @@ pub fn start() -> Timestamp {
     crate::Clock::now(&SystemClock)
 }
 
+/// Runs `tasks` copies of `work` on `store` at the same moment (a barrier releases them
+/// together) and returns their outcomes in task order.
+pub async fn concurrently<S, F, Fut, T>(store: &std::sync::Arc<S>, tasks: usize, work: F) -> Vec<T>
+where
+    S: Send + Sync + 'static,
+    F: Fn(std::sync::Arc<S>, usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(tasks));
+    let handles: Vec<_> = (0..tasks)
+        .map(|i| {
+            let job = work(store.clone(), i);
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                job.await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(tasks);
+    for handle in handles {
+        outcomes.push(handle.await.expect("task panicked"));
+    }
+    outcomes
+}
+
 /// Runs one conformance case against a fresh store; used by the suite macros.
 #[doc(hidden)]
 pub async fn run_case<S, C, Fut, T, TFut>(store: S, case: C, teardown: T)

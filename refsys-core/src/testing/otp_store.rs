@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{phone, start};
+use super::{concurrently, phone, start};
 use crate::store::{Check, Issue, OtpStore};
 use crate::{OtpCode, OtpHash, OtpPolicy, Phone};
 
@@ -15,31 +15,6 @@ fn hash(phone: &Phone, code: &str) -> OtpHash {
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-async fn concurrently<S, F, Fut, T>(store: &Arc<S>, tasks: usize, work: F) -> Vec<T>
-where
-    S: OtpStore,
-    F: Fn(Arc<S>, usize) -> Fut,
-    Fut: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let barrier = Arc::new(tokio::sync::Barrier::new(tasks));
-    let handles: Vec<_> = (0..tasks)
-        .map(|i| {
-            let job = work(store.clone(), i);
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                barrier.wait().await;
-                job.await
-            })
-        })
-        .collect();
-    let mut outcomes = Vec::with_capacity(tasks);
-    for handle in handles {
-        outcomes.push(handle.await.expect("task panicked"));
-    }
-    outcomes
 }
 
 /// The right code verifies once; it is consumed.

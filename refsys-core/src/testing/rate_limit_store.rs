@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::start;
+use super::{concurrently, start};
 use crate::Timestamp;
 use crate::store::{RateDecision, RateLimitStore};
 
@@ -61,21 +61,13 @@ pub async fn keys_are_independent<S: RateLimitStore>(store: Arc<S>) {
 /// 50 simultaneous hits against a limit of 10: exactly 10 pass.
 pub async fn concurrent_hits_never_exceed_the_limit<S: RateLimitStore>(store: Arc<S>) {
     let t = window_start();
-    let barrier = Arc::new(tokio::sync::Barrier::new(50));
-    let handles: Vec<_> = (0..50)
-        .map(|_| {
-            let (store, barrier) = (store.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                store.hit("ip:1", 10, MINUTE, t).await.unwrap()
-            })
-        })
-        .collect();
-    let mut allowed = 0;
-    for handle in handles {
-        if matches!(handle.await.unwrap(), RateDecision::Allowed { .. }) {
-            allowed += 1;
-        }
-    }
+    let outcomes = concurrently(&store, 50, |store, _| async move {
+        store.hit("ip:1", 10, MINUTE, t).await.unwrap()
+    })
+    .await;
+    let allowed = outcomes
+        .iter()
+        .filter(|o| matches!(o, RateDecision::Allowed { .. }))
+        .count();
     assert_eq!(allowed, 10);
 }

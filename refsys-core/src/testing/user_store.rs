@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::{phone, start};
+use super::{concurrently, phone, start};
 use crate::store::{Activation, Rotation, UserStore};
 use crate::{FamilyId, InviteCode, TokenId, User};
 
@@ -14,32 +14,6 @@ async fn create<S: UserStore>(store: &S, n: u32) -> User {
         .await
         .expect("find_or_create")
         .user
-}
-
-/// Runs `tasks` copies of `work` at once and returns their outcomes.
-async fn concurrently<S, F, Fut, T>(store: &Arc<S>, tasks: usize, work: F) -> Vec<T>
-where
-    S: UserStore,
-    F: Fn(Arc<S>, usize) -> Fut,
-    Fut: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let barrier = Arc::new(tokio::sync::Barrier::new(tasks));
-    let handles: Vec<_> = (0..tasks)
-        .map(|i| {
-            let job = work(store.clone(), i);
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                barrier.wait().await;
-                job.await
-            })
-        })
-        .collect();
-    let mut outcomes = Vec::with_capacity(tasks);
-    for handle in handles {
-        outcomes.push(handle.await.expect("task panicked"));
-    }
-    outcomes
 }
 
 /// Logging in twice with one phone finds the same user.
