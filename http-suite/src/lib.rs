@@ -78,6 +78,8 @@ pub struct Binary {
 pub struct Setup {
     /// The per-client limits (default: the library defaults).
     pub limits: ClientLimits,
+    /// SMS per hour for the whole deployment (default `None`: the policy's default budget).
+    pub sms_budget: Option<u32>,
 }
 
 /// A [`RateLimitStore`] over the memory store that can be switched off, to test `/ready` and
@@ -174,6 +176,9 @@ impl TestServer {
         let mut policy = Policy::builder().regions(AllowedRegions::only([Region::BY, Region::US]));
         for (phone, code) in TEST_PHONES {
             policy = policy.test_phone(phone, code);
+        }
+        if let Some(max) = setup.sms_budget {
+            policy = policy.sms_budget(Some(refsys_core::http::RateLimit::per_hour(max)));
         }
         let service = ReferralService::builder(
             MemoryUserStore::new(),
@@ -348,8 +353,9 @@ impl Client {
 
 /// Asserts that `res` is the contract's error `code` with `status`: JSON content type, a body
 /// of exactly `error` (a sentence) and `code` (plus `attempts_left` for `code_invalid`,
-/// `retry_after` for 429s, `store` for `not_ready`), `WWW-Authenticate: Bearer` on 401 and a
-/// `Retry-After` equal to the body's `retry_after` on 429. Returns the body.
+/// `retry_after` for 429s and `sms_budget_exhausted`, `store` for `not_ready`),
+/// `WWW-Authenticate: Bearer` on 401 and a `Retry-After` equal to the body's `retry_after`
+/// with it. Returns the body.
 #[track_caller]
 pub fn assert_error(res: &Res, status: u16, code: &str) -> Value {
     let body = res.json();
@@ -373,7 +379,7 @@ pub fn assert_error(res: &Res, status: u16, code: &str) -> Value {
     if code == "code_invalid" {
         expected.push("attempts_left");
     }
-    if status == 429 {
+    if status == 429 || code == "sms_budget_exhausted" {
         expected.push("retry_after");
         let seconds = body["retry_after"].as_u64().expect("retry_after");
         assert!(seconds >= 1, "{body}");
@@ -432,7 +438,11 @@ macro_rules! scenarios {
             rate_limit_send_code,
             rate_limit_verify_code,
             trusted_proxy_forwarded_for,
-            auth_user_guards_user_handlers
+            auth_user_guards_user_handlers,
+            phone_locked_after_wrong_codes_across_resends,
+            send_code_sms_budget_exhausted,
+            use_invite_code_rate_limited_per_user,
+            answers_do_not_reveal_registration
         );
     };
     (@each $framework:expr; $($name:ident),* $(,)?) => {

@@ -754,7 +754,14 @@ pub async fn rate_limit_verify_code(framework: Framework) {
 pub async fn trusted_proxy_forwarded_for(framework: Framework) {
     let limits =
         ClientLimits::default().trusted_proxies(TrustedProxies::new(["127.0.0.1", "::1"]).unwrap());
-    let server = TestServer::start_with(framework, Setup { limits }).await;
+    let server = TestServer::start_with(
+        framework,
+        Setup {
+            limits,
+            ..Setup::default()
+        },
+    )
+    .await;
     let c = &server.client;
     let send = |i: usize, forwarded: &'static str| {
         let body = json!({ "phone": phone(i) }).to_string().into_bytes();
@@ -800,4 +807,166 @@ pub async fn auth_user_guards_user_handlers(framework: Framework) {
     assert_error(&c.get("/me", None).await, 401, "unauthorized");
     let res = c.get("/me", login["refresh"].as_str()).await;
     assert_error(&res, 401, "unauthorized");
+}
+
+/// A code that is not `code`.
+fn wrong_code(code: &str) -> String {
+    format!("{:04}", (code.parse::<u32>().unwrap() + 1) % 10_000)
+}
+
+/// 20 wrong codes in a row across resends: 429 `phone_locked` with `Retry-After` on
+/// `verify_code` (the right code too) and `send_code`, until the lock ends.
+pub async fn phone_locked_after_wrong_codes_across_resends(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let otp = server.service.policy().otp().clone();
+    assert_eq!((otp.max_failures, otp.max_attempts), (20, 5));
+    for round in 0..4 {
+        let sent = c.post(SEND, json!({ "phone": PHONE })).await;
+        assert_eq!(sent.status, 200, "{}", sent.json());
+        let wrong = wrong_code(&server.last_code(PHONE));
+        for _ in 0..4 {
+            let res = c
+                .post(VERIFY, json!({ "phone": PHONE, "code": wrong }))
+                .await;
+            assert_error(&res, 400, "code_invalid");
+        }
+        let res = c
+            .post(VERIFY, json!({ "phone": PHONE, "code": wrong }))
+            .await;
+        if round < 3 {
+            assert_error(&res, 429, "too_many_attempts");
+        } else {
+            let body = assert_error(&res, 429, "phone_locked");
+            assert_eq!(body["retry_after"], 3600);
+        }
+        server.advance(Duration::from_secs(61));
+    }
+    let code = server.last_code(PHONE);
+    let res = c
+        .post(VERIFY, json!({ "phone": PHONE, "code": code }))
+        .await;
+    let body = assert_error(&res, 429, "phone_locked");
+    assert_eq!(body["retry_after"], 3600 - 61);
+    let res = c.post(SEND, json!({ "phone": PHONE })).await;
+    assert_error(&res, 429, "phone_locked");
+    server.advance(Duration::from_secs(3600 - 61));
+    let res = c.post(SEND, json!({ "phone": PHONE })).await;
+    assert_eq!(res.status, 200, "the lock is over: {}", res.json());
+}
+
+/// Over the deployment's SMS budget: 503 `sms_budget_exhausted` with `Retry-After`; test
+/// phones (no SMS) still work, and the refused phone gets a code at once in the next window.
+pub async fn send_code_sms_budget_exhausted(framework: Framework) {
+    let setup = Setup {
+        sms_budget: Some(2),
+        ..Setup::default()
+    };
+    let server = TestServer::start_with(framework, setup).await;
+    let c = &server.client;
+    for i in 0..2 {
+        assert_eq!(c.post(SEND, json!({ "phone": phone(i) })).await.status, 200);
+    }
+    server.advance(Duration::from_secs(100));
+    let res = c.post(SEND, json!({ "phone": phone(2) })).await;
+    let body = assert_error(&res, 503, "sms_budget_exhausted");
+    assert_eq!(body["retry_after"], 3500);
+    let res = c.post(SEND, json!({ "phone": TEST_PHONES[0].0 })).await;
+    assert_eq!(res.status, 200, "test phones send no SMS");
+    assert_eq!(server.sms.sent().len(), 2);
+    server.advance(Duration::from_secs(3500));
+    let res = c.post(SEND, json!({ "phone": phone(2) })).await;
+    assert_eq!(res.status, 200, "no cooldown from the refused send");
+}
+
+/// 10 `use_invite_code` calls per user per hour by default, then 429 `rate_limited`.
+pub async fn use_invite_code_rate_limited_per_user(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let a = c.login(TEST_PHONES[0].0, TEST_PHONES[0].1).await;
+    let b = c.login(TEST_PHONES[1].0, TEST_PHONES[1].1).await;
+    let a_access = a["access"].as_str().unwrap();
+    let b_access = b["access"].as_str().unwrap();
+    let b_code = c.get(PROFILE, Some(b_access)).await.str("own_invite_code");
+    let unknown = if b_code == "ZZZZZZ" {
+        "YYYYYY"
+    } else {
+        "ZZZZZZ"
+    };
+    for _ in 0..10 {
+        let res = c
+            .post_as(
+                USE_INVITE,
+                Some(a_access),
+                json!({ "invite_code": unknown }),
+            )
+            .await;
+        assert_error(&res, 404, "invite_code_not_found");
+    }
+    let res = c
+        .post_as(USE_INVITE, Some(a_access), json!({ "invite_code": b_code }))
+        .await;
+    let body = assert_error(&res, 429, "rate_limited");
+    assert_eq!(body["retry_after"], 3600);
+    // B has its own budget.
+    let res = c
+        .post_as(
+            USE_INVITE,
+            Some(b_access),
+            json!({ "invite_code": unknown }),
+        )
+        .await;
+    assert_error(&res, 404, "invite_code_not_found");
+}
+
+/// `send_code` and `verify_code` answer a registered phone exactly as a phone never seen:
+/// same status, body and `Retry-After`, step by step.
+pub async fn answers_do_not_reveal_registration(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let (registered, fresh) = (phone(1), phone(2));
+    c.post(SEND, json!({ "phone": registered })).await;
+    let code = server.last_code(&registered);
+    let login = c
+        .post(VERIFY, json!({ "phone": registered, "code": code }))
+        .await;
+    assert_eq!(login.status, 200);
+    server.advance(Duration::from_secs(61));
+
+    let same = |what: &str, one: &crate::Res, other: &crate::Res| {
+        assert_eq!(one.status, other.status, "{what}");
+        assert_eq!(one.body, other.body, "{what}");
+        assert_eq!(
+            one.header("retry-after"),
+            other.header("retry-after"),
+            "{what}"
+        );
+    };
+    for (what, wait) in [
+        ("verify without a code", 0),
+        ("send", 0),
+        ("send within the cooldown", 1),
+        ("wrong code", 1),
+        ("wrong code again", 0),
+        ("wrong code again", 0),
+        ("wrong code again", 0),
+        ("wrong code: burned", 0),
+    ] {
+        server.advance(Duration::from_secs(wait));
+        let mut answers = Vec::new();
+        for p in [&registered, &fresh] {
+            let res = match what {
+                "send" | "send within the cooldown" => c.post(SEND, json!({ "phone": p })).await,
+                "verify without a code" => {
+                    c.post(VERIFY, json!({ "phone": p, "code": "1234" })).await
+                }
+                _ => {
+                    let wrong = wrong_code(&server.last_code(p));
+                    c.post(VERIFY, json!({ "phone": p, "code": wrong })).await
+                }
+            };
+            answers.push(res);
+        }
+        same(what, &answers[0], &answers[1]);
+    }
 }
