@@ -131,10 +131,10 @@ mod serve {
     ) -> Result<ReferralService, BoxError> {
         let keys = JwtKeys::hs256(SECRET)?;
         let policy = bench_policy(test_phones);
-        let build = |users: Box<dyn UserStoreBox>| {
+        let build = move |users: Box<dyn UserStoreBox>| {
             users
                 .into_builder(MemoryOtpStore::new(), keys.clone())
-                .policy(policy.clone())
+                .policy(policy)
                 .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
                 .build()
         };
@@ -383,7 +383,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                 .map_or(Ok(if smoke { 2 } else { 32 }), |v| v.parse())?,
             max_ops: if smoke { 50 } else { 2_000_000 },
             seed_users: if smoke { 100 } else { 10_000 },
-            login_pool: if smoke { 400 } else { 100_000 },
+            login_pool: if smoke { 400 } else { 60_000 },
             frameworks: list("frameworks", "axum,actix"),
             stores: list(
                 "stores",
@@ -483,6 +483,9 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
         p99_ms: f64,
         /// VmHWM of the server process after this scenario, MiB.
         peak_rss_mib: Option<f64>,
+        /// CPU time (user + system) per op in the measured phase: the server's, the runner's.
+        server_cpu_us: Option<f64>,
+        runner_cpu_us: Option<f64>,
         failed: Option<String>,
         note: Option<String>,
     }
@@ -582,6 +585,18 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+
+    /// utime + stime of process `pid` (all its threads), in clock ticks.
+    fn cpu_ticks(pid: u32) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may contain spaces) start at `) `.
+        let rest = stat.rsplit_once(") ")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the full line: 11 and 12 after the name.
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        Some(utime + stime)
     }
 
     fn free_port() -> Result<u16, BoxError> {
@@ -799,6 +814,8 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
             p50_ms: 0.0,
             p99_ms: 0.0,
             peak_rss_mib: None,
+            server_cpu_us: None,
+            runner_cpu_us: None,
             failed: None,
             note: None,
         };
@@ -895,7 +912,9 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
             // Warm-up (not recorded), then the measured phase.
             let _ = phase(server.addr, options, &ctx, options.warmup, false).await;
             ctx.budget.store(options.max_ops, Ordering::Relaxed);
+            let cpu_before = (cpu_ticks(server.child.id()), cpu_ticks(std::process::id()));
             let outcome = phase(server.addr, options, &ctx, options.duration, true).await;
+            let cpu_after = (cpu_ticks(server.child.id()), cpu_ticks(std::process::id()));
             let mut row = Row {
                 scenario,
                 peak_rss_mib: server.peak_rss_mib(),
@@ -908,6 +927,13 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                     row.rate = outcome.ops as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
                     row.p50_ms = outcome.percentile_ms(50.0);
                     row.p99_ms = outcome.percentile_ms(99.0);
+                    let per_op = |before: Option<u64>, after: Option<u64>| {
+                        let ticks = after?.checked_sub(before?)?;
+                        // Clock ticks are 1/100 s on Linux.
+                        (outcome.ops > 0).then(|| ticks as f64 * 10_000.0 / outcome.ops as f64)
+                    };
+                    row.server_cpu_us = per_op(cpu_before.0, cpu_after.0);
+                    row.runner_cpu_us = per_op(cpu_before.1, cpu_after.1);
                     if let Some(error) = outcome.first_error {
                         row.note = Some(format!("first error: {error}"));
                     } else if outcome.exhausted {
@@ -1195,14 +1221,14 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                 took.as_secs_f64()
             );
             md.push_str(
-                "| server | framework | store | scenario | ops/s | p50 ms | p99 ms | errors | vs /health | actix / axum | peak RSS MiB |\n\
-                 | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+                "| server | framework | store | scenario | ops/s | p50 ms | p99 ms | errors | vs /health | actix / axum | peak RSS MiB | server CPU µs/op | runner CPU µs/op |\n\
+                 | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
             );
             for row in &self.rows {
                 if let Some(why) = &row.failed {
                     let _ = writeln!(
                         md,
-                        "| {} | {} | {} | {} | failed: {} | | | | | | |",
+                        "| {} | {} | {} | {} | failed: {} | | | | | | | | |",
                         row.server.name(),
                         row.framework,
                         row.store,
@@ -1230,7 +1256,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                 });
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {}{} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {}{} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
                     row.server.name(),
                     row.framework,
                     row.store,
@@ -1243,7 +1269,11 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                     vs_health,
                     actix_vs_axum,
                     row.peak_rss_mib
-                        .map_or(String::new(), |m| format!("{m:.1}"))
+                        .map_or(String::new(), |m| format!("{m:.1}")),
+                    row.server_cpu_us
+                        .map_or(String::new(), |c| format!("{c:.0}")),
+                    row.runner_cpu_us
+                        .map_or(String::new(), |c| format!("{c:.0}"))
                 );
             }
             if !self.pgbench.is_empty() {
