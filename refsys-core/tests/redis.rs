@@ -2,11 +2,10 @@
 //! `redis://127.0.0.1:6379`); each case uses its own key prefix and deletes it afterwards.
 #![cfg(feature = "redis")]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use refsys_core::redis_store::{RedisOtpStore, RedisRateLimitStore};
-use refsys_core::testing::redis::{cleanup_prefix, fresh_prefix, with_fresh_prefix};
+use refsys_core::testing::redis::{TestRedis, fresh_prefix, with_fresh_prefix};
 use refsys_core::testing::{phone, start};
 use refsys_core::{
     OtpCode, OtpHash, OtpPolicy, OtpStore, RateLimitStore, StoreError, store::Check, store::Issue,
@@ -16,8 +15,11 @@ mod otp_store {
     use super::*;
 
     refsys_core::otp_store_conformance!(
-        || async { fresh_prefix().await.otp_store() },
-        |store: Arc<RedisOtpStore>| async move { cleanup_prefix(store.prefix()).await }
+        || async {
+            let redis = fresh_prefix().await;
+            (redis.otp_store(), redis)
+        },
+        |redis: TestRedis| async move { redis.cleanup().await }
     );
 }
 
@@ -25,8 +27,11 @@ mod rate_limit_store {
     use super::*;
 
     refsys_core::rate_limit_store_conformance!(
-        || async { fresh_prefix().await.rate_limit_store() },
-        |store: Arc<RedisRateLimitStore>| async move { cleanup_prefix(store.prefix()).await }
+        || async {
+            let redis = fresh_prefix().await;
+            (redis.rate_limit_store(), redis)
+        },
+        |redis: TestRedis| async move { redis.cleanup().await }
     );
 }
 

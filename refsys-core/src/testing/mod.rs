@@ -5,14 +5,15 @@
 //! with an async setup that returns a fresh, empty store. Each case becomes its own
 //! `#[tokio::test]` (so your crate needs `tokio` with the `macros` and `rt-multi-thread`
 //! features as a dev-dependency), and cases run in parallel: give each its own database or key
-//! prefix. An optional second argument tears the store down after the case, pass or fail.
+//! prefix. With a second argument, the setup returns `(store, guard)` and the teardown gets the
+//! guard after the case, pass or fail (drop a database, delete keys).
 //!
 //! ```ignore
 //! // tests/conformance.rs
 //! refsys_core::user_store_conformance!(|| async { my_crate::MyUserStore::connect_fresh().await });
 //! refsys_core::otp_store_conformance!(
-//!     || async { my_crate::MyOtpStore::with_fresh_prefix().await },
-//!     |store: std::sync::Arc<my_crate::MyOtpStore>| async move { store.delete_all().await }
+//!     || async { my_crate::fresh_otp_store().await }, // (store, its key prefix)
+//!     |prefix: String| async move { my_crate::delete_keys(&prefix).await }
 //! );
 //! ```
 //!
@@ -78,19 +79,20 @@ where
     outcomes
 }
 
-/// Runs one conformance case against a fresh store; used by the suite macros.
+/// Runs one conformance case against a fresh store, then tears its fixture down, pass or fail;
+/// used by the suite macros.
 #[doc(hidden)]
-pub async fn run_case<S, C, Fut, T, TFut>(store: S, case: C, teardown: T)
+pub async fn run_case<S, G, C, Fut, T, TFut>(fixture: (S, G), case: C, teardown: T)
 where
     S: Send + Sync + 'static,
     C: FnOnce(std::sync::Arc<S>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
-    T: FnOnce(std::sync::Arc<S>) -> TFut,
+    T: FnOnce(G) -> TFut,
     TFut: std::future::Future<Output = ()>,
 {
-    let store = std::sync::Arc::new(store);
-    let outcome = tokio::spawn(case(store.clone())).await;
-    teardown(store).await;
+    let (store, guard) = fixture;
+    let outcome = tokio::spawn(case(std::sync::Arc::new(store))).await;
+    teardown(guard).await;
     if let Err(error) = outcome {
         match error.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
@@ -119,12 +121,15 @@ macro_rules! __conformance_cases {
 
 /// Generates one `#[tokio::test]` per [`UserStore`](crate::UserStore) conformance case.
 ///
-/// `user_store_conformance!(setup)` or `user_store_conformance!(setup, teardown)`, where
-/// `setup` is `|| async { store }` and `teardown` is `|store: Arc<S>| async { ... }`.
+/// `user_store_conformance!(setup)`, where `setup` is `|| async { store }`, or
+/// `user_store_conformance!(setup, teardown)`, where `setup` is `|| async { (store, guard) }`
+/// and `teardown` is `|guard| async { ... }`.
 #[macro_export]
 macro_rules! user_store_conformance {
     ($setup:expr) => {
-        $crate::user_store_conformance!($setup, |_store| ::std::future::ready(()));
+        $crate::user_store_conformance!(|| async { (($setup)().await, ()) }, |()| {
+            ::std::future::ready(())
+        });
     };
     ($setup:expr, $teardown:expr) => {
         $crate::__conformance_cases!(
@@ -160,7 +165,9 @@ macro_rules! user_store_conformance {
 #[macro_export]
 macro_rules! otp_store_conformance {
     ($setup:expr) => {
-        $crate::otp_store_conformance!($setup, |_store| ::std::future::ready(()));
+        $crate::otp_store_conformance!(|| async { (($setup)().await, ()) }, |()| {
+            ::std::future::ready(())
+        });
     };
     ($setup:expr, $teardown:expr) => {
         $crate::__conformance_cases!(
@@ -197,7 +204,9 @@ macro_rules! otp_store_conformance {
 #[macro_export]
 macro_rules! rate_limit_store_conformance {
     ($setup:expr) => {
-        $crate::rate_limit_store_conformance!($setup, |_store| ::std::future::ready(()));
+        $crate::rate_limit_store_conformance!(|| async { (($setup)().await, ()) }, |()| {
+            ::std::future::ready(())
+        });
     };
     ($setup:expr, $teardown:expr) => {
         $crate::__conformance_cases!(
