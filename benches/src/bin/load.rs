@@ -147,6 +147,18 @@ mod serve {
             users.migrate().await?;
             seed(&users, seed_users).await?;
             Ok(build(Box::new(users)))
+        } else if let Some(url) = store.strip_prefix("noping+") {
+            // As `PgUserStore::connect` (10 connections, 3 s acquire timeout), but without
+            // sqlx's default ping of every idle connection before handing it out.
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(Duration::from_secs(3))
+                .test_before_acquire(false)
+                .connect_lazy(url)?;
+            let users = PgUserStore::new(pool);
+            users.migrate().await?;
+            seed(&users, seed_users).await?;
+            Ok(build(Box::new(users)))
         } else if store.starts_with("postgres://") {
             let users = PgUserStore::connect(store).await?;
             users.migrate().await?;
@@ -390,7 +402,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                 if smoke {
                     "memory,sqlite"
                 } else {
-                    "memory,sqlite,postgres"
+                    "memory,sqlite,postgres,postgres-noping"
                 },
             ),
             example_server,
@@ -500,6 +512,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
     #[derive(Clone, Debug)]
     struct PgbenchResult {
         framework: String,
+        store: String,
         clients: usize,
         tps: f64,
         latency_ms: f64,
@@ -510,7 +523,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
         let pg_ok = match options.pg.psql("SELECT 1") {
             Ok(()) => true,
             Err(e) => {
-                if options.stores.iter().any(|s| s == "postgres") {
+                if options.stores.iter().any(|s| s.starts_with("postgres")) {
                     report.notes.push(format!("PostgreSQL skipped: {e}"));
                 }
                 false
@@ -519,7 +532,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
         let tmp = std::env::temp_dir().join(format!("refsys-bench-{}", std::process::id()));
         std::fs::create_dir_all(&tmp)?;
         for store in &options.stores {
-            if store == "postgres" && !pg_ok {
+            if store.starts_with("postgres") && !pg_ok {
                 continue;
             }
             for framework in &options.frameworks {
@@ -533,7 +546,12 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
         }
         if let Some(binary) = &options.example_server {
             if binary.exists() {
-                for store in options.stores.iter().filter(|s| *s != "memory") {
+                // The example server has no pool knob: memory and noping are bench-only.
+                for store in options
+                    .stores
+                    .iter()
+                    .filter(|s| *s == "sqlite" || *s == "postgres")
+                {
                     if store == "postgres" && !pg_ok {
                         continue;
                     }
@@ -820,7 +838,11 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
             note: None,
         };
         let tag = format!("{}_{}", target.server.name(), target.framework);
-        let pg_db = format!("refsys_bench_{}_{tag}", std::process::id());
+        let pg_db = format!(
+            "refsys_bench_{}_{tag}_{}",
+            std::process::id(),
+            target.store.replace('-', "_")
+        );
         let store_arg = match target.store.as_str() {
             "memory" => "memory".to_owned(),
             "sqlite" => {
@@ -830,7 +852,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                     ServerKind::Example => format!("sqlite:{}?mode=rwc", path.display()),
                 }
             }
-            "postgres" => {
+            "postgres" | "postgres-noping" => {
                 if let Err(e) = options.pg.psql(&format!("CREATE DATABASE {pg_db}")) {
                     report.rows.push(Row {
                         failed: Some(format!("creating the database: {e}")),
@@ -838,7 +860,12 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                     });
                     return;
                 }
-                options.pg.url(&pg_db)
+                match (target.store.as_str(), &target.server) {
+                    ("postgres-noping", ServerKind::Bench) => {
+                        format!("noping+{}", options.pg.url(&pg_db))
+                    }
+                    _ => options.pg.url(&pg_db),
+                }
             }
             other => {
                 report.rows.push(Row {
@@ -856,7 +883,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                 ..base
             });
         }
-        if target.store == "postgres"
+        if target.store.starts_with("postgres")
             && let Err(e) = options
                 .pg
                 .psql(&format!("DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"))
@@ -963,7 +990,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                     .unwrap_or_default();
             }
             if scenario == Scenario::Profile
-                && target.store == "postgres"
+                && target.store.starts_with("postgres")
                 && target.server == ServerKind::Bench
                 && options.pgbench
             {
@@ -975,6 +1002,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                             );
                             report.pgbench.push(PgbenchResult {
                                 framework: target.framework.clone(),
+                                store: target.store.clone(),
                                 clients,
                                 tps,
                                 latency_ms,
@@ -1280,13 +1308,13 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                 md.push_str(
                     "\nPostgreSQL ceiling: pgbench running the exact profile SQL (`-M prepared`) \
                      against the same database and user:\n\n\
-                     | database of | pgbench clients | tps | latency ms |\n| --- | ---: | ---: | ---: |\n",
+                     | database of | store | pgbench clients | tps | latency ms |\n| --- | --- | ---: | ---: | ---: |\n",
                 );
                 for p in &self.pgbench {
                     let _ = writeln!(
                         md,
-                        "| {} | {} | {:.0} | {:.2} |",
-                        p.framework, p.clients, p.tps, p.latency_ms
+                        "| {} | {} | {} | {:.0} | {:.2} |",
+                        p.framework, p.store, p.clients, p.tps, p.latency_ms
                     );
                 }
             }
@@ -1316,24 +1344,26 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                         100.0 * ratio
                     ));
                 }
-                let ceiling = self
-                    .pgbench
-                    .iter()
-                    .filter(|p| p.framework == framework)
-                    .map(|p| p.tps)
-                    .fold(0.0, f64::max);
-                if let Some(p) = self.find(&bench, framework, "postgres", Scenario::Profile)
-                    && ceiling > 0.0
-                {
-                    let ratio = p.rate / ceiling;
-                    lines.push(format!(
-                        "{} — {framework}: profile on PostgreSQL = {:.0} % of the pgbench ceiling \
+                for store in ["postgres", "postgres-noping"] {
+                    let ceiling = self
+                        .pgbench
+                        .iter()
+                        .filter(|p| p.framework == framework && p.store == store)
+                        .map(|p| p.tps)
+                        .fold(0.0, f64::max);
+                    if let Some(p) = self.find(&bench, framework, store, Scenario::Profile)
+                        && ceiling > 0.0
+                    {
+                        let ratio = p.rate / ceiling;
+                        lines.push(format!(
+                            "{} — {framework}: profile on {store} = {:.0} % of the pgbench ceiling \
                              ({:.0} of {:.0}/s; target ≥ 60 %)",
-                        mark(ratio >= 0.60),
-                        100.0 * ratio,
-                        p.rate,
-                        ceiling
-                    ));
+                            mark(ratio >= 0.60),
+                            100.0 * ratio,
+                            p.rate,
+                            ceiling
+                        ));
+                    }
                 }
                 if let Some(p) = self.find(&bench, framework, "memory", Scenario::Profile)
                     && let Some(rss) = p.peak_rss_mib
