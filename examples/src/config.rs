@@ -181,10 +181,10 @@ impl Config {
             }
         };
         let redis_url = env.get("REDIS_URL");
-        if let Some(url) = &redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(error("REDIS_URL", "expected a redis:// or rediss:// URL"));
-            }
+        if let Some(url) = &redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(error("REDIS_URL", "expected a redis:// or rediss:// URL"));
         }
         let keys = read_keys(&env, production)?;
         let policy = read_policy(&env)?;

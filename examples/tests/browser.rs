@@ -70,12 +70,12 @@ async fn browser() -> (Driver, Client, tempfile::TempDir) {
 async fn visible_text(client: &Client, css: &str) -> String {
     let started = Instant::now();
     loop {
-        if let Ok(element) = client.find(Locator::Css(css)).await {
-            if element.is_displayed().await.unwrap_or(false) {
-                let text = element.text().await.unwrap_or_default();
-                if !text.trim().is_empty() {
-                    return text;
-                }
+        if let Ok(element) = client.find(Locator::Css(css)).await
+            && element.is_displayed().await.unwrap_or(false)
+        {
+            let text = element.text().await.unwrap_or_default();
+            if !text.trim().is_empty() {
+                return text;
             }
         }
         assert!(

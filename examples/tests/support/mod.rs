@@ -63,10 +63,9 @@ impl Server {
                     output.lock().unwrap().join("\n")
                 );
             }
-            if let Ok(r) = client.get(format!("{base}/health")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
+            let health = client.get(format!("{base}/health")).send().await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                break;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(60),
