@@ -136,16 +136,45 @@ async fn screenshot(client: &Client, name: &str) -> PathBuf {
     path
 }
 
-#[tokio::test]
-async fn web_ui_login_invite_and_transparent_refresh() {
-    let env = vec![
+fn ui_env() -> Vec<(&'static str, String)> {
+    vec![
         ("TEST_PHONES", TEST_PHONES.to_owned()),
         // Short access tokens, so the test sees the UI refresh one transparently.
         ("ACCESS_TOKEN_TTL", "3".to_owned()),
         // Alice logs in twice within a minute.
         ("OTP_RESEND_COOLDOWN", "1".to_owned()),
-    ];
-    let server = Server::start(&env, &[]).await;
+    ]
+}
+
+#[tokio::test]
+async fn web_ui_on_the_embedded_default() {
+    let server = Server::start(&ui_env(), &[]).await;
+    web_ui_login_invite_and_transparent_refresh(&server, "embedded").await;
+}
+
+#[cfg(feature = "services")]
+#[tokio::test]
+async fn web_ui_on_postgres_and_redis() {
+    let database = refsys_core::testing::postgres::fresh_database().await;
+    let redis = refsys_core::testing::redis::fresh_prefix().await;
+    let mut env = ui_env();
+    env.extend([
+        ("DATABASE_URL", database.url().to_owned()),
+        ("REDIS_URL", redis.url.clone()),
+        ("REDIS_PREFIX", redis.prefix.clone()),
+        (
+            "JWT_SECRET",
+            "a browser-test secret of 32+ bytes!!".to_owned(),
+        ),
+    ]);
+    let server = Server::start(&env, &["--framework", "actix"]).await;
+    web_ui_login_invite_and_transparent_refresh(&server, "postgres-redis").await;
+    drop(server);
+    redis.cleanup().await;
+    database.drop_database().await;
+}
+
+async fn web_ui_login_invite_and_transparent_refresh(server: &Server, config: &str) {
     let (_driver, client, _profile) = browser().await;
 
     // A wrong code is explained in plain words, with the tries left.
@@ -175,7 +204,7 @@ async fn web_ui_login_invite_and_transparent_refresh() {
     );
     let alice_code = visible_text(&client, "#own-code").await;
     assert_eq!(alice_code.len(), 6, "{alice_code}");
-    screenshot(&client, "profile-alice.png").await;
+    screenshot(&client, &format!("{config}-profile-alice.png")).await;
 
     // Bob applies Alice's code (typed in lower case).
     click(&client, "#logout").await;
@@ -201,7 +230,7 @@ async fn web_ui_login_invite_and_transparent_refresh() {
     wait_for_screen(&client, "screen-profile").await;
     let invited = visible_text(&client, "#invited-list").await;
     assert!(invited.contains("+375291000002"), "{invited}");
-    screenshot(&client, "profile-with-invitee.png").await;
+    screenshot(&client, &format!("{config}-profile-with-invitee.png")).await;
 
     // Applying her own code is refused in plain words.
     fill(&client, "#invite-input", &alice_code).await;
