@@ -121,6 +121,9 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         } => Box::new(webhook::WebhookSender::new(url.clone(), secret, *timeout)?),
     };
     let service = build_service(&config, keys, sms).await?;
+    // The phone-number metadata loads on first use (seconds in a debug build): load it now,
+    // not in the first user's request.
+    let _ = service.parse_phone("+375291000001");
     tracing::info!(
         bind = %config.bind,
         environment = if config.production { "production" } else { "development" },

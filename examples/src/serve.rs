@@ -121,8 +121,13 @@ mod axum_server {
                 get(move || async move { ([(header::CONTENT_TYPE, content_type)], body) }),
             );
         }
+        // The API router's JSON 405 only covers its own routes: set it again on the merged
+        // router so that the UI's routes answer a wrong method in the contract's shape too.
         let app = ui
             .merge(refsys_axum::router(service))
+            .method_not_allowed_fallback(|| async {
+                refsys_axum::ApiError(refsys_core::Error::MethodNotAllowed)
+            })
             .layer(middleware::from_fn(trace));
         let listener = tokio::net::TcpListener::bind(bind)
             .await
@@ -140,8 +145,8 @@ mod axum_server {
 
 mod actix_server {
     use actix_web::dev::Service as _;
-    use actix_web::http::header::{HeaderName, HeaderValue};
-    use actix_web::{App, HttpResponse, HttpServer, web};
+    use actix_web::http::header::{self, HeaderName, HeaderValue};
+    use actix_web::{App, HttpResponse, HttpServer, ResponseError as _, guard, web};
 
     use super::*;
 
@@ -170,11 +175,25 @@ mod actix_server {
                 })
                 .configure(refsys_actix::configure(service.clone()));
             for &(path, content_type, body) in UI_FILES {
-                app = app.route(
-                    path,
-                    web::get().to(move || async move {
-                        HttpResponse::Ok().content_type(content_type).body(body)
-                    }),
+                // GET and HEAD (as on axum); any other method is the contract's JSON 405.
+                app = app.service(
+                    web::resource(path)
+                        .route(
+                            web::route()
+                                .guard(guard::Any(guard::Get()).or(guard::Head()))
+                                .to(move || async move {
+                                    HttpResponse::Ok().content_type(content_type).body(body)
+                                }),
+                        )
+                        .default_service(web::to(|| async {
+                            let mut response =
+                                refsys_actix::ApiError(refsys_core::Error::MethodNotAllowed)
+                                    .error_response();
+                            response
+                                .headers_mut()
+                                .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+                            response
+                        })),
                 );
             }
             app
