@@ -92,6 +92,8 @@ pub mod postgres;
 pub mod redis_store;
 mod service;
 mod sms;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;

@@ -20,9 +20,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use crate::sql::{invite_code, migrate_error, phone, store_error, unix};
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
     FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, User,
@@ -85,48 +86,11 @@ impl PgUserStore {
     }
 }
 
-/// Maps an sqlx error: data the store cannot read is corrupt, anything else (connection,
-/// pool, server errors) means the database is not serving us.
-fn store_error(error: sqlx::Error) -> StoreError {
-    match error {
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. }
-        | sqlx::Error::RowNotFound => StoreError::corrupt(error),
-        _ => StoreError::unavailable(error),
-    }
-}
-
-fn migrate_error(error: MigrateError) -> StoreError {
-    match error {
-        MigrateError::Execute(error) => store_error(error),
-        MigrateError::ExecuteMigration(error, version) => {
-            StoreError::unavailable(format!("migration {version} failed: {error}"))
-        }
-        other => StoreError::corrupt(format!("schema: {other}")),
-    }
-}
-
 /// Whether `error` is a unique violation of the named constraint.
 fn violates(error: &sqlx::Error, constraint: &str) -> bool {
     error
         .as_database_error()
         .is_some_and(|db| db.is_unique_violation() && db.constraint() == Some(constraint))
-}
-
-fn phone(stored: String) -> Result<Phone, StoreError> {
-    Phone::from_trusted_e164(stored).map_err(|_| StoreError::corrupt("stored phone is not E.164"))
-}
-
-fn invite_code(stored: &str) -> Result<InviteCode, StoreError> {
-    InviteCode::parse(stored).map_err(|_| StoreError::corrupt("stored invite code is malformed"))
-}
-
-/// Unix seconds as the `BIGINT` columns hold them (saturating; no real instant overflows).
-fn unix(at: Timestamp) -> i64 {
-    i64::try_from(at.as_unix()).unwrap_or(i64::MAX)
 }
 
 #[async_trait]

@@ -23,11 +23,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use crate::sql::{invite_code, migrate_error, phone, store_error, unix};
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
     FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, User,
@@ -106,50 +107,12 @@ impl SqliteUserStore {
     }
 }
 
-/// Maps an sqlx error: data the store cannot read is corrupt, anything else (the file cannot
-/// be opened, the pool is exhausted, the database is locked past the busy timeout) means the
-/// database is not serving us.
-fn store_error(error: sqlx::Error) -> StoreError {
-    match error {
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. }
-        | sqlx::Error::RowNotFound => StoreError::corrupt(error),
-        _ => StoreError::unavailable(error),
-    }
-}
-
-fn migrate_error(error: MigrateError) -> StoreError {
-    match error {
-        MigrateError::Execute(error) => store_error(error),
-        MigrateError::ExecuteMigration(error, version) => {
-            StoreError::unavailable(format!("migration {version} failed: {error}"))
-        }
-        other => StoreError::corrupt(format!("schema: {other}")),
-    }
-}
-
 /// Whether `error` is a unique violation on the invite code. (SQLite names the column, not
 /// the constraint: "UNIQUE constraint failed: users.invite_code".)
 fn is_taken_code(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .is_some_and(|db| db.is_unique_violation() && db.message().contains("users.invite_code"))
-}
-
-fn phone(stored: String) -> Result<Phone, StoreError> {
-    Phone::from_trusted_e164(stored).map_err(|_| StoreError::corrupt("stored phone is not E.164"))
-}
-
-fn invite_code(stored: &str) -> Result<InviteCode, StoreError> {
-    InviteCode::parse(stored).map_err(|_| StoreError::corrupt("stored invite code is malformed"))
-}
-
-/// Unix seconds as the `INTEGER` columns hold them (saturating; no real instant overflows).
-fn unix(at: Timestamp) -> i64 {
-    i64::try_from(at.as_unix()).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
