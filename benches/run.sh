@@ -21,18 +21,18 @@ done
 
 if [ "$smoke" = 1 ]; then
     # Criterion's --test mode runs each bench once: it proves they work, measures nothing.
-    cargo bench -p refsys-benches --bench core -- --test
-    cargo build --release -p refsys-benches --bin load
+    cargo bench -p refsys-benches --features postgres --bench core -- --test
+    cargo build --release -p refsys-benches --features postgres --bin load
     ./target/release/load "$@"
     exit 0
 fi
 
-cargo build --release -p refsys-benches --bin load
+cargo build --release -p refsys-benches --features postgres --bin load
 # The example server is measured too when it builds; the bench server does not need it.
 example=()
-if ! cargo build --release -p refsys-server; then
+if ! cargo build --release -p refsys-server --features postgres,redis; then
     echo "run.sh: refsys-server does not build; measuring the bench server only" >&2
     example=(--no-example-server)
 fi
-cargo bench -p refsys-benches --bench core 2>&1 | tee "$out/criterion.txt"
+cargo bench -p refsys-benches --features postgres --bench core 2>&1 | tee "$out/criterion.txt"
 ./target/release/load "${example[@]}" "$@"

@@ -69,6 +69,7 @@ pub(crate) struct Config {
     /// `REDIS_URL`.
     pub redis_url: Option<String>,
     /// `REDIS_PREFIX`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub redis_prefix: String,
     /// The signing keys; `None` means "generate a random secret" (development only).
     pub keys: Option<JwtKeys>,
@@ -171,6 +172,12 @@ impl Config {
             None => Database::Sqlite("sqlite:refsys.db?mode=rwc".into()),
             Some(url) if url.starts_with("sqlite:") => Database::Sqlite(url),
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                if !cfg!(feature = "postgres") {
+                    return Err(error(
+                        "DATABASE_URL",
+                        "this build has no PostgreSQL support; build refsys-server with --features postgres",
+                    ));
+                }
                 Database::Postgres(url)
             }
             Some(_) => {
@@ -185,6 +192,12 @@ impl Config {
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
             return Err(error("REDIS_URL", "expected a redis:// or rediss:// URL"));
+        }
+        if redis_url.is_some() && !cfg!(feature = "redis") {
+            return Err(error(
+                "REDIS_URL",
+                "this build has no Redis support; build refsys-server with --features redis",
+            ));
         }
         let keys = read_keys(&env, production)?;
         let policy = read_policy(&env)?;
@@ -458,6 +471,23 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "postgres"))]
+    fn postgres_needs_the_feature() {
+        let e = config(&[("DATABASE_URL", "postgres://postgres@db/refsys")]).unwrap_err();
+        assert_eq!(e.var, "DATABASE_URL");
+        assert!(e.reason.contains("--features postgres"), "{e}");
+    }
+
+    #[test]
+    #[cfg(not(feature = "redis"))]
+    fn redis_needs_the_feature() {
+        let e = config(&[("REDIS_URL", "redis://cache:6379")]).unwrap_err();
+        assert_eq!(e.var, "REDIS_URL");
+        assert!(e.reason.contains("--features redis"), "{e}");
+    }
+
+    #[test]
+    #[cfg(all(feature = "postgres", feature = "redis"))]
     fn settings_are_applied() {
         let config = config(&[
             ("REFSYS_BIND", "0.0.0.0:9000"),

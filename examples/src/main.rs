@@ -12,9 +12,12 @@ mod webhook;
 use std::process::ExitCode;
 
 use config::{Config, Database, LogFormat, SmsConfig};
+#[cfg(feature = "postgres")]
+use refsys_core::postgres::PgUserStore;
+#[cfg(feature = "redis")]
+use refsys_core::redis_store::{RedisOtpStore, RedisRateLimitStore};
 use refsys_core::{
     JwtKeys, LogSender, MemoryOtpStore, MemoryRateLimitStore, ReferralService, SmsSender,
-    postgres::PgUserStore, redis_store::RedisOtpStore, redis_store::RedisRateLimitStore,
     sqlite::SqliteUserStore,
 };
 use tracing_subscriber::EnvFilter;
@@ -145,6 +148,7 @@ async fn build_service(
         ($users:expr) => {{
             let users = $users;
             match &config.redis_url {
+                #[cfg(feature = "redis")]
                 Some(url) => {
                     let otps = RedisOtpStore::connect(url)
                         .await
@@ -159,6 +163,9 @@ async fn build_service(
                         .client_limits(rate, limits)
                         .build()
                 }
+                // `Config` refuses REDIS_URL in a build without the `redis` feature.
+                #[cfg(not(feature = "redis"))]
+                Some(_) => return Err("REDIS_URL: this build has no Redis support".into()),
                 None => ReferralService::builder(users, MemoryOtpStore::new(), sms, keys)
                     .policy(config.policy.clone())
                     .client_limits(MemoryRateLimitStore::new(), limits)
@@ -177,6 +184,7 @@ async fn build_service(
                 .map_err(|e| format!("DATABASE_URL: migrating: {e}"))?;
             assemble!(users)
         }
+        #[cfg(feature = "postgres")]
         Database::Postgres(url) => {
             let users = PgUserStore::connect(url)
                 .await
@@ -186,6 +194,11 @@ async fn build_service(
                 .await
                 .map_err(|e| format!("DATABASE_URL: migrating: {e}"))?;
             assemble!(users)
+        }
+        // `Config` refuses a postgres:// DATABASE_URL in a build without the `postgres` feature.
+        #[cfg(not(feature = "postgres"))]
+        Database::Postgres(_) => {
+            return Err("DATABASE_URL: this build has no PostgreSQL support".into());
         }
     })
 }

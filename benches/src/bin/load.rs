@@ -22,6 +22,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use refsys_benches::{NoopSender, TEST_CODE, bench_policy, test_phone};
 use refsys_core::http::ClientLimits;
+#[cfg(feature = "postgres")]
 use refsys_core::postgres::PgUserStore;
 use refsys_core::sqlite::SqliteUserStore;
 use refsys_core::{
@@ -147,26 +148,35 @@ mod serve {
             users.migrate().await?;
             seed(&users, seed_users).await?;
             Ok(build(Box::new(users)))
-        } else if let Some(url) = store.strip_prefix("noping+") {
-            // As `PgUserStore::connect` (10 connections, 3 s acquire timeout), but without
-            // sqlx's default ping of every idle connection before handing it out.
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(10)
-                .acquire_timeout(Duration::from_secs(3))
-                .test_before_acquire(false)
-                .connect_lazy(url)?;
-            let users = PgUserStore::new(pool);
-            users.migrate().await?;
-            seed(&users, seed_users).await?;
-            Ok(build(Box::new(users)))
-        } else if store.starts_with("postgres://") {
-            let users = PgUserStore::connect(store).await?;
-            users.migrate().await?;
-            seed(&users, seed_users).await?;
-            Ok(build(Box::new(users)))
+        } else if store.starts_with("noping+") || store.starts_with("postgres://") {
+            postgres_users(store, seed_users).await.map(build)
         } else {
             Err(format!("serve: unknown store `{store}`").into())
         }
+    }
+
+    /// A PostgreSQL store for `store` (`postgres://…`, or `noping+postgres://…` for the same
+    /// pool as `PgUserStore::connect`, spelled out), seeded with `n` users.
+    #[cfg(feature = "postgres")]
+    async fn postgres_users(store: &str, n: usize) -> Result<Box<dyn UserStoreBox>, BoxError> {
+        let users = match store.strip_prefix("noping+") {
+            Some(url) => PgUserStore::new(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(10)
+                    .acquire_timeout(Duration::from_secs(3))
+                    .test_before_acquire(false)
+                    .connect_lazy(url)?,
+            ),
+            None => PgUserStore::connect(store).await?,
+        };
+        users.migrate().await?;
+        seed(&users, n).await?;
+        Ok(Box::new(users))
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn postgres_users(_store: &str, _n: usize) -> Result<Box<dyn UserStoreBox>, BoxError> {
+        Err("PostgreSQL scenarios need `--features postgres`".into())
     }
 
     /// `n` users that are not test phones (`+37544…`), straight into the store.
