@@ -27,17 +27,9 @@ pub(crate) const UI_FILES: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// A fresh request id: 16 hex digits.
+/// A fresh request id: 32 hex digits (a random UUID).
 fn request_id() -> String {
-    format!("{:016x}", rand_u64())
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is randomly keyed per instance: enough for correlating log lines.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    hasher.finish()
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// Logs one finished request. Only method, path (no query string), status and latency: no

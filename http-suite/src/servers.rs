@@ -187,12 +187,5 @@ fn psql(url: &str, sql: &str) {
 }
 
 fn uuid_hex() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    format!("{:016x}", hasher.finish())
+    uuid::Uuid::new_v4().simple().to_string()
 }
