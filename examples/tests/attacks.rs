@@ -440,16 +440,17 @@ async fn forged_expired_and_misused_tokens_are_refused() {
     );
     stack.stop().await;
 
-    // Expiry, with 1 s access tokens.
+    // Expiry, with 2 s access tokens (lifetimes are whole seconds from a whole-second `iat`,
+    // so a 1 s token may live only a moment and make the fresh-token check below flaky).
     let stack = Stack::start(
-        vec![("ACCESS_TOKEN_TTL", "1".into())],
+        vec![("ACCESS_TOKEN_TTL", "2".into())],
         &["--framework", "actix"],
     )
     .await;
     let c = stack.client();
     let login = c.login(ALICE, "0000").await;
     let access = login["access"].as_str().unwrap();
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
     assert_error(
         &profile_status(&c, &format!("Bearer {access}")).await,
         401,
