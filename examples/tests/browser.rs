@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,10 +19,7 @@ use support::{Server, TEST_PHONES, free_port};
 struct Driver(Child);
 
 impl Drop for Driver {
-    /// Kills chromedriver's whole process group, so a failed test leaves no Chromium behind.
     fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill").args(["-KILL", &group]).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -33,7 +29,6 @@ async fn browser() -> (Driver, Client, tempfile::TempDir) {
     let port = free_port();
     let driver = Command::new(std::env::var("CHROMEDRIVER").unwrap_or("chromedriver".into()))
         .arg(format!("--port={port}"))
-        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
