@@ -150,14 +150,12 @@ async fn build_service(
             match &config.redis_url {
                 #[cfg(feature = "redis")]
                 Some(url) => {
-                    let otps = RedisOtpStore::connect(url)
+                    // One reconnecting connection, shared by both stores.
+                    let conn = refsys_core::redis_store::connect(url)
                         .await
-                        .map_err(|e| format!("REDIS_URL: {e}"))?
-                        .with_prefix(&config.redis_prefix);
-                    let rate = RedisRateLimitStore::connect(url)
-                        .await
-                        .map_err(|e| format!("REDIS_URL: {e}"))?
-                        .with_prefix(&config.redis_prefix);
+                        .map_err(|e| format!("REDIS_URL: {e}"))?;
+                    let otps = RedisOtpStore::new(conn.clone()).with_prefix(&config.redis_prefix);
+                    let rate = RedisRateLimitStore::new(conn).with_prefix(&config.redis_prefix);
                     ReferralService::builder(users, otps, sms, keys)
                         .policy(config.policy.clone())
                         .client_limits(rate, limits)
