@@ -148,27 +148,17 @@ mod serve {
             users.migrate().await?;
             seed(&users, seed_users).await?;
             Ok(build(Box::new(users)))
-        } else if store.starts_with("noping+") || store.starts_with("postgres://") {
+        } else if store.starts_with("postgres://") {
             postgres_users(store, seed_users).await.map(build)
         } else {
             Err(format!("serve: unknown store `{store}`").into())
         }
     }
 
-    /// A PostgreSQL store for `store` (`postgres://…`, or `noping+postgres://…` for the same
-    /// pool as `PgUserStore::connect`, spelled out), seeded with `n` users.
+    /// A PostgreSQL store on `url` (`PgUserStore::connect`), seeded with `n` users.
     #[cfg(feature = "postgres")]
-    async fn postgres_users(store: &str, n: usize) -> Result<Box<dyn UserStoreBox>, BoxError> {
-        let users = match store.strip_prefix("noping+") {
-            Some(url) => PgUserStore::new(
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(10)
-                    .acquire_timeout(Duration::from_secs(3))
-                    .test_before_acquire(false)
-                    .connect_lazy(url)?,
-            ),
-            None => PgUserStore::connect(store).await?,
-        };
+    async fn postgres_users(url: &str, n: usize) -> Result<Box<dyn UserStoreBox>, BoxError> {
+        let users = PgUserStore::connect(url).await?;
         users.migrate().await?;
         seed(&users, n).await?;
         Ok(Box::new(users))
@@ -412,7 +402,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                 if smoke {
                     "memory,sqlite"
                 } else {
-                    "memory,sqlite,postgres,postgres-noping"
+                    "memory,sqlite,postgres"
                 },
             ),
             example_server,
@@ -556,7 +546,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
         }
         if let Some(binary) = &options.example_server {
             if binary.exists() {
-                // The example server has no pool knob: memory and noping are bench-only.
+                // The memory store is bench-only: the example server has none.
                 for store in options
                     .stores
                     .iter()
@@ -862,7 +852,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                     ServerKind::Example => format!("sqlite:{}?mode=rwc", path.display()),
                 }
             }
-            "postgres" | "postgres-noping" => {
+            "postgres" => {
                 if let Err(e) = options.pg.psql(&format!("CREATE DATABASE {pg_db}")) {
                     report.rows.push(Row {
                         failed: Some(format!("creating the database: {e}")),
@@ -870,12 +860,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                     });
                     return;
                 }
-                match (target.store.as_str(), &target.server) {
-                    ("postgres-noping", ServerKind::Bench) => {
-                        format!("noping+{}", options.pg.url(&pg_db))
-                    }
-                    _ => options.pg.url(&pg_db),
-                }
+                options.pg.url(&pg_db)
             }
             other => {
                 report.rows.push(Row {
@@ -1354,7 +1339,8 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                         100.0 * ratio
                     ));
                 }
-                for store in ["postgres", "postgres-noping"] {
+                {
+                    let store = "postgres";
                     let ceiling = self
                         .pgbench
                         .iter()
