@@ -7,7 +7,9 @@
 
 use std::fmt;
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -120,7 +122,8 @@ pub struct JwtKeys {
     algorithm: Algorithm,
     encoding: EncodingKey,
     decoding: DecodingKey,
-    validation: Validation,
+    /// The encoded header [`issue`](Self::issue) writes, e.g. `{"typ":"JWT","alg":"HS256"}`.
+    header: String,
     pepper: [u8; 32],
 }
 
@@ -198,12 +201,9 @@ impl JwtKeys {
         decoding: DecodingKey,
         secret_material: &[u8],
     ) -> Self {
-        let mut validation = Validation::new(algorithm);
-        validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
-        // Expiry and not-before are checked against the service's clock in `decode`.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
+        let header = serde_json::to_vec(&Header::new(algorithm))
+            .map(|json| URL_SAFE_NO_PAD.encode(json))
+            .unwrap_or_default();
         let pepper = Sha256::new()
             .chain_update(b"refsys-otp-pepper-v1\0")
             .chain_update(secret_material)
@@ -213,7 +213,7 @@ impl JwtKeys {
             algorithm,
             encoding,
             decoding,
-            validation,
+            header,
             pepper,
         }
     }
@@ -252,12 +252,161 @@ impl JwtKeys {
     }
 
     /// Checks signature, algorithm, kind and lifetime; returns the claims.
+    ///
+    /// The signature is checked by `jsonwebtoken` against this key's algorithm only (a header
+    /// naming any other algorithm, `none` included, is refused). The header is parsed only
+    /// when it differs from the one [`issue`](Self::issue) writes, and the claims are
+    /// decoded and deserialized once: this is the hot path of every authenticated request.
     pub fn decode(&self, token: &str, kind: TokenKind, now: Timestamp) -> Option<Claims> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .ok()?
-            .claims;
+        let (message, signature) = token.rsplit_once('.')?;
+        let (header, payload) = message.split_once('.')?;
+        if header != self.header && jsonwebtoken::decode_header(token).ok()?.alg != self.algorithm {
+            return None;
+        }
+        let signed = jsonwebtoken::crypto::verify(
+            signature,
+            message.as_bytes(),
+            &self.decoding,
+            self.algorithm,
+        );
+        if !signed.ok()? {
+            return None;
+        }
+        let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
         let live = now.as_unix() < claims.exp
             && claims.nbf <= now.as_unix().saturating_add(NBF_LEEWAY_SECS);
         (live && claims.token_type == kind && claims.user_id().is_some()).then_some(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"an HS256 secret of at least 32 bytes, for tests";
+    const NOW: u64 = 1_800_000_000;
+
+    fn keys() -> JwtKeys {
+        JwtKeys::hs256(SECRET).unwrap()
+    }
+
+    fn issue(keys: &JwtKeys, kind: TokenKind) -> String {
+        let (family, jti) = (FamilyId::random(), TokenId::random());
+        let now = Timestamp::from_unix(NOW);
+        keys.issue(kind, UserId(7), &family, &jti, now, Duration::from_secs(60))
+            .unwrap()
+    }
+
+    /// Signs `claims` under a header of our choosing, as another issuer (or an attacker
+    /// holding the key) might.
+    fn sign_with(header: &Header, claims: &Claims, secret: &[u8]) -> String {
+        jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    fn claims_of(keys: &JwtKeys, token: &str) -> Option<Claims> {
+        keys.decode(token, TokenKind::Access, Timestamp::from_unix(NOW + 1))
+    }
+
+    #[test]
+    fn issued_tokens_start_with_the_precomputed_header() {
+        let keys = keys();
+        let token = issue(&keys, TokenKind::Access);
+        assert!(token.starts_with(&format!("{}.", keys.header)), "{token}");
+        let claims = claims_of(&keys, &token).unwrap();
+        assert_eq!(claims.user_id(), Some(UserId(7)));
+    }
+
+    #[test]
+    fn another_header_of_the_same_algorithm_is_parsed_and_accepted() {
+        let keys = keys();
+        let claims = claims_of(&keys, &issue(&keys, TokenKind::Access)).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = None;
+        header.kid = Some("k1".into());
+        let token = sign_with(&header, &claims, SECRET);
+        assert!(!token.starts_with(&keys.header));
+        assert_eq!(claims_of(&keys, &token), Some(claims));
+    }
+
+    #[test]
+    fn other_algorithms_wrong_keys_and_edits_are_refused() {
+        let keys = keys();
+        let token = issue(&keys, TokenKind::Access);
+        let claims = claims_of(&keys, &token).unwrap();
+        // Same key, another HMAC algorithm.
+        let hs512 = sign_with(&Header::new(Algorithm::HS512), &claims, SECRET);
+        assert_eq!(claims_of(&keys, &hs512), None);
+        // Right algorithm, wrong key.
+        let forged = sign_with(&Header::new(Algorithm::HS256), &claims, &[b'x'; 32]);
+        assert_eq!(claims_of(&keys, &forged), None);
+        // `alg: none` with the signature dropped or kept.
+        let none = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let (_, rest) = token.split_once('.').unwrap();
+        let (payload, _) = rest.split_once('.').unwrap();
+        assert_eq!(claims_of(&keys, &format!("{none}.{payload}.")), None);
+        assert_eq!(claims_of(&keys, &format!("{none}.{rest}")), None);
+        // A payload edited after signing.
+        let mut edited = claims.clone();
+        edited.sub = "8".into();
+        let edited_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&edited).unwrap());
+        let signature = token.rsplit_once('.').unwrap().1;
+        let tampered = format!("{}.{edited_payload}.{signature}", keys.header);
+        assert_eq!(claims_of(&keys, &tampered), None);
+        // Structure.
+        for garbage in [
+            "",
+            ".",
+            "..",
+            "a.b.c",
+            "a.b.c.d",
+            &format!("{token}.x"),
+            &token[1..],
+        ] {
+            assert_eq!(claims_of(&keys, garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn kind_and_lifetime_are_checked() {
+        let keys = keys();
+        let access = issue(&keys, TokenKind::Access);
+        let refresh = issue(&keys, TokenKind::Refresh);
+        let at = |secs| Timestamp::from_unix(secs);
+        assert!(keys.decode(&access, TokenKind::Access, at(NOW)).is_some());
+        assert!(keys.decode(&access, TokenKind::Refresh, at(NOW)).is_none());
+        assert!(keys.decode(&refresh, TokenKind::Refresh, at(NOW)).is_some());
+        assert!(keys.decode(&refresh, TokenKind::Access, at(NOW)).is_none());
+        // Valid until `exp` (exclusive); `nbf` tolerates a few seconds of skew.
+        assert!(
+            keys.decode(&access, TokenKind::Access, at(NOW + 59))
+                .is_some()
+        );
+        assert!(
+            keys.decode(&access, TokenKind::Access, at(NOW + 60))
+                .is_none()
+        );
+        let early = NOW - NBF_LEEWAY_SECS;
+        assert!(keys.decode(&access, TokenKind::Access, at(early)).is_some());
+        assert!(
+            keys.decode(&access, TokenKind::Access, at(early - 1))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn claims_missing_a_field_are_refused() {
+        let keys = keys();
+        let claims = claims_of(&keys, &issue(&keys, TokenKind::Access)).unwrap();
+        let mut json = serde_json::to_value(&claims).unwrap();
+        json.as_object_mut().unwrap().remove("exp");
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &json,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(claims_of(&keys, &token), None);
     }
 }
