@@ -30,42 +30,68 @@
 //!
 //! # Redis Cluster
 //!
+//! Both stores run on a single Redis node or on a Redis Cluster; [`RedisConnection`] is either.
 //! The part of a key in braces is a hash tag: all keys of one phone (or one rate-limit key)
-//! live in the same slot, so every script touches one slot only and runs on Cluster unchanged.
-//! (A prefix containing `{…}` makes its content the tag instead: still correct, but all keys
-//! then share one slot.)
+//! live in the same slot, so every script touches one slot only and the cluster runs it on
+//! the primary that owns the slot, unchanged. Different phones spread over the primaries. No
+//! call ever needs keys of two phones. (A prefix containing `{…}` makes its content the tag
+//! instead: still correct, but all keys then share one slot, on one primary.)
 //!
+//! Scripts are sent as `EVALSHA` on the cluster too; a primary that does not know a script
+//! yet (a new node, a failover, a `SCRIPT FLUSH`) answers `NOSCRIPT`, the script is loaded on
+//! every node and the call repeated. The cluster connection follows `MOVED` and `ASK`
+//! redirections (resharding) and refreshes its slot map by itself.
+//!
+//! Tested against a local cluster of three primaries (`redis-server --cluster-enabled yes`):
+//! the same conformance suites as a single node, see `refsys_core::testing::redis`.
+
 //! # Durability
 //!
 //! Pending codes, cooldowns and counters live only in Redis. If Redis loses data (a restart
 //! without persistence, a failover before replication), pending codes are lost — users ask
-//! for a new one — and cooldowns, send windows and rate limits start over.
+//! for a new one — and cooldowns, send windows and rate limits start over. On a cluster this
+//! holds per primary: a failover of one primary loses only the unreplicated writes of the
+//! phones in its slots.
 //!
 //! # Connecting
 //!
-//! [`connect`] builds a [`ConnectionManager`] that reconnects by itself and gives up on a
-//! connection attempt or a reply after two seconds, so a Redis that is down fails fast with
-//! [`StoreError::Unavailable`]. Both stores can share one manager:
+//! [`connect`] opens a [`RedisConnection`] to one node (a [`ConnectionManager`] that
+//! reconnects by itself), [`connect_cluster`] one to a Redis Cluster (a
+//! [`ClusterConnection`] that finds every primary from the nodes it is given). Both give up
+//! on a connection attempt or a reply after two seconds, and every store call after three,
+//! so a Redis that is down fails fast with [`StoreError::Unavailable`]. Both stores can
+//! share one connection:
 //!
 //! ```no_run
 //! use refsys_core::redis_store::{self, RedisOtpStore, RedisRateLimitStore};
 //!
 //! # async fn run() -> Result<(), refsys_core::StoreError> {
 //! let conn = redis_store::connect("redis://127.0.0.1:6379").await?;
+//! // or, on a cluster (any reachable nodes will do, the rest are discovered):
+//! // let conn = redis_store::connect_cluster(&["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]).await?;
 //! let otp = RedisOtpStore::new(conn.clone()).with_prefix("myapp:");
 //! let limits = RedisRateLimitStore::new(conn).with_prefix("myapp:");
 //! # let _ = (otp, limits);
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! A [`ConnectionManager`] or [`ClusterConnection`] built by hand converts with `into()`,
+//! so `RedisOtpStore::new(manager)` works as well.
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation, ServerErrorKind};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture, Script, ScriptInvocation,
+    ServerErrorKind, Value,
+};
 
 use crate::store::{Check, Issue, OtpStore, RateDecision, RateLimitStore};
 use crate::{OtpHash, OtpPolicy, Phone, StoreError, Timestamp};
@@ -99,12 +125,83 @@ static CANCEL: LazyLock<Script> = otp_script!("redis_store/cancel.lua");
 static CHECK: LazyLock<Script> = otp_script!("redis_store/check.lua");
 static HIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis_store/hit.lua")));
 
-/// Opens a [`ConnectionManager`] to `url` (e.g. `redis://127.0.0.1:6379`) with bounded
-/// timeouts: two seconds to connect, two seconds per reply, one quick retry. The manager
-/// reconnects by itself after a failure; clone it to share one connection between stores.
+/// A connection to Redis, shared by both stores: one node, or a Redis Cluster.
+///
+/// Cloning is cheap: clones share the underlying connection. It is also a
+/// [`ConnectionLike`], so it runs any other command too (on a cluster, keyed commands go to the
+/// primary that owns the key's slot; see the `redis` crate's cluster routing).
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum RedisConnection {
+    /// One Redis node, through a reconnecting [`ConnectionManager`] (see [`connect`]).
+    Node(ConnectionManager),
+    /// A Redis Cluster, through a [`ClusterConnection`] (see [`connect_cluster`]).
+    Cluster(ClusterConnection),
+}
+
+impl RedisConnection {
+    /// Whether this is a connection to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+}
+
+impl fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Node(_) => "RedisConnection::Node",
+            Self::Cluster(_) => "RedisConnection::Cluster",
+        })
+    }
+}
+
+impl From<ConnectionManager> for RedisConnection {
+    fn from(conn: ConnectionManager) -> Self {
+        Self::Node(conn)
+    }
+}
+
+impl From<ClusterConnection> for RedisConnection {
+    fn from(conn: ClusterConnection) -> Self {
+        Self::Cluster(conn)
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Node(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Node(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Node(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// Opens a connection to the single Redis node at `url` (e.g. `redis://127.0.0.1:6379`) with
+/// bounded timeouts: two seconds to connect, two seconds per reply, one quick retry. The
+/// connection ([`RedisConnection::Node`]) reconnects by itself after a failure; clone it to
+/// share it between stores.
 ///
 /// Fails with [`StoreError::Unavailable`] if the URL is invalid or Redis does not answer.
-pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+pub async fn connect(url: &str) -> Result<RedisConnection, StoreError> {
     let client = redis::Client::open(url).map_err(store_error)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
@@ -112,18 +209,51 @@ pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(100))
         .set_max_delay(Duration::from_millis(500));
-    within_deadline(ConnectionManager::new_with_config(client, config)).await
+    within_deadline(ConnectionManager::new_with_config(client, config))
+        .await
+        .map(RedisConnection::Node)
+}
+
+/// Opens a connection to the Redis Cluster that `urls` belong to (e.g.
+/// `["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]`): the first of them that answers
+/// tells where every primary is, so any reachable subset of the nodes will do. A password or
+/// user name is taken from the first URL and used for every node.
+///
+/// Timeouts are bounded as in [`connect`]: two seconds to connect to a node, two seconds for
+/// a reply including the retries of a request (redirections, reconnecting), and three for
+/// the whole call. The connection ([`RedisConnection::Cluster`]) reconnects to nodes and
+/// refreshes the slot map by itself.
+///
+/// Fails with [`StoreError::Unavailable`] if `urls` is empty, a URL is invalid, or no node
+/// answers.
+pub async fn connect_cluster<S: AsRef<str>>(urls: &[S]) -> Result<RedisConnection, StoreError> {
+    if urls.is_empty() {
+        return Err(StoreError::unavailable(format_args!(
+            "redis cluster: no node URLs"
+        )));
+    }
+    let client = ClusterClientBuilder::new(urls.iter().map(AsRef::as_ref))
+        .connection_timeout(TIMEOUT)
+        .response_timeout(TIMEOUT)
+        .retries(3)
+        .min_retry_wait(50)
+        .max_retry_wait(500)
+        .build()
+        .map_err(store_error)?;
+    within_deadline(client.get_async_connection())
+        .await
+        .map(RedisConnection::Cluster)
 }
 
 /// The connection and key prefix both stores use.
 #[derive(Clone)]
 struct Redis {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: Arc<str>,
 }
 
 impl Redis {
-    fn new(conn: ConnectionManager) -> Self {
+    fn new(conn: RedisConnection) -> Self {
         Self {
             conn,
             prefix: Arc::from(DEFAULT_PREFIX),
@@ -138,17 +268,76 @@ impl Redis {
         within_deadline(invocation.invoke_async(&mut conn)).await
     }
 
+    /// `PING`; on a cluster, `PING` to every primary that serves slots (by the slot map of
+    /// `CLUSTER SLOTS`), so one unreachable primary fails the check. (The client's own
+    /// fan-out of `PING` skips primaries it has no connection to.)
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: String = within_deadline(redis::cmd("PING").query_async(&mut conn)).await?;
-        if reply == "PONG" {
-            Ok(())
-        } else {
-            Err(StoreError::corrupt(format_args!(
+        let replies: Vec<String> = match &self.conn {
+            RedisConnection::Node(conn) => {
+                let mut conn = conn.clone();
+                vec![within_deadline(redis::cmd("PING").query_async(&mut conn)).await?]
+            }
+            RedisConnection::Cluster(conn) => within_deadline(ping_primaries(conn.clone())).await?,
+        };
+        match replies.iter().find(|reply| *reply != "PONG") {
+            None => Ok(()),
+            Some(reply) => Err(StoreError::corrupt(format_args!(
                 "unexpected PING reply {reply:?}"
-            )))
+            ))),
         }
     }
+}
+
+/// Sends `PING` to each primary of the cluster's slot map, one after the other.
+async fn ping_primaries(mut conn: ClusterConnection) -> Result<Vec<String>, RedisError> {
+    let slots: Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut conn)
+        .await?;
+    let mut primaries = slot_primaries(slots)?;
+    primaries.sort();
+    primaries.dedup();
+    if primaries.is_empty() {
+        return Err(RedisError::from((
+            ErrorKind::ClusterConnectionNotFound,
+            "the cluster serves no slots",
+        )));
+    }
+    let mut replies = Vec::with_capacity(primaries.len());
+    for (host, port) in primaries {
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+        let reply = conn.route_command(redis::cmd("PING"), route).await?;
+        replies.push(redis::from_redis_value(reply)?);
+    }
+    Ok(replies)
+}
+
+/// The `(host, port)` of the primary of each slot range in a `CLUSTER SLOTS` reply:
+/// `[[start, end, [host, port, id, ...], replicas...], ...]`.
+fn slot_primaries(slots: Value) -> Result<Vec<(String, u16)>, RedisError> {
+    let malformed = || RedisError::from((ErrorKind::Parse, "malformed CLUSTER SLOTS reply"));
+    let Value::Array(ranges) = slots else {
+        return Err(malformed());
+    };
+    ranges
+        .into_iter()
+        .map(|range| match range {
+            Value::Array(range) => match range.into_iter().nth(2) {
+                Some(Value::Array(node)) => {
+                    let mut node = node.into_iter();
+                    let (Some(host), Some(port)) = (node.next(), node.next()) else {
+                        return Err(malformed());
+                    };
+                    Ok((
+                        redis::from_redis_value(host)?,
+                        redis::from_redis_value(port)?,
+                    ))
+                }
+                _ => Err(malformed()),
+            },
+            _ => Err(malformed()),
+        })
+        .collect()
 }
 
 async fn within_deadline<T>(
@@ -200,14 +389,16 @@ pub struct RedisOtpStore {
 }
 
 impl RedisOtpStore {
-    /// A store on `conn`, with the [default prefix](DEFAULT_PREFIX).
-    pub fn new(conn: ConnectionManager) -> Self {
+    /// A store on `conn` (a [`RedisConnection`], or a [`ConnectionManager`] or
+    /// [`ClusterConnection`]), with the [default prefix](DEFAULT_PREFIX).
+    pub fn new(conn: impl Into<RedisConnection>) -> Self {
         Self {
-            redis: Redis::new(conn),
+            redis: Redis::new(conn.into()),
         }
     }
 
-    /// Connects to `url` (see [`connect`]) and builds a store with the default prefix.
+    /// Connects to the single node at `url` (see [`connect`]) and builds a store with the
+    /// default prefix. For a cluster, use [`connect_cluster`] and [`new`](Self::new).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Ok(Self::new(connect(url).await?))
     }
@@ -366,14 +557,16 @@ pub struct RedisRateLimitStore {
 }
 
 impl RedisRateLimitStore {
-    /// A store on `conn`, with the [default prefix](DEFAULT_PREFIX).
-    pub fn new(conn: ConnectionManager) -> Self {
+    /// A store on `conn` (a [`RedisConnection`], or a [`ConnectionManager`] or
+    /// [`ClusterConnection`]), with the [default prefix](DEFAULT_PREFIX).
+    pub fn new(conn: impl Into<RedisConnection>) -> Self {
         Self {
-            redis: Redis::new(conn),
+            redis: Redis::new(conn.into()),
         }
     }
 
-    /// Connects to `url` (see [`connect`]) and builds a store with the default prefix.
+    /// Connects to the single node at `url` (see [`connect`]) and builds a store with the
+    /// default prefix. For a cluster, use [`connect_cluster`] and [`new`](Self::new).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Ok(Self::new(connect(url).await?))
     }

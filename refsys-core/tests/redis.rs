@@ -71,7 +71,11 @@ async fn exercise(redis: &refsys_core::testing::redis::TestRedis, code: &str) {
 
 #[tokio::test]
 async fn every_key_has_a_ttl_and_a_hash_tag() {
-    with_fresh_prefix(|redis| async move {
+    with_fresh_prefix(keys_have_ttls_and_hash_tags).await;
+}
+
+async fn keys_have_ttls_and_hash_tags(redis: TestRedis) {
+    {
         exercise(&redis, "918273645546").await;
         let keys = redis.keys().await;
         let p = &redis.prefix;
@@ -105,8 +109,7 @@ async fn every_key_has_a_ttl_and_a_hash_tag() {
         }
         redis.cleanup().await;
         assert!(redis.keys().await.is_empty());
-    })
-    .await;
+    }
 }
 
 #[tokio::test]
@@ -323,4 +326,177 @@ async fn matches_the_memory_store_step_by_step() {
         assert_eq!(seen, all.map(String::from).into(), "every outcome occurs");
     })
     .await;
+}
+
+/// The same stores on a Redis Cluster of three primaries: a local one the test binary starts
+/// (needs `redis-server` and `redis-cli`), or the one `REDIS_CLUSTER_URLS` names.
+mod cluster {
+    use std::collections::BTreeSet;
+
+    use refsys_core::redis_store::{self, RedisConnection};
+    use refsys_core::testing::redis::{
+        LocalCluster, fresh_cluster_prefix, with_fresh_cluster_prefix,
+    };
+
+    use super::*;
+
+    mod otp_store {
+        use super::*;
+
+        refsys_core::otp_store_conformance!(
+            || async {
+                let redis = fresh_cluster_prefix().await;
+                (redis.otp_store(), redis)
+            },
+            |redis: TestRedis| async move { redis.cleanup().await }
+        );
+    }
+
+    mod rate_limit_store {
+        use super::*;
+
+        refsys_core::rate_limit_store_conformance!(
+            || async {
+                let redis = fresh_cluster_prefix().await;
+                (redis.rate_limit_store(), redis)
+            },
+            |redis: TestRedis| async move { redis.cleanup().await }
+        );
+    }
+
+    #[tokio::test]
+    async fn the_test_redis_is_a_cluster() {
+        let redis = fresh_cluster_prefix().await;
+        assert!(redis.conn.is_cluster());
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut redis.conn.clone())
+            .await
+            .unwrap();
+        assert!(info.contains("cluster_state:ok"), "{info}");
+        let nodes = redis.keys_by_node().await;
+        assert!(nodes.len() >= 3, "at least three primaries: {nodes:?}");
+    }
+
+    #[tokio::test]
+    async fn every_key_has_a_ttl_and_a_hash_tag() {
+        with_fresh_cluster_prefix(keys_have_ttls_and_hash_tags).await;
+    }
+
+    /// The phone is the hash tag: each phone's keys share one primary, and the phones spread
+    /// over several primaries, so a script that touched two phones' keys would be refused
+    /// (`CROSSSLOT`) and the conformance suites above would fail.
+    #[tokio::test]
+    async fn phones_spread_over_primaries_and_keep_their_keys_together() {
+        with_fresh_cluster_prefix(|redis| async move {
+            let (otp, policy, now) = (redis.otp_store(), OtpPolicy::default(), start());
+            for n in 1..=12 {
+                let p = phone(n);
+                otp.issue(&p, &hash(&p, "1234"), now, &policy)
+                    .await
+                    .unwrap();
+                let miss = otp.check(&p, &hash(&p, "0000"), now, &policy).await;
+                assert!(matches!(miss.unwrap(), Check::Invalid { .. }));
+            }
+            let nodes = redis.keys_by_node().await;
+            let mut node_of_phone = std::collections::BTreeMap::new();
+            for (node, keys) in &nodes {
+                for key in keys {
+                    let phone = key
+                        .split_once('{')
+                        .and_then(|(_, rest)| rest.split_once('}'))
+                        .map(|(phone, _)| phone.to_owned())
+                        .unwrap();
+                    let first = node_of_phone.entry(phone.clone()).or_insert(node.clone());
+                    assert_eq!(first, node, "{phone} has keys on two nodes: {nodes:?}");
+                }
+            }
+            assert_eq!(node_of_phone.len(), 12, "{nodes:?}");
+            let used: BTreeSet<_> = node_of_phone.values().collect();
+            assert!(used.len() >= 2, "all phones on one node: {nodes:?}");
+
+            // Two phones on different primaries: one script over both is refused.
+            let (a, b) = (
+                phone(1),
+                (2..=12)
+                    .map(phone)
+                    .find(|p| node_of_phone[p.as_str()] != node_of_phone[phone(1).as_str()])
+                    .unwrap(),
+            );
+            let keys = [
+                format!("{}otp:{{{}}}", redis.prefix, a.as_str()),
+                format!("{}otp:{{{}}}", redis.prefix, b.as_str()),
+            ];
+            let crossed: Result<i64, _> = redis::Script::new("return #KEYS")
+                .key(&keys[0])
+                .key(&keys[1])
+                .invoke_async(&mut redis.conn.clone())
+                .await;
+            let error = crossed.unwrap_err();
+            assert_eq!(
+                error.kind(),
+                redis::ErrorKind::Server(redis::ServerErrorKind::CrossSlot),
+                "{error}"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn scripts_are_reloaded_after_a_script_flush() {
+        with_fresh_cluster_prefix(|redis| async move {
+            let (otp, policy, now, p) =
+                (redis.otp_store(), OtpPolicy::default(), start(), phone(7));
+            otp.issue(&p, &hash(&p, "1234"), now, &policy)
+                .await
+                .unwrap();
+            let _: () = redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query_async(&mut redis.conn.clone())
+                .await
+                .unwrap();
+            let checked = otp.check(&p, &hash(&p, "1234"), now, &policy).await;
+            assert_eq!(checked.unwrap(), Check::Valid);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_is_unavailable_fast() {
+        let started = Instant::now();
+        let closed = ["redis://127.0.0.1:1", "redis://127.0.0.1:2"];
+        assert_unavailable(redis_store::connect_cluster(&closed).await, started);
+        let started = Instant::now();
+        assert_unavailable(redis_store::connect_cluster::<&str>(&[]).await, started);
+
+        // A cluster of its own, stopped under the stores: one primary, then all.
+        let mut cluster = LocalCluster::start();
+        let conn = redis_store::connect_cluster(cluster.urls()).await.unwrap();
+        assert!(matches!(conn, RedisConnection::Cluster(_)));
+        let (otp, limits) = (
+            RedisOtpStore::new(conn.clone()),
+            RedisRateLimitStore::new(conn),
+        );
+        let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
+        let code = hash(&p, "1234");
+        otp.issue(&p, &code, now, &policy).await.unwrap();
+        OtpStore::ping(&otp).await.unwrap();
+
+        cluster.stop_node(0);
+        let started = Instant::now();
+        assert_unavailable(OtpStore::ping(&otp).await, started);
+
+        drop(cluster);
+        let started = Instant::now();
+        assert_unavailable(otp.check(&p, &code, now, &policy).await, started);
+        let started = Instant::now();
+        assert_unavailable(otp.issue(&p, &code, now, &policy).await, started);
+        let started = Instant::now();
+        assert_unavailable(otp.cancel(&p, &code, now, &policy).await, started);
+        let started = Instant::now();
+        let hit = limits.hit("ip:1", 5, Duration::from_secs(60), now).await;
+        assert_unavailable(hit, started);
+        let started = Instant::now();
+        assert_unavailable(RateLimitStore::ping(&limits).await, started);
+    }
 }
