@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -26,8 +26,8 @@ use refsys_core::http::ClientLimits;
 use refsys_core::postgres::PgUserStore;
 use refsys_core::sqlite::SqliteUserStore;
 use refsys_core::{
-    AllowedRegions, InviteCode, JwtKeys, MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore,
-    Phone, ReferralService, UserStore,
+    AllowedRegions, Claims, FamilyId, InviteCode, JwtKeys, MemoryOtpStore, MemoryRateLimitStore,
+    MemoryUserStore, Phone, ReferralService, Timestamp, TokenId, TokenKind, UserStore,
 };
 
 /// HS256 secret shared by the runner and every server it starts.
@@ -39,6 +39,9 @@ const PROFILE_OWNER: usize = 0;
 const INVITEES: usize = 10;
 const HUB: usize = 11;
 const LOGIN_POOL_START: usize = 12;
+
+/// The bench server's extra route that makes fresh users (see `serve::Minter`).
+const MINT_ROUTE: &str = "/__bench/users/{n}";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -100,8 +103,22 @@ mod serve {
                 .enable_all()
                 .build()?
                 .block_on(async move {
-                    let service = build(&store, test_phones, seed_users).await?;
-                    let app = refsys_axum::router(service);
+                    let (service, minter) = build(&store, test_phones, seed_users).await?;
+                    let mint = |axum::extract::State(minter): axum::extract::State<Minter>,
+                                axum::extract::Path(n): axum::extract::Path<usize>| async move {
+                        let body = minter.mint(n).await.map_err(|e| {
+                            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                        })?;
+                        Ok::<_, (axum::http::StatusCode, String)>((
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            body,
+                        ))
+                    };
+                    let app = refsys_axum::router(service).merge(
+                        axum::Router::new()
+                            .route(MINT_ROUTE, axum::routing::post(mint))
+                            .with_state(minter),
+                    );
                     let listener = tokio::net::TcpListener::bind(addr).await?;
                     axum::serve(
                         listener,
@@ -111,9 +128,25 @@ mod serve {
                     Ok(())
                 }),
             "actix" => actix_web::rt::System::new().block_on(async move {
-                let service = build(&store, test_phones, seed_users).await?;
+                let (service, minter) = build(&store, test_phones, seed_users).await?;
+                async fn mint(
+                    minter: actix_web::web::Data<Minter>,
+                    n: actix_web::web::Path<usize>,
+                ) -> actix_web::HttpResponse {
+                    match minter.mint(n.into_inner()).await {
+                        Ok(body) => actix_web::HttpResponse::Ok()
+                            .content_type("application/json")
+                            .body(body),
+                        Err(e) => {
+                            actix_web::HttpResponse::InternalServerError().body(e.to_string())
+                        }
+                    }
+                }
                 actix_web::HttpServer::new(move || {
-                    actix_web::App::new().configure(refsys_actix::configure(service.clone()))
+                    actix_web::App::new()
+                        .app_data(actix_web::web::Data::new(minter.clone()))
+                        .route(MINT_ROUTE, actix_web::web::post().to(mint))
+                        .configure(refsys_actix::configure(service.clone()))
                 })
                 .workers(threads)
                 .bind(addr)?
@@ -129,15 +162,16 @@ mod serve {
         store: &str,
         test_phones: usize,
         seed_users: usize,
-    ) -> Result<ReferralService, BoxError> {
+    ) -> Result<(ReferralService, Minter), BoxError> {
         let keys = JwtKeys::hs256(SECRET)?;
         let policy = bench_policy(test_phones);
         let build = move |users: Box<dyn UserStoreBox>| {
-            users
-                .into_builder(MemoryOtpStore::new(), keys.clone())
+            let (builder, users) = users.into_builder(MemoryOtpStore::new(), keys.clone());
+            let service = builder
                 .policy(policy)
                 .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
-                .build()
+                .build();
+            (service, Minter::new(users))
         };
         if store == "memory" {
             let users = MemoryUserStore::new();
@@ -179,13 +213,14 @@ mod serve {
         Ok(())
     }
 
-    /// A store of a type picked at run time, handed to `ReferralService::builder`.
+    /// A store of a type picked at run time, handed to `ReferralService::builder`; the
+    /// second half of the pair is a handle on the same store, for the [`Minter`].
     trait UserStoreBox {
         fn into_builder(
             self: Box<Self>,
             otps: MemoryOtpStore,
             keys: JwtKeys,
-        ) -> refsys_core::ServiceBuilder;
+        ) -> (refsys_core::ServiceBuilder, Arc<dyn UserStore>);
     }
 
     impl<S: UserStore> UserStoreBox for S {
@@ -193,8 +228,61 @@ mod serve {
             self: Box<Self>,
             otps: MemoryOtpStore,
             keys: JwtKeys,
-        ) -> refsys_core::ServiceBuilder {
-            ReferralService::builder(*self, otps, NoopSender, keys)
+        ) -> (refsys_core::ServiceBuilder, Arc<dyn UserStore>) {
+            let users = Arc::new(*self);
+            let builder = ReferralService::builder(users.clone(), otps, NoopSender, keys);
+            (builder, users)
+        }
+    }
+
+    /// Makes fresh users straight in the store for `POST /__bench/users/{n}`, which answers
+    /// their ids as a JSON array: the runner signs access tokens for them, so the
+    /// `use_invite_code` load has as many never-activated users as it needs without logging
+    /// each one in over HTTP (or holding a test-phone table that large).
+    #[derive(Clone)]
+    struct Minter {
+        users: Arc<dyn UserStore>,
+        next: Arc<AtomicUsize>,
+    }
+
+    impl Minter {
+        /// Phones `+37544 2 000 000` and up: neither test phones nor the seeded users.
+        const FIRST_PHONE: usize = 2_000_000;
+        /// At most this many users per request, and this many store calls at once.
+        const MAX: usize = 500_000;
+        const PARALLEL: usize = 16;
+
+        fn new(users: Arc<dyn UserStore>) -> Self {
+            Self {
+                users,
+                next: Arc::new(AtomicUsize::new(0)),
+            }
+        }
+
+        async fn mint(&self, n: usize) -> Result<String, BoxError> {
+            let n = n.min(Self::MAX);
+            let first = self.next.fetch_add(n, Ordering::Relaxed);
+            let mut tasks = tokio::task::JoinSet::new();
+            for lane in 0..Self::PARALLEL {
+                let users = self.users.clone();
+                tasks.spawn(async move {
+                    let all = AllowedRegions::all();
+                    let mut ids = Vec::new();
+                    for i in (lane..n).step_by(Self::PARALLEL) {
+                        let number = Self::FIRST_PHONE + first + i;
+                        let phone = Phone::parse(&format!("+37544{number:07}"), &all)?;
+                        let registration =
+                            users.find_or_create(&phone, &InviteCode::generate).await?;
+                        ids.push(registration.user.id.0);
+                    }
+                    Ok::<_, BoxError>(ids)
+                });
+            }
+            let mut ids = Vec::with_capacity(n);
+            while let Some(lane) = tasks.join_next().await {
+                ids.extend(lane??);
+            }
+            Ok(serde_json::to_string(&ids)?)
         }
     }
 }
@@ -782,36 +870,47 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
         })
     }
 
-    /// `sub` of a `Bearer <jwt>`, read without checking (the server checks).
+    /// The user id of a `Bearer <access token>`, checked with the servers' secret.
     fn user_id_of(auth: &str) -> Option<i64> {
-        let payload = auth.strip_prefix("Bearer ")?.split('.').nth(1)?;
-        let json = base64url_decode(payload)?;
-        let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
-        claims["sub"].as_str()?.parse().ok()
+        let keys = JwtKeys::hs256(SECRET).ok()?;
+        let now =
+            Timestamp::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs());
+        let claims = keys.decode(auth.strip_prefix("Bearer ")?, TokenKind::Access, now)?;
+        Some(claims.user_id()?.0)
     }
 
-    fn base64url_decode(input: &str) -> Option<Vec<u8>> {
-        let value = |c: u8| -> Option<u32> {
-            Some(match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'-' => 62,
-                b'_' => 63,
-                _ => return None,
-            } as u32)
-        };
-        let mut out = Vec::new();
-        let (mut acc, mut bits) = (0u32, 0u32);
-        for &c in input.as_bytes() {
-            acc = (acc << 6) | value(c)?;
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
-            }
-        }
-        Some(out)
+    /// `Bearer` access tokens for the users `ids`, signed with the servers' secret and
+    /// carrying the claims `ReferralService` puts in its own (valid for an hour).
+    fn access_tokens(ids: &[i64]) -> Result<Vec<String>, BoxError> {
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        ids.iter()
+            .map(|id| {
+                let claims = Claims {
+                    sub: id.to_string(),
+                    exp: now + 3600,
+                    iat: now,
+                    nbf: now,
+                    jti: TokenId::random().to_string(),
+                    token_type: TokenKind::Access,
+                    fam: FamilyId::random().to_string(),
+                };
+                Ok(format!(
+                    "Bearer {}",
+                    jsonwebtoken::encode(&header, &claims, &key)?
+                ))
+            })
+            .collect()
+    }
+
+    /// Asks the bench server for `n` fresh users and signs an access token for each.
+    async fn fresh_users(addr: SocketAddr, n: usize) -> Result<Vec<String>, BoxError> {
+        let mut conn = Conn::open(addr, None).await?;
+        let path = MINT_ROUTE.replace("{n}", &n.to_string());
+        let (status, body) = conn.call(hyper::Method::POST, &path, None, None).await?;
+        expect_ok("minting users", status, &body)?;
+        access_tokens(&serde_json::from_slice::<Vec<i64>>(&body)?)
     }
 
     async fn run_target(options: &Options, target: &Target, tmp: &Path, report: &mut Report) {
@@ -911,7 +1010,19 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
             ServerKind::Example => &[Scenario::Health, Scenario::Profile],
         };
         let mut tokens: Vec<String> = Vec::new();
+        let mut login_rate = None;
         for &scenario in scenarios {
+            if scenario == Scenario::Invite {
+                // Every op needs a user who has not applied a code yet. Logins made some;
+                // top up to what the scenario can use: `use_invite_code` has run at up to
+                // 4x the login rate (memory store), plus a quarter for luck.
+                let window = (options.warmup + options.duration).as_secs_f64();
+                let wanted = login_rate.map_or(10_000.0, |rate: f64| 4.0 * rate * window * 1.25);
+                let wanted = (wanted as usize).clamp(200, 200_000);
+                if let Some(missing) = wanted.checked_sub(tokens.len()).filter(|&n| n > 0) {
+                    tokens.extend(fresh_users(server.addr, missing).await?);
+                }
+            }
             let ctx = Arc::new(Ctx {
                 scenario,
                 profile_auth: seeded.profile_auth.clone(),
@@ -976,6 +1087,9 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                 row.errors,
                 row.peak_rss_mib.unwrap_or(0.0)
             );
+            if scenario == Scenario::Login && row.ops > 0 {
+                login_rate = Some(row.rate);
+            }
             report.rows.push(row);
             if scenario == Scenario::Login {
                 tokens = ctx
