@@ -21,6 +21,15 @@ pub(crate) enum Database {
     Postgres(String),
 }
 
+/// Where codes, cooldowns and rate limits live when not in the process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RedisConfig {
+    /// One Redis node (`REDIS_URL`).
+    Node(String),
+    /// A Redis Cluster, by some or all of its nodes (`REDIS_CLUSTER_URLS`).
+    Cluster(Vec<String>),
+}
+
 /// Which framework serves the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Framework {
@@ -66,8 +75,8 @@ pub(crate) struct Config {
     pub framework: Framework,
     /// `DATABASE_URL`.
     pub database: Database,
-    /// `REDIS_URL`.
-    pub redis_url: Option<String>,
+    /// `REDIS_URL` or `REDIS_CLUSTER_URLS` (at most one of them).
+    pub redis: Option<RedisConfig>,
     /// `REDIS_PREFIX`.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub redis_prefix: String,
@@ -187,18 +196,7 @@ impl Config {
                 ));
             }
         };
-        let redis_url = env.get("REDIS_URL");
-        if let Some(url) = &redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            return Err(error("REDIS_URL", "expected a redis:// or rediss:// URL"));
-        }
-        if redis_url.is_some() && !cfg!(feature = "redis") {
-            return Err(error(
-                "REDIS_URL",
-                "this build has no Redis support; build refsys-server with --features redis",
-            ));
-        }
+        let redis = read_redis(&env)?;
         let keys = read_keys(&env, production)?;
         let policy = read_policy(&env)?;
         let sms = match env.get("SMS_SENDER").as_deref() {
@@ -255,7 +253,7 @@ impl Config {
             production,
             framework,
             database,
-            redis_url,
+            redis,
             redis_prefix: env.get("REDIS_PREFIX").unwrap_or_else(|| "refsys:".into()),
             keys,
             policy,
@@ -264,6 +262,54 @@ impl Config {
             log_format,
         })
     }
+}
+
+/// `REDIS_URL` (one node) or `REDIS_CLUSTER_URLS` (comma-separated node URLs of a cluster).
+fn read_redis<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<Option<RedisConfig>, ConfigError> {
+    let is_redis_url = |url: &str| url.starts_with("redis://") || url.starts_with("rediss://");
+    let redis = match (env.get("REDIS_URL"), env.get("REDIS_CLUSTER_URLS")) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(error(
+                "REDIS_CLUSTER_URLS",
+                "set either REDIS_URL (one node) or REDIS_CLUSTER_URLS (a cluster), not both",
+            ));
+        }
+        (Some(url), None) => {
+            if !is_redis_url(&url) {
+                return Err(error("REDIS_URL", "expected a redis:// or rediss:// URL"));
+            }
+            RedisConfig::Node(url)
+        }
+        (None, Some(list)) => {
+            let urls: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if urls.is_empty() || !urls.iter().all(|url| is_redis_url(url)) {
+                return Err(error(
+                    "REDIS_CLUSTER_URLS",
+                    "expected comma-separated redis:// or rediss:// URLs of cluster nodes",
+                ));
+            }
+            RedisConfig::Cluster(urls)
+        }
+    };
+    if !cfg!(feature = "redis") {
+        let var = match redis {
+            RedisConfig::Node(_) => "REDIS_URL",
+            RedisConfig::Cluster(_) => "REDIS_CLUSTER_URLS",
+        };
+        return Err(error(
+            var,
+            "this build has no Redis support; build refsys-server with --features redis",
+        ));
+    }
+    Ok(Some(redis))
 }
 
 fn read_keys<F: Fn(&str) -> Option<String>>(
@@ -407,7 +453,7 @@ mod tests {
             config.database,
             Database::Sqlite("sqlite:refsys.db?mode=rwc".into())
         );
-        assert_eq!(config.redis_url, None);
+        assert_eq!(config.redis, None);
         assert!(config.keys.is_none(), "a random secret is generated");
         assert_eq!(config.sms, SmsConfig::Log);
         assert_eq!(config.framework, Framework::Axum);
@@ -442,6 +488,8 @@ mod tests {
             ("REFSYS_FRAMEWORK", "rocket"),
             ("DATABASE_URL", "mysql://x"),
             ("REDIS_URL", "http://x"),
+            ("REDIS_CLUSTER_URLS", "redis://a:6379,http://b"),
+            ("REDIS_CLUSTER_URLS", " , "),
             ("JWT_SECRET", "short"),
             ("JWT_ALGORITHM", "HS512"),
             ("OTP_CODE_LENGTH", "2"),
@@ -484,6 +532,49 @@ mod tests {
         let e = config(&[("REDIS_URL", "redis://cache:6379")]).unwrap_err();
         assert_eq!(e.var, "REDIS_URL");
         assert!(e.reason.contains("--features redis"), "{e}");
+    }
+
+    #[test]
+    #[cfg(not(feature = "redis"))]
+    fn redis_cluster_needs_the_feature() {
+        let e = config(&[("REDIS_CLUSTER_URLS", "redis://a:6379,redis://b:6379")]).unwrap_err();
+        assert_eq!(e.var, "REDIS_CLUSTER_URLS");
+        assert!(e.reason.contains("--features redis"), "{e}");
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
+    fn redis_cluster_urls_are_a_trimmed_list() {
+        let three = config(&[(
+            "REDIS_CLUSTER_URLS",
+            " redis://a:6379, rediss://:secret@b:6380 ,,redis://c:6379 ",
+        )])
+        .unwrap();
+        assert_eq!(
+            three.redis,
+            Some(RedisConfig::Cluster(vec![
+                "redis://a:6379".into(),
+                "rediss://:secret@b:6380".into(),
+                "redis://c:6379".into(),
+            ]))
+        );
+        let one = config(&[("REDIS_CLUSTER_URLS", "redis://a:6379")]).unwrap();
+        assert_eq!(
+            one.redis,
+            Some(RedisConfig::Cluster(vec!["redis://a:6379".into()]))
+        );
+    }
+
+    #[test]
+    fn redis_url_and_cluster_urls_exclude_each_other() {
+        let e = config(&[
+            ("REDIS_URL", "redis://cache:6379"),
+            ("REDIS_CLUSTER_URLS", "redis://a:6379,redis://b:6379"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "REDIS_CLUSTER_URLS");
+        assert!(e.reason.contains("not both"), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
     }
 
     #[test]
@@ -533,7 +624,10 @@ mod tests {
             config.database,
             Database::Postgres("postgres://postgres@db/refsys".into())
         );
-        assert_eq!(config.redis_url.as_deref(), Some("redis://cache:6379"));
+        assert_eq!(
+            config.redis,
+            Some(RedisConfig::Node("redis://cache:6379".into()))
+        );
         assert!(config.keys.is_some());
         assert_eq!(config.policy.otp().max_attempts, 3);
         let test = refsys_core::Phone::parse("+375291000002", config.policy.regions()).unwrap();

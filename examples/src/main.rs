@@ -11,7 +11,7 @@ mod webhook;
 
 use std::process::ExitCode;
 
-use config::{Config, Database, LogFormat, SmsConfig};
+use config::{Config, Database, LogFormat, RedisConfig, SmsConfig};
 #[cfg(feature = "postgres")]
 use refsys_core::postgres::PgUserStore;
 #[cfg(feature = "redis")]
@@ -132,7 +132,11 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         environment = if config.production { "production" } else { "development" },
         framework = ?config.framework,
         database = match config.database { Database::Sqlite(_) => "sqlite", Database::Postgres(_) => "postgres" },
-        otp_store = if config.redis_url.is_some() { "redis" } else { "memory" },
+        otp_store = match config.redis {
+            None => "memory",
+            Some(RedisConfig::Node(_)) => "redis",
+            Some(RedisConfig::Cluster(_)) => "redis-cluster",
+        },
         "refsys-server starting"
     );
     serve::serve(config.framework, config.bind, service).await
@@ -147,13 +151,20 @@ async fn build_service(
     macro_rules! assemble {
         ($users:expr) => {{
             let users = $users;
-            match &config.redis_url {
+            match &config.redis {
                 #[cfg(feature = "redis")]
-                Some(url) => {
-                    // One reconnecting connection, shared by both stores.
-                    let conn = refsys_core::redis_store::connect(url)
-                        .await
-                        .map_err(|e| format!("REDIS_URL: {e}"))?;
+                Some(redis) => {
+                    // One reconnecting connection (to a node or a cluster), shared by both stores.
+                    let conn = match redis {
+                        RedisConfig::Node(url) => refsys_core::redis_store::connect(url)
+                            .await
+                            .map_err(|e| format!("REDIS_URL: {e}"))?,
+                        RedisConfig::Cluster(urls) => {
+                            refsys_core::redis_store::connect_cluster(urls)
+                                .await
+                                .map_err(|e| format!("REDIS_CLUSTER_URLS: {e}"))?
+                        }
+                    };
                     let otps = RedisOtpStore::new(conn.clone()).with_prefix(&config.redis_prefix);
                     let rate = RedisRateLimitStore::new(conn).with_prefix(&config.redis_prefix);
                     ReferralService::builder(users, otps, sms, keys)
@@ -161,7 +172,8 @@ async fn build_service(
                         .client_limits(rate, limits)
                         .build()
                 }
-                // `Config` refuses REDIS_URL in a build without the `redis` feature.
+                // `Config` refuses REDIS_URL and REDIS_CLUSTER_URLS in a build without the
+                // `redis` feature.
                 #[cfg(not(feature = "redis"))]
                 Some(_) => return Err("REDIS_URL: this build has no Redis support".into()),
                 None => ReferralService::builder(users, MemoryOtpStore::new(), sms, keys)
