@@ -25,9 +25,14 @@ impl Phone {
     /// Parses a phone number written in international form (`+375 (33) 347-82-82`): spaces,
     /// dashes, dots and brackets are accepted. When `regions` allows exactly one region, a
     /// national number of that region (`8 033 347-82-82` in `BY`) is accepted too.
+    ///
+    /// Nothing else is: no letters, no other punctuation, no control or non-ASCII characters.
+    /// The parser underneath would silently drop some of them (a trailing NUL, a leading
+    /// `tel:`) or translate them (`+1 800 FLOWERS`, a full-width `＋`), so one number could be
+    /// written in many ways that are not what a person typed.
     pub fn parse(input: &str, regions: &AllowedRegions) -> Result<Phone, PhoneError> {
         let input = input.trim();
-        if input.is_empty() || input.len() > MAX_INPUT_LEN {
+        if input.is_empty() || input.len() > MAX_INPUT_LEN || !is_plain_number(input) {
             return Err(PhoneError::Invalid);
         }
         let number =
@@ -38,15 +43,19 @@ impl Phone {
         if !regions.allows(number.country().id()) {
             return Err(PhoneError::RegionNotAllowed);
         }
-        Ok(Phone(number.format().mode(Mode::E164).to_string()))
+        let e164 = number.format().mode(Mode::E164).to_string();
+        // What the stores write they must be able to read back with `from_trusted_e164`.
+        if !is_e164(&e164) {
+            return Err(PhoneError::Invalid);
+        }
+        Ok(Phone(e164))
     }
 
     /// Wraps a string that is already E.164, as read back from a store the service wrote it
-    /// to. Only the shape (`+` and 8–15 digits) is checked; use [`Phone::parse`] for input.
+    /// to. Only the shape (`+` and 7–15 digits) is checked; use [`Phone::parse`] for input.
     pub fn from_trusted_e164(e164: impl Into<String>) -> Result<Phone, PhoneError> {
         let e164 = e164.into();
-        let digits = e164.strip_prefix('+').ok_or(PhoneError::Invalid)?;
-        if (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if is_e164(&e164) {
             Ok(Phone(e164))
         } else {
             Err(PhoneError::Invalid)
@@ -70,6 +79,28 @@ impl Phone {
             &self.0[self.0.len() - keep_tail..]
         )
     }
+}
+
+/// Fewest digits of a valid E.164 number: 7, as in Niue (`+683 7290`) and Tokelau.
+const MIN_E164_DIGITS: usize = 7;
+
+/// Most digits of an E.164 number (ITU-T E.164 §6).
+const MAX_E164_DIGITS: usize = 15;
+
+/// `+` and 7–15 ASCII digits.
+fn is_e164(text: &str) -> bool {
+    text.strip_prefix('+').is_some_and(|digits| {
+        (MIN_E164_DIGITS..=MAX_E164_DIGITS).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Only what [`Phone::parse`] documents: ASCII digits, a leading `+`, and spaces, dashes,
+/// dots and brackets between them.
+fn is_plain_number(input: &str) -> bool {
+    let rest = input.strip_prefix('+').unwrap_or(input);
+    rest.bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'.' | b'(' | b')'))
 }
 
 impl fmt::Display for Phone {
@@ -268,5 +299,52 @@ mod tests {
         assert!(Phone::from_trusted_e164("+375333478282").is_ok());
         assert!(Phone::from_trusted_e164("375333478282").is_err());
         assert!(Phone::from_trusted_e164("+37533a478282").is_err());
+        assert!(Phone::from_trusted_e164("+123456").is_err());
+        assert!(Phone::from_trusted_e164("+1234567890123456").is_err());
+    }
+
+    /// Found by the `phone` fuzz target: Niue's 7-digit E.164 numbers parsed, but the stores'
+    /// read-back (`from_trusted_e164`) wanted 8 or more digits, so such a user's row could
+    /// be written and never read again.
+    #[test]
+    fn shortest_numbers_read_back_from_a_store() {
+        for input in ["+683 7290", "+690 3010"] {
+            let phone = Phone::parse(input, &AllowedRegions::all()).unwrap();
+            assert_eq!(phone.as_str().len(), 8, "{input}");
+            assert_eq!(Phone::from_trusted_e164(phone.as_str()), Ok(phone));
+        }
+    }
+
+    /// A trailing NUL was dropped by the parser, so `"+375291234567\0"` was the same user as
+    /// `"+375291234567"`; so were a leading `tel:`, vanity letters (`+1 800 FLOWERS`) and a
+    /// full-width plus (all found by the `phone` fuzz target). Only digits, `+`, spaces,
+    /// dashes, dots and brackets are accepted.
+    #[test]
+    fn refuses_characters_the_parser_would_drop_or_translate() {
+        let all = AllowedRegions::all();
+        assert!(Phone::parse("+375291234567", &all).is_ok());
+        for input in [
+            "+375291234567\0",
+            "\0+375291234567",
+            "+37529\u{1}1234567",
+            "+375291234567\u{7f}",
+            "+375 29\t123 45 67",
+            "+375\u{200b}291234567",
+            "tel:+375291234567",
+            "+375291234567#",
+            "+375291234567;",
+            "+375291234567 ext. 12",
+            "+1 800 FLOWERS",
+            "+\u{663}\u{667}\u{665}\u{662}\u{669}\u{661}\u{662}\u{663}\u{664}\u{665}\u{666}\u{667}",
+            "\u{ff0b}375291234567",
+            "++375291234567",
+            "375+291234567",
+        ] {
+            assert_eq!(
+                Phone::parse(input, &all),
+                Err(PhoneError::Invalid),
+                "{input:?}"
+            );
+        }
     }
 }
