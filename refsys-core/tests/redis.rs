@@ -485,6 +485,23 @@ mod cluster {
         cluster.stop_node(0);
         let started = Instant::now();
         assert_unavailable(OtpStore::ping(&otp).await, started);
+        // Phones on the stopped primary fail fast; the others are still served.
+        let (mut served, mut refused) = (0, 0);
+        for n in 1..=12 {
+            let p = phone(n);
+            let started = Instant::now();
+            match otp.issue(&p, &hash(&p, "1234"), now, &policy).await {
+                Ok(_) => served += 1,
+                outcome => {
+                    assert_unavailable(outcome, started);
+                    refused += 1;
+                }
+            }
+        }
+        assert!(
+            served > 0 && refused > 0,
+            "{served} served, {refused} refused"
+        );
 
         drop(cluster);
         let started = Instant::now();
