@@ -122,7 +122,7 @@ pub struct JwtKeys {
     algorithm: Algorithm,
     encoding: EncodingKey,
     decoding: DecodingKey,
-    /// The encoded header [`issue`](Self::issue) writes, e.g. `{"typ":"JWT","alg":"HS256"}`.
+    /// The encoded header `issue` writes, e.g. `{"typ":"JWT","alg":"HS256"}`.
     header: String,
     pepper: [u8; 32],
 }
@@ -255,7 +255,7 @@ impl JwtKeys {
     ///
     /// The signature is checked by `jsonwebtoken` against this key's algorithm only (a header
     /// naming any other algorithm, `none` included, is refused). The header is parsed only
-    /// when it differs from the one [`issue`](Self::issue) writes, and the claims are
+    /// when it differs from the one `issue` writes, and the claims are
     /// decoded and deserialized once: this is the hot path of every authenticated request.
     pub fn decode(&self, token: &str, kind: TokenKind, now: Timestamp) -> Option<Claims> {
         let (message, signature) = token.rsplit_once('.')?;
