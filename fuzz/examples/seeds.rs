@@ -4,6 +4,10 @@
 //! The token seeds are signed with the fuzzed service's key (`refsys_fuzz::SECRET`), so they
 //! are the well-formed JWTs the `token` target accepts; the HTTP seeds are a valid request for
 //! every route and a whole login → invite → profile → refresh → logout flow.
+//!
+//! `corpus/token/built-access` and `built-refresh` are not written here: they are inputs the
+//! fuzzer found whose built JWT (the `arbitrary` half of the `token` target) is one the model
+//! accepts, kept so every run starts with that path covered.
 
 use std::path::Path;
 
