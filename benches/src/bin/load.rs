@@ -104,21 +104,7 @@ mod serve {
                 .build()?
                 .block_on(async move {
                     let (service, minter) = build(&store, test_phones, seed_users).await?;
-                    let mint = |axum::extract::State(minter): axum::extract::State<Minter>,
-                                axum::extract::Path(n): axum::extract::Path<usize>| async move {
-                        let body = minter.mint(n).await.map_err(|e| {
-                            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                        })?;
-                        Ok::<_, (axum::http::StatusCode, String)>((
-                            [(axum::http::header::CONTENT_TYPE, "application/json")],
-                            body,
-                        ))
-                    };
-                    let app = refsys_axum::router(service).merge(
-                        axum::Router::new()
-                            .route(MINT_ROUTE, axum::routing::post(mint))
-                            .with_state(minter),
-                    );
+                    let app = axum_app(service, minter);
                     let listener = tokio::net::TcpListener::bind(addr).await?;
                     axum::serve(
                         listener,
@@ -156,6 +142,26 @@ mod serve {
             }),
             other => Err(format!("serve: unknown framework `{other}`").into()),
         }
+    }
+
+    /// The refsys router plus the bench-only [`MINT_ROUTE`].
+    fn axum_app(service: ReferralService, minter: Minter) -> axum::Router {
+        let mint = |axum::extract::State(minter): axum::extract::State<Minter>,
+                    axum::extract::Path(n): axum::extract::Path<usize>| async move {
+            let body = minter
+                .mint(n)
+                .await
+                .map_err(|e| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            Ok::<_, (axum::http::StatusCode, String)>((
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            ))
+        };
+        refsys_axum::router(service).merge(
+            axum::Router::new()
+                .route(MINT_ROUTE, axum::routing::post(mint))
+                .with_state(minter),
+        )
     }
 
     async fn build(
@@ -249,7 +255,7 @@ mod serve {
         /// Phones `+37544 2 000 000` and up: neither test phones nor the seeded users.
         const FIRST_PHONE: usize = 2_000_000;
         /// At most this many users per request, and this many store calls at once.
-        const MAX: usize = 500_000;
+        const MAX: usize = 1_000_000;
         const PARALLEL: usize = 16;
 
         fn new(users: Arc<dyn UserStore>) -> Self {
@@ -391,6 +397,7 @@ mod runner {
         smoke: bool,
         duration: Duration,
         warmup: Duration,
+        rounds: usize,
         connections: usize,
         max_ops: u64,
         seed_users: usize,
@@ -434,7 +441,7 @@ mod runner {
     }
 
     const HELP: &str = "\
-usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
+usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connections N]
             [--frameworks axum,actix] [--stores memory,sqlite,postgres]
             [--example-server PATH | --no-example-server] [--no-pgbench]
             [--pg-host H] [--pg-port P] [--pg-user U] [--pg-db D] [--out FILE]";
@@ -478,6 +485,9 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
             smoke,
             duration: secs("duration", if smoke { 0.3 } else { 5.0 })?,
             warmup: secs("warmup", if smoke { 0.1 } else { 1.0 })?,
+            rounds: flags
+                .get("rounds")
+                .map_or(Ok(if smoke { 1 } else { 4 }), |v| v.parse())?,
             connections: flags
                 .get("connections")
                 .map_or(Ok(if smoke { 2 } else { 32 }), |v| v.parse())?,
@@ -590,6 +600,28 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
         note: Option<String>,
     }
 
+    impl Row {
+        /// An empty row of `target`, for the `/health` scenario.
+        fn base(target: &Target) -> Row {
+            Row {
+                server: target.server.clone(),
+                framework: target.framework.clone(),
+                store: target.store.clone(),
+                scenario: Scenario::Health,
+                ops: 0,
+                errors: 0,
+                rate: 0.0,
+                p50_ms: 0.0,
+                p99_ms: 0.0,
+                peak_rss_mib: None,
+                server_cpu_us: None,
+                runner_cpu_us: None,
+                failed: None,
+                note: None,
+            }
+        }
+    }
+
     #[derive(Default)]
     struct Report {
         rows: Vec<Row>,
@@ -623,14 +655,8 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
             if store.starts_with("postgres") && !pg_ok {
                 continue;
             }
-            for framework in &options.frameworks {
-                let target = Target {
-                    server: ServerKind::Bench,
-                    framework: framework.clone(),
-                    store: store.clone(),
-                };
-                run_target(options, &target, &tmp, &mut report).await;
-            }
+            let targets = targets(options, ServerKind::Bench, store);
+            run_group(options, &targets, &tmp, &mut report).await;
         }
         if let Some(binary) = &options.example_server {
             if binary.exists() {
@@ -643,14 +669,8 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                     if store == "postgres" && !pg_ok {
                         continue;
                     }
-                    for framework in &options.frameworks {
-                        let target = Target {
-                            server: ServerKind::Example,
-                            framework: framework.clone(),
-                            store: store.clone(),
-                        };
-                        run_target(options, &target, &tmp, &mut report).await;
-                    }
+                    let targets = targets(options, ServerKind::Example, store);
+                    run_group(options, &targets, &tmp, &mut report).await;
                 }
             } else {
                 report.notes.push(format!(
@@ -668,6 +688,19 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
         server: ServerKind,
         framework: String,
         store: String,
+    }
+
+    /// One target per framework, for `server` on `store`.
+    fn targets(options: &Options, server: ServerKind, store: &str) -> Vec<Target> {
+        options
+            .frameworks
+            .iter()
+            .map(|framework| Target {
+                server: server.clone(),
+                framework: framework.clone(),
+                store: store.to_owned(),
+            })
+            .collect()
     }
 
     /// A running server process; killed on drop.
@@ -913,35 +946,67 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
         access_tokens(&serde_json::from_slice::<Vec<i64>>(&body)?)
     }
 
-    async fn run_target(options: &Options, target: &Target, tmp: &Path, report: &mut Report) {
-        eprintln!(
-            "load: {} server, {}, {} store",
-            target.server.name(),
-            target.framework,
-            target.store
-        );
-        let base = Row {
-            server: target.server.clone(),
-            framework: target.framework.clone(),
-            store: target.store.clone(),
-            scenario: Scenario::Health,
-            ops: 0,
-            errors: 0,
-            rate: 0.0,
-            p50_ms: 0.0,
-            p99_ms: 0.0,
-            peak_rss_mib: None,
-            server_cpu_us: None,
-            runner_cpu_us: None,
-            failed: None,
-            note: None,
-        };
+    /// Measures the servers of one kind and store, one per framework, side by side: each
+    /// scenario runs in `options.rounds` rounds, and every round gives each server an equal
+    /// slice of the measured time, alternating which goes first. Whatever else loads the
+    /// machine then weighs on both frameworks alike, so their ratio holds still.
+    async fn run_group(options: &Options, targets: &[Target], tmp: &Path, report: &mut Report) {
+        let mut live = Vec::new();
+        for target in targets {
+            eprintln!(
+                "load: {} server, {}, {} store",
+                target.server.name(),
+                target.framework,
+                target.store
+            );
+            match start(options, target, tmp).await {
+                Ok(server) => live.push(server),
+                Err((pg_db, e)) => {
+                    eprintln!("load:   failed: {e}");
+                    report.rows.push(Row {
+                        failed: Some(e.to_string()),
+                        ..Row::base(target)
+                    });
+                    drop_database(options, pg_db.as_deref(), report);
+                }
+            }
+        }
+        if let Err(e) = measure_group(options, &mut live, tmp, report).await {
+            eprintln!("load:   failed: {e}");
+            for server in &live {
+                report.rows.push(Row {
+                    failed: Some(e.to_string()),
+                    ..Row::base(server.target)
+                });
+            }
+        }
+        for server in live {
+            let pg_db = server.pg_db.clone();
+            drop(server);
+            drop_database(options, pg_db.as_deref(), report);
+        }
+    }
+
+    /// A started and seeded server, with what its scenarios carry from one to the next.
+    struct Live<'a> {
+        target: &'a Target,
+        process: Server,
+        pg_db: Option<String>,
+        seeded: Seeded,
+        /// Users who have not applied an invite code yet (from logins, then minted).
+        tokens: Vec<String>,
+        login_rate: Option<f64>,
+    }
+
+    /// Creates the server's store (a PostgreSQL database, a SQLite file), starts the server
+    /// and seeds it. On failure, says which database (if any) is left to drop.
+    async fn start<'a>(
+        options: &Options,
+        target: &'a Target,
+        tmp: &Path,
+    ) -> Result<Live<'a>, (Option<String>, BoxError)> {
         let tag = format!("{}_{}", target.server.name(), target.framework);
-        let pg_db = format!(
-            "refsys_bench_{}_{tag}_{}",
-            std::process::id(),
-            target.store.replace('-', "_")
-        );
+        let mut pg_db = None;
         let store_arg = match target.store.as_str() {
             "memory" => "memory".to_owned(),
             "sqlite" => {
@@ -952,53 +1017,83 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
                 }
             }
             "postgres" => {
-                if let Err(e) = options.pg.psql(&format!("CREATE DATABASE {pg_db}")) {
-                    report.rows.push(Row {
-                        failed: Some(format!("creating the database: {e}")),
-                        ..base
-                    });
-                    return;
-                }
-                options.pg.url(&pg_db)
+                let db = format!("refsys_bench_{}_{tag}", std::process::id());
+                options
+                    .pg
+                    .psql(&format!("CREATE DATABASE {db}"))
+                    .map_err(|e| (None, format!("creating the database: {e}").into()))?;
+                pg_db = Some(db.clone());
+                options.pg.url(&db)
             }
-            other => {
-                report.rows.push(Row {
-                    failed: Some(format!("unknown store `{other}`")),
-                    ..base
-                });
-                return;
-            }
+            other => return Err((None, format!("unknown store `{other}`").into())),
         };
-        let result = measure_target(options, target, &store_arg, tmp, &pg_db, &base, report).await;
-        if let Err(e) = result {
-            eprintln!("load:   failed: {e}");
-            report.rows.push(Row {
-                failed: Some(e.to_string()),
-                ..base
-            });
-        }
-        if target.store.starts_with("postgres")
-            && let Err(e) = options
-                .pg
-                .psql(&format!("DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"))
-        {
-            report.notes.push(format!("could not drop {pg_db}: {e}"));
+        let started = async {
+            let mut process = spawn(options, target, &store_arg, tmp)?;
+            wait_healthy(&mut process).await?;
+            let seeded = seed(process.addr).await?;
+            Ok::<_, BoxError>((process, seeded))
+        };
+        match started.await {
+            Ok((process, seeded)) => Ok(Live {
+                target,
+                process,
+                pg_db,
+                seeded,
+                tokens: Vec::new(),
+                login_rate: None,
+            }),
+            Err(e) => Err((pg_db, e)),
         }
     }
 
-    async fn measure_target(
+    fn drop_database(options: &Options, pg_db: Option<&str>, report: &mut Report) {
+        if let Some(db) = pg_db
+            && let Err(e) = options
+                .pg
+                .psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        {
+            report.notes.push(format!("could not drop {db}: {e}"));
+        }
+    }
+
+    /// What one server did in one scenario, summed over the rounds.
+    #[derive(Default)]
+    struct Tally {
+        outcome: Outcome,
+        server_ticks: Option<u64>,
+        runner_ticks: Option<u64>,
+        failed: Option<String>,
+    }
+
+    impl Tally {
+        fn add(&mut self, outcome: Result<Outcome, BoxError>, server: u64, runner: u64) {
+            match outcome {
+                Ok(mut outcome) => {
+                    let total = &mut self.outcome;
+                    total.ops += outcome.ops;
+                    total.errors += outcome.errors;
+                    total.elapsed += outcome.elapsed;
+                    total.latencies_us.append(&mut outcome.latencies_us);
+                    total.first_error = total.first_error.take().or(outcome.first_error);
+                    total.exhausted |= outcome.exhausted;
+                    self.server_ticks = Some(self.server_ticks.unwrap_or(0) + server);
+                    self.runner_ticks = Some(self.runner_ticks.unwrap_or(0) + runner);
+                }
+                Err(e) => self.failed = Some(e.to_string()),
+            }
+        }
+    }
+
+    async fn measure_group(
         options: &Options,
-        target: &Target,
-        store_arg: &str,
+        live: &mut [Live<'_>],
         tmp: &Path,
-        pg_db: &str,
-        base: &Row,
         report: &mut Report,
     ) -> Result<(), BoxError> {
-        let mut server = spawn(options, target, store_arg, tmp)?;
-        wait_healthy(&mut server).await?;
-        let seeded = seed(server.addr).await?;
-        let scenarios: &[Scenario] = match target.server {
+        let Some(first) = live.first() else {
+            return Ok(());
+        };
+        let scenarios: &[Scenario] = match first.target.server {
             ServerKind::Bench => &[
                 Scenario::Health,
                 Scenario::Profile,
@@ -1009,120 +1104,197 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
             // load until it has a knob for them.
             ServerKind::Example => &[Scenario::Health, Scenario::Profile],
         };
-        let mut tokens: Vec<String> = Vec::new();
-        let mut login_rate = None;
-        for &scenario in scenarios {
-            if scenario == Scenario::Invite {
-                // Every op needs a user who has not applied a code yet. Logins made some;
-                // top up to what the scenario can use: `use_invite_code` has run at up to
-                // 4x the login rate (memory store), plus a quarter for luck.
-                let window = (options.warmup + options.duration).as_secs_f64();
-                let wanted = login_rate.map_or(10_000.0, |rate: f64| 4.0 * rate * window * 1.25);
-                let wanted = (wanted as usize).clamp(200, 200_000);
-                if let Some(missing) = wanted.checked_sub(tokens.len()).filter(|&n| n > 0) {
-                    tokens.extend(fresh_users(server.addr, missing).await?);
-                }
+        let rounds = options.rounds.max(1);
+        let slice = options.duration.div_f64(rounds as f64);
+        // `/health` and the profile read nothing but the seeded state, so they share rounds
+        // too: their ratio is as steady as actix / axum.
+        let groups: Vec<&[Scenario]> = match scenarios {
+            [Scenario::Health, Scenario::Profile, rest @ ..] => {
+                let mut groups = vec![&scenarios[..2]];
+                groups.extend(rest.chunks(1));
+                groups
             }
-            let ctx = Arc::new(Ctx {
-                scenario,
-                profile_auth: seeded.profile_auth.clone(),
-                hub_code: seeded.hub_code.clone(),
-                phones_end: LOGIN_POOL_START + options.login_pool,
-                next_phone: AtomicUsize::new(LOGIN_POOL_START),
-                collected: Mutex::new(Vec::new()),
-                invite_tokens: std::mem::take(&mut tokens),
-                next_token: AtomicUsize::new(0),
-                budget: AtomicU64::new(0),
-            });
-            // Warm-up may use at most a fifth of a phone or token pool.
-            let warmup_budget = match scenario {
-                Scenario::Login => options.login_pool as u64 / 5,
-                Scenario::Invite => ctx.invite_tokens.len() as u64 / 5,
-                Scenario::Health | Scenario::Profile => options.max_ops,
-            };
-            ctx.budget
-                .store(warmup_budget.min(options.max_ops), Ordering::Relaxed);
-            // Warm-up (not recorded), then the measured phase.
-            let _ = phase(server.addr, options, &ctx, options.warmup, false).await;
-            ctx.budget.store(options.max_ops, Ordering::Relaxed);
-            let cpu_before = (cpu_ticks(server.child.id()), cpu_ticks(std::process::id()));
-            let outcome = phase(server.addr, options, &ctx, options.duration, true).await;
-            let cpu_after = (cpu_ticks(server.child.id()), cpu_ticks(std::process::id()));
-            let mut row = Row {
-                scenario,
-                peak_rss_mib: server.peak_rss_mib(),
-                ..base.clone()
-            };
-            match outcome {
-                Ok(outcome) => {
-                    row.ops = outcome.ops;
-                    row.errors = outcome.errors;
-                    row.rate = outcome.ops as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
-                    row.p50_ms = outcome.percentile_ms(50.0);
-                    row.p99_ms = outcome.percentile_ms(99.0);
-                    let per_op = |before: Option<u64>, after: Option<u64>| {
-                        let ticks = after?.checked_sub(before?)?;
-                        // Clock ticks are 1/100 s on Linux.
-                        (outcome.ops > 0).then(|| ticks as f64 * 10_000.0 / outcome.ops as f64)
-                    };
-                    row.server_cpu_us = per_op(cpu_before.0, cpu_after.0);
-                    row.runner_cpu_us = per_op(cpu_before.1, cpu_after.1);
-                    if let Some(error) = outcome.first_error {
-                        row.note = Some(format!("first error: {error}"));
-                    } else if outcome.exhausted {
-                        row.note = Some(format!(
-                            "pool used up after {:.1} s",
-                            outcome.elapsed.as_secs_f64()
-                        ));
+            _ => scenarios.chunks(1).collect(),
+        };
+        for group in groups {
+            // contexts[server][scenario], warmed up.
+            let mut contexts: Vec<Vec<Arc<Ctx>>> = Vec::new();
+            for server in live.iter_mut() {
+                let mut mine = Vec::new();
+                for &scenario in group {
+                    mine.push(prepare(options, server, scenario).await?);
+                }
+                contexts.push(mine);
+            }
+            let mut tallies: Vec<Vec<Tally>> = contexts
+                .iter()
+                .map(|c| c.iter().map(|_| Tally::default()).collect())
+                .collect();
+            for round in 0..rounds {
+                // Alternate which server and which scenario go first.
+                let mut servers: Vec<usize> = (0..live.len()).collect();
+                let mut steps: Vec<usize> = (0..group.len()).collect();
+                if round % 2 == 1 {
+                    servers.reverse();
+                    steps.reverse();
+                }
+                for &i in &servers {
+                    for &j in &steps {
+                        let (server, ctx) = (&live[i], &contexts[i][j]);
+                        ctx.budget.store(options.max_ops, Ordering::Relaxed);
+                        let pid = server.process.child.id();
+                        let before = (cpu_ticks(pid), cpu_ticks(std::process::id()));
+                        let outcome = phase(server.process.addr, options, ctx, slice, true).await;
+                        let after = (cpu_ticks(pid), cpu_ticks(std::process::id()));
+                        let delta = |a: Option<u64>, b: Option<u64>| b?.checked_sub(a?);
+                        tallies[i][j].add(
+                            outcome,
+                            delta(before.0, after.0).unwrap_or(0),
+                            delta(before.1, after.1).unwrap_or(0),
+                        );
                     }
                 }
-                Err(e) => row.failed = Some(e.to_string()),
             }
-            eprintln!(
-                "load:   {:<34} {:>9.0}/s  p50 {:.2} ms  p99 {:.2} ms  errors {}  rss {:.1} MiB",
-                scenario.name(),
-                row.rate,
-                row.p50_ms,
-                row.p99_ms,
-                row.errors,
-                row.peak_rss_mib.unwrap_or(0.0)
-            );
-            if scenario == Scenario::Login && row.ops > 0 {
-                login_rate = Some(row.rate);
+            for (j, &scenario) in group.iter().enumerate() {
+                for (i, server) in live.iter_mut().enumerate() {
+                    let tally = std::mem::take(&mut tallies[i][j]);
+                    let row = tally.into_row(server, scenario);
+                    eprintln!(
+                        "load:   {:<6} {:<34} {:>9.0}/s  p50 {:.2} ms  p99 {:.2} ms  errors {}  rss {:.1} MiB",
+                        server.target.framework,
+                        scenario.name(),
+                        row.rate,
+                        row.p50_ms,
+                        row.p99_ms,
+                        row.errors,
+                        row.peak_rss_mib.unwrap_or(0.0)
+                    );
+                    if scenario == Scenario::Login {
+                        server.login_rate = (row.ops > 0).then_some(row.rate);
+                        server.tokens = contexts[i][j]
+                            .collected
+                            .lock()
+                            .map(|mut t| std::mem::take(&mut *t))
+                            .unwrap_or_default();
+                    }
+                    report.rows.push(row);
+                }
             }
-            report.rows.push(row);
-            if scenario == Scenario::Login {
-                tokens = ctx
-                    .collected
-                    .lock()
-                    .map(|mut t| std::mem::take(&mut *t))
-                    .unwrap_or_default();
-            }
-            if scenario == Scenario::Profile
-                && target.store.starts_with("postgres")
-                && target.server == ServerKind::Bench
-                && options.pgbench
-            {
-                for clients in [10, options.connections] {
-                    match pgbench(options, pg_db, seeded.profile_user_id, clients, tmp) {
-                        Ok((tps, latency_ms)) => {
-                            eprintln!(
-                                "load:   pgbench -c {clients}: {tps:.0} tps, {latency_ms:.2} ms"
-                            );
-                            report.pgbench.push(PgbenchResult {
-                                framework: target.framework.clone(),
-                                store: target.store.clone(),
-                                clients,
-                                tps,
-                                latency_ms,
-                            });
-                        }
-                        Err(e) => report.notes.push(format!("pgbench failed: {e}")),
+            if group.contains(&Scenario::Profile) && options.pgbench {
+                for server in live.iter() {
+                    if let (ServerKind::Bench, Some(pg_db)) = (&server.target.server, &server.pg_db)
+                    {
+                        pgbench_ceiling(options, server, pg_db, tmp, report);
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// The context of `scenario` on `server`, warmed up (unrecorded, with at most a fifth of
+    /// a phone or token pool); `use_invite_code` first gets enough fresh users.
+    async fn prepare(
+        options: &Options,
+        server: &mut Live<'_>,
+        scenario: Scenario,
+    ) -> Result<Arc<Ctx>, BoxError> {
+        if scenario == Scenario::Invite && server.target.server == ServerKind::Bench {
+            // Every op needs a user who has not applied a code yet. Logins made some; top
+            // up to what the scenario can use: `use_invite_code` has run at up to 4x the
+            // login rate, plus a quarter for luck.
+            let window = (options.warmup + options.duration).as_secs_f64();
+            let wanted = server
+                .login_rate
+                .map_or(10_000.0, |rate| 4.0 * rate * window * 1.25);
+            let wanted = (wanted as usize).clamp(200, 1_000_000);
+            if let Some(missing) = wanted.checked_sub(server.tokens.len()) {
+                let minted = fresh_users(server.process.addr, missing).await?;
+                server.tokens.extend(minted);
+            }
+        }
+        let ctx = Arc::new(Ctx {
+            scenario,
+            profile_auth: server.seeded.profile_auth.clone(),
+            hub_code: server.seeded.hub_code.clone(),
+            phones_end: LOGIN_POOL_START + options.login_pool,
+            next_phone: AtomicUsize::new(LOGIN_POOL_START),
+            collected: Mutex::new(Vec::new()),
+            invite_tokens: std::mem::take(&mut server.tokens),
+            next_token: AtomicUsize::new(0),
+            budget: AtomicU64::new(0),
+        });
+        let warmup_budget = match scenario {
+            Scenario::Login => options.login_pool as u64 / 5,
+            Scenario::Invite => ctx.invite_tokens.len() as u64 / 5,
+            Scenario::Health | Scenario::Profile => options.max_ops,
+        };
+        ctx.budget
+            .store(warmup_budget.min(options.max_ops), Ordering::Relaxed);
+        let _ = phase(server.process.addr, options, &ctx, options.warmup, false).await;
+        Ok(ctx)
+    }
+
+    impl Tally {
+        fn into_row(self, server: &Live<'_>, scenario: Scenario) -> Row {
+            let mut row = Row {
+                scenario,
+                peak_rss_mib: server.process.peak_rss_mib(),
+                ..Row::base(server.target)
+            };
+            if let Some(failed) = self.failed {
+                row.failed = Some(failed);
+                return row;
+            }
+            let outcome = self.outcome;
+            row.ops = outcome.ops;
+            row.errors = outcome.errors;
+            row.rate = outcome.ops as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+            row.p50_ms = outcome.percentile_ms(50.0);
+            row.p99_ms = outcome.percentile_ms(99.0);
+            // Clock ticks are 1/100 s on Linux.
+            let per_op = |ticks: Option<u64>| {
+                (outcome.ops > 0).then(|| ticks.unwrap_or(0) as f64 * 10_000.0 / outcome.ops as f64)
+            };
+            row.server_cpu_us = per_op(self.server_ticks);
+            row.runner_cpu_us = per_op(self.runner_ticks);
+            if let Some(error) = outcome.first_error {
+                row.note = Some(format!("first error: {error}"));
+            } else if outcome.exhausted {
+                row.note = Some(format!(
+                    "all {} users used in {:.1} s",
+                    outcome.ops,
+                    outcome.elapsed.as_secs_f64()
+                ));
+            }
+            row
+        }
+    }
+
+    /// pgbench with the profile's SQL on `server`'s database, with 10 clients (the server's
+    /// pool size) and with as many as the HTTP load has connections.
+    fn pgbench_ceiling(
+        options: &Options,
+        server: &Live<'_>,
+        pg_db: &str,
+        tmp: &Path,
+        report: &mut Report,
+    ) {
+        for clients in [10, options.connections] {
+            match pgbench(options, pg_db, server.seeded.profile_user_id, clients, tmp) {
+                Ok((tps, latency_ms)) => {
+                    eprintln!("load:   pgbench -c {clients}: {tps:.0} tps, {latency_ms:.2} ms");
+                    report.pgbench.push(PgbenchResult {
+                        framework: server.target.framework.clone(),
+                        store: server.target.store.clone(),
+                        clients,
+                        tps,
+                        latency_ms,
+                    });
+                }
+                Err(e) => report.notes.push(format!("pgbench failed: {e}")),
+            }
+        }
     }
 
     /// The exact SQL of `PgUserStore::profile`, for pgbench.
@@ -1168,6 +1340,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
         Ok((tps, latency))
     }
 
+    #[derive(Default)]
     struct Outcome {
         ops: u64,
         errors: u64,
@@ -1349,12 +1522,14 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--connections N]
             let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
             let _ = writeln!(
                 md,
-                "Run: {}{} connections, {:.1} s warm-up + {:.1} s measured per scenario, {cpus} CPUs \
+                "Run: {}{} connections, {:.1} s warm-up + {:.1} s measured per scenario and server, \
+                 in {} rounds that alternate the frameworks, {cpus} CPUs \
                  (load generator, server and database share them), took {:.0} s.\n",
                 if options.smoke { "**smoke**, " } else { "" },
                 options.connections,
                 options.warmup.as_secs_f64(),
                 options.duration.as_secs_f64(),
+                options.rounds.max(1),
                 took.as_secs_f64()
             );
             md.push_str(
