@@ -40,6 +40,7 @@ fn main() {
         ("arabic-digits", "+٣٧٥٢٩١٢٣٤٥٦٧"),
         ("fullwidth-plus", "＋375291234567"),
         ("junk", "+"),
+        ("lt-national-prefix", "+370880034567"),
     ] {
         write("phone", name, phone.as_bytes());
     }

@@ -30,22 +30,19 @@ impl Phone {
     /// The parser underneath would silently drop some of them (a trailing NUL, a leading
     /// `tel:`) or translate them (`+1 800 FLOWERS`, a full-width `＋`), so one number could be
     /// written in many ways that are not what a person typed.
+    ///
+    /// The result always parses back to itself, so the number the API shows can be typed in
+    /// again to log in.
     pub fn parse(input: &str, regions: &AllowedRegions) -> Result<Phone, PhoneError> {
         let input = input.trim();
         if input.is_empty() || input.len() > MAX_INPUT_LEN || !is_plain_number(input) {
             return Err(PhoneError::Invalid);
         }
-        let number =
-            phonenumber::parse(regions.single(), input).map_err(|_| PhoneError::Invalid)?;
-        if !phonenumber::is_valid(&number) || number.extension().is_some() {
-            return Err(PhoneError::Invalid);
-        }
-        if !regions.allows(number.country().id()) {
-            return Err(PhoneError::RegionNotAllowed);
-        }
-        let e164 = number.format().mode(Mode::E164).to_string();
-        // What the stores write they must be able to read back with `from_trusted_e164`.
-        if !is_e164(&e164) {
+        let e164 = normalise(input, regions)?;
+        // The parser strips a national prefix written after some country codes
+        // (`+370 8 800 34567` becomes `+37080034567`) and may then refuse its own output, or
+        // strip again: only a number whose E.164 form reads back as itself is accepted.
+        if e164 != input && normalise(&e164, regions).as_ref() != Ok(&e164) {
             return Err(PhoneError::Invalid);
         }
         Ok(Phone(e164))
@@ -79,6 +76,23 @@ impl Phone {
             &self.0[self.0.len() - keep_tail..]
         )
     }
+}
+
+/// The E.164 form of `input`, if it is a valid number of an allowed region.
+fn normalise(input: &str, regions: &AllowedRegions) -> Result<String, PhoneError> {
+    let number = phonenumber::parse(regions.single(), input).map_err(|_| PhoneError::Invalid)?;
+    if !phonenumber::is_valid(&number) || number.extension().is_some() {
+        return Err(PhoneError::Invalid);
+    }
+    if !regions.allows(number.country().id()) {
+        return Err(PhoneError::RegionNotAllowed);
+    }
+    let e164 = number.format().mode(Mode::E164).to_string();
+    // What the stores write they must be able to read back with `from_trusted_e164`.
+    if !is_e164(&e164) {
+        return Err(PhoneError::Invalid);
+    }
+    Ok(e164)
 }
 
 /// Fewest digits of a valid E.164 number: 7, as in Niue (`+683 7290`) and Tokelau.
@@ -312,6 +326,34 @@ mod tests {
             let phone = Phone::parse(input, &AllowedRegions::all()).unwrap();
             assert_eq!(phone.as_str().len(), 8, "{input}");
             assert_eq!(Phone::from_trusted_e164(phone.as_str()), Ok(phone));
+        }
+    }
+
+    /// Found by the `phone` fuzz target: `+370 8 800 34567` (a national prefix after the
+    /// country code) came out as `+37080034567`, which the parser then refused, so the user
+    /// could not log in with the number the API showed.
+    #[test]
+    fn accepted_numbers_parse_back_to_themselves() {
+        let lt: AllowedRegions = "LT".parse().unwrap();
+        for regions in [AllowedRegions::all(), lt] {
+            for input in [
+                "+370880034567",
+                "+370 8 800 34567",
+                "+37061234567",
+                "+370 8 612 34567",
+            ] {
+                if let Ok(phone) = Phone::parse(input, &regions) {
+                    assert_eq!(
+                        Phone::parse(phone.as_str(), &regions).as_ref(),
+                        Ok(&phone),
+                        "{input:?} -> {phone}"
+                    );
+                }
+            }
+            assert_eq!(
+                Phone::parse("+370880034567", &regions),
+                Err(PhoneError::Invalid)
+            );
         }
     }
 
