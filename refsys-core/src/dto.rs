@@ -102,10 +102,19 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body).map_err(|e| {
         let why = match e.classify() {
             serde_json::error::Category::Data => {
-                // serde's data errors name the field and the expected type, not the value.
+                // serde's data errors name the field and the expected type, but a type error
+                // also quotes what it found (``invalid type: integer `1111`, expected a
+                // string``): keep only what was expected.
                 let message = e.to_string();
                 let message = message.split(" at line ").next().unwrap_or_default();
-                format!("Invalid request body: {message}.")
+                match message.split_once(", expected ") {
+                    Some((found, expected)) if found.starts_with("invalid ") => {
+                        format!(
+                            "Invalid request body: a value has the wrong type, expected {expected}."
+                        )
+                    }
+                    _ => format!("Invalid request body: {message}."),
+                }
             }
             serde_json::error::Category::Eof => "The request body is empty or cut short.".into(),
             _ => "The request body is not valid JSON.".into(),
@@ -144,6 +153,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(missing.contains("phone"), "{missing}");
+    }
+
+    #[test]
+    fn wrong_types_are_named_without_the_value() {
+        for body in [
+            &br#"{"phone": "+375291000001", "code": 4821}"#[..],
+            br#"{"phone": "+375291000001", "code": 4821.5}"#,
+            br#"{"phone": "+375291000001", "code": true}"#,
+            br#"{"phone": "+375291000001", "code": {"x": "4821"}}"#,
+        ] {
+            let message = parse_body::<VerifyCodeRequest>(body)
+                .unwrap_err()
+                .to_string();
+            assert!(!message.contains("4821"), "{message}");
+            assert!(!message.contains("true"), "{message}");
+            assert!(message.contains("expected a string"), "{message}");
+        }
     }
 
     #[test]
