@@ -1246,7 +1246,9 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
                 row.failed = Some(failed);
                 return row;
             }
-            let outcome = self.outcome;
+            let mut outcome = self.outcome;
+            // Each round's latencies are sorted; all of them together are not.
+            outcome.latencies_us.sort_unstable();
             row.ops = outcome.ops;
             row.errors = outcome.errors;
             row.rate = outcome.ops as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
