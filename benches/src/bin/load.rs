@@ -43,6 +43,12 @@ const LOGIN_POOL_START: usize = 12;
 /// The bench server's extra route that makes fresh users (see `serve::Minter`).
 const MINT_ROUTE: &str = "/__bench/users/{n}";
 
+/// The bench server's framework-native handler (`{"status":"ok"}`, no refsys code).
+const BARE_ROUTE: &str = "/__bench/bare";
+
+/// What the bare handler answers.
+const BARE_BODY: &str = r#"{"status":"ok"}"#;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = if args.first().map(String::as_str) == Some("serve") {
@@ -132,6 +138,14 @@ mod serve {
                     actix_web::App::new()
                         .app_data(actix_web::web::Data::new(minter.clone()))
                         .route(MINT_ROUTE, actix_web::web::post().to(mint))
+                        .route(
+                            BARE_ROUTE,
+                            actix_web::web::get().to(|| async {
+                                actix_web::HttpResponse::Ok()
+                                    .content_type("application/json")
+                                    .body(BARE_BODY)
+                            }),
+                        )
                         .configure(refsys_actix::configure(service.clone()))
                 })
                 .workers(threads)
@@ -157,9 +171,16 @@ mod serve {
                 body,
             ))
         };
+        let bare = || async {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                BARE_BODY,
+            )
+        };
         refsys_axum::router(service).merge(
             axum::Router::new()
                 .route(MINT_ROUTE, axum::routing::post(mint))
+                .route(BARE_ROUTE, axum::routing::get(bare))
                 .with_state(minter),
         )
     }
@@ -544,6 +565,9 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
 
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     enum Scenario {
+        /// A framework-native handler answering `{"status":"ok"}`, no refsys code: the
+        /// framework's own ceiling (bench server only).
+        Bare,
         Health,
         Profile,
         Login,
@@ -553,6 +577,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
     impl Scenario {
         fn name(self) -> &'static str {
             match self {
+                Scenario::Bare => "GET bare handler (no refsys)",
                 Scenario::Health => "GET /health",
                 Scenario::Profile => "GET /get_profile/ (10 invitees)",
                 Scenario::Login => "login (send_code + verify_code)",
@@ -1095,6 +1120,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         };
         let scenarios: &[Scenario] = match first.target.server {
             ServerKind::Bench => &[
+                Scenario::Bare,
                 Scenario::Health,
                 Scenario::Profile,
                 Scenario::Login,
@@ -1106,16 +1132,17 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         };
         let rounds = options.rounds.max(1);
         let slice = options.duration.div_f64(rounds as f64);
-        // `/health` and the profile read nothing but the seeded state, so they share rounds
-        // too: their ratio is as steady as actix / axum.
-        let groups: Vec<&[Scenario]> = match scenarios {
-            [Scenario::Health, Scenario::Profile, rest @ ..] => {
-                let mut groups = vec![&scenarios[..2]];
-                groups.extend(rest.chunks(1));
-                groups
-            }
-            _ => scenarios.chunks(1).collect(),
-        };
+        // The bare handler, `/health` and the profile read nothing but the seeded state, so
+        // they share rounds too: their ratios are as steady as actix / axum.
+        let reads = scenarios
+            .iter()
+            .take_while(|s| matches!(s, Scenario::Bare | Scenario::Health | Scenario::Profile))
+            .count();
+        let (reads, writes) = scenarios.split_at(reads);
+        let groups: Vec<&[Scenario]> = std::iter::once(reads)
+            .filter(|g| !g.is_empty())
+            .chain(writes.chunks(1))
+            .collect();
         for group in groups {
             // contexts[server][scenario], warmed up.
             let mut contexts: Vec<Vec<Arc<Ctx>>> = Vec::new();
@@ -1227,7 +1254,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         let warmup_budget = match scenario {
             Scenario::Login => options.login_pool as u64 / 5,
             Scenario::Invite => ctx.invite_tokens.len() as u64 / 5,
-            Scenario::Health | Scenario::Profile => options.max_ops,
+            Scenario::Bare | Scenario::Health | Scenario::Profile => options.max_ops,
         };
         ctx.budget
             .store(warmup_budget.min(options.max_ops), Ordering::Relaxed);
@@ -1374,6 +1401,10 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         mine: &mut Vec<String>,
     ) -> Result<Step, BoxError> {
         match ctx.scenario {
+            Scenario::Bare => {
+                let (status, body) = conn.get(BARE_ROUTE, None).await?;
+                expect_ok("bare handler", status, &body)?;
+            }
             Scenario::Health => {
                 let (status, body) = conn.get("/health", None).await?;
                 expect_ok("health", status, &body)?;
@@ -1664,11 +1695,9 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
             }
             let mut worst: Option<(f64, String)> = None;
             let mut pairs = 0;
-            for row in self
-                .rows
-                .iter()
-                .filter(|r| r.framework == "actix" && r.failed.is_none())
-            {
+            for row in self.rows.iter().filter(|r| {
+                r.framework == "actix" && r.failed.is_none() && r.scenario != Scenario::Bare
+            }) {
                 if let Some(axum) = self.find(&row.server, "axum", &row.store, row.scenario)
                     && axum.rate > 0.0
                     && row.rate > 0.0
@@ -1694,6 +1723,22 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
                     "{} — actix vs axum within 10 % on all {pairs} scenarios; the widest gap: {which}",
                     mark(off <= 0.10)
                 ));
+            }
+            // The frameworks' own difference, for comparison: no refsys code in it.
+            for actix in self
+                .rows
+                .iter()
+                .filter(|r| r.framework == "actix" && r.scenario == Scenario::Bare)
+            {
+                if let Some(axum) = self.find(&actix.server, "axum", &actix.store, Scenario::Bare)
+                    && axum.rate > 0.0
+                {
+                    lines.push(format!(
+                        "for comparison — bare framework handlers ({} store's servers): actix/axum = {:.2}",
+                        actix.store,
+                        actix.rate / axum.rate
+                    ));
+                }
             }
             lines
         }
