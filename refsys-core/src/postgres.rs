@@ -17,11 +17,16 @@
 //! Every [`UserStore`] method is one statement or one transaction; the module source explains
 //! how each stays atomic when many server instances share the database.
 
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleResult};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
 
 use crate::sql::{invite_code, migrate_error, phone, store_error, unix};
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
@@ -37,8 +42,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// with [`StoreError::Unavailable`].
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Connections a pool made by [`PgUserStore::connect`] opens at most.
-const MAX_CONNECTIONS: u32 = 10;
+/// Connections [`PgUserStore::connect`] opens at most.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
 
 /// The key of the transaction-scoped advisory lock that serializes invite activations
 /// (`"refsys"` and 1 in ASCII hex, to keep clear of other applications' keys).
@@ -47,38 +52,139 @@ const ACTIVATION_LOCK: i64 = 0x7265_6673_7973_0001;
 /// A PostgreSQL [`UserStore`].
 ///
 /// Cloning is cheap: clones share one connection pool.
-#[derive(Clone, Debug)]
+///
+/// # The pool
+///
+/// Connections open on demand, at most [`DEFAULT_MAX_CONNECTIONS`] (or what
+/// [`connect_with`](Self::connect_with) says). A call waits at most three seconds for a free
+/// connection or a new one, then fails with [`StoreError::Unavailable`]; while the database is
+/// down calls fail that way, and when it comes back the pool reconnects by itself.
+///
+/// A connection goes back to the pool only when the call that used it finished: a call that
+/// failed or was cancelled half-way (its request dropped) may leave a transaction open or a
+/// message half-sent, so its connection is closed instead, and PostgreSQL rolls back and
+/// frees its locks. That is why connections need no check when they come back: sqlx's own
+/// pool pings every connection it takes back, a second round trip for every query, which
+/// cost about a third of the PostgreSQL profile's throughput in the benchmarks
+/// (`benches/README.md`). A connection that died with the database fails its next call
+/// (503) and is replaced.
+#[derive(Clone)]
 pub struct PgUserStore {
-    pool: PgPool,
+    pool: Pool<Connector>,
+}
+
+impl fmt::Debug for PgUserStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PgUserStore")
+            .field("max_connections", &status.max_size)
+            .field("open_connections", &status.size)
+            .finish()
+    }
+}
+
+/// Opens the pool's connections.
+struct Connector {
+    options: PgConnectOptions,
+}
+
+impl managed::Manager for Connector {
+    type Type = PgConnection;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<PgConnection, sqlx::Error> {
+        self.options.connect().await
+    }
+
+    async fn recycle(&self, _: &mut PgConnection, _: &Metrics) -> RecycleResult<sqlx::Error> {
+        // Only connections whose call finished come back (see `Lease`).
+        Ok(())
+    }
+}
+
+/// A pooled connection, returned to the pool by [`Lease::release`] once its call finished,
+/// and closed if it is dropped without (an error or a cancelled call).
+struct Lease {
+    conn: Option<Object<Connector>>,
+}
+
+impl Lease {
+    /// Ends the lease with the call's `result`: the connection goes back to the pool if the
+    /// call succeeded, and is closed if it failed.
+    fn done<T>(mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if result.is_ok() {
+            drop(self.conn.take());
+        }
+        result
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Out of the pool, then closed.
+            drop(Object::take(conn));
+        }
+    }
+}
+
+impl Deref for Lease {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        self.conn
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("a lease holds its connection until it ends"))
+    }
+}
+
+impl DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn
+            .as_deref_mut()
+            .unwrap_or_else(|| unreachable!("a lease holds its connection until it ends"))
+    }
 }
 
 impl PgUserStore {
-    /// A store on an existing pool. The pool's own settings apply; give it a bounded
-    /// `acquire_timeout` so a database that is down fails calls instead of hanging them.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
-    /// A store on a new pool for `url` (`postgres://user:password@host:port/database`).
+    /// A store on a new pool for `url` (`postgres://user:password@host:port/database`), with
+    /// at most [`DEFAULT_MAX_CONNECTIONS`] connections; see [the pool](Self#the-pool).
     ///
     /// Connections open on demand, so this fails only for a malformed URL: call
     /// [`ping`](UserStore::ping) or [`migrate`](Self::migrate) to check that the database
-    /// answers. While the database is down, every call fails with
-    /// [`StoreError::Unavailable`] within three seconds; when it comes back the pool
-    /// reconnects by itself. The pool holds at most ten connections.
-    ///
-    /// Pooled connections are not pinged before each use (sqlx's `test_before_acquire`): the
-    /// ping is a round trip per query, which cost about a fifth of the server's CPU per profile
-    /// read in the benchmarks. A connection that died with the database fails its next query
-    /// (503) and is replaced.
+    /// answers.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(false)
-            .connect_lazy(url)
+        let options = PgConnectOptions::from_str(url)
             .map_err(|error| StoreError::unavailable(format!("invalid PostgreSQL URL: {error}")))?;
-        Ok(Self::new(pool))
+        Self::connect_with(options, DEFAULT_MAX_CONNECTIONS)
+    }
+
+    /// A store on a new pool of at most `max_connections` connections made with `options`
+    /// (host, credentials, TLS, statement cache, …); see [the pool](Self#the-pool).
+    pub fn connect_with(
+        options: PgConnectOptions,
+        max_connections: usize,
+    ) -> Result<Self, StoreError> {
+        let pool = Pool::builder(Connector { options })
+            .max_size(max_connections.max(1))
+            .runtime(deadpool::Runtime::Tokio1)
+            .wait_timeout(Some(ACQUIRE_TIMEOUT))
+            .create_timeout(Some(ACQUIRE_TIMEOUT))
+            .build()
+            .map_err(|error| StoreError::unavailable(format!("PostgreSQL pool: {error}")))?;
+        Ok(Self { pool })
+    }
+
+    /// A connection from the pool.
+    async fn lease(&self) -> Result<Lease, StoreError> {
+        match self.pool.get().await {
+            Ok(conn) => Ok(Lease { conn: Some(conn) }),
+            Err(PoolError::Backend(error)) => Err(store_error(error)),
+            Err(PoolError::Timeout(_)) => Err(StoreError::unavailable(format_args!(
+                "no PostgreSQL connection within {ACQUIRE_TIMEOUT:?}"
+            ))),
+            Err(error) => Err(StoreError::unavailable(format!("PostgreSQL pool: {error}"))),
+        }
     }
 
     /// Creates or updates the schema (the embedded `migrations/postgres`).
@@ -88,7 +194,9 @@ impl PgUserStore {
     /// [`StoreError::Corrupt`] if the database has migrations this build does not know or
     /// whose contents changed.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(migrate_error)
+        let mut conn = self.lease().await?;
+        let result = MIGRATOR.run(&mut *conn).await.map_err(migrate_error);
+        conn.done(result)
     }
 }
 
@@ -99,6 +207,29 @@ fn violates(error: &sqlx::Error, constraint: &str) -> bool {
         .is_some_and(|db| db.is_unique_violation() && db.constraint() == Some(constraint))
 }
 
+/// The user registered with `phone_number`, if any.
+async fn registered(
+    conn: &mut PgConnection,
+    phone_number: &Phone,
+) -> Result<Option<Registration>, StoreError> {
+    sqlx::query_as::<_, (i64, String)>("SELECT id, invite_code FROM users WHERE phone = $1")
+        .bind(phone_number.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(store_error)?
+        .map(|(id, code)| {
+            Ok(Registration {
+                user: User {
+                    id: UserId(id),
+                    phone: phone_number.clone(),
+                    invite_code: invite_code(&code)?,
+                },
+                created: false,
+            })
+        })
+        .transpose()
+}
+
 #[async_trait]
 impl UserStore for PgUserStore {
     async fn find_or_create(
@@ -106,70 +237,59 @@ impl UserStore for PgUserStore {
         phone_number: &Phone,
         new_code: &(dyn Fn() -> InviteCode + Send + Sync),
     ) -> Result<Registration, StoreError> {
-        let existing = || async {
-            sqlx::query_as::<_, (i64, String)>("SELECT id, invite_code FROM users WHERE phone = $1")
-                .bind(phone_number.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_error)?
-                .map(|(id, code)| {
-                    Ok(Registration {
-                        user: User {
-                            id: UserId(id),
-                            phone: phone_number.clone(),
-                            invite_code: invite_code(&code)?,
-                        },
-                        created: false,
-                    })
-                })
-                .transpose()
-        };
-        // The common case, a returning user, is one read that writes nothing.
-        if let Some(found) = existing().await? {
-            return Ok(found);
-        }
-        for _ in 0..INVITE_CODE_TRIES {
-            let code = new_code();
-            // A concurrent insert of the same phone makes this wait for it, then do nothing;
-            // the read below (a new statement, so a new snapshot) then sees that user. A taken
-            // code fails the unique constraint and is replaced. Nothing is checked first.
-            let inserted = sqlx::query_scalar::<_, i64>(
-                "INSERT INTO users (phone, invite_code) VALUES ($1, $2) \
-                 ON CONFLICT (phone) DO NOTHING RETURNING id",
-            )
-            .bind(phone_number.as_str())
-            .bind(code.as_str())
-            .fetch_optional(&self.pool)
-            .await;
-            match inserted {
-                Ok(Some(id)) => {
-                    return Ok(Registration {
-                        user: User {
-                            id: UserId(id),
-                            phone: phone_number.clone(),
-                            invite_code: code,
-                        },
-                        created: true,
-                    });
-                }
-                Ok(None) => {
-                    if let Some(found) = existing().await? {
-                        return Ok(found);
-                    }
-                    // Deleted between the two statements: try again.
-                }
-                Err(error) if violates(&error, "users_invite_code_unique") => {}
-                Err(error) => return Err(store_error(error)),
+        let mut conn = self.lease().await?;
+        let result = async {
+            // The common case, a returning user, is one read that writes nothing.
+            if let Some(found) = registered(&mut conn, phone_number).await? {
+                return Ok(found);
             }
+            for _ in 0..INVITE_CODE_TRIES {
+                let code = new_code();
+                // A concurrent insert of the same phone makes this wait for it, then do
+                // nothing; the read below (a new statement, so a new snapshot) then sees that
+                // user. A taken code fails the unique constraint and is replaced. Nothing is
+                // checked first.
+                let inserted = sqlx::query_scalar::<_, i64>(
+                    "INSERT INTO users (phone, invite_code) VALUES ($1, $2) \
+                     ON CONFLICT (phone) DO NOTHING RETURNING id",
+                )
+                .bind(phone_number.as_str())
+                .bind(code.as_str())
+                .fetch_optional(&mut *conn)
+                .await;
+                match inserted {
+                    Ok(Some(id)) => {
+                        return Ok(Registration {
+                            user: User {
+                                id: UserId(id),
+                                phone: phone_number.clone(),
+                                invite_code: code,
+                            },
+                            created: true,
+                        });
+                    }
+                    Ok(None) => {
+                        if let Some(found) = registered(&mut conn, phone_number).await? {
+                            return Ok(found);
+                        }
+                        // Deleted between the two statements: try again.
+                    }
+                    Err(error) if violates(&error, "users_invite_code_unique") => {}
+                    Err(error) => return Err(store_error(error)),
+                }
+            }
+            Err(StoreError::Exhausted(format!(
+                "no free invite code in {INVITE_CODE_TRIES} tries"
+            )))
         }
-        Err(StoreError::Exhausted(format!(
-            "no free invite code in {INVITE_CODE_TRIES} tries"
-        )))
+        .await;
+        conn.done(result)
     }
 
     async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
         // One round trip, one snapshot: the invitees come as an array, oldest activation first
         // (an index range scan of users_invited_by_idx).
+        let mut conn = self.lease().await?;
         let row = sqlx::query_as::<_, (String, String, Option<String>, Vec<String>)>(
             "SELECT u.phone, u.invite_code, inviter.invite_code, \
                     ARRAY(SELECT g.phone FROM users g WHERE g.invited_by = u.id \
@@ -178,9 +298,10 @@ impl UserStore for PgUserStore {
              WHERE u.id = $1",
         )
         .bind(user.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await
-        .map_err(store_error)?;
+        .map_err(store_error);
+        let row = conn.done(row)?;
         let Some((own_phone, own_code, applied, invitees)) = row else {
             return Ok(None);
         };
@@ -210,56 +331,61 @@ impl UserStore for PgUserStore {
         // serialization costs nothing that matters. Nothing here can fail with a
         // serialization error or deadlock: the isolation level is READ COMMITTED and the only
         // row lock taken (the user's own row, by the UPDATE) is taken while holding the lock.
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(ACTIVATION_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        // Everything the documented order needs, in one statement. The walk goes up from the
-        // code's owner (UNION, not UNION ALL, so it would end even on a corrupt cycle).
-        let (exists, already, owner, cycle) = sqlx::query_as::<_, (bool, bool, Option<i64>, bool)>(
-            "WITH RECURSIVE \
-                   owner AS (SELECT id FROM users WHERE invite_code = $2), \
-                   chain (id) AS ( \
-                     SELECT u.invited_by FROM users u JOIN owner o ON u.id = o.id \
-                       WHERE u.invited_by IS NOT NULL \
-                     UNION \
-                     SELECT u.invited_by FROM users u JOIN chain c ON u.id = c.id \
-                       WHERE u.invited_by IS NOT NULL) \
-                 SELECT EXISTS (SELECT 1 FROM users WHERE id = $1), \
-                        EXISTS (SELECT 1 FROM users WHERE id = $1 AND invited_by IS NOT NULL), \
-                        (SELECT id FROM owner), \
-                        EXISTS (SELECT 1 FROM chain WHERE id = $1)",
-        )
-        .bind(user.0)
-        .bind(code.as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        let outcome = match owner {
-            _ if !exists => Activation::UnknownUser,
-            None => Activation::NotFound,
-            Some(owner) if owner == user.0 => Activation::OwnCode,
-            Some(_) if already => Activation::AlreadyActivated,
-            Some(_) if cycle => Activation::Cycle,
-            Some(owner) => {
-                sqlx::query(
-                    "UPDATE users SET invited_by = $2, activation_seq = nextval('activation_seq'), \
-                            activated_at = now() \
-                     WHERE id = $1 AND invited_by IS NULL",
-                )
-                .bind(user.0)
-                .bind(owner)
+        let mut conn = self.lease().await?;
+        let result = async {
+            let mut tx = conn.begin().await.map_err(store_error)?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ACTIVATION_LOCK)
                 .execute(&mut *tx)
                 .await
                 .map_err(store_error)?;
-                Activation::Activated
-            }
-        };
-        // A refusal changed nothing; committing it just releases the lock.
-        tx.commit().await.map_err(store_error)?;
-        Ok(outcome)
+            // Everything the documented order needs, in one statement. The walk goes up from the
+            // code's owner (UNION, not UNION ALL, so it would end even on a corrupt cycle).
+            let (exists, already, owner, cycle) = sqlx::query_as::<_, (bool, bool, Option<i64>, bool)>(
+                "WITH RECURSIVE \
+                       owner AS (SELECT id FROM users WHERE invite_code = $2), \
+                       chain (id) AS ( \
+                         SELECT u.invited_by FROM users u JOIN owner o ON u.id = o.id \
+                           WHERE u.invited_by IS NOT NULL \
+                         UNION \
+                         SELECT u.invited_by FROM users u JOIN chain c ON u.id = c.id \
+                           WHERE u.invited_by IS NOT NULL) \
+                     SELECT EXISTS (SELECT 1 FROM users WHERE id = $1), \
+                            EXISTS (SELECT 1 FROM users WHERE id = $1 AND invited_by IS NOT NULL), \
+                            (SELECT id FROM owner), \
+                            EXISTS (SELECT 1 FROM chain WHERE id = $1)",
+            )
+            .bind(user.0)
+            .bind(code.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            let outcome = match owner {
+                _ if !exists => Activation::UnknownUser,
+                None => Activation::NotFound,
+                Some(owner) if owner == user.0 => Activation::OwnCode,
+                Some(_) if already => Activation::AlreadyActivated,
+                Some(_) if cycle => Activation::Cycle,
+                Some(owner) => {
+                    sqlx::query(
+                        "UPDATE users SET invited_by = $2, activation_seq = nextval('activation_seq'), \
+                                activated_at = now() \
+                         WHERE id = $1 AND invited_by IS NULL",
+                    )
+                    .bind(user.0)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                    Activation::Activated
+                }
+            };
+            // A refusal changed nothing; committing it just releases the lock.
+            tx.commit().await.map_err(store_error)?;
+            Ok(outcome)
+        }
+        .await;
+        conn.done(result)
     }
 
     async fn start_family(
@@ -272,7 +398,8 @@ impl UserStore for PgUserStore {
     ) -> Result<(), StoreError> {
         // Families past their expiry can never rotate again; each new family sweeps out a few
         // (an index range scan), so the table stays bounded by live families.
-        sqlx::query(
+        let mut conn = self.lease().await?;
+        let result = sqlx::query(
             "WITH swept AS ( \
                DELETE FROM refresh_families WHERE family_id IN ( \
                  SELECT family_id FROM refresh_families WHERE expires_at <= $4 LIMIT 16 \
@@ -285,10 +412,11 @@ impl UserStore for PgUserStore {
         .bind(jti.as_str())
         .bind(unix(now))
         .bind(unix(expires_at))
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
-        .map_err(store_error)?;
-        Ok(())
+        .map(drop)
+        .map_err(store_error);
+        conn.done(result)
     }
 
     async fn rotate_refresh(
@@ -306,6 +434,7 @@ impl UserStore for PgUserStore {
         // token queue on the row lock and each re-checks the row as the previous one left it:
         // the first rotates, the next finds a different live token and revokes, the rest find
         // the family revoked.
+        let mut conn = self.lease().await?;
         let revoked = sqlx::query_scalar::<_, bool>(
             "UPDATE refresh_families \
              SET live_jti = CASE WHEN live_jti = $2 THEN $3 ELSE live_jti END, \
@@ -319,10 +448,10 @@ impl UserStore for PgUserStore {
         .bind(next.as_str())
         .bind(unix(now))
         .bind(unix(expires_at))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await
-        .map_err(store_error)?;
-        Ok(match revoked {
+        .map_err(store_error);
+        Ok(match conn.done(revoked)? {
             Some(false) => Rotation::Rotated,
             Some(true) => Rotation::Reused,
             None => Rotation::Revoked,
@@ -330,19 +459,23 @@ impl UserStore for PgUserStore {
     }
 
     async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE family_id = $1")
+        let mut conn = self.lease().await?;
+        let result = sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE family_id = $1")
             .bind(family.as_str())
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
-            .map_err(store_error)?;
-        Ok(())
+            .map(drop)
+            .map_err(store_error);
+        conn.done(result)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+        let mut conn = self.lease().await?;
+        let result = sqlx::query("SELECT 1")
+            .execute(&mut *conn)
             .await
-            .map_err(store_error)?;
-        Ok(())
+            .map(drop)
+            .map_err(store_error);
+        conn.done(result)
     }
 }

@@ -75,3 +75,84 @@ async fn a_malformed_url_is_refused() {
         "{outcome:?}"
     );
 }
+
+/// The pool takes connections back without a check, so a call cancelled half-way must not
+/// hand its connection (mid-transaction, waiting on a lock) to the next call: it is closed,
+/// PostgreSQL rolls its transaction back, and the next call gets a fresh connection.
+#[tokio::test]
+async fn a_call_cancelled_half_way_leaves_nothing_behind() {
+    use sqlx::Connection as _;
+    let database = fresh_database().await;
+    let options = database.url().parse().expect("a test URL");
+    // One connection: the call after the cancelled one cannot dodge a bad connection.
+    let store = PgUserStore::connect_with(options, 1).expect("pool");
+    store.migrate().await.expect("migrate");
+    let owner = store
+        .find_or_create(&refsys_core::testing::phone(1), &InviteCode::generate)
+        .await
+        .unwrap()
+        .user;
+    let guest = store
+        .find_or_create(&refsys_core::testing::phone(2), &InviteCode::generate)
+        .await
+        .unwrap()
+        .user;
+
+    // Another session locks the guest's row, so the activation blocks in its UPDATE, inside
+    // its transaction and holding the activation lock; then the call is cancelled.
+    let mut other = sqlx::PgConnection::connect(database.url()).await.unwrap();
+    let mut blocker = other.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+        .bind(guest.id.0)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(500),
+        store.activate_invite(guest.id, &owner.invite_code),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the activation should still be waiting");
+    blocker.rollback().await.unwrap();
+
+    // Its transaction ends by itself, releasing the activation lock every instance's
+    // activations queue on; it does not sit in the pool until the connection's next use.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+             WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+        )
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+        if held == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the activation lock is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The cancelled activation did not commit, and the store works on: the same activation
+    // now succeeds once, and the profiles agree.
+    let started = Instant::now();
+    let outcome = store
+        .activate_invite(guest.id, &owner.invite_code)
+        .await
+        .unwrap();
+    assert_eq!(outcome, refsys_core::store::Activation::Activated);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let profile = store.profile(owner.id).await.unwrap().unwrap();
+    assert_eq!(profile.invited_users, vec![guest.phone.clone()]);
+    let again = store
+        .activate_invite(guest.id, &owner.invite_code)
+        .await
+        .unwrap();
+    assert_eq!(again, refsys_core::store::Activation::AlreadyActivated);
+    drop(other);
+    drop(store);
+    database.drop_database().await;
+}

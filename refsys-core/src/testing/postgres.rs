@@ -98,7 +98,9 @@ impl TestDatabase {
     ///
     /// If the migrations fail.
     pub async fn migrated_store(&self) -> PgUserStore {
-        let store = PgUserStore::new(self.pool.clone());
+        let store = PgUserStore::connect(&self.url)
+            .await
+            .unwrap_or_else(|error| panic!("a store on test database {}: {error}", self.name));
         store
             .migrate()
             .await
