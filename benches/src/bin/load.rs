@@ -137,7 +137,6 @@ mod serve {
                 actix_web::HttpServer::new(move || {
                     actix_web::App::new()
                         .app_data(actix_web::web::Data::new(minter.clone()))
-                        .route(MINT_ROUTE, actix_web::web::post().to(mint))
                         .route(
                             BARE_ROUTE,
                             actix_web::web::get().to(|| async {
@@ -147,6 +146,8 @@ mod serve {
                             }),
                         )
                         .configure(refsys_actix::configure(service.clone()))
+                        // Dynamic, so matched by a regex: after the routes being measured.
+                        .route(MINT_ROUTE, actix_web::web::post().to(mint))
                 })
                 .workers(threads)
                 .bind(addr)?
