@@ -28,7 +28,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 
-use crate::sql::{invite_code, migrate_error, phone, store_error, unix};
+use crate::sql::{invite_code, migrate_error, phone, registered, store_error, unix};
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
     FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, User,
@@ -208,7 +208,7 @@ fn violates(error: &sqlx::Error, constraint: &str) -> bool {
 }
 
 /// The user registered with `phone_number`, if any.
-async fn registered(
+async fn find_user(
     conn: &mut PgConnection,
     phone_number: &Phone,
 ) -> Result<Option<Registration>, StoreError> {
@@ -217,16 +217,7 @@ async fn registered(
         .fetch_optional(conn)
         .await
         .map_err(store_error)?
-        .map(|(id, code)| {
-            Ok(Registration {
-                user: User {
-                    id: UserId(id),
-                    phone: phone_number.clone(),
-                    invite_code: invite_code(&code)?,
-                },
-                created: false,
-            })
-        })
+        .map(|row| registered(phone_number, row))
         .transpose()
 }
 
@@ -240,7 +231,7 @@ impl UserStore for PgUserStore {
         let mut conn = self.lease().await?;
         let result = async {
             // The common case, a returning user, is one read that writes nothing.
-            if let Some(found) = registered(&mut conn, phone_number).await? {
+            if let Some(found) = find_user(&mut conn, phone_number).await? {
                 return Ok(found);
             }
             for _ in 0..INVITE_CODE_TRIES {
@@ -269,7 +260,7 @@ impl UserStore for PgUserStore {
                         });
                     }
                     Ok(None) => {
-                        if let Some(found) = registered(&mut conn, phone_number).await? {
+                        if let Some(found) = find_user(&mut conn, phone_number).await? {
                             return Ok(found);
                         }
                         // Deleted between the two statements: try again.

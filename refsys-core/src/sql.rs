@@ -3,7 +3,7 @@
 
 use sqlx::migrate::MigrateError;
 
-use crate::{InviteCode, Phone, StoreError, Timestamp};
+use crate::{InviteCode, Phone, Registration, StoreError, Timestamp, User, UserId};
 
 /// Maps an sqlx error: data the store cannot read is corrupt; anything else (connection, pool,
 /// server errors, a database file that cannot be opened or stays locked past the busy timeout)
@@ -30,6 +30,21 @@ pub(crate) fn migrate_error(error: MigrateError) -> StoreError {
         }
         other => StoreError::corrupt(format!("schema: {other}")),
     }
+}
+
+/// The user registered with `phone`, from its `(id, invite_code)` row.
+pub(crate) fn registered(
+    phone: &Phone,
+    (id, code): (i64, String),
+) -> Result<Registration, StoreError> {
+    Ok(Registration {
+        user: User {
+            id: UserId(id),
+            phone: phone.clone(),
+            invite_code: invite_code(&code)?,
+        },
+        created: false,
+    })
 }
 
 /// A phone read back from a row.

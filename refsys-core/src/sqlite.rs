@@ -28,7 +28,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::sql::{invite_code, migrate_error, phone, store_error, unix};
+use crate::sql::{invite_code, migrate_error, phone, registered, store_error, unix};
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
     FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, User,
@@ -128,16 +128,7 @@ impl UserStore for SqliteUserStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(store_error)?
-                .map(|(id, code)| {
-                    Ok(Registration {
-                        user: User {
-                            id: UserId(id),
-                            phone: phone_number.clone(),
-                            invite_code: invite_code(&code)?,
-                        },
-                        created: false,
-                    })
-                })
+                .map(|row| registered(phone_number, row))
                 .transpose()
         };
         // The common case, a returning user, is one read that writes nothing.
