@@ -37,14 +37,24 @@ pub(crate) fn registered(
     phone: &Phone,
     (id, code): (i64, String),
 ) -> Result<Registration, StoreError> {
-    Ok(Registration {
+    Ok(registration(phone, id, invite_code(&code)?, false))
+}
+
+/// The user with `id`, `phone` and `code`; `created` if this call inserted it.
+pub(crate) fn registration(
+    phone: &Phone,
+    id: i64,
+    code: InviteCode,
+    created: bool,
+) -> Registration {
+    Registration {
         user: User {
             id: UserId(id),
             phone: phone.clone(),
-            invite_code: invite_code(&code)?,
+            invite_code: code,
         },
-        created: false,
-    })
+        created,
+    }
 }
 
 /// A phone read back from a row.

@@ -28,11 +28,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::sql::{invite_code, migrate_error, phone, registered, store_error, unix};
+use crate::sql::{invite_code, migrate_error, phone, registered, registration, store_error, unix};
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
-    FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, User,
-    UserId,
+    FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, UserId,
 };
 
 /// The schema, embedded at build time.
@@ -150,14 +149,7 @@ impl UserStore for SqliteUserStore {
             .await;
             match inserted {
                 Ok(Some(id)) => {
-                    return Ok(Registration {
-                        user: User {
-                            id: UserId(id),
-                            phone: phone_number.clone(),
-                            invite_code: code,
-                        },
-                        created: true,
-                    });
+                    return Ok(registration(phone_number, id, code, true));
                 }
                 Ok(None) => {
                     if let Some(found) = existing().await? {
