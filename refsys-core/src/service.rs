@@ -175,46 +175,41 @@ impl ReferralService {
     /// (with `retry_after`) when over. The HTTP adapters call it before `send_code` and
     /// `verify_code`.
     pub async fn check_client(&self, action: ClientAction, ip: IpAddr) -> Result<(), Error> {
-        let Some(limit) = self.inner.limits.limit(action) else {
-            return Ok(());
-        };
-        let key = ClientLimits::key(action, ip);
-        match self
-            .inner
-            .rate
-            .hit(&key, limit.max, limit.window, self.now())
-            .await?
-        {
-            RateDecision::Allowed { .. } => Ok(()),
-            RateDecision::Limited { retry_after } => {
-                tracing::info!(action = action.as_str(), "client rate limit reached");
-                Err(Error::RateLimited {
-                    retry_after: retry_after.as_secs().max(1),
-                })
-            }
+        let limited = self.count(action, &ClientLimits::key(action, ip)).await;
+        if let Err(Error::RateLimited { .. }) = limited {
+            tracing::info!(action = action.as_str(), "client rate limit reached");
         }
+        limited
     }
 
     /// Counts one `action` by authenticated `user` against the [`ClientLimits`]:
     /// `429 rate_limited` (with `retry_after`) when over.
     async fn check_user(&self, action: ClientAction, user: UserId) -> Result<(), Error> {
+        let limited = self
+            .count(action, &ClientLimits::user_key(action, user))
+            .await;
+        if let Err(Error::RateLimited { .. }) = limited {
+            tracing::info!(user_id = %user, action = action.as_str(), "user rate limit reached");
+        }
+        limited
+    }
+
+    /// Counts one `action` under `key` against its [`ClientLimits`] entry: `429
+    /// rate_limited` (with `retry_after`) when over, nothing when the action has no limit.
+    async fn count(&self, action: ClientAction, key: &str) -> Result<(), Error> {
         let Some(limit) = self.inner.limits.limit(action) else {
             return Ok(());
         };
-        let key = ClientLimits::user_key(action, user);
         match self
             .inner
             .rate
-            .hit(&key, limit.max, limit.window, self.now())
+            .hit(key, limit.max, limit.window, self.now())
             .await?
         {
             RateDecision::Allowed { .. } => Ok(()),
-            RateDecision::Limited { retry_after } => {
-                tracing::info!(user_id = %user, action = action.as_str(), "user rate limit reached");
-                Err(Error::RateLimited {
-                    retry_after: retry_after.as_secs().max(1),
-                })
-            }
+            RateDecision::Limited { retry_after } => Err(Error::RateLimited {
+                retry_after: retry_after.as_secs().max(1),
+            }),
         }
     }
 
