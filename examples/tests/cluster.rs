@@ -14,7 +14,7 @@ use refsys_core::testing::postgres::fresh_database;
 use refsys_core::testing::redis::fresh_cluster_prefix;
 use serde_json::json;
 use support::Server;
-use support::services::{Mode, Receiver, webhook_env};
+use support::services::{Mode, Receiver, login_across, webhook_env};
 
 const JWT_SECRET: &str = "cluster tests: a secret of at least 32 bytes!";
 const HOOK_SECRET: &str = "cluster webhook secret";
@@ -83,23 +83,8 @@ async fn two_servers_on_a_redis_cluster_share_codes_cooldowns_and_limits() {
             .await;
         let body = assert_error(&miss, 400, "code_invalid");
         assert_eq!(body["attempts_left"], json!(4), "{body}");
-        let login = cb
-            .post(
-                "/login/verify_code/",
-                json!({ "phone": user, "code": code }),
-            )
-            .await;
-        assert_eq!(login.status, 200, "{}", login.json());
-        let access = login.str("access");
-        assert_eq!(ca.get("/get_profile/", Some(&access)).await.status, 200);
-        // Spent on B: A no longer takes it.
-        let reused = ca
-            .post(
-                "/login/verify_code/",
-                json!({ "phone": user, "code": code }),
-            )
-            .await;
-        assert_error(&reused, 400, "code_expired");
+        // Verified on B; spent there, so A no longer takes it.
+        login_across(&ca, &cb, user, &code).await;
     }
 
     drop(a);

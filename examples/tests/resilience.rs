@@ -18,7 +18,7 @@ use refsys_core::testing::postgres::fresh_database;
 use refsys_core::testing::redis::fresh_prefix;
 use serde_json::{Value, json};
 use support::Server;
-use support::services::{Mode, PrivatePostgres, PrivateRedis, Receiver, webhook_env};
+use support::services::{Mode, PrivatePostgres, PrivateRedis, Receiver, login_across, webhook_env};
 
 const JWT_SECRET: &str = "resilience tests: a secret of at least 32 bytes";
 const HOOK_SECRET: &str = "resilience webhook secret";
@@ -785,23 +785,8 @@ async fn scale_out_codes_cooldowns_and_attempts_are_shared() {
         200
     );
     let code = pair.receiver.last_code(&user);
-    let login = b
-        .post(
-            "/login/verify_code/",
-            json!({ "phone": user, "code": code }),
-        )
-        .await;
-    assert_eq!(login.status, 200, "{}", login.json());
-    let access = login.str("access");
-    assert_eq!(a.get("/get_profile/", Some(&access)).await.status, 200);
-    // The code was spent on B: A no longer takes it.
-    let again = a
-        .post(
-            "/login/verify_code/",
-            json!({ "phone": user, "code": code }),
-        )
-        .await;
-    assert_error(&again, 400, "code_expired");
+    // Verified on B; spent there, so A no longer takes it.
+    login_across(&a, &b, &user, &code).await;
 
     let cooled = phone(2);
     assert_eq!(

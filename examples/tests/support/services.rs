@@ -451,3 +451,23 @@ pub fn webhook_env(receiver: &Receiver, secret: &str) -> Vec<(&'static str, Stri
         ("SMS_WEBHOOK_SECRET", secret.into()),
     ]
 }
+
+/// Logs `user` in on `verifier` with a `code` sent through the other server `sender`, and
+/// checks the two agree: `sender` accepts the new access token, and refuses the code now that
+/// `verifier` spent it. Returns the access token.
+pub async fn login_across(
+    sender: &http_suite::Client,
+    verifier: &http_suite::Client,
+    user: &str,
+    code: &str,
+) -> String {
+    let verify = serde_json::json!({ "phone": user, "code": code });
+    let login = verifier.post("/login/verify_code/", verify.clone()).await;
+    assert_eq!(login.status, 200, "{}", login.json());
+    let access = login.str("access");
+    let profile = sender.get("/get_profile/", Some(&access)).await;
+    assert_eq!(profile.status, 200, "{}", profile.json());
+    let reused = sender.post("/login/verify_code/", verify).await;
+    http_suite::assert_error(&reused, 400, "code_expired");
+    access
+}
