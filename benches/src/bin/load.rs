@@ -1534,6 +1534,11 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         Ok(outcome)
     }
 
+    /// `text` made safe for one markdown table cell.
+    fn cell(text: &str) -> String {
+        text.replace('|', "/").replace('\n', " ")
+    }
+
     impl Report {
         fn find(
             &self,
@@ -1579,7 +1584,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
                         row.framework,
                         row.store,
                         row.scenario.name(),
-                        why.replace('|', "/").replace('\n', " ")
+                        cell(why)
                     );
                     continue;
                 }
@@ -1597,9 +1602,10 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
                 } else {
                     String::new()
                 };
-                let note = row.note.as_deref().map_or(String::new(), |n| {
-                    format!(" ({})", n.replace('|', "/").replace('\n', " "))
-                });
+                let note = row
+                    .note
+                    .as_deref()
+                    .map_or(String::new(), |n| format!(" ({})", cell(n)));
                 let _ = writeln!(
                     md,
                     "| {} | {} | {} | {}{} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
