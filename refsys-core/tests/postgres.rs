@@ -85,7 +85,7 @@ async fn a_call_cancelled_half_way_leaves_nothing_behind() {
     let database = fresh_database().await;
     let options = database.url().parse().expect("a test URL");
     // One connection: the call after the cancelled one cannot dodge a bad connection.
-    let store = PgUserStore::connect_with(options, 1).expect("pool");
+    let store = PgUserStore::connect_with(options, 1);
     store.migrate().await.expect("migrate");
     let owner = store
         .find_or_create(&refsys_core::testing::phone(1), &InviteCode::generate)
@@ -155,4 +155,104 @@ async fn a_call_cancelled_half_way_leaves_nothing_behind() {
     drop(other);
     drop(store);
     database.drop_database().await;
+}
+
+/// A runtime of its own, as each actix-web worker has.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// `calls` concurrent profile reads on the calling runtime, every one answered: enough to
+/// open every connection the runtime's share allows.
+async fn burst(store: &PgUserStore, user: refsys_core::UserId, calls: usize) {
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..calls {
+        let store = store.clone();
+        reads.spawn(async move { store.profile(user).await });
+    }
+    while let Some(read) = reads.join_next().await {
+        let profile = read.expect("the read task").expect("the read");
+        assert!(profile.is_some());
+    }
+}
+
+/// Waits until the test database has `expected` connections besides `observer`'s.
+async fn wait_for_connections(observer: &mut sqlx::PgConnection, expected: i64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut *observer)
+        .await
+        .expect("pg_stat_activity");
+        if open == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} connections open, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The store keeps a pool per Tokio runtime (actix-web runs one per worker). The runtimes
+/// share the connection budget, never open more than it together, take a runtime's share
+/// back when it shuts down, and a connection never outlives its runtime: calls from any
+/// runtime keep working after others have gone.
+#[test]
+fn runtimes_share_the_connection_budget_and_take_it_back_when_they_end() {
+    use sqlx::Connection as _;
+    let main = runtime();
+    let database = main.block_on(fresh_database());
+    let mut observer = main
+        .block_on(sqlx::PgConnection::connect(database.url()))
+        .expect("observer");
+    let store = PgUserStore::connect_with(database.url().parse().expect("a test URL"), 4);
+
+    let first = runtime();
+    let user = first.block_on(async {
+        store.migrate().await.expect("migrate");
+        let user = store
+            .find_or_create(&refsys_core::testing::phone(1), &InviteCode::generate)
+            .await
+            .expect("user")
+            .user
+            .id;
+        burst(&store, user, 50).await;
+        user
+    });
+    // Alone, the first runtime may use the whole budget.
+    main.block_on(wait_for_connections(&mut observer, 4));
+
+    // Two more runtimes: 2 + 1 + 1 connections, still 4 in all.
+    let second = runtime();
+    second.block_on(burst(&store, user, 50));
+    let third = runtime();
+    third.block_on(burst(&store, user, 50));
+    first.block_on(burst(&store, user, 50));
+    main.block_on(wait_for_connections(&mut observer, 4));
+
+    // Their runtimes end: their connections close and the first runtime gets the budget back.
+    drop(second);
+    drop(third);
+    main.block_on(wait_for_connections(&mut observer, 2));
+    first.block_on(burst(&store, user, 50));
+    main.block_on(wait_for_connections(&mut observer, 4));
+
+    // A runtime that comes after the first one ended is served too.
+    drop(first);
+    main.block_on(wait_for_connections(&mut observer, 0));
+    runtime().block_on(burst(&store, user, 10));
+
+    drop(store);
+    main.block_on(async {
+        drop(observer);
+        database.drop_database().await;
+    });
 }
