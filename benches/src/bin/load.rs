@@ -27,7 +27,7 @@ use refsys_core::postgres::PgUserStore;
 use refsys_core::sqlite::SqliteUserStore;
 use refsys_core::{
     AllowedRegions, Claims, FamilyId, InviteCode, JwtKeys, MemoryOtpStore, MemoryRateLimitStore,
-    MemoryUserStore, Phone, ReferralService, Timestamp, TokenId, TokenKind, UserStore,
+    MemoryUserStore, Phone, ReferralService, Timestamp, TokenId, TokenKind, UserId, UserStore,
 };
 
 /// HS256 secret shared by the runner and every server it starts.
@@ -48,6 +48,14 @@ const BARE_ROUTE: &str = "/__bench/bare";
 
 /// What the bare handler answers.
 const BARE_BODY: &str = r#"{"status":"ok"}"#;
+
+/// The bench server's framework-native handler that reads the profile of the user named by
+/// the [`STORE_USER`] header straight from the store (no refsys HTTP code: no auth, no
+/// rate limit, no route table) and answers it as JSON.
+const STORE_ROUTE: &str = "/__bench/store_profile";
+
+/// The header with the user id for [`STORE_ROUTE`].
+const STORE_USER: &str = "x-bench-user";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -134,6 +142,22 @@ mod serve {
                         }
                     }
                 }
+                async fn store_profile(
+                    minter: actix_web::web::Data<Minter>,
+                    request: actix_web::HttpRequest,
+                ) -> actix_web::HttpResponse {
+                    let user = request
+                        .headers()
+                        .get(STORE_USER)
+                        .and_then(|v| v.to_str().ok());
+                    let (status, body) = minter.profile_json(user).await;
+                    actix_web::HttpResponse::build(
+                        actix_web::http::StatusCode::from_u16(status)
+                            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+                    )
+                    .content_type("application/json")
+                    .body(body)
+                }
                 actix_web::HttpServer::new(move || {
                     actix_web::App::new()
                         .app_data(actix_web::web::Data::new(minter.clone()))
@@ -145,6 +169,7 @@ mod serve {
                                     .body(BARE_BODY)
                             }),
                         )
+                        .route(STORE_ROUTE, actix_web::web::get().to(store_profile))
                         .configure(refsys_actix::configure(service.clone()))
                         // Dynamic, so matched by a regex: after the routes being measured.
                         .route(MINT_ROUTE, actix_web::web::post().to(mint))
@@ -178,10 +203,22 @@ mod serve {
                 BARE_BODY,
             )
         };
+        let store_profile = |axum::extract::State(minter): axum::extract::State<Minter>,
+                             headers: axum::http::HeaderMap| async move {
+            let user = headers.get(STORE_USER).and_then(|v| v.to_str().ok());
+            let (status, body) = minter.profile_json(user).await;
+            (
+                axum::http::StatusCode::from_u16(status)
+                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+        };
         refsys_axum::router(service).merge(
             axum::Router::new()
                 .route(MINT_ROUTE, axum::routing::post(mint))
                 .route(BARE_ROUTE, axum::routing::get(bare))
+                .route(STORE_ROUTE, axum::routing::get(store_profile))
                 .with_state(minter),
         )
     }
@@ -287,6 +324,34 @@ mod serve {
             }
         }
 
+        /// The status and JSON body of [`STORE_ROUTE`] for the user id `user`.
+        async fn profile_json(&self, user: Option<&str>) -> (u16, String) {
+            let Some(id) = user.and_then(|v| v.parse().ok()) else {
+                return (
+                    400,
+                    format!(r#"{{"error":"{STORE_USER} must be a user id"}}"#),
+                );
+            };
+            match self.users.profile(UserId(id)).await {
+                Ok(Some(profile)) => {
+                    let body = serde_json::json!({
+                        "phone": profile.phone.as_str(),
+                        "own_invite_code": profile.own_invite_code.as_str(),
+                        "activated_invite_code":
+                            profile.activated_invite_code.as_ref().map(InviteCode::as_str),
+                        "invited_users":
+                            profile.invited_users.iter().map(Phone::as_str).collect::<Vec<_>>(),
+                    });
+                    (200, body.to_string())
+                }
+                Ok(None) => (404, r#"{"error":"no such user"}"#.to_owned()),
+                Err(e) => (
+                    503,
+                    serde_json::json!({ "error": e.to_string() }).to_string(),
+                ),
+            }
+        }
+
         async fn mint(&self, n: usize) -> Result<String, BoxError> {
             let n = n.min(Self::MAX);
             let first = self.next.fetch_add(n, Ordering::Relaxed);
@@ -340,15 +405,15 @@ impl Conn {
         &mut self,
         method: hyper::Method,
         path: &str,
-        auth: Option<&str>,
+        header: Option<(&str, &str)>,
         body: Option<String>,
     ) -> Result<(u16, Bytes), BoxError> {
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "127.0.0.1");
-        if let Some(auth) = auth {
-            request = request.header(hyper::header::AUTHORIZATION, auth);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
         }
         if body.is_some() {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
@@ -361,8 +426,21 @@ impl Conn {
         Ok((status, body))
     }
 
+    /// A GET, with `auth` as its `Authorization` header if given.
     async fn get(&mut self, path: &str, auth: Option<&str>) -> Result<(u16, Bytes), BoxError> {
-        self.call(hyper::Method::GET, path, auth, None).await
+        let header = auth.map(|auth| (hyper::header::AUTHORIZATION.as_str(), auth));
+        self.call(hyper::Method::GET, path, header, None).await
+    }
+
+    /// A GET with one extra header.
+    async fn get_with(
+        &mut self,
+        path: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<(u16, Bytes), BoxError> {
+        self.call(hyper::Method::GET, path, Some((name, value)), None)
+            .await
     }
 
     async fn post(
@@ -371,7 +449,8 @@ impl Conn {
         auth: Option<&str>,
         body: serde_json::Value,
     ) -> Result<(u16, Bytes), BoxError> {
-        self.call(hyper::Method::POST, path, auth, Some(body.to_string()))
+        let header = auth.map(|auth| (hyper::header::AUTHORIZATION.as_str(), auth));
+        self.call(hyper::Method::POST, path, header, Some(body.to_string()))
             .await
     }
 
@@ -569,6 +648,9 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         /// A framework-native handler answering `{"status":"ok"}`, no refsys code: the
         /// framework's own ceiling (bench server only).
         Bare,
+        /// A framework-native handler that reads the profile straight from the store: what
+        /// the profile costs without refsys's HTTP half (bench server only).
+        BareStore,
         Health,
         Profile,
         Login,
@@ -579,6 +661,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         fn name(self) -> &'static str {
             match self {
                 Scenario::Bare => "GET bare handler (no refsys)",
+                Scenario::BareStore => "GET bare handler + store profile read",
                 Scenario::Health => "GET /health",
                 Scenario::Profile => "GET /get_profile/ (10 invitees)",
                 Scenario::Login => "login (send_code + verify_code)",
@@ -857,6 +940,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
     struct Ctx {
         scenario: Scenario,
         profile_auth: String,
+        profile_user_id: String,
         hub_code: String,
         phones_end: usize,
         next_phone: AtomicUsize,
@@ -1122,6 +1206,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         let scenarios: &[Scenario] = match first.target.server {
             ServerKind::Bench => &[
                 Scenario::Bare,
+                Scenario::BareStore,
                 Scenario::Health,
                 Scenario::Profile,
                 Scenario::Login,
@@ -1137,7 +1222,12 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         // they share rounds too: their ratios are as steady as actix / axum.
         let reads = scenarios
             .iter()
-            .take_while(|s| matches!(s, Scenario::Bare | Scenario::Health | Scenario::Profile))
+            .take_while(|s| {
+                matches!(
+                    s,
+                    Scenario::Bare | Scenario::BareStore | Scenario::Health | Scenario::Profile
+                )
+            })
             .count();
         let (reads, writes) = scenarios.split_at(reads);
         let groups: Vec<&[Scenario]> = std::iter::once(reads)
@@ -1244,6 +1334,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         let ctx = Arc::new(Ctx {
             scenario,
             profile_auth: server.seeded.profile_auth.clone(),
+            profile_user_id: server.seeded.profile_user_id.to_string(),
             hub_code: server.seeded.hub_code.clone(),
             phones_end: LOGIN_POOL_START + options.login_pool,
             next_phone: AtomicUsize::new(LOGIN_POOL_START),
@@ -1255,7 +1346,9 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         let warmup_budget = match scenario {
             Scenario::Login => options.login_pool as u64 / 5,
             Scenario::Invite => ctx.invite_tokens.len() as u64 / 5,
-            Scenario::Bare | Scenario::Health | Scenario::Profile => options.max_ops,
+            Scenario::Bare | Scenario::BareStore | Scenario::Health | Scenario::Profile => {
+                options.max_ops
+            }
         };
         ctx.budget
             .store(warmup_budget.min(options.max_ops), Ordering::Relaxed);
@@ -1405,6 +1498,12 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
             Scenario::Bare => {
                 let (status, body) = conn.get(BARE_ROUTE, None).await?;
                 expect_ok("bare handler", status, &body)?;
+            }
+            Scenario::BareStore => {
+                let (status, body) = conn
+                    .get_with(STORE_ROUTE, STORE_USER, &ctx.profile_user_id)
+                    .await?;
+                expect_ok("bare store handler", status, &body)?;
             }
             Scenario::Health => {
                 let (status, body) = conn.get("/health", None).await?;
@@ -1688,6 +1787,17 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
                             p.rate,
                             ceiling
                         ));
+                        if let Some(bare) = self.find(&bench, framework, store, Scenario::BareStore)
+                        {
+                            lines.push(format!(
+                                "for comparison — {framework}: a bare handler reading the same \
+                                 profile from the store = {:.0} % of the pgbench ceiling \
+                                 ({:.0}/s; the endpoint = {:.0} % of it)",
+                                100.0 * bare.rate / ceiling,
+                                bare.rate,
+                                100.0 * p.rate / bare.rate.max(1e-9)
+                            ));
+                        }
                     }
                 }
                 if let Some(p) = self.find(&bench, framework, "memory", Scenario::Profile)
@@ -1703,7 +1813,9 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
             let mut worst: Option<(f64, String)> = None;
             let mut pairs = 0;
             for row in self.rows.iter().filter(|r| {
-                r.framework == "actix" && r.failed.is_none() && r.scenario != Scenario::Bare
+                r.framework == "actix"
+                    && r.failed.is_none()
+                    && !matches!(r.scenario, Scenario::Bare | Scenario::BareStore)
             }) {
                 if let Some(axum) = self.find(&row.server, "axum", &row.store, row.scenario)
                     && axum.rate > 0.0
