@@ -3,7 +3,7 @@
 #   criterion.txt  the criterion benches of the core (in-memory stores)
 #   results.md     the HTTP load table (requests/s, p50/p99, peak server RSS, ratios, targets)
 #
-#   bash benches/run.sh            # everything, ~5-8 minutes on 2 cores
+#   bash benches/run.sh            # everything, ~8 minutes on 2 cores once built
 #   bash benches/run.sh --smoke    # a few seconds: every bench once, tiny load runs (CI)
 #
 # Extra arguments go to the load runner (`load --help`), e.g. --stores memory,sqlite.
