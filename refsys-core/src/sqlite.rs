@@ -89,9 +89,13 @@ impl SqliteUserStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        // No ping before each use (sqlx's default): the connection is a thread of this
+        // process on a local file, with no network between to go stale, and the ping is a
+        // round trip to that thread, as dear as the query it guards.
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .connect_lazy_with(options);
         Ok(Self::new(pool))
     }
@@ -167,10 +171,13 @@ impl UserStore for SqliteUserStore {
     }
 
     async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
-        // Two round trips, both local: the user, then the invitees in activation order (an
-        // index range scan of users_invited_by_idx).
-        let row = sqlx::query_as::<_, (String, String, Option<String>)>(
-            "SELECT u.phone, u.invite_code, inviter.invite_code \
+        // One statement, so one round trip to the connection's thread and one snapshot: the
+        // invitees come as a comma-separated list (E.164 numbers hold no commas), oldest
+        // activation first (an index range scan of users_invited_by_idx).
+        let row = sqlx::query_as::<_, (String, String, Option<String>, Option<String>)>(
+            "SELECT u.phone, u.invite_code, inviter.invite_code, \
+                    (SELECT group_concat(g.phone, ',' ORDER BY g.activation_seq) \
+                     FROM users g WHERE g.invited_by = u.id) \
              FROM users u LEFT JOIN users inviter ON inviter.id = u.invited_by \
              WHERE u.id = ?1",
         )
@@ -178,21 +185,16 @@ impl UserStore for SqliteUserStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(store_error)?;
-        let Some((own_phone, own_code, applied)) = row else {
+        let Some((own_phone, own_code, applied, invitees)) = row else {
             return Ok(None);
         };
-        let invitees = sqlx::query_scalar::<_, String>(
-            "SELECT phone FROM users WHERE invited_by = ?1 ORDER BY activation_seq",
-        )
-        .bind(user.0)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
         Ok(Some(Profile {
             phone: phone(own_phone)?,
             own_invite_code: invite_code(&own_code)?,
             activated_invite_code: applied.as_deref().map(invite_code).transpose()?,
-            invited_users: invitees.into_iter().map(phone).collect::<Result<_, _>>()?,
+            invited_users: invitees.as_deref().map_or(Ok(Vec::new()), |list| {
+                list.split(',').map(|p| phone(p.to_owned())).collect()
+            })?,
         }))
     }
 
