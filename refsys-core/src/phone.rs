@@ -18,8 +18,17 @@ const MAX_INPUT_LEN: usize = 40;
 /// and inside the allowed regions it was parsed against. `Display` prints the full number (it is
 /// what the API returns); `Debug` prints [`Phone::redacted`], so a stray `{:?}` in a log line
 /// does not leak it.
+///
+/// The number is held inline (17 bytes), so a clone, as every profile read makes of each
+/// invitee's number, allocates nothing.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Phone(String);
+pub struct Phone {
+    /// The E.164 form's bytes, then zeros. Field order matters: the derived `Ord` compares
+    /// these first, and zero padding sorts like the end of a string, so phones order as
+    /// their E.164 strings do.
+    bytes: [u8; MAX_E164_LEN],
+    len: u8,
+}
 
 impl Phone {
     /// Parses a phone number written in international form (`+375 (33) 347-82-82`): spaces,
@@ -45,35 +54,41 @@ impl Phone {
         if e164 != input && normalise(&e164, regions).as_ref() != Ok(&e164) {
             return Err(PhoneError::Invalid);
         }
-        Ok(Phone(e164))
+        Phone::from_trusted_e164(e164)
     }
 
     /// Wraps a string that is already E.164, as read back from a store the service wrote it
     /// to. Only the shape (`+` and 7–15 digits) is checked; use [`Phone::parse`] for input.
-    pub fn from_trusted_e164(e164: impl Into<String>) -> Result<Phone, PhoneError> {
-        let e164 = e164.into();
-        if is_e164(&e164) {
-            Ok(Phone(e164))
-        } else {
-            Err(PhoneError::Invalid)
+    pub fn from_trusted_e164(e164: impl AsRef<str>) -> Result<Phone, PhoneError> {
+        let e164 = e164.as_ref().as_bytes();
+        if !is_e164(e164) {
+            return Err(PhoneError::Invalid);
         }
+        let mut bytes = [0; MAX_E164_LEN];
+        bytes[..e164.len()].copy_from_slice(e164);
+        Ok(Phone {
+            bytes,
+            len: u8::try_from(e164.len()).map_err(|_| PhoneError::Invalid)?,
+        })
     }
 
     /// The E.164 string, e.g. `+375333478282`.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // ASCII by construction (`is_e164`), so this never falls back.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
     }
 
     /// A form safe for logs: country prefix and last two digits, e.g. `+3753*******82`.
     pub fn redacted(&self) -> String {
-        let keep_head = 5.min(self.0.len());
-        let keep_tail = 2.min(self.0.len() - keep_head);
-        let hidden = self.0.len() - keep_head - keep_tail;
+        let number = self.as_str();
+        let keep_head = 5.min(number.len());
+        let keep_tail = 2.min(number.len() - keep_head);
+        let hidden = number.len() - keep_head - keep_tail;
         format!(
             "{}{}{}",
-            &self.0[..keep_head],
+            &number[..keep_head],
             "*".repeat(hidden),
-            &self.0[self.0.len() - keep_tail..]
+            &number[number.len() - keep_tail..]
         )
     }
 }
@@ -89,7 +104,7 @@ fn normalise(input: &str, regions: &AllowedRegions) -> Result<String, PhoneError
     }
     let e164 = number.format().mode(Mode::E164).to_string();
     // What the stores write they must be able to read back with `from_trusted_e164`.
-    if !is_e164(&e164) {
+    if !is_e164(e164.as_bytes()) {
         return Err(PhoneError::Invalid);
     }
     Ok(e164)
@@ -101,11 +116,14 @@ const MIN_E164_DIGITS: usize = 7;
 /// Most digits of an E.164 number (ITU-T E.164 §6).
 const MAX_E164_DIGITS: usize = 15;
 
+/// Longest E.164 form: `+` and [`MAX_E164_DIGITS`] digits.
+const MAX_E164_LEN: usize = 1 + MAX_E164_DIGITS;
+
 /// `+` and 7–15 ASCII digits.
-fn is_e164(text: &str) -> bool {
-    text.strip_prefix('+').is_some_and(|digits| {
+fn is_e164(text: &[u8]) -> bool {
+    text.strip_prefix(b"+").is_some_and(|digits| {
         (MIN_E164_DIGITS..=MAX_E164_DIGITS).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
+            && digits.iter().all(u8::is_ascii_digit)
     })
 }
 
@@ -119,7 +137,7 @@ fn is_plain_number(input: &str) -> bool {
 
 impl fmt::Display for Phone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -131,13 +149,13 @@ impl fmt::Debug for Phone {
 
 impl AsRef<str> for Phone {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl Serialize for Phone {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -320,6 +338,30 @@ mod tests {
     /// Found by the `phone` fuzz target: Niue's 7-digit E.164 numbers parsed, but the stores'
     /// read-back (`from_trusted_e164`) wanted 8 or more digits, so such a user's row could
     /// be written and never read again.
+    #[test]
+    fn longest_numbers_fit_and_phones_order_and_compare_as_their_strings() {
+        let mut phones: Vec<Phone> = [
+            "+123456789012345", // 15 digits, the most E.164 has
+            "+1234567",
+            "+12345678",
+            "+1234568",
+            "+375333478282",
+            "+9999999",
+        ]
+        .into_iter()
+        .map(|e164| Phone::from_trusted_e164(e164).unwrap())
+        .collect();
+        assert_eq!(phones[0].as_str(), "+123456789012345");
+        assert!(Phone::from_trusted_e164("+1234567890123456").is_err());
+        let mut strings: Vec<String> = phones.iter().map(|p| p.as_str().to_owned()).collect();
+        phones.sort();
+        strings.sort();
+        let sorted: Vec<&str> = phones.iter().map(Phone::as_str).collect();
+        assert_eq!(sorted, strings);
+        assert_ne!(phones[0], phones[1]);
+        assert_eq!(phones[0], Phone::from_trusted_e164(phones[0].as_str()).unwrap());
+    }
+
     #[test]
     fn shortest_numbers_read_back_from_a_store() {
         for input in ["+683 7290", "+690 3010"] {

@@ -411,10 +411,13 @@ impl UserStore for PgUserStore {
             return Ok(None);
         };
         Ok(Some(Profile {
-            phone: phone(own_phone)?,
+            phone: phone(&own_phone)?,
             own_invite_code: invite_code(&own_code)?,
             activated_invite_code: applied.as_deref().map(invite_code).transpose()?,
-            invited_users: invitees.into_iter().map(phone).collect::<Result<_, _>>()?,
+            invited_users: invitees
+                .iter()
+                .map(|p| phone(p))
+                .collect::<Result<_, _>>()?,
         }))
     }
 

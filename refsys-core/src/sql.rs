@@ -58,7 +58,7 @@ pub(crate) fn registration(
 }
 
 /// A phone read back from a row.
-pub(crate) fn phone(stored: String) -> Result<Phone, StoreError> {
+pub(crate) fn phone(stored: &str) -> Result<Phone, StoreError> {
     Phone::from_trusted_e164(stored).map_err(|_| StoreError::corrupt("stored phone is not E.164"))
 }
 

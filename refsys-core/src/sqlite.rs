@@ -189,12 +189,12 @@ impl UserStore for SqliteUserStore {
             return Ok(None);
         };
         Ok(Some(Profile {
-            phone: phone(own_phone)?,
+            phone: phone(&own_phone)?,
             own_invite_code: invite_code(&own_code)?,
             activated_invite_code: applied.as_deref().map(invite_code).transpose()?,
-            invited_users: invitees.as_deref().map_or(Ok(Vec::new()), |list| {
-                list.split(',').map(|p| phone(p.to_owned())).collect()
-            })?,
+            invited_users: invitees
+                .as_deref()
+                .map_or(Ok(Vec::new()), |list| list.split(',').map(phone).collect())?,
         }))
     }
 
