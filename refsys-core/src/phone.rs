@@ -359,7 +359,10 @@ mod tests {
         let sorted: Vec<&str> = phones.iter().map(Phone::as_str).collect();
         assert_eq!(sorted, strings);
         assert_ne!(phones[0], phones[1]);
-        assert_eq!(phones[0], Phone::from_trusted_e164(phones[0].as_str()).unwrap());
+        assert_eq!(
+            phones[0],
+            Phone::from_trusted_e164(phones[0].as_str()).unwrap()
+        );
     }
 
     #[test]
