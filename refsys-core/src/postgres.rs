@@ -314,10 +314,23 @@ impl PgUserStore {
     /// instances are safe (sqlx holds an advisory lock while migrating). Fails with
     /// [`StoreError::Corrupt`] if the database has migrations this build does not know or
     /// whose contents changed.
+    ///
+    /// It runs on a connection of its own, closed when it is done: migrating is a start-up
+    /// step, often on a runtime that serves nothing afterwards (actix-web's main one), which
+    /// would otherwise keep a pool and a share of the connection budget.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut conn = self.lease().await?;
-        let result = MIGRATOR.run(&mut *conn).await.map_err(migrate_error);
-        conn.done(result)
+        let mut conn = tokio::time::timeout(ACQUIRE_TIMEOUT, self.pools.options.connect())
+            .await
+            .map_err(|_| {
+                StoreError::unavailable(format_args!(
+                    "no PostgreSQL connection within {ACQUIRE_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(store_error)?;
+        let result = MIGRATOR.run(&mut conn).await.map_err(migrate_error);
+        // Closing says goodbye to the server; if that fails the socket is dropped anyway.
+        let _ = conn.close().await;
+        result
     }
 }
 
