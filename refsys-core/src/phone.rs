@@ -335,9 +335,6 @@ mod tests {
         assert!(Phone::from_trusted_e164("+1234567890123456").is_err());
     }
 
-    /// Found by the `phone` fuzz target: Niue's 7-digit E.164 numbers parsed, but the stores'
-    /// read-back (`from_trusted_e164`) wanted 8 or more digits, so such a user's row could
-    /// be written and never read again.
     #[test]
     fn longest_numbers_fit_and_phones_order_and_compare_as_their_strings() {
         let mut phones: Vec<Phone> = [
@@ -352,7 +349,6 @@ mod tests {
         .map(|e164| Phone::from_trusted_e164(e164).unwrap())
         .collect();
         assert_eq!(phones[0].as_str(), "+123456789012345");
-        assert!(Phone::from_trusted_e164("+1234567890123456").is_err());
         let mut strings: Vec<String> = phones.iter().map(|p| p.as_str().to_owned()).collect();
         phones.sort();
         strings.sort();
@@ -365,6 +361,9 @@ mod tests {
         );
     }
 
+    /// Found by the `phone` fuzz target: Niue's 7-digit E.164 numbers parsed, but the stores'
+    /// read-back (`from_trusted_e164`) wanted 8 or more digits, so such a user's row could
+    /// be written and never read again.
     #[test]
     fn shortest_numbers_read_back_from_a_store() {
         for input in ["+683 7290", "+690 3010"] {
