@@ -136,13 +136,13 @@ impl Pools {
         let runtime = Handle::try_current()
             .map_err(|_| StoreError::unavailable("PgUserStore called outside a Tokio runtime"))?;
         let id = runtime.id();
-        if let Some((_, pool)) = self.read().iter().find(|(of, _)| *of == id) {
-            return Ok(pool.clone());
+        if let Some(pool) = pool_of(&self.read(), id) {
+            return Ok(pool);
         }
         let pool = {
             let mut pools = self.write();
-            if let Some((_, pool)) = pools.iter().find(|(of, _)| *of == id) {
-                return Ok(pool.clone());
+            if let Some(pool) = pool_of(&pools, id) {
+                return Ok(pool);
             }
             let pool = Pool::builder(Connector {
                 options: self.options.clone(),
@@ -169,6 +169,14 @@ impl Pools {
         }));
         Ok(pool)
     }
+}
+
+/// The pool of runtime `id`, if it has one.
+fn pool_of(pools: &RuntimePools, id: runtime::Id) -> Option<Pool<Connector>> {
+    pools
+        .iter()
+        .find(|(of, _)| *of == id)
+        .map(|(_, pool)| pool.clone())
 }
 
 /// Splits `max_connections` over `pools`, at least one each.
@@ -301,9 +309,7 @@ impl PgUserStore {
         match self.pools.current()?.get().await {
             Ok(conn) => Ok(Lease { conn: Some(conn) }),
             Err(PoolError::Backend(error)) => Err(store_error(error)),
-            Err(PoolError::Timeout(_)) => Err(StoreError::unavailable(format_args!(
-                "no PostgreSQL connection within {ACQUIRE_TIMEOUT:?}"
-            ))),
+            Err(PoolError::Timeout(_)) => Err(no_connection_in_time()),
             Err(error) => Err(StoreError::unavailable(format!("PostgreSQL pool: {error}"))),
         }
     }
@@ -321,17 +327,20 @@ impl PgUserStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = tokio::time::timeout(ACQUIRE_TIMEOUT, self.pools.options.connect())
             .await
-            .map_err(|_| {
-                StoreError::unavailable(format_args!(
-                    "no PostgreSQL connection within {ACQUIRE_TIMEOUT:?}"
-                ))
-            })?
+            .map_err(|_| no_connection_in_time())?
             .map_err(store_error)?;
         let result = MIGRATOR.run(&mut conn).await.map_err(migrate_error);
         // Closing says goodbye to the server; if that fails the socket is dropped anyway.
         let _ = conn.close().await;
         result
     }
+}
+
+/// A call that got no connection within [`ACQUIRE_TIMEOUT`].
+fn no_connection_in_time() -> StoreError {
+    StoreError::unavailable(format_args!(
+        "no PostgreSQL connection within {ACQUIRE_TIMEOUT:?}"
+    ))
 }
 
 /// Whether `error` is a unique violation of the named constraint.
