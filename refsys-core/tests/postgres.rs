@@ -76,16 +76,18 @@ async fn a_malformed_url_is_refused() {
     );
 }
 
-/// The pool takes connections back without a check, so a call cancelled half-way must not
-/// hand its connection (mid-transaction, waiting on a lock) to the next call: it is closed,
-/// PostgreSQL rolls its transaction back, and the next call gets a fresh connection.
+/// Statements of concurrent calls are pipelined on shared connections, so a call cancelled
+/// while its statement waits in the database (here an activation waiting for a row lock,
+/// holding the activation lock) does not stop that statement. It completes whole once the
+/// lock is free, releases the activation lock every instance's activations queue on, and the
+/// connection goes on serving: the calls queued behind it are answered.
 #[tokio::test]
-async fn a_call_cancelled_half_way_leaves_nothing_behind() {
+async fn a_call_cancelled_while_its_statement_waits_takes_effect_whole() {
     use sqlx::Connection as _;
     let database = fresh_database().await;
-    let options = database.url().parse().expect("a test URL");
-    // One connection: the call after the cancelled one cannot dodge a bad connection.
-    let store = PgUserStore::connect_with(options, 1);
+    let config = database.url().parse().expect("a test URL");
+    // One connection: the calls after the cancelled one queue behind it on the same one.
+    let store = PgUserStore::connect_with(config, 1);
     store.migrate().await.expect("migrate");
     let owner = store
         .find_or_create(&refsys_core::testing::phone(1), &InviteCode::generate)
@@ -98,8 +100,8 @@ async fn a_call_cancelled_half_way_leaves_nothing_behind() {
         .unwrap()
         .user;
 
-    // Another session locks the guest's row, so the activation blocks in its UPDATE, inside
-    // its transaction and holding the activation lock; then the call is cancelled.
+    // Another session locks the guest's row, so the activation blocks in its UPDATE, holding
+    // the activation lock; then the call is cancelled.
     let mut other = sqlx::PgConnection::connect(database.url()).await.unwrap();
     let mut blocker = other.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
@@ -113,45 +115,45 @@ async fn a_call_cancelled_half_way_leaves_nothing_behind() {
     )
     .await;
     assert!(cancelled.is_err(), "the activation should still be waiting");
+    // A read queued behind it on the one connection waits too, and is answered once the
+    // lock is gone.
+    let queued = tokio::spawn({
+        let store = store.clone();
+        async move { store.profile(owner.id).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !queued.is_finished(),
+        "the read should queue behind the activation"
+    );
     blocker.rollback().await.unwrap();
-
-    // Its transaction ends by itself, releasing the activation lock every instance's
-    // activations queue on; it does not sit in the pool until the connection's next use.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let held: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
-             WHERE l.locktype = 'advisory' AND d.datname = current_database()",
-        )
-        .fetch_one(&mut other)
+    let read = tokio::time::timeout(Duration::from_secs(5), queued)
         .await
-        .unwrap();
-        if held == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the activation lock is still held"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .expect("the queued read is answered")
+        .unwrap()
+        .unwrap()
+        .expect("the owner's profile");
+    // The activation ran before the read on the connection.
+    assert_eq!(read.invited_users, vec![guest.phone.clone()]);
 
-    // The cancelled activation did not commit, and the store works on: the same activation
-    // now succeeds once, and the profiles agree.
-    let started = Instant::now();
-    let outcome = store
-        .activate_invite(guest.id, &owner.invite_code)
-        .await
-        .unwrap();
-    assert_eq!(outcome, refsys_core::store::Activation::Activated);
-    assert!(started.elapsed() < Duration::from_secs(5));
-    let profile = store.profile(owner.id).await.unwrap().unwrap();
-    assert_eq!(profile.invited_users, vec![guest.phone.clone()]);
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+         WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+    )
+    .fetch_one(&mut other)
+    .await
+    .unwrap();
+    assert_eq!(held, 0, "the activation lock is still held");
+
+    // It took effect once: applying the code again is refused, and the profile lists the
+    // guest once.
     let again = store
         .activate_invite(guest.id, &owner.invite_code)
         .await
         .unwrap();
     assert_eq!(again, refsys_core::store::Activation::AlreadyActivated);
+    let profile = store.profile(owner.id).await.unwrap().unwrap();
+    assert_eq!(profile.invited_users, vec![guest.phone.clone()]);
     drop(other);
     drop(store);
     database.drop_database().await;
@@ -179,26 +181,31 @@ async fn burst(store: &PgUserStore, user: refsys_core::UserId, calls: usize) {
     }
 }
 
-/// Waits until the test database has `expected` connections besides `observer`'s.
-async fn wait_for_connections(observer: &mut sqlx::PgConnection, expected: i64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .fetch_one(&mut *observer)
-        .await
-        .expect("pg_stat_activity");
-        if open == expected {
-            return;
+/// Waits until the test database has `expected` connections besides the observer's, which
+/// `on` drives: a connection closes on the runtime it was opened on, so that one must run.
+fn wait_for_connections(on: &tokio::runtime::Runtime, url: &str, expected: i64) {
+    use sqlx::Connection as _;
+    on.block_on(async {
+        let mut observer = sqlx::PgConnection::connect(url).await.expect("observer");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&mut observer)
+            .await
+            .expect("pg_stat_activity");
+            if open == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{open} connections open, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{open} connections open, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    });
 }
 
 /// The store keeps a pool per Tokio runtime (actix-web runs one per worker). The runtimes
@@ -209,17 +216,14 @@ async fn wait_for_connections(observer: &mut sqlx::PgConnection, expected: i64) 
 /// any runtime keep working after others have gone.
 #[test]
 fn runtimes_share_the_connection_budget_and_take_it_back_when_they_end() {
-    use sqlx::Connection as _;
     let main = runtime();
     let database = main.block_on(fresh_database());
-    let mut observer = main
-        .block_on(sqlx::PgConnection::connect(database.url()))
-        .expect("observer");
-    let store = PgUserStore::connect_with(database.url().parse().expect("a test URL"), 4);
+    let url = database.url().to_owned();
+    let store = PgUserStore::connect_with(url.parse().expect("a test URL"), 4);
     // Migrating on a runtime that serves nothing later (as actix-web's main one) leaves it
     // no connection and no share of the budget.
     main.block_on(store.migrate()).expect("migrate");
-    main.block_on(wait_for_connections(&mut observer, 0));
+    wait_for_connections(&main, &url, 0);
 
     let first = runtime();
     let user = first.block_on(async {
@@ -233,31 +237,30 @@ fn runtimes_share_the_connection_budget_and_take_it_back_when_they_end() {
         user
     });
     // Alone, the first runtime may use the whole budget.
-    main.block_on(wait_for_connections(&mut observer, 4));
+    wait_for_connections(&first, &url, 4);
 
-    // Two more runtimes: 2 + 1 + 1 connections, still 4 in all.
+    // Two more runtimes: 2 + 1 + 1 connections, still 4 in all. A runtime whose share
+    // shrank closes the connections it lost when it next runs (as a server's always do).
     let second = runtime();
     second.block_on(burst(&store, user, 50));
     let third = runtime();
     third.block_on(burst(&store, user, 50));
+    second.block_on(burst(&store, user, 50));
     first.block_on(burst(&store, user, 50));
-    main.block_on(wait_for_connections(&mut observer, 4));
+    wait_for_connections(&first, &url, 4);
 
     // Their runtimes end: their connections close and the first runtime gets the budget back.
     drop(second);
     drop(third);
-    main.block_on(wait_for_connections(&mut observer, 2));
+    wait_for_connections(&first, &url, 2);
     first.block_on(burst(&store, user, 50));
-    main.block_on(wait_for_connections(&mut observer, 4));
+    wait_for_connections(&first, &url, 4);
 
     // A runtime that comes after the first one ended is served too.
     drop(first);
-    main.block_on(wait_for_connections(&mut observer, 0));
+    wait_for_connections(&main, &url, 0);
     runtime().block_on(burst(&store, user, 10));
 
     drop(store);
-    main.block_on(async {
-        drop(observer);
-        database.drop_database().await;
-    });
+    main.block_on(database.drop_database());
 }
