@@ -112,21 +112,50 @@ mod serve {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         match framework.as_str() {
-            "axum" => tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .build()?
-                .block_on(async move {
-                    let (service, minter) = build(&store, test_phones, seed_users).await?;
-                    let app = axum_app(service, minter);
+            // One current-thread runtime per core, like actix-web's workers, so that the
+            // actix/axum pairs compare the framework crates rather than two schedulers. As
+            // actix does, the main thread accepts the connections and hands them to the
+            // workers in turn; it built and seeded the store on its runtime, which lives on.
+            "axum" => {
+                let setup = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let (service, minter) = setup.block_on(build(&store, test_phones, seed_users))?;
+                let mut workers = Vec::with_capacity(threads);
+                let mut handoff = Vec::with_capacity(threads);
+                for _ in 0..threads {
+                    let (send, receive) = tokio::sync::mpsc::unbounded_channel();
+                    handoff.push(send);
+                    let app = axum_app(service.clone(), minter.clone());
+                    workers.push(std::thread::spawn(move || -> Result<(), String> {
+                        let listener = Handed { receive, addr };
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .and_then(|runtime| {
+                                runtime.block_on(async move { axum::serve(listener, app).await })
+                            })
+                            .map_err(|e| e.to_string())
+                    }));
+                }
+                setup.block_on(async {
                     let listener = tokio::net::TcpListener::bind(addr).await?;
-                    axum::serve(
-                        listener,
-                        app.into_make_service_with_connect_info::<SocketAddr>(),
-                    )
-                    .await?;
-                    Ok(())
-                }),
+                    for next in (0..threads).cycle() {
+                        let (stream, _) = listener.accept().await?;
+                        let stream = stream.into_std()?;
+                        if handoff[next].send(stream).is_err() {
+                            break;
+                        }
+                    }
+                    Ok::<_, BoxError>(())
+                })?;
+                for worker in workers {
+                    worker
+                        .join()
+                        .map_err(|_| "serve: an axum worker panicked")??;
+                }
+                Err("serve: an axum worker stopped".into())
+            }
             "actix" => actix_web::rt::System::new().block_on(async move {
                 let (service, minter) = build(&store, test_phones, seed_users).await?;
                 async fn mint(
@@ -181,6 +210,36 @@ mod serve {
                 Ok(())
             }),
             other => Err(format!("serve: unknown framework `{other}`").into()),
+        }
+    }
+
+    /// The connections the main thread hands one axum worker (`axum::serve`'s listener).
+    struct Handed {
+        receive: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+        addr: SocketAddr,
+    }
+
+    impl axum::serve::Listener for Handed {
+        type Io = tokio::net::TcpStream;
+        type Addr = SocketAddr;
+
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            loop {
+                let Some(stream) = self.receive.recv().await else {
+                    // The acceptor is gone: serve what is open, take nothing new.
+                    std::future::pending::<()>().await;
+                    continue;
+                };
+                let peer = stream.peer_addr();
+                // On this worker's runtime, so that its reactor drives the socket.
+                if let (Ok(stream), Ok(peer)) = (tokio::net::TcpStream::from_std(stream), peer) {
+                    return (stream, peer);
+                }
+            }
+        }
+
+        fn local_addr(&self) -> std::io::Result<Self::Addr> {
+            Ok(self.addr)
         }
     }
 
