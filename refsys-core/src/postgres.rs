@@ -324,7 +324,11 @@ enum Sql {
     Ping,
 }
 
+// Every statement has a place in `Conn::prepared`.
+const _: () = assert!(Sql::Ping as usize + 1 == Sql::COUNT);
+
 impl Sql {
+    /// How many there are (`Ping` is the last).
     const COUNT: usize = 8;
 
     fn text(self) -> &'static str {
@@ -465,7 +469,10 @@ fn pg_error(error: tokio_postgres::Error) -> StoreError {
             db.message(),
             db.code().code()
         )),
-        None => StoreError::unavailable(format_args!("PostgreSQL: {error}")),
+        None => match std::error::Error::source(&error) {
+            Some(cause) => StoreError::unavailable(format_args!("PostgreSQL: {error}: {cause}")),
+            None => StoreError::unavailable(format_args!("PostgreSQL: {error}")),
+        },
     }
 }
 

@@ -159,6 +159,48 @@ async fn a_call_cancelled_while_its_statement_waits_takes_effect_whole() {
     database.drop_database().await;
 }
 
+/// A connection the server closed (a restart, an administrator, an idle timeout) is replaced:
+/// calls fail with `Unavailable` at most until the store notices, never with anything else,
+/// and then go on on a new connection.
+#[tokio::test]
+async fn a_connection_the_server_closed_is_replaced() {
+    use sqlx::Connection as _;
+    let (store, database) = setup().await;
+    let user = store
+        .find_or_create(&refsys_core::testing::phone(1), &InviteCode::generate)
+        .await
+        .unwrap()
+        .user;
+    assert!(store.profile(user.id).await.unwrap().is_some());
+
+    let mut admin = sqlx::PgConnection::connect(database.url()).await.unwrap();
+    let closed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) AS t",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(closed >= 1, "the store had no connection to close");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match store.profile(user.id).await {
+            Ok(Some(profile)) => {
+                assert_eq!(profile.phone, user.phone);
+                break;
+            }
+            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("after the server closed the connection: {other:?}"),
+        }
+    }
+    drop(admin);
+    drop(store);
+    database.drop_database().await;
+}
+
 /// A runtime of its own, as each actix-web worker has.
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -208,7 +250,7 @@ fn wait_for_connections(on: &tokio::runtime::Runtime, url: &str, expected: i64) 
     });
 }
 
-/// The store keeps a pool per Tokio runtime (actix-web runs one per worker). The runtimes
+/// The store keeps connections per Tokio runtime (actix-web runs one per worker). The runtimes
 /// that make calls share the connection budget: once their bursts are done they keep exactly
 /// the budget open together (a connection closed by a resize may linger in
 /// `pg_stat_activity` for a moment, so counts are awaited, not sampled). A runtime's share
