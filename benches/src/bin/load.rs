@@ -1454,7 +1454,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
     }
 
     /// pgbench with the profile's SQL on `server`'s database, with 10 clients (the server's
-    /// pool size) and with as many as the HTTP load has connections.
+    /// connection budget) and with as many as the HTTP load has connections.
     fn pgbench_ceiling(
         options: &Options,
         server: &Live<'_>,
