@@ -435,15 +435,6 @@ impl Lease {
             .map_err(pg_error)
     }
 
-    async fn query_one(&self, sql: Sql, params: Params<'_>) -> Result<Row, StoreError> {
-        let statement = self.statement(sql).await?;
-        self.conn
-            .client
-            .query_one(statement, params)
-            .await
-            .map_err(pg_error)
-    }
-
     async fn execute(&self, sql: Sql, params: Params<'_>) -> Result<u64, StoreError> {
         let statement = self.statement(sql).await?;
         self.conn
@@ -691,8 +682,9 @@ impl UserStore for PgUserStore {
     ) -> Result<Activation, StoreError> {
         let conn = self.lease().await?;
         let row = conn
-            .query_one(Sql::Activate, &[&user.0, &code.as_str()])
-            .await?;
+            .query_opt(Sql::Activate, &[&user.0, &code.as_str()])
+            .await?
+            .ok_or_else(|| StoreError::corrupt("refsys_activate_invite answered no row"))?;
         Ok(match column::<&str>(&row, 0)? {
             "unknown_user" => Activation::UnknownUser,
             "not_found" => Activation::NotFound,
