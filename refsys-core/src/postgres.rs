@@ -100,7 +100,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
 ///
 /// The runtimes share the `max_connections` budget evenly (the first ones get the
 /// remainder), at least one connection each; a runtime's share returns to the others when it
-/// shuts down, and its connections are closed. With one runtime (axum, `#[tokio::main]`)
+/// shuts down, and its connections are closed. A runtime whose share shrank closes the
+/// connections beyond it once their calls are done, on its next turn to run (a connection is
+/// driven by a task on its runtime). With one runtime (axum, `#[tokio::main]`)
 /// nothing changes. A connection never outlives the runtime it was opened on, so a store
 /// made in one runtime keeps working in another after the first has shut down.
 #[derive(Clone)]

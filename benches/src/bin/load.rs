@@ -138,23 +138,23 @@ mod serve {
                             .map_err(|e| e.to_string())
                     }));
                 }
-                setup.block_on(async {
+                // Runs until a worker stops (its receiver is gone); then that worker's error.
+                let stopped = setup.block_on(async {
                     let listener = tokio::net::TcpListener::bind(addr).await?;
-                    for next in (0..threads).cycle() {
+                    let mut next = 0;
+                    loop {
                         let (stream, _) = listener.accept().await?;
-                        let stream = stream.into_std()?;
-                        if handoff[next].send(stream).is_err() {
-                            break;
+                        if handoff[next].send(stream.into_std()?).is_err() {
+                            return Ok::<_, BoxError>(next);
                         }
+                        next = (next + 1) % threads;
                     }
-                    Ok::<_, BoxError>(())
                 })?;
-                for worker in workers {
-                    worker
-                        .join()
-                        .map_err(|_| "serve: an axum worker panicked")??;
+                match workers.swap_remove(stopped).join() {
+                    Ok(Err(e)) => Err(format!("serve: an axum worker failed: {e}").into()),
+                    Ok(Ok(())) => Err("serve: an axum worker stopped".into()),
+                    Err(_) => Err("serve: an axum worker panicked".into()),
                 }
-                Err("serve: an axum worker stopped".into())
             }
             "actix" => actix_web::rt::System::new().block_on(async move {
                 let (service, minter) = build(&store, test_phones, seed_users).await?;
