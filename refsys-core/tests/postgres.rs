@@ -250,6 +250,30 @@ fn wait_for_connections(on: &tokio::runtime::Runtime, url: &str, expected: i64) 
     });
 }
 
+/// Concurrent calls share connections, their statements pipelined: a new connection opens
+/// only when every open one has more than 8 calls in flight. So 9 concurrent reads ride on
+/// the one connection the store has, and a 10th call in flight opens a second.
+#[test]
+fn concurrent_calls_share_a_connection_until_it_has_more_than_eight() {
+    let on = runtime();
+    let database = on.block_on(fresh_database());
+    let url = database.url().to_owned();
+    let store = PgUserStore::connect_with(url.parse().expect("a test URL"), 10);
+    on.block_on(store.migrate()).expect("migrate");
+    let user = on
+        .block_on(store.find_or_create(&refsys_core::testing::phone(1), &InviteCode::generate))
+        .expect("user")
+        .user
+        .id;
+    wait_for_connections(&on, &url, 1);
+    on.block_on(burst(&store, user, 9));
+    wait_for_connections(&on, &url, 1);
+    on.block_on(burst(&store, user, 10));
+    wait_for_connections(&on, &url, 2);
+    drop(store);
+    on.block_on(database.drop_database());
+}
+
 /// The store keeps connections per Tokio runtime (actix-web runs one per worker). The runtimes
 /// that make calls share the connection budget: once their bursts are done they keep exactly
 /// the budget open together (a connection closed by a resize may linger in
