@@ -802,7 +802,10 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         framework: String,
         store: String,
         clients: usize,
-        tps: f64,
+        /// Statements each client sends before it waits for their answers (1: no pipeline).
+        pipeline: usize,
+        /// Statements per second (pgbench's tps times `pipeline`).
+        rate: f64,
         latency_ms: f64,
     }
 
@@ -1454,7 +1457,9 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
     }
 
     /// pgbench with the profile's SQL on `server`'s database, with 10 clients (the server's
-    /// connection budget) and with as many as the HTTP load has connections.
+    /// connection budget) and with as many as the HTTP load has connections: the ceiling.
+    /// Then, for reference, 10 clients that pipeline [`PIPELINE`] statements at a time, as
+    /// `PgUserStore` does under load.
     fn pgbench_ceiling(
         options: &Options,
         server: &Live<'_>,
@@ -1462,15 +1467,21 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         tmp: &Path,
         report: &mut Report,
     ) {
-        for clients in [10, options.connections] {
-            match pgbench(options, pg_db, server.seeded.profile_user_id, clients, tmp) {
+        for (clients, pipeline) in [(10, 1), (options.connections, 1), (10, PIPELINE)] {
+            let user = server.seeded.profile_user_id;
+            match pgbench(options, pg_db, user, clients, pipeline, tmp) {
                 Ok((tps, latency_ms)) => {
-                    eprintln!("load:   pgbench -c {clients}: {tps:.0} tps, {latency_ms:.2} ms");
+                    let rate = tps * pipeline as f64;
+                    eprintln!(
+                        "load:   pgbench -c {clients}, pipeline {pipeline}: {rate:.0} statements/s, \
+                         {latency_ms:.2} ms"
+                    );
                     report.pgbench.push(PgbenchResult {
                         framework: server.target.framework.clone(),
                         store: server.target.store.clone(),
                         clients,
-                        tps,
+                        pipeline,
+                        rate,
                         latency_ms,
                     });
                 }
@@ -1484,15 +1495,28 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         ARRAY(SELECT g.phone FROM users g WHERE g.invited_by = u.id ORDER BY g.activation_seq) \
         FROM users u LEFT JOIN users inviter ON inviter.id = u.invited_by WHERE u.id = :uid;";
 
+    /// How deep the reference pgbench run pipelines: `PgUserStore`'s threshold for opening
+    /// another connection.
+    const PIPELINE: usize = 8;
+
     fn pgbench(
         options: &Options,
         db: &str,
         user_id: i64,
         clients: usize,
+        pipeline: usize,
         tmp: &Path,
     ) -> Result<(f64, f64), BoxError> {
         let script = tmp.join("profile.sql");
-        std::fs::write(&script, format!("\\set uid {user_id}\n{PROFILE_SQL}\n"))?;
+        let statements = if pipeline > 1 {
+            format!(
+                "\\startpipeline\n{}\\endpipeline\n",
+                format!("{PROFILE_SQL}\n").repeat(pipeline)
+            )
+        } else {
+            format!("{PROFILE_SQL}\n")
+        };
+        std::fs::write(&script, format!("\\set uid {user_id}\n{statements}"))?;
         let secs = options.duration.as_secs().max(1).to_string();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let pg = &options.pg;
@@ -1790,15 +1814,21 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
                 md.push_str(
                     "\nPostgreSQL ceiling: pgbench running the exact profile SQL (`-M prepared`) \
                      against the same database and user:\n\n\
-                     | database of | store | pgbench clients | tps | latency ms |\n| --- | --- | ---: | ---: | ---: |\n",
+                     | database of | store | pgbench clients | pipeline depth | statements/s | latency ms |\n\
+                     | --- | --- | ---: | ---: | ---: | ---: |\n",
                 );
                 for p in &self.pgbench {
                     let _ = writeln!(
                         md,
-                        "| {} | {} | {} | {:.0} | {:.2} |",
-                        p.framework, p.store, p.clients, p.tps, p.latency_ms
+                        "| {} | {} | {} | {} | {:.0} | {:.2} |",
+                        p.framework, p.store, p.clients, p.pipeline, p.rate, p.latency_ms
                     );
                 }
+                md.push_str(
+                    "\nThe ceiling is the best run without a pipeline; pipelined pgbench is a \
+                     reference for what PostgreSQL does with pipelined reads (latency is per \
+                     pipeline).\n",
+                );
             }
             md.push_str("\nTargets:\n\n");
             for line in self.targets(options.seed_users) {
@@ -1828,11 +1858,20 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
                 }
                 {
                     let store = "postgres";
+                    let of_this = |p: &&PgbenchResult| p.framework == framework && p.store == store;
                     let ceiling = self
                         .pgbench
                         .iter()
-                        .filter(|p| p.framework == framework && p.store == store)
-                        .map(|p| p.tps)
+                        .filter(of_this)
+                        .filter(|p| p.pipeline == 1)
+                        .map(|p| p.rate)
+                        .fold(0.0, f64::max);
+                    let pipelined = self
+                        .pgbench
+                        .iter()
+                        .filter(of_this)
+                        .filter(|p| p.pipeline > 1)
+                        .map(|p| p.rate)
                         .fold(0.0, f64::max);
                     if let Some(p) = self.find(&bench, framework, store, Scenario::Profile)
                         && ceiling > 0.0
@@ -1855,6 +1894,14 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
                                 100.0 * bare.rate / ceiling,
                                 bare.rate,
                                 100.0 * p.rate / bare.rate.max(1e-9)
+                            ));
+                        }
+                        if pipelined > 0.0 {
+                            lines.push(format!(
+                                "for comparison — {framework}: profile on {store} = {:.0} % of \
+                                 pipelined pgbench ({PIPELINE} statements deep, {pipelined:.0} \
+                                 statements/s)",
+                                100.0 * p.rate / pipelined
                             ));
                         }
                     }
