@@ -392,17 +392,14 @@ mod serve {
                 );
             };
             match self.users.profile(UserId(id)).await {
-                Ok(Some(profile)) => {
-                    let body = serde_json::json!({
-                        "phone": profile.phone.as_str(),
-                        "own_invite_code": profile.own_invite_code.as_str(),
-                        "activated_invite_code":
-                            profile.activated_invite_code.as_ref().map(InviteCode::as_str),
-                        "invited_users":
-                            profile.invited_users.iter().map(Phone::as_str).collect::<Vec<_>>(),
-                    });
-                    (200, body.to_string())
-                }
+                // `Profile` is the endpoint's body type: the same JSON as `GET /get_profile/`.
+                Ok(Some(profile)) => match serde_json::to_string(&profile) {
+                    Ok(body) => (200, body),
+                    Err(e) => (
+                        500,
+                        serde_json::json!({ "error": e.to_string() }).to_string(),
+                    ),
+                },
                 Ok(None) => (404, r#"{"error":"no such user"}"#.to_owned()),
                 Err(e) => (
                     503,
