@@ -252,6 +252,15 @@ impl Slot {
             .map(Arc::clone)
     }
 
+    /// Whether it has a connection that is still open (without taking a reference to it).
+    fn is_open(&self) -> bool {
+        self.conn
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|conn| !conn.client.is_closed())
+    }
+
     fn set(&self, conn: Option<Arc<Conn>>) -> Option<Arc<Conn>> {
         std::mem::replace(
             &mut self.conn.write().unwrap_or_else(PoisonError::into_inner),
@@ -270,10 +279,7 @@ impl Lanes {
 
     /// Connections open now.
     fn open(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|slot| slot.open().is_some())
-            .count()
+        self.slots.iter().filter(|slot| slot.is_open()).count()
     }
 
     /// Uses the first `share` slots from now on, and closes the connections of the others
@@ -293,7 +299,7 @@ impl Lanes {
         let share = self.share.load(Ordering::Relaxed).min(self.slots.len());
         let cost = |slot: &Slot| match slot.in_flight.load(Ordering::Relaxed) {
             // An empty slot, or one whose connection broke: opening one costs a connection.
-            0 if slot.open().is_none() => PIPELINE_DEPTH,
+            0 if !slot.is_open() => PIPELINE_DEPTH,
             calls => calls,
         };
         (0..share)
