@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use refsys_core::http::{ClientLimits, RateLimit, TrustedProxies};
 use refsys_core::{AllowedRegions, JwtKeys, Policy};
+use refsys_core::{ClientLimits, RateLimit, TrustedProxies};
 
 /// Where users live.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,24 +8,79 @@ use refsys_core::ReferralService;
 
 use crate::config::Framework;
 
-/// The web UI, embedded in the binary: (path, content type, body).
-pub(crate) const UI_FILES: &[(&str, &str, &str)] = &[
-    (
-        "/",
-        "text/html; charset=utf-8",
-        include_str!("../ui/index.html"),
+/// A file embedded in the binary and served on `GET` and `HEAD`.
+pub(crate) struct StaticFile {
+    /// Where it is served.
+    pub(crate) path: &'static str,
+    /// Its `Content-Type`.
+    pub(crate) content_type: &'static str,
+    /// Its `Cache-Control`, if any.
+    pub(crate) cache_control: Option<&'static str>,
+    /// Its bytes.
+    pub(crate) body: &'static [u8],
+}
+
+const fn ui(path: &'static str, content_type: &'static str, body: &'static [u8]) -> StaticFile {
+    StaticFile {
+        path,
+        content_type,
+        cache_control: None,
+        body,
+    }
+}
+
+/// Swagger UI files (`swagger-ui/README.md`) are cached for an hour.
+const fn swagger(
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+) -> StaticFile {
+    StaticFile {
+        path,
+        content_type,
+        cache_control: Some("public, max-age=3600"),
+        body,
+    }
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// The web UI and Swagger UI (vendored, no CDN), embedded in the binary.
+pub(crate) const STATIC_FILES: &[StaticFile] = &[
+    ui("/", HTML, include_bytes!("../ui/index.html")),
+    ui("/ui/app.js", JS, include_bytes!("../ui/app.js")),
+    ui("/ui/style.css", CSS, include_bytes!("../ui/style.css")),
+    swagger(SWAGGER_UI, HTML, include_bytes!("../swagger-ui/index.html")),
+    swagger(
+        "/api/schema/swagger-ui/index.html",
+        HTML,
+        include_bytes!("../swagger-ui/index.html"),
     ),
-    (
-        "/ui/app.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../ui/app.js"),
+    swagger(
+        "/api/schema/swagger-ui/swagger-ui.css",
+        CSS,
+        include_bytes!("../swagger-ui/swagger-ui.css"),
     ),
-    (
-        "/ui/style.css",
-        "text/css; charset=utf-8",
-        include_str!("../ui/style.css"),
+    swagger(
+        "/api/schema/swagger-ui/swagger-ui-bundle.js",
+        JS,
+        include_bytes!("../swagger-ui/swagger-ui-bundle.js"),
+    ),
+    swagger(
+        "/api/schema/swagger-ui/swagger-initializer.js",
+        JS,
+        include_bytes!("../swagger-ui/swagger-initializer.js"),
     ),
 ];
+
+/// Swagger UI's page. Its path without the slash redirects here (`308`, relative `Location`),
+/// so that the page's relative links resolve.
+const SWAGGER_UI: &str = "/api/schema/swagger-ui/";
+
+/// The path that redirects to [`SWAGGER_UI`], and the `Location` it answers.
+const SWAGGER_UI_REDIRECT: (&str, &str) = ("/api/schema/swagger-ui", "swagger-ui/");
 
 /// A fresh request id: 32 hex digits (a random UUID).
 fn request_id() -> String {
@@ -81,10 +136,11 @@ async fn shutdown_signal() {
 
 mod axum_server {
     use axum::Router;
+    use axum::body::Body;
     use axum::extract::Request;
     use axum::http::{HeaderValue, header};
     use axum::middleware::{self, Next};
-    use axum::response::Response;
+    use axum::response::{Redirect, Response};
     use axum::routing::get;
 
     use super::*;
@@ -107,12 +163,27 @@ mod axum_server {
         service: ReferralService,
     ) -> Result<(), Box<dyn std::error::Error>> {
         let mut ui = Router::new();
-        for &(path, content_type, body) in UI_FILES {
+        for file in STATIC_FILES {
+            let (content_type, cache_control, body) =
+                (file.content_type, file.cache_control, file.body);
             ui = ui.route(
-                path,
-                get(move || async move { ([(header::CONTENT_TYPE, content_type)], body) }),
+                file.path,
+                get(move || async move {
+                    let mut response = Response::new(Body::from(body));
+                    let headers = response.headers_mut();
+                    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                    if let Some(cache_control) = cache_control {
+                        headers.insert(
+                            header::CACHE_CONTROL,
+                            HeaderValue::from_static(cache_control),
+                        );
+                    }
+                    response
+                }),
             );
         }
+        let (from, to) = SWAGGER_UI_REDIRECT;
+        ui = ui.route(from, get(move || async move { Redirect::permanent(to) }));
         // The API router's JSON 405 only covers its own routes: set it again on the merged
         // router so that the UI's routes answer a wrong method in the contract's shape too.
         let app = ui
@@ -142,6 +213,29 @@ mod actix_server {
 
     use super::*;
 
+    /// A resource answering `GET` and `HEAD` (as on axum); any other method is the contract's
+    /// JSON 405.
+    fn get_only<F, R>(path: &str, handler: F) -> actix_web::Resource
+    where
+        F: Fn() -> R + Clone + 'static,
+        R: std::future::Future<Output = HttpResponse> + 'static,
+    {
+        web::resource(path)
+            .route(
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .to(handler),
+            )
+            .default_service(web::to(|| async {
+                let mut response =
+                    refsys_actix::ApiError(refsys_core::Error::MethodNotAllowed).error_response();
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+                response
+            }))
+    }
+
     pub(super) async fn serve(
         bind: SocketAddr,
         service: ReferralService,
@@ -166,29 +260,24 @@ mod actix_server {
                     }
                 })
                 .configure(refsys_actix::configure(service.clone()));
-            for &(path, content_type, body) in UI_FILES {
-                // GET and HEAD (as on axum); any other method is the contract's JSON 405.
-                app = app.service(
-                    web::resource(path)
-                        .route(
-                            web::route()
-                                .guard(guard::Any(guard::Get()).or(guard::Head()))
-                                .to(move || async move {
-                                    HttpResponse::Ok().content_type(content_type).body(body)
-                                }),
-                        )
-                        .default_service(web::to(|| async {
-                            let mut response =
-                                refsys_actix::ApiError(refsys_core::Error::MethodNotAllowed)
-                                    .error_response();
-                            response
-                                .headers_mut()
-                                .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
-                            response
-                        })),
-                );
+            for file in STATIC_FILES {
+                let (content_type, cache_control, body) =
+                    (file.content_type, file.cache_control, file.body);
+                app = app.service(get_only(file.path, move || async move {
+                    let mut response = HttpResponse::Ok();
+                    response.content_type(content_type);
+                    if let Some(cache_control) = cache_control {
+                        response.insert_header((header::CACHE_CONTROL, cache_control));
+                    }
+                    response.body(body)
+                }));
             }
-            app
+            let (from, to) = SWAGGER_UI_REDIRECT;
+            app.service(get_only(from, move || async move {
+                HttpResponse::PermanentRedirect()
+                    .insert_header((header::LOCATION, to))
+                    .finish()
+            }))
         })
         .shutdown_timeout(30)
         .bind(bind)

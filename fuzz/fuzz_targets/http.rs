@@ -15,8 +15,8 @@
 //! 10.0.0.1 — a trusted proxy — by default); the rest is the body, bytes as they are.
 //! `$ACCESS`, `$REFRESH` (tokens of the last login, first a login of a second test phone) and
 //! `$INVITE` (that phone's invite code) are replaced before the request is sent. Routing is
-//! done the way the framework crates do it, from `http::routes()`: 404 for an unknown path,
-//! 405 for a known path with another method, 413 for a body over `MAX_BODY_BYTES`.
+//! done by `http::resolve`, as in the framework crates: 404 for an unknown path, 405 for a
+//! known path with another method, 413 for a body over `MAX_BODY_BYTES`.
 //!
 //! For every reply: no panic, never 500 (no 5xx at all but `503 sms_budget_exhausted`), every
 //! error is JSON of the contract's `ErrorBody` shape (`{"error": "...", "code": "...", ...}`)
@@ -27,7 +27,7 @@
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
-use refsys_core::http::{self, MAX_BODY_BYTES, Method, Reply, RequestInfo};
+use refsys_core::http::{self, MAX_BODY_BYTES, Reply, RequestInfo};
 use refsys_core::{Error, ReferralService};
 use refsys_fuzz::{TEST_CODE_2, TEST_PHONE_2, block_on, login, service};
 use serde_json::Value;
@@ -178,21 +178,13 @@ fn parse(raw: &[u8]) -> Request {
     request
 }
 
-/// What the framework crates do before `handle`: find the route, answer 404 / 405 / 413.
+/// What the framework crates do before `handle`: resolve the route (404 / 405), refuse a
+/// body over the limit (413).
 fn route(service: &ReferralService, request: &Request) -> Reply {
-    let Some(route) = http::routes()
-        .iter()
-        .find(|r| r.paths.contains(&request.path.as_str()))
-    else {
-        return Reply::error(&Error::NotFound);
+    let endpoint = match http::resolve(&request.method, &request.path) {
+        Ok(endpoint) => endpoint,
+        Err(reply) => return reply,
     };
-    let allowed = match route.method {
-        Method::Get => matches!(request.method.as_str(), "GET" | "HEAD"),
-        Method::Post => request.method == "POST",
-    };
-    if !allowed {
-        return Reply::error(&Error::MethodNotAllowed);
-    }
     if request.body.len() > MAX_BODY_BYTES {
         return Reply::error(&Error::PayloadTooLarge);
     }
@@ -207,7 +199,7 @@ fn route(service: &ReferralService, request: &Request) -> Reply {
         content_type: request.header("content-type"),
         authorization: request.header("authorization"),
     };
-    block_on(http::handle(service, route.endpoint, &info, &request.body))
+    block_on(http::handle(service, endpoint, &info, &request.body))
 }
 
 fn check(request: &Request, reply: &Reply, state: &State) {

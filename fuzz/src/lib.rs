@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use refsys_core::http::{ClientLimits, TrustedProxies};
+use refsys_core::{ClientLimits, TrustedProxies};
 use refsys_core::{
     JwtKeys, LogSender, ManualClock, MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore, Policy,
     ReferralService, Timestamp, TokenPair,

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use refsys_core::http::ClientLimits;
+use refsys_core::ClientLimits;
 use refsys_core::store::{RateDecision, RateLimitStore};
 use refsys_core::testing::RecordingSender;
 use refsys_core::{
@@ -178,7 +178,7 @@ impl TestServer {
             policy = policy.test_phone(phone, code);
         }
         if let Some(max) = setup.sms_budget {
-            policy = policy.sms_budget(Some(refsys_core::http::RateLimit::per_hour(max)));
+            policy = policy.sms_budget(Some(refsys_core::RateLimit::per_hour(max)));
         }
         let service = ReferralService::builder(
             MemoryUserStore::new(),
@@ -434,7 +434,7 @@ macro_rules! scenarios {
             method_not_allowed,
             health_and_ready,
             store_down,
-            schema_and_swagger_ui,
+            schema,
             rate_limit_send_code,
             rate_limit_verify_code,
             trusted_proxy_forwarded_for,
@@ -466,7 +466,8 @@ macro_rules! binary_scenarios {
             payload_too_large,
             not_found,
             method_not_allowed,
-            schema_and_swagger_ui,
+            schema,
+            swagger_ui,
             rate_limit_verify_code
         );
     };

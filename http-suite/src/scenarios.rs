@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use refsys_core::http::{ClientLimits, TrustedProxies};
+use refsys_core::{ClientLimits, TrustedProxies};
 use serde_json::{Value, json};
 
 use crate::{Framework, Setup, TEST_PHONES, TestServer, assert_error};
@@ -660,42 +660,62 @@ pub async fn store_down(framework: Framework) {
     assert!(!body["error"].as_str().unwrap().contains("switched off"));
 }
 
-/// `/api/schema/` is the OpenAPI 3.1 document; Swagger UI is served from the binary.
-pub async fn schema_and_swagger_ui(framework: Framework) {
+/// `/api/schema/` is the OpenAPI 3.1 document of every route.
+pub async fn schema(framework: Framework) {
     let server = TestServer::start(framework).await;
     let c = &server.client;
-    let res = c.get("/api/schema/", None).await;
-    assert_eq!(res.status, 200);
-    assert_eq!(res.header("content-type"), Some("application/json"));
-    let doc = res.json();
-    assert_eq!(doc["openapi"], "3.1.0");
-    for path in [
-        SEND, VERIFY, PROFILE, USE_INVITE, REFRESH, LOGOUT, "/health", "/ready",
-    ] {
-        assert!(doc["paths"][path].is_object(), "{path} documented");
+    for path in ["/api/schema/", "/api/schema"] {
+        let res = c.get(path, None).await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.header("content-type"), Some("application/json"));
+        let doc = res.json();
+        assert_eq!(doc["openapi"], "3.1.0");
+        for path in [
+            SEND, VERIFY, PROFILE, USE_INVITE, REFRESH, LOGOUT, "/health", "/ready",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} documented");
+        }
     }
-    let page = c.get("/api/schema/swagger-ui/", None).await;
-    assert_eq!(page.status, 200);
-    assert!(
-        page.header("content-type")
-            .unwrap()
-            .starts_with("text/html")
-    );
-    let html = String::from_utf8(page.body).unwrap();
-    assert!(html.contains("swagger-ui-bundle.js") && !html.contains("https://"));
+}
+
+/// The example server serves Swagger UI from the binary (no CDN), cached for an hour; the
+/// path without its slash redirects to the page.
+pub async fn swagger_ui(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    for path in [
+        "/api/schema/swagger-ui/",
+        "/api/schema/swagger-ui/index.html",
+    ] {
+        let page = c.get(path, None).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(page.header("cache-control"), Some("public, max-age=3600"));
+        let html = String::from_utf8(page.body).unwrap();
+        assert!(html.contains("swagger-ui-bundle.js") && !html.contains("https://"));
+    }
     for (file, kind) in [
-        ("swagger-ui-bundle.js", "text/javascript"),
-        ("swagger-ui.css", "text/css"),
-        ("swagger-initializer.js", "text/javascript"),
+        ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+        ("swagger-ui.css", "text/css; charset=utf-8"),
+        ("swagger-initializer.js", "text/javascript; charset=utf-8"),
     ] {
         let res = c.get(&format!("/api/schema/swagger-ui/{file}"), None).await;
         assert_eq!(res.status, 200, "{file}");
-        assert!(res.header("content-type").unwrap().starts_with(kind));
+        assert_eq!(res.header("content-type"), Some(kind));
+        assert_eq!(res.header("cache-control"), Some("public, max-age=3600"));
         assert!(!res.body.is_empty());
     }
     let redirect = c.get("/api/schema/swagger-ui", None).await;
     assert_eq!(redirect.status, 308);
     assert_eq!(redirect.header("location"), Some("swagger-ui/"));
+    let wrong = c
+        .request("POST", "/api/schema/swagger-ui/", &[], None)
+        .await;
+    assert_error(&wrong, 405, "method_not_allowed");
+    assert_eq!(wrong.header("allow"), Some("GET,HEAD"));
 }
 
 /// 10 `send_code` per IP per minute by default, then 429 `rate_limited`; a spoofed

@@ -144,14 +144,6 @@ pub async fn transcript(server: &TestServer) -> Vec<Entry> {
     ] {
         r.get(path, None).await;
     }
-    for path in [
-        "/api/schema/swagger-ui/",
-        "/api/schema/swagger-ui",
-        "/api/schema/swagger-ui/swagger-ui.css",
-        "/api/schema/swagger-ui/swagger-initializer.js",
-    ] {
-        r.get(path, None).await;
-    }
     r.call("HEAD", "/health", &[], None).await;
     for (method, path) in [
         ("GET", "/nope"),

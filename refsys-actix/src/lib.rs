@@ -3,14 +3,14 @@
 //!
 //! [`configure`] registers the whole HTTP contract of refsys (`API.md`: `send_code`,
 //! `verify_code`, the profile, invite codes, token refresh and logout, `/health`, `/ready`,
-//! and with the default `openapi` feature the OpenAPI document at `/api/schema/` and Swagger UI
-//! at `/api/schema/swagger-ui/`) on an `App` or `Scope`. [`AuthUser`] guards your own handlers
+//! and with the default `openapi` feature the OpenAPI document at `/api/schema/`) on an `App`
+//! or `Scope`. [`AuthUser`] guards your own handlers
 //! with the same access tokens. All the HTTP logic lives in [`refsys_core::http`]; this crate
 //! only translates, so it answers byte for byte like `refsys-axum`.
 //!
 //! # Features
 //!
-//! - `openapi` (default): the schema and Swagger UI routes.
+//! - `openapi` (default): the OpenAPI document at `/api/schema/`.
 //!
 //! # Quick start
 //!
@@ -48,12 +48,14 @@
 //!
 //! # Notes
 //!
-//! - [`configure`] also sets the default service to [`not_found`] (a JSON 404). Set your own
-//!   with `App::default_service` after `configure` to override it; inside a `web::scope`,
-//!   `.default_service(web::to(refsys_actix::not_found))` gives the scope the same JSON 404.
+//! - [`configure`] serves the contract from the default service: your own resources take
+//!   precedence, and every other request is routed by [`refsys_core::http::resolve`], which
+//!   answers unknown paths with a JSON 404 and wrong methods with a JSON 405. Do not set
+//!   another default service on the same `App` or `Scope`. [`not_found`] is the same JSON 404
+//!   for scopes of your own.
 //! - The service is registered as `web::Data<ReferralService>` app data; [`AuthUser`] finds it
-//!   there. Configured on a `web::scope`, the data and the JSON 404 belong to that scope.
-//! - Behind a proxy, configure [`TrustedProxies`](refsys_core::http::TrustedProxies), or the
+//!   there. Configured on a `web::scope`, the data and the routes belong to that scope.
+//! - Behind a proxy, configure [`TrustedProxies`](refsys_core::TrustedProxies), or the
 //!   per-client limits count every client as the proxy.
 #![forbid(unsafe_code)]
 
@@ -63,48 +65,18 @@ use actix_web::body::BoxBody;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, guard, web};
-use refsys_core::http::{self, Endpoint, Method, Reply, RequestInfo};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use refsys_core::http::{self, Reply, RequestInfo};
 use refsys_core::{Error, ReferralService, UserId};
 
-/// Registers all the routes of the contract, the service as app data, and a JSON 404 default
-/// service. Use with `App::configure` or `Scope::configure`.
+/// Registers the contract on an `App` or `Scope`: the service as app data, and a default
+/// service that [resolves](refsys_core::http::resolve) every request your own resources do
+/// not take, answering the contract's JSON 404 and 405 itself. Use with `App::configure` or
+/// `Scope::configure`.
 pub fn configure(service: ReferralService) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config| {
         config.app_data(web::Data::new(service));
-        for route in http::routes() {
-            let endpoint = route.endpoint;
-            let handler = move |request: HttpRequest,
-                                payload: web::Payload,
-                                service: web::Data<ReferralService>| {
-                serve(service, endpoint, request, payload)
-            };
-            let allow = route.method.allow();
-            // One resource per path: a resource with several paths matches them with a regex
-            // set, which cost about 15 % of the server's CPU per request in the benchmarks;
-            // single static paths are compared as strings.
-            for path in route.paths {
-                config.service(
-                    web::resource(*path)
-                        .route(web::route().guard(method_guard(route.method)).to(handler))
-                        .default_service(web::to(move || async move {
-                            let mut response = ApiError(Error::MethodNotAllowed).error_response();
-                            let allow = HeaderValue::from_static(allow);
-                            response.headers_mut().insert(header::ALLOW, allow);
-                            response
-                        })),
-                );
-            }
-        }
-        config.default_service(web::to(not_found));
-    }
-}
-
-/// The methods a route answers (`HEAD` too, for `GET` routes).
-fn method_guard(method: Method) -> guard::AnyGuard {
-    match method {
-        Method::Get => guard::Any(guard::Get()).or(guard::Head()),
-        Method::Post => guard::Any(guard::Post()),
+        config.default_service(web::to(serve));
     }
 }
 
@@ -115,10 +87,15 @@ pub async fn not_found() -> HttpResponse {
 
 async fn serve(
     service: web::Data<ReferralService>,
-    endpoint: Endpoint,
     request: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
+    // Inside a scope, the part of the path after the scope's prefix.
+    let path = request.match_info().unprocessed();
+    let endpoint = match http::resolve(request.method().as_str(), path) {
+        Ok(endpoint) => endpoint,
+        Err(reply) => return into_response(reply),
+    };
     let body = match payload.to_bytes_limited(http::MAX_BODY_BYTES).await {
         Ok(Ok(body)) => body,
         Ok(Err(error)) => {

@@ -3,14 +3,13 @@
 //!
 //! [`router`] serves the whole HTTP contract of refsys (`API.md`: `send_code`, `verify_code`,
 //! the profile, invite codes, token refresh and logout, `/health`, `/ready`, and with the
-//! default `openapi` feature the OpenAPI document at `/api/schema/` and Swagger UI at
-//! `/api/schema/swagger-ui/`). [`AuthUser`] guards your own handlers with the same access
+//! default `openapi` feature the OpenAPI document at `/api/schema/`). [`AuthUser`] guards your own handlers with the same access
 //! tokens. All the HTTP logic lives in [`refsys_core::http`]; this crate only translates, so
 //! it answers byte for byte like `refsys-actix`.
 //!
 //! # Features
 //!
-//! - `openapi` (default): the schema and Swagger UI routes.
+//! - `openapi` (default): the OpenAPI document at `/api/schema/`.
 //!
 //! # Quick start
 //!
@@ -52,9 +51,12 @@
 //! - Serve with [`into_make_service_with_connect_info::<SocketAddr>()`](axum::Router::into_make_service_with_connect_info):
 //!   the client limits key on the peer address, and without it `send_code` and `verify_code`
 //!   answer 500 (unless the limits are disabled). Behind a proxy, configure
-//!   [`TrustedProxies`](refsys_core::http::TrustedProxies).
-//! - The router has a JSON 404 fallback and JSON 405s. `Router::merge` panics when both
-//!   routers set a fallback: set yours on the merged router instead.
+//!   [`TrustedProxies`](refsys_core::TrustedProxies).
+//! - The router is one fallback that finds the route with
+//!   [`refsys_core::http::resolve`] and answers unknown paths with the contract's JSON 404
+//!   and wrong methods with its JSON 405. Your own routes take precedence. `Router::merge`
+//!   panics when both routers set a fallback: keep your fallback off the merged router, or
+//!   nest refsys under a prefix.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -63,35 +65,22 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
 use axum::{Router, body};
-use refsys_core::http::{self, Endpoint, Method, Reply, RequestInfo};
+use refsys_core::http::{self, Reply, RequestInfo};
 use refsys_core::{Error, ReferralService, UserId};
 
-/// All the routes of the contract, with the service as state, a JSON 404 fallback and JSON
-/// 405s. Merge or nest it into your app.
+/// All the routes of the contract, with the service as state: a router whose fallback
+/// [resolves](refsys_core::http::resolve) every request the routes of your own app do not
+/// take, answering the contract's JSON 404 and 405 itself. Merge or nest it into your app.
 pub fn router(service: ReferralService) -> Router {
-    let mut router = Router::new();
-    for route in http::routes() {
-        let endpoint = route.endpoint;
-        let handler = move |State(service): State<ReferralService>, request: Request| {
-            serve(service, endpoint, request)
-        };
-        let method_router: MethodRouter<ReferralService> = match route.method {
-            Method::Get => get(handler),
-            Method::Post => post(handler),
-        };
-        for path in route.paths {
-            router = router.route(path, method_router.clone());
-        }
-    }
-    router
-        .fallback(|| async { ApiError(Error::NotFound) })
-        .method_not_allowed_fallback(|| async { ApiError(Error::MethodNotAllowed) })
-        .with_state(service)
+    Router::new().fallback(serve).with_state(service)
 }
 
-async fn serve(service: ReferralService, endpoint: Endpoint, request: Request) -> Response {
+async fn serve(State(service): State<ReferralService>, request: Request) -> Response {
+    let endpoint = match http::resolve(request.method().as_str(), request.uri().path()) {
+        Ok(endpoint) => endpoint,
+        Err(reply) => return into_response(reply),
+    };
     let (parts, body) = request.into_parts();
     let body = match body::to_bytes(body, http::MAX_BODY_BYTES).await {
         Ok(body) => body,

@@ -12,7 +12,8 @@
 //! that makes each method atomic. This crate ships in-memory stores ([`MemoryUserStore`],
 //! [`MemoryOtpStore`]) and a development [`LogSender`]; the framework crates `refsys-axum`
 //! and `refsys-actix` serve the service over HTTP, through the framework-independent
-//! [`http`] module (routes, request handling, per-client rate limits with trusted proxies).
+//! [`http`] module (route lookup, request handling). Per-client rate limits, with trusted
+//! proxies, are in [`limits`].
 //!
 //! # Features
 //!
@@ -21,8 +22,7 @@
 //!   pipelined; sqlx applies the schema).
 //! - `sqlite`: `sqlite::SqliteUserStore`, a SQLite [`UserStore`] (sqlx, bundled SQLite).
 //! - `redis`: `redis_store::RedisOtpStore` and `redis_store::RedisRateLimitStore`.
-//! - `openapi`: `openapi`, the OpenAPI 3.1 document of the HTTP API (utoipa) and the
-//!   vendored Swagger UI the framework crates serve.
+//! - `openapi`: `openapi`, the OpenAPI 3.1 document of the HTTP API (utoipa).
 //!
 //! # Quick start
 //!
@@ -78,6 +78,7 @@ pub mod dto;
 mod error;
 pub mod http;
 mod invite;
+pub mod limits;
 pub mod memory;
 #[cfg(feature = "openapi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
@@ -108,6 +109,7 @@ mod user;
 
 pub use error::{Error, ErrorBody, StoreError};
 pub use invite::{INVITE_ALPHABET, INVITE_CODE_LEN, InviteCode, InviteCodeError};
+pub use limits::{ClientAction, ClientLimits, InvalidCidr, RateLimit, TrustedProxies};
 pub use memory::{MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore};
 pub use otp::{OtpCode, OtpCodeError, OtpHash, OtpPolicy};
 pub use phone::{AllowedRegions, Phone, PhoneError, Region};

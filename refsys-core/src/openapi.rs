@@ -1,13 +1,10 @@
-//! The OpenAPI 3.1 document of the HTTP API, and the vendored Swagger UI that shows it.
+//! The OpenAPI 3.1 document of the HTTP API.
 //!
-//! [`document`] describes every route of [`http::routes`](crate::http::routes): request and
+//! [`document`] describes every route of [`http::routes`](crate::http::routes()): request and
 //! response bodies (schemas derived from the DTOs with utoipa), and every error a route can
 //! answer, with examples made from [`Error::body`] itself — so the examples are exactly what
-//! the server sends. Both framework crates serve [`json`] at `/api/schema/` and the
-//! [`Asset`]s at `/api/schema/swagger-ui/`.
-//!
-//! The Swagger UI files are `swagger-ui-dist` 5.35.0 (Apache-2.0), vendored in
-//! `refsys-core/assets/swagger-ui/` and compiled into the binary: no CDN, no download.
+//! the server sends. Both framework crates serve [`json`] at `/api/schema/`. Swagger UI is
+//! not part of this crate: the example server (`refsys-server`) serves it.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -26,46 +23,8 @@ use crate::dto::{
     HealthResponse, MessageResponse, RefreshRequest, SendCodeRequest, UseInviteCodeRequest,
     VerifyCodeRequest,
 };
-use crate::http::{Endpoint, Method, routes};
+use crate::http::routes::{Endpoint, Method, routes};
 use crate::{Error, ErrorBody, Login, Profile, StoreError, TokenPair};
-
-/// A file of the vendored Swagger UI. Two assets are equal when they are the same static.
-#[derive(Debug)]
-pub struct Asset {
-    /// Its `Content-Type`.
-    pub content_type: &'static str,
-    /// Its bytes.
-    pub bytes: &'static [u8],
-}
-
-impl PartialEq for Asset {
-    fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(self, other)
-    }
-}
-
-impl Eq for Asset {}
-
-/// The Swagger UI page; loads the document from `../` (`/api/schema/`).
-pub static INDEX_HTML: Asset = Asset {
-    content_type: "text/html; charset=utf-8",
-    bytes: include_bytes!("../assets/swagger-ui/index.html"),
-};
-/// `swagger-ui.css` from swagger-ui-dist.
-pub static SWAGGER_UI_CSS: Asset = Asset {
-    content_type: "text/css; charset=utf-8",
-    bytes: include_bytes!("../assets/swagger-ui/swagger-ui.css"),
-};
-/// `swagger-ui-bundle.js` from swagger-ui-dist.
-pub static SWAGGER_UI_BUNDLE_JS: Asset = Asset {
-    content_type: "text/javascript; charset=utf-8",
-    bytes: include_bytes!("../assets/swagger-ui/swagger-ui-bundle.js"),
-};
-/// Starts Swagger UI on the page.
-pub static SWAGGER_INITIALIZER_JS: Asset = Asset {
-    content_type: "text/javascript; charset=utf-8",
-    bytes: include_bytes!("../assets/swagger-ui/swagger-initializer.js"),
-};
 
 /// The document as JSON, built once.
 pub fn json() -> &'static [u8] {
@@ -286,14 +245,6 @@ fn operation(endpoint: Endpoint) -> Option<Operation> {
             Vec::new(),
             false,
         ),
-        Endpoint::SwaggerUi(asset) if *asset == INDEX_HTML => (
-            op("swagger_ui", "Swagger UI for this document"),
-            None,
-            None,
-            Vec::new(),
-            false,
-        ),
-        _ => return None,
     };
     let mut builder = builder;
     if let Some((schema, example)) = body {
@@ -324,17 +275,11 @@ fn operation(endpoint: Endpoint) -> Option<Operation> {
         (Endpoint::Logout, None) => {
             builder.response("204", ResponseBuilder::new().description("Logged out."))
         }
-        (Endpoint::Schema, None) => builder.response(
+        (_, None) => builder.response(
             "200",
             ResponseBuilder::new()
                 .description("The OpenAPI 3.1 document.")
                 .content("application/json", ContentBuilder::new().build()),
-        ),
-        (_, None) => builder.response(
-            "200",
-            ResponseBuilder::new()
-                .description("The Swagger UI page.")
-                .content("text/html", ContentBuilder::new().build()),
         ),
     };
     if auth {
@@ -417,7 +362,6 @@ mod tests {
             "/health",
             "/ready",
             "/api/schema/",
-            "/api/schema/swagger-ui/",
         ] {
             assert!(doc["paths"][path].is_object(), "{path}");
         }

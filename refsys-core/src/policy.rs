@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::http::RateLimit;
+use crate::limits::RateLimit;
 use crate::{AllowedRegions, OtpCode, OtpPolicy, Phone};
 
 /// What the service enforces. Build one with [`Policy::builder`]; [`Policy::default`] is the

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::http::{ClientAction, ClientLimits};
+use crate::limits::{ClientAction, ClientLimits};
 use crate::store::{
     Activation, Check, Issue, OtpStore, RateDecision, RateLimitStore, Rotation, UserStore,
 };
@@ -163,7 +163,7 @@ impl ReferralService {
     }
 
     /// The client IP of a request from TCP peer `peer` with these `X-Forwarded-For` header
-    /// values, under the configured [trusted proxies](crate::http::TrustedProxies).
+    /// values, under the configured [trusted proxies](crate::TrustedProxies).
     pub fn client_ip(&self, peer: IpAddr, forwarded_for: &[&str]) -> IpAddr {
         self.inner
             .limits

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use refsys_core::http::{ClientLimits, RateLimit, Reply};
+use refsys_core::http::Reply;
 use refsys_core::testing::RecordingSender;
+use refsys_core::{ClientLimits, RateLimit};
 use refsys_core::{
     Error, JwtKeys, ManualClock, MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore, Policy,
     ReferralService, Timestamp, UserId,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use refsys_core::http::ClientLimits;
+use refsys_core::ClientLimits;
 use refsys_core::testing::RecordingSender;
 use refsys_core::{
     AllowedRegions, Error, JwtKeys, KeyError, ManualClock, MemoryOtpStore, MemoryRateLimitStore,

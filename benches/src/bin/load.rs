@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use refsys_benches::{NoopSender, TEST_CODE, bench_policy, test_phone};
-use refsys_core::http::ClientLimits;
+use refsys_core::ClientLimits;
 #[cfg(feature = "postgres")]
 use refsys_core::postgres::PgUserStore;
 use refsys_core::sqlite::SqliteUserStore;

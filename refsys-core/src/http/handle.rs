@@ -1,0 +1,210 @@
+//! [`handle`]: runs an endpoint for a request whose route is already resolved.
+
+use std::net::IpAddr;
+
+use serde::de::DeserializeOwned;
+
+use crate::dto::{
+    HealthResponse, MessageResponse, RefreshRequest, SendCodeRequest, UseInviteCodeRequest,
+    VerifyCodeRequest, parse_body,
+};
+use crate::error::Error;
+use crate::http::reply::Reply;
+use crate::http::routes::Endpoint;
+use crate::limits::ClientAction;
+use crate::service::ReferralService;
+
+/// Request bodies larger than this get `413 payload_too_large`.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// What [`handle`] needs to know about a request besides its body.
+#[derive(Clone, Debug, Default)]
+pub struct RequestInfo<'a> {
+    /// The TCP peer's address, if the framework knows it (needed when client limits are on).
+    pub peer: Option<IpAddr>,
+    /// Every `X-Forwarded-For` header value, in order. Only read when the peer is a
+    /// [trusted proxy](TrustedProxies).
+    pub forwarded_for: Vec<&'a str>,
+    /// The `Content-Type` header.
+    pub content_type: Option<&'a str>,
+    /// The `Authorization` header.
+    pub authorization: Option<&'a str>,
+}
+
+/// Runs `endpoint` for a request whose body (already read, at most [`MAX_BODY_BYTES`]) is
+/// `body`, and returns the reply, error or not.
+///
+/// Order of checks: client rate limit (send/verify), authentication (protected routes),
+/// content type, JSON body, then the service.
+pub async fn handle(
+    service: &ReferralService,
+    endpoint: Endpoint,
+    request: &RequestInfo<'_>,
+    body: &[u8],
+) -> Reply {
+    respond(service, endpoint, request, body)
+        .await
+        .unwrap_or_else(Reply::from)
+}
+
+async fn respond(
+    service: &ReferralService,
+    endpoint: Endpoint,
+    request: &RequestInfo<'_>,
+    body: &[u8],
+) -> Result<Reply, Error> {
+    match endpoint {
+        Endpoint::SendCode => {
+            check_client(service, ClientAction::SendCode, request).await?;
+            let input: SendCodeRequest = json_body(request, body)?;
+            service.send_code(&input.phone).await?;
+            Ok(Reply::json(200, &MessageResponse::CODE_SENT))
+        }
+        Endpoint::VerifyCode => {
+            check_client(service, ClientAction::VerifyCode, request).await?;
+            let input: VerifyCodeRequest = json_body(request, body)?;
+            let login = service.verify_code(&input.phone, &input.code).await?;
+            Ok(Reply::json(200, &login))
+        }
+        Endpoint::Profile => {
+            let user = service.authenticate_header(request.authorization)?;
+            Ok(Reply::json(200, &service.profile(user).await?))
+        }
+        Endpoint::UseInviteCode => {
+            let user = service.authenticate_header(request.authorization)?;
+            let input: UseInviteCodeRequest = json_body(request, body)?;
+            service.use_invite_code(user, &input.invite_code).await?;
+            Ok(Reply::json(200, &MessageResponse::INVITE_APPLIED))
+        }
+        Endpoint::Refresh => {
+            let input: RefreshRequest = json_body(request, body)?;
+            Ok(Reply::json(200, &service.refresh(&input.refresh).await?))
+        }
+        Endpoint::Logout => {
+            let input: RefreshRequest = json_body(request, body)?;
+            service.logout(&input.refresh).await?;
+            Ok(Reply::no_content())
+        }
+        Endpoint::Health => Ok(Reply::json(200, &HealthResponse::OK)),
+        Endpoint::Ready => {
+            service.ready().await?;
+            Ok(Reply::json(200, &HealthResponse::OK))
+        }
+        #[cfg(feature = "openapi")]
+        Endpoint::Schema => Ok(Reply {
+            status: 200,
+            headers: vec![("content-type", "application/json".into())],
+            body: std::borrow::Cow::Borrowed(crate::openapi::json()),
+        }),
+    }
+}
+
+async fn check_client(
+    service: &ReferralService,
+    action: ClientAction,
+    request: &RequestInfo<'_>,
+) -> Result<(), Error> {
+    if service.client_limits().limit(action).is_none() {
+        return Ok(());
+    }
+    let peer = request.peer.ok_or_else(|| {
+        Error::Internal(
+            "client limits are on but the peer address is unknown (axum: serve with \
+             `into_make_service_with_connect_info::<SocketAddr>()`)"
+                .into(),
+        )
+    })?;
+    let ip = service.client_ip(peer, &request.forwarded_for);
+    service.check_client(action, ip).await
+}
+
+/// Whether `content_type` is JSON: `application/json` or `application/*+json`, parameters
+/// allowed. A missing `Content-Type` is accepted (the body must still be JSON).
+pub fn is_json(content_type: Option<&str>) -> bool {
+    let Some(value) = content_type else {
+        return true;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
+/// Checks the content type (`415 unsupported_media_type`) and parses the body
+/// (`400 invalid_request`).
+pub fn json_body<T: DeserializeOwned>(request: &RequestInfo<'_>, body: &[u8]) -> Result<T, Error> {
+    if !is_json(request.content_type) {
+        return Err(Error::UnsupportedMediaType);
+    }
+    parse_body(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::ClientLimits;
+
+    fn service(limits: ClientLimits) -> ReferralService {
+        let policy = crate::Policy::builder()
+            .test_phone("+375291000001", "1111")
+            .build()
+            .unwrap();
+        ReferralService::builder(
+            crate::MemoryUserStore::new(),
+            crate::MemoryOtpStore::new(),
+            crate::LogSender,
+            crate::JwtKeys::hs256_random(),
+        )
+        .policy(policy)
+        .client_limits(crate::MemoryRateLimitStore::new(), limits)
+        .build()
+    }
+
+    #[tokio::test]
+    async fn limited_routes_need_the_peer_address_unless_limits_are_off() {
+        let body = br#"{"phone": "+375291000001"}"#;
+        let unknown_peer = RequestInfo::default();
+        let reply = handle(
+            &service(ClientLimits::default()),
+            Endpoint::SendCode,
+            &unknown_peer,
+            body,
+        )
+        .await;
+        assert_eq!(reply.status, 500);
+        let reply = handle(
+            &service(ClientLimits::disabled()),
+            Endpoint::SendCode,
+            &unknown_peer,
+            body,
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+    }
+
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            None,
+            Some("application/json"),
+            Some("application/json; charset=utf-8"),
+            Some("Application/JSON"),
+            Some("application/merge-patch+json"),
+        ] {
+            assert!(is_json(ok), "{ok:?}");
+        }
+        for bad in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some(""),
+            Some("json"),
+            Some("application/+json"),
+        ] {
+            assert!(!is_json(bad), "{bad:?}");
+        }
+    }
+}

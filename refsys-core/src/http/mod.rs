@@ -1,0 +1,27 @@
+//! The framework-independent half of the HTTP API: route lookup, request handling, replies.
+//!
+//! `refsys-axum` and `refsys-actix` only translate between their framework and this module:
+//! they [`resolve`] the method and path to an [`Endpoint`] (or to the contract's 404 / 405),
+//! read the body (at most [`MAX_BODY_BYTES`]), collect a [`RequestInfo`], call [`handle`],
+//! and write the [`Reply`] back. Everything the contract (`docs/API.md`) decides — which
+//! check comes first, status codes, JSON bodies, the `Allow`, `WWW-Authenticate` and
+//! `Retry-After` headers — is decided here once, so both frameworks answer byte for byte the
+//! same.
+//!
+//! Three layers, each using only the ones before it:
+//!
+//! - [`reply`](Reply): a response ready to write, and the contract's error response;
+//! - routes: the route table ([`routes`]) and [`resolve`];
+//! - handling: [`handle`] runs an endpoint (client limits, authentication, content type,
+//!   JSON body, then the service).
+
+pub(crate) mod handle;
+pub(crate) mod reply;
+pub(crate) mod routes;
+
+pub use handle::{MAX_BODY_BYTES, RequestInfo, handle, is_json, json_body};
+pub use reply::Reply;
+pub use routes::{
+    Endpoint, GET_PROFILE, HEALTH, Method, READY, Route, SCHEMA, SEND_CODE, TOKEN_LOGOUT,
+    TOKEN_REFRESH, USE_INVITE_CODE, VERIFY_CODE, resolve, routes,
+};

@@ -1,0 +1,75 @@
+//! [`Reply`]: a response ready for a framework to write, and the contract's error response.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// A response, ready for a framework to write: status, headers, body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// Headers (lower-case names), `Content-Type` included when there is a body.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
+    /// The body.
+    pub body: Cow<'static, [u8]>,
+}
+
+impl Reply {
+    /// `status` with `value` as its JSON body.
+    pub fn json(status: u16, value: &impl Serialize) -> Reply {
+        match serde_json::to_vec(value) {
+            Ok(body) => Reply {
+                status,
+                headers: vec![("content-type", "application/json".into())],
+                body: body.into(),
+            },
+            Err(e) => Reply::error(&Error::Internal(format!("serializing a reply: {e}"))),
+        }
+    }
+
+    /// `204 No Content`.
+    pub fn no_content() -> Reply {
+        Reply {
+            status: 204,
+            headers: Vec::new(),
+            body: Cow::Borrowed(&[]),
+        }
+    }
+
+    /// The contract's response for `error`: its status, the [`ErrorBody`](crate::ErrorBody)
+    /// as JSON, `WWW-Authenticate: Bearer` on 401 and `Retry-After` on 429. Server-side
+    /// failures (5xx) are logged here, with their cause.
+    pub fn error(error: &Error) -> Reply {
+        let (status, code) = error.http();
+        if status >= 500 {
+            tracing::error!(code, error = ?error, "request failed");
+        }
+        let mut reply = Reply::json(status, &error.body());
+        if error.is_unauthorized() {
+            reply.headers.push(("www-authenticate", "Bearer".into()));
+        }
+        if let Some(seconds) = error.retry_after() {
+            reply
+                .headers
+                .push(("retry-after", seconds.to_string().into()));
+        }
+        reply
+    }
+
+    /// The value of header `name` (lower case), if set.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
+impl From<Error> for Reply {
+    fn from(error: Error) -> Reply {
+        Reply::error(&error)
+    }
+}
