@@ -178,7 +178,7 @@ impl Config {
             },
         };
         let database = match env.get("DATABASE_URL") {
-            None => Database::Sqlite("sqlite:refsys.db?mode=rwc".into()),
+            None => Database::Sqlite("sqlite:refsys.db".into()),
             Some(url) if url.starts_with("sqlite:") => Database::Sqlite(url),
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 if !cfg!(feature = "postgres") {
@@ -449,10 +449,7 @@ mod tests {
     fn defaults_run_the_embedded_development_server() {
         let config = config(&[]).unwrap();
         assert_eq!(config.bind, SocketAddr::from(([127, 0, 0, 1], 8000)));
-        assert_eq!(
-            config.database,
-            Database::Sqlite("sqlite:refsys.db?mode=rwc".into())
-        );
+        assert_eq!(config.database, Database::Sqlite("sqlite:refsys.db".into()));
         assert_eq!(config.redis, None);
         assert!(config.keys.is_none(), "a random secret is generated");
         assert_eq!(config.sms, SmsConfig::Log);

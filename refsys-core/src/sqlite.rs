@@ -8,7 +8,7 @@
 //! use refsys_core::sqlite::SqliteUserStore;
 //!
 //! # async fn run() -> Result<(), refsys_core::StoreError> {
-//! let store = SqliteUserStore::connect("sqlite:refsys.db?mode=rwc").await?;
+//! let store = SqliteUserStore::connect("sqlite:refsys.db").await?;
 //! store.migrate().await?;
 //! # Ok(())
 //! # }
@@ -67,22 +67,31 @@ impl SqliteUserStore {
         Self { pool }
     }
 
-    /// A store on a new pool for `target`: a URL (`sqlite:refsys.db?mode=rwc`,
-    /// `sqlite:///var/lib/refsys/refsys.db`) or a plain file path, which is created if
-    /// missing.
+    /// Connects a store on a new pool for `target`: a URL (`sqlite:refsys.db`,
+    /// `sqlite:///var/lib/refsys/refsys.db`) or a plain file path. The file is created if
+    /// missing, unless the URL says otherwise with `mode=ro` or `mode=rw`.
     ///
-    /// Connections open on demand, so this fails only for a malformed URL: call
-    /// [`ping`](UserStore::ping) or [`migrate`](Self::migrate) to check that the file opens.
-    /// An in-memory database (`sqlite::memory:`) works but lives only as long as the pool
-    /// keeps a connection open; use a file for anything you keep.
+    /// Opens one connection before it returns, so a file that cannot be opened fails here
+    /// with [`StoreError::Unavailable`]. An in-memory database (`sqlite::memory:`) works but
+    /// lives only as long as the pool keeps a connection open; use a file for anything you
+    /// keep.
     pub async fn connect(target: &str) -> Result<Self, StoreError> {
-        let options = if target.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(target)
-                .map_err(|error| StoreError::unavailable(format!("invalid SQLite URL: {error}")))?
-        } else {
-            SqliteConnectOptions::new()
+        let options = match target.strip_prefix("sqlite:") {
+            Some(rest) => {
+                let options = SqliteConnectOptions::from_str(target).map_err(|error| {
+                    StoreError::unavailable(format!("invalid SQLite URL: {error}"))
+                })?;
+                let query = rest.split_once('?').map_or("", |(_, query)| query);
+                let mode_given = query.split('&').any(|pair| pair.starts_with("mode="));
+                if mode_given {
+                    options
+                } else {
+                    options.create_if_missing(true)
+                }
+            }
+            None => SqliteConnectOptions::new()
                 .filename(target)
-                .create_if_missing(true)
+                .create_if_missing(true),
         };
         let options = options
             .journal_mode(SqliteJournalMode::Wal)
@@ -96,7 +105,9 @@ impl SqliteUserStore {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
-            .connect_lazy_with(options);
+            .connect_with(options)
+            .await
+            .map_err(store_error)?;
         Ok(Self::new(pool))
     }
 

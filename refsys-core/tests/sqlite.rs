@@ -41,13 +41,34 @@ async fn migrate_is_idempotent() {
 }
 
 #[tokio::test]
-async fn a_file_that_cannot_be_opened_is_unavailable() {
-    let store = SqliteUserStore::connect("sqlite:/nonexistent-dir/refsys.db?mode=rwc")
-        .await
-        .expect("connecting is lazy");
-    let outcome = store.ping().await;
+async fn a_file_that_cannot_be_opened_is_unavailable_at_connect() {
+    let outcome = SqliteUserStore::connect("sqlite:/nonexistent-dir/refsys.db").await;
     assert!(
         matches!(outcome, Err(StoreError::Unavailable(_))),
         "{outcome:?}"
     );
+}
+
+#[tokio::test]
+async fn a_url_without_a_mode_creates_the_file_and_mode_rw_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        format!("sqlite:{}", dir.path().join("a.db").display()),
+        format!("sqlite://{}", dir.path().join("b.db").display()),
+        format!("sqlite:{}?mode=rwc", dir.path().join("c.db").display()),
+    ] {
+        let store = SqliteUserStore::connect(&url).await.expect(&url);
+        store.migrate().await.expect(&url);
+        store.ping().await.expect(&url);
+    }
+    for file in ["a.db", "b.db", "c.db"] {
+        assert!(dir.path().join(file).exists(), "{file}");
+    }
+    let rw = format!("sqlite:{}?mode=rw", dir.path().join("d.db").display());
+    let outcome = SqliteUserStore::connect(&rw).await;
+    assert!(
+        matches!(outcome, Err(StoreError::Unavailable(_))),
+        "{outcome:?}"
+    );
+    assert!(!dir.path().join("d.db").exists());
 }
