@@ -10,6 +10,7 @@ mod serve;
 mod webhook;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use config::{Config, Database, LogFormat, RedisConfig, SmsConfig};
 #[cfg(feature = "postgres")]
@@ -17,8 +18,8 @@ use refsys_core::postgres::PgUserStore;
 #[cfg(feature = "redis")]
 use refsys_core::redis_store::{RedisOtpStore, RedisRateLimitStore};
 use refsys_core::{
-    JwtKeys, LogSender, MemoryOtpStore, MemoryRateLimitStore, ReferralService, SmsSender,
-    sqlite::SqliteUserStore,
+    JwtKeys, LogSender, MemoryOtpStore, MemoryRateLimitStore, OtpStore, RateLimitStore,
+    ReferralService, SmsSender, StoreError, UserStore, sqlite::SqliteUserStore,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -147,68 +148,59 @@ async fn build_service(
     keys: JwtKeys,
     sms: Box<dyn SmsSender>,
 ) -> Result<ReferralService, Box<dyn std::error::Error>> {
-    let limits = config.client_limits.clone();
-    macro_rules! assemble {
-        ($users:expr) => {{
-            let users = $users;
-            match &config.redis {
-                #[cfg(feature = "redis")]
-                Some(redis) => {
-                    // One reconnecting connection (to a node or a cluster), shared by both stores.
-                    let conn = match redis {
-                        RedisConfig::Node(url) => refsys_core::redis_store::connect(url)
-                            .await
-                            .map_err(|e| format!("REDIS_URL: {e}"))?,
-                        RedisConfig::Cluster(urls) => {
-                            refsys_core::redis_store::connect_cluster(urls)
-                                .await
-                                .map_err(|e| format!("REDIS_CLUSTER_URLS: {e}"))?
-                        }
-                    };
-                    let otps = RedisOtpStore::new(conn.clone()).with_prefix(&config.redis_prefix);
-                    let rate = RedisRateLimitStore::new(conn).with_prefix(&config.redis_prefix);
-                    ReferralService::builder(users, otps, sms, keys)
-                        .policy(config.policy.clone())
-                        .client_limits(rate, limits)
-                        .build()
-                }
-                // `Config` refuses REDIS_URL and REDIS_CLUSTER_URLS in a build without the
-                // `redis` feature.
-                #[cfg(not(feature = "redis"))]
-                Some(_) => return Err("REDIS_URL: this build has no Redis support".into()),
-                None => ReferralService::builder(users, MemoryOtpStore::new(), sms, keys)
-                    .policy(config.policy.clone())
-                    .client_limits(MemoryRateLimitStore::new(), limits)
-                    .build(),
-            }
-        }};
-    }
-    Ok(match &config.database {
+    let migrated = |outcome: Result<(), StoreError>| {
+        outcome.map_err(|e| format!("DATABASE_URL: migrating: {e}"))
+    };
+    let users: Arc<dyn UserStore> = match &config.database {
         Database::Sqlite(url) => {
-            let users = SqliteUserStore::connect(url)
+            let store = SqliteUserStore::connect(url)
                 .await
                 .map_err(|e| format!("DATABASE_URL: {e}"))?;
-            users
-                .migrate()
-                .await
-                .map_err(|e| format!("DATABASE_URL: migrating: {e}"))?;
-            assemble!(users)
+            migrated(store.migrate().await)?;
+            Arc::new(store)
         }
         #[cfg(feature = "postgres")]
         Database::Postgres(url) => {
-            let users = PgUserStore::connect(url)
+            let store = PgUserStore::connect(url)
                 .await
                 .map_err(|e| format!("DATABASE_URL: {e}"))?;
-            users
-                .migrate()
-                .await
-                .map_err(|e| format!("DATABASE_URL: migrating: {e}"))?;
-            assemble!(users)
+            migrated(store.migrate().await)?;
+            Arc::new(store)
         }
         // `Config` refuses a postgres:// DATABASE_URL in a build without the `postgres` feature.
         #[cfg(not(feature = "postgres"))]
         Database::Postgres(_) => {
             return Err("DATABASE_URL: this build has no PostgreSQL support".into());
         }
-    })
+    };
+    let (otps, rate): (Arc<dyn OtpStore>, Arc<dyn RateLimitStore>) = match &config.redis {
+        #[cfg(feature = "redis")]
+        Some(redis) => {
+            // One reconnecting connection (to a node or a cluster), shared by both stores.
+            let conn = match redis {
+                RedisConfig::Node(url) => refsys_core::redis_store::connect(url)
+                    .await
+                    .map_err(|e| format!("REDIS_URL: {e}"))?,
+                RedisConfig::Cluster(urls) => refsys_core::redis_store::connect_cluster(urls)
+                    .await
+                    .map_err(|e| format!("REDIS_CLUSTER_URLS: {e}"))?,
+            };
+            (
+                Arc::new(RedisOtpStore::new(conn.clone()).with_prefix(&config.redis_prefix)),
+                Arc::new(RedisRateLimitStore::new(conn).with_prefix(&config.redis_prefix)),
+            )
+        }
+        // `Config` refuses REDIS_URL and REDIS_CLUSTER_URLS in a build without the `redis`
+        // feature.
+        #[cfg(not(feature = "redis"))]
+        Some(_) => return Err("REDIS_URL: this build has no Redis support".into()),
+        None => (
+            Arc::new(MemoryOtpStore::new()),
+            Arc::new(MemoryRateLimitStore::new()),
+        ),
+    };
+    Ok(ReferralService::builder(users, otps, sms, keys)
+        .policy(config.policy.clone())
+        .client_limits(rate, config.client_limits.clone())
+        .build())
 }

@@ -204,8 +204,19 @@ impl Error {
     }
 }
 
-impl From<crate::NotReady> for Error {
-    fn from(not_ready: crate::NotReady) -> Self {
+/// Which store failed a readiness check.
+#[derive(Debug, thiserror::Error)]
+#[error("{store} store is not ready: {error}")]
+pub struct NotReady {
+    /// `"user"`, `"otp"` or `"rate_limit"`.
+    pub store: &'static str,
+    /// What it answered.
+    #[source]
+    pub error: StoreError,
+}
+
+impl From<NotReady> for Error {
+    fn from(not_ready: NotReady) -> Self {
         Error::NotReady {
             store: not_ready.store,
             error: not_ready.error,

@@ -22,7 +22,7 @@
 //!   pipelined; sqlx applies the schema).
 //! - `sqlite`: `sqlite::SqliteUserStore`, a SQLite [`UserStore`] (sqlx, bundled SQLite).
 //! - `redis`: `redis_store::RedisOtpStore` and `redis_store::RedisRateLimitStore`.
-//! - `openapi`: `openapi`, the OpenAPI 3.1 document of the HTTP API (utoipa).
+//! - `openapi`: `http::openapi`, the OpenAPI 3.1 document of the HTTP API (utoipa).
 //!
 //! # Quick start
 //!
@@ -80,9 +80,6 @@ pub mod http;
 mod invite;
 pub mod limits;
 pub mod memory;
-#[cfg(feature = "openapi")]
-#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
-pub mod openapi;
 mod otp;
 mod phone;
 mod policy;
@@ -107,14 +104,14 @@ mod time;
 mod token;
 mod user;
 
-pub use error::{Error, ErrorBody, StoreError};
+pub use error::{Error, ErrorBody, NotReady, StoreError};
 pub use invite::{INVITE_ALPHABET, INVITE_CODE_LEN, InviteCode, InviteCodeError};
 pub use limits::{ClientAction, ClientLimits, InvalidCidr, RateLimit, TrustedProxies};
 pub use memory::{MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore};
 pub use otp::{OtpCode, OtpCodeError, OtpHash, OtpPolicy};
 pub use phone::{AllowedRegions, Phone, PhoneError, Region};
 pub use policy::{Policy, PolicyBuilder, PolicyError};
-pub use service::{Login, NotReady, ReferralService, SMS_BUDGET_KEY, ServiceBuilder};
+pub use service::{Login, ReferralService, SMS_BUDGET_KEY, ServiceBuilder};
 pub use sms::{LogSender, Sms, SmsError, SmsSender};
 pub use store::{OtpStore, RateLimitStore, UserStore};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

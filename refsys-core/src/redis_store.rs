@@ -379,6 +379,51 @@ fn corrupt_reply(script: &str, reply: (u8, u64)) -> StoreError {
     ))
 }
 
+/// The constructors and `Debug` that both Redis stores share: each is a [`Redis`] base (one
+/// connection, one key prefix) with the operations of its trait on top.
+macro_rules! redis_store {
+    ($store:ident) => {
+        impl $store {
+            /// A store on `conn` (a [`RedisConnection`], or a [`ConnectionManager`] or
+            /// [`ClusterConnection`]), with the [default prefix](DEFAULT_PREFIX).
+            pub fn new(conn: impl Into<RedisConnection>) -> Self {
+                Self {
+                    redis: Redis::new(conn.into()),
+                }
+            }
+
+            /// Connects to the single node at `url` (see [`connect`]) and builds a store with the
+            /// default prefix. For a cluster, use [`connect_cluster`] and [`new`](Self::new).
+            pub async fn connect(url: &str) -> Result<Self, StoreError> {
+                Ok(Self::new(connect(url).await?))
+            }
+
+            /// Uses `prefix` in front of every key (e.g. `myapp:`), to share a Redis between apps.
+            #[must_use]
+            pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+                self.redis.prefix = Arc::from(prefix.into());
+                self
+            }
+
+            /// The key prefix.
+            pub fn prefix(&self) -> &str {
+                &self.redis.prefix
+            }
+        }
+
+        impl fmt::Debug for $store {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($store))
+                    .field("prefix", &self.redis.prefix)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+redis_store!(RedisOtpStore);
+redis_store!(RedisRateLimitStore);
+
 /// An [`OtpStore`] in Redis: pending codes, cooldowns, attempt counters and send windows,
 /// shared by every instance. See the [module docs](self) for keys and TTLs.
 ///
@@ -389,32 +434,6 @@ pub struct RedisOtpStore {
 }
 
 impl RedisOtpStore {
-    /// A store on `conn` (a [`RedisConnection`], or a [`ConnectionManager`] or
-    /// [`ClusterConnection`]), with the [default prefix](DEFAULT_PREFIX).
-    pub fn new(conn: impl Into<RedisConnection>) -> Self {
-        Self {
-            redis: Redis::new(conn.into()),
-        }
-    }
-
-    /// Connects to the single node at `url` (see [`connect`]) and builds a store with the
-    /// default prefix. For a cluster, use [`connect_cluster`] and [`new`](Self::new).
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Ok(Self::new(connect(url).await?))
-    }
-
-    /// Uses `prefix` in front of every key (e.g. `myapp:`), to share a Redis between apps.
-    #[must_use]
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.redis.prefix = Arc::from(prefix.into());
-        self
-    }
-
-    /// The key prefix.
-    pub fn prefix(&self) -> &str {
-        &self.redis.prefix
-    }
-
     fn keys(&self, phone: &Phone) -> [String; 3] {
         let code = format!("{}otp:{{{}}}", self.redis.prefix, phone.as_str());
         let sends = format!("{code}:sends");
@@ -425,14 +444,6 @@ impl RedisOtpStore {
     /// The code and sends keys expire after the longer of the code's life and the send window.
     fn key_ttl(policy: &OtpPolicy) -> u64 {
         secs(policy.code_ttl).max(secs(policy.send_window)).max(1)
-    }
-}
-
-impl fmt::Debug for RedisOtpStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisOtpStore")
-            .field("prefix", &self.redis.prefix)
-            .finish_non_exhaustive()
     }
 }
 
@@ -554,42 +565,6 @@ impl OtpStore for RedisOtpStore {
 #[derive(Clone)]
 pub struct RedisRateLimitStore {
     redis: Redis,
-}
-
-impl RedisRateLimitStore {
-    /// A store on `conn` (a [`RedisConnection`], or a [`ConnectionManager`] or
-    /// [`ClusterConnection`]), with the [default prefix](DEFAULT_PREFIX).
-    pub fn new(conn: impl Into<RedisConnection>) -> Self {
-        Self {
-            redis: Redis::new(conn.into()),
-        }
-    }
-
-    /// Connects to the single node at `url` (see [`connect`]) and builds a store with the
-    /// default prefix. For a cluster, use [`connect_cluster`] and [`new`](Self::new).
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Ok(Self::new(connect(url).await?))
-    }
-
-    /// Uses `prefix` in front of every key (e.g. `myapp:`), to share a Redis between apps.
-    #[must_use]
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.redis.prefix = Arc::from(prefix.into());
-        self
-    }
-
-    /// The key prefix.
-    pub fn prefix(&self) -> &str {
-        &self.redis.prefix
-    }
-}
-
-impl fmt::Debug for RedisRateLimitStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisRateLimitStore")
-            .field("prefix", &self.redis.prefix)
-            .finish_non_exhaustive()
-    }
 }
 
 #[async_trait]

@@ -9,8 +9,8 @@ use crate::store::{
 };
 use crate::token::{FamilyId, JwtKeys, TokenId, TokenKind, TokenPair};
 use crate::{
-    Clock, Error, InviteCode, MemoryRateLimitStore, OtpCode, OtpHash, Phone, PhoneError, Policy,
-    Profile, Sms, SmsSender, SystemClock, Timestamp, UserId,
+    Clock, Error, InviteCode, MemoryRateLimitStore, NotReady, OtpCode, OtpHash, Phone, PhoneError,
+    Policy, Profile, Sms, SmsSender, SystemClock, Timestamp, UserId,
 };
 
 /// The [`RateLimitStore`] key the deployment-wide SMS budget is counted under.
@@ -69,67 +69,41 @@ impl std::fmt::Debug for ReferralService {
 /// Assembles a [`ReferralService`]; see [`ReferralService::builder`].
 #[must_use]
 pub struct ServiceBuilder {
-    users: Arc<dyn UserStore>,
-    otps: Arc<dyn OtpStore>,
-    sms: Arc<dyn SmsSender>,
-    keys: JwtKeys,
-    policy: Policy,
-    clock: Arc<dyn Clock>,
-    rate: Arc<dyn RateLimitStore>,
-    limits: ClientLimits,
+    inner: Inner,
 }
 
 impl ServiceBuilder {
-    /// The rules to enforce (default: [`Policy::default`]).
+    /// Sets the rules to enforce (default: [`Policy::default`]).
     pub fn policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
+        self.inner.policy = policy;
         self
     }
 
-    /// The clock (default: the system clock). Tests use a [`ManualClock`](crate::ManualClock).
+    /// Sets the clock (default: the system clock). Tests use a
+    /// [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.inner.clock = Arc::new(clock);
         self
     }
 
-    /// Per-client limits (per IP on `send_code` and `verify_code`, per user on
+    /// Sets the per-client limits (per IP on `send_code` and `verify_code`, per user on
     /// `use_invite_code`), counted in `store`. The policy's
     /// [SMS budget](Policy::sms_budget) is counted in `store` too.
     ///
     /// Default: [`ClientLimits::default`] (on) counted in a [`MemoryRateLimitStore`], which
     /// limits per process; share a store (e.g. Redis) to limit across instances.
     pub fn client_limits(mut self, store: impl RateLimitStore, limits: ClientLimits) -> Self {
-        self.rate = Arc::new(store);
-        self.limits = limits;
+        self.inner.rate = Arc::new(store);
+        self.inner.limits = limits;
         self
     }
 
-    /// The service.
+    /// Builds the service.
     pub fn build(self) -> ReferralService {
         ReferralService {
-            inner: Arc::new(Inner {
-                users: self.users,
-                otps: self.otps,
-                sms: self.sms,
-                keys: self.keys,
-                policy: self.policy,
-                clock: self.clock,
-                rate: self.rate,
-                limits: self.limits,
-            }),
+            inner: Arc::new(self.inner),
         }
     }
-}
-
-/// Which store failed a readiness check.
-#[derive(Debug, thiserror::Error)]
-#[error("{store} store is not ready: {error}")]
-pub struct NotReady {
-    /// `"user"`, `"otp"` or `"rate_limit"`.
-    pub store: &'static str,
-    /// What it answered.
-    #[source]
-    pub error: crate::StoreError,
 }
 
 impl ReferralService {
@@ -141,14 +115,16 @@ impl ReferralService {
         keys: JwtKeys,
     ) -> ServiceBuilder {
         ServiceBuilder {
-            users: Arc::new(users),
-            otps: Arc::new(otps),
-            sms: Arc::new(sms),
-            keys,
-            policy: Policy::default(),
-            clock: Arc::new(SystemClock),
-            rate: Arc::new(MemoryRateLimitStore::new()),
-            limits: ClientLimits::default(),
+            inner: Inner {
+                users: Arc::new(users),
+                otps: Arc::new(otps),
+                sms: Arc::new(sms),
+                keys,
+                policy: Policy::default(),
+                clock: Arc::new(SystemClock),
+                rate: Arc::new(MemoryRateLimitStore::new()),
+                limits: ClientLimits::default(),
+            },
         }
     }
 

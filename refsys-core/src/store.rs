@@ -55,6 +55,7 @@
 //! // In a test module: refsys_core::user_store_conformance!(|| async { Counting::<MemoryUserStore>::default() });
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -292,106 +293,144 @@ pub enum RateDecision {
     },
 }
 
-/// Lets a caller keep a handle on a store it gives the service (`Arc<S>` is a store too).
-#[async_trait]
-impl<S: UserStore> UserStore for std::sync::Arc<S> {
-    async fn find_or_create(
-        &self,
-        phone: &Phone,
-        new_code: &(dyn Fn() -> InviteCode + Send + Sync),
-    ) -> Result<Registration, StoreError> {
-        (**self).find_or_create(phone, new_code).await
-    }
-    async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
-        (**self).profile(user).await
-    }
-    async fn activate_invite(
-        &self,
-        user: UserId,
-        code: &InviteCode,
-    ) -> Result<Activation, StoreError> {
-        (**self).activate_invite(user, code).await
-    }
-    async fn start_family(
-        &self,
-        user: UserId,
-        family: &FamilyId,
-        jti: &TokenId,
-        now: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<(), StoreError> {
-        (**self)
-            .start_family(user, family, jti, now, expires_at)
-            .await
-    }
-    async fn rotate_refresh(
-        &self,
-        family: &FamilyId,
-        presented: &TokenId,
-        next: &TokenId,
-        now: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<Rotation, StoreError> {
-        (**self)
-            .rotate_refresh(family, presented, next, now, expires_at)
-            .await
-    }
-    async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
-        (**self).revoke_family(family).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        (**self).ping().await
-    }
+/// Implements every store trait for a smart pointer to a store, so that a caller can keep a
+/// handle on a store it gives the service (`Arc<S>`) and pick a backend at run time
+/// (`Arc<dyn UserStore>`, `Box<dyn OtpStore>`, ...).
+macro_rules! stores_behind {
+    ($($pointer:ident),+) => {$(
+        #[async_trait]
+        impl<S: UserStore + ?Sized> UserStore for $pointer<S> {
+            async fn find_or_create(
+                &self,
+                phone: &Phone,
+                new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+            ) -> Result<Registration, StoreError> {
+                (**self).find_or_create(phone, new_code).await
+            }
+            async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
+                (**self).profile(user).await
+            }
+            async fn activate_invite(
+                &self,
+                user: UserId,
+                code: &InviteCode,
+            ) -> Result<Activation, StoreError> {
+                (**self).activate_invite(user, code).await
+            }
+            async fn start_family(
+                &self,
+                user: UserId,
+                family: &FamilyId,
+                jti: &TokenId,
+                now: Timestamp,
+                expires_at: Timestamp,
+            ) -> Result<(), StoreError> {
+                (**self)
+                    .start_family(user, family, jti, now, expires_at)
+                    .await
+            }
+            async fn rotate_refresh(
+                &self,
+                family: &FamilyId,
+                presented: &TokenId,
+                next: &TokenId,
+                now: Timestamp,
+                expires_at: Timestamp,
+            ) -> Result<Rotation, StoreError> {
+                (**self)
+                    .rotate_refresh(family, presented, next, now, expires_at)
+                    .await
+            }
+            async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
+                (**self).revoke_family(family).await
+            }
+            async fn ping(&self) -> Result<(), StoreError> {
+                (**self).ping().await
+            }
+        }
+
+        #[async_trait]
+        impl<S: OtpStore + ?Sized> OtpStore for $pointer<S> {
+            async fn issue(
+                &self,
+                phone: &Phone,
+                code: &OtpHash,
+                now: Timestamp,
+                policy: &OtpPolicy,
+            ) -> Result<Issue, StoreError> {
+                (**self).issue(phone, code, now, policy).await
+            }
+            async fn cancel(
+                &self,
+                phone: &Phone,
+                code: &OtpHash,
+                issued_at: Timestamp,
+                policy: &OtpPolicy,
+            ) -> Result<(), StoreError> {
+                (**self).cancel(phone, code, issued_at, policy).await
+            }
+            async fn check(
+                &self,
+                phone: &Phone,
+                code: &OtpHash,
+                now: Timestamp,
+                policy: &OtpPolicy,
+            ) -> Result<Check, StoreError> {
+                (**self).check(phone, code, now, policy).await
+            }
+            async fn ping(&self) -> Result<(), StoreError> {
+                (**self).ping().await
+            }
+        }
+
+        #[async_trait]
+        impl<S: RateLimitStore + ?Sized> RateLimitStore for $pointer<S> {
+            async fn hit(
+                &self,
+                key: &str,
+                limit: u32,
+                window: Duration,
+                now: Timestamp,
+            ) -> Result<RateDecision, StoreError> {
+                (**self).hit(key, limit, window, now).await
+            }
+            async fn ping(&self) -> Result<(), StoreError> {
+                (**self).ping().await
+            }
+        }
+    )+};
 }
 
-/// Lets a caller keep a handle on a store it gives the service (`Arc<S>` is a store too).
-#[async_trait]
-impl<S: OtpStore> OtpStore for std::sync::Arc<S> {
-    async fn issue(
-        &self,
-        phone: &Phone,
-        code: &OtpHash,
-        now: Timestamp,
-        policy: &OtpPolicy,
-    ) -> Result<Issue, StoreError> {
-        (**self).issue(phone, code, now, policy).await
-    }
-    async fn cancel(
-        &self,
-        phone: &Phone,
-        code: &OtpHash,
-        issued_at: Timestamp,
-        policy: &OtpPolicy,
-    ) -> Result<(), StoreError> {
-        (**self).cancel(phone, code, issued_at, policy).await
-    }
-    async fn check(
-        &self,
-        phone: &Phone,
-        code: &OtpHash,
-        now: Timestamp,
-        policy: &OtpPolicy,
-    ) -> Result<Check, StoreError> {
-        (**self).check(phone, code, now, policy).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        (**self).ping().await
-    }
-}
+stores_behind!(Arc, Box);
 
-/// Lets several services (e.g. one per simulated instance) share one store.
-#[async_trait]
-impl<S: RateLimitStore> RateLimitStore for std::sync::Arc<S> {
-    async fn hit(
-        &self,
-        key: &str,
-        limit: u32,
-        window: Duration,
-        now: Timestamp,
-    ) -> Result<RateDecision, StoreError> {
-        (**self).hit(key, limit, window, now).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        (**self).ping().await
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore};
+
+    /// Stores chosen at run time, behind `Arc<dyn …>` and `Box<dyn …>`, make a service.
+    #[tokio::test]
+    async fn stores_work_as_trait_objects() {
+        let users: Arc<dyn UserStore> = Arc::new(MemoryUserStore::new());
+        let otps: Box<dyn OtpStore> = Box::new(MemoryOtpStore::new());
+        let rate: Arc<dyn RateLimitStore> = Arc::new(MemoryRateLimitStore::new());
+        let policy = crate::Policy::builder()
+            .test_phone("+375291000001", "1111")
+            .build()
+            .unwrap();
+        let service = crate::ReferralService::builder(
+            users.clone(),
+            otps,
+            crate::LogSender,
+            crate::JwtKeys::hs256_random(),
+        )
+        .policy(policy)
+        .client_limits(rate, crate::ClientLimits::default())
+        .build();
+        service.send_code("+375291000001").await.unwrap();
+        let login = service.verify_code("+375291000001", "1111").await.unwrap();
+        // The caller's handle sees what the service wrote.
+        let profile = users.profile(login.user_id).await.unwrap().unwrap();
+        assert_eq!(profile.phone.as_str(), "+375291000001");
     }
 }

@@ -289,23 +289,23 @@ mod serve {
     ) -> Result<(ReferralService, Minter), BoxError> {
         let keys = JwtKeys::hs256(SECRET)?;
         let policy = bench_policy(test_phones);
-        let build = move |users: Box<dyn UserStoreBox>| {
-            let (builder, users) = users.into_builder(MemoryOtpStore::new(), keys.clone());
-            let service = builder
-                .policy(policy)
-                .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
-                .build();
+        let build = move |users: Arc<dyn UserStore>| {
+            let service =
+                ReferralService::builder(users.clone(), MemoryOtpStore::new(), NoopSender, keys)
+                    .policy(policy)
+                    .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
+                    .build();
             (service, Minter::new(users))
         };
         if store == "memory" {
             let users = MemoryUserStore::new();
             seed(&users, seed_users).await?;
-            Ok(build(Box::new(users)))
+            Ok(build(Arc::new(users)))
         } else if let Some(path) = store.strip_prefix("sqlite:") {
             let users = SqliteUserStore::connect(path).await?;
             users.migrate().await?;
             seed(&users, seed_users).await?;
-            Ok(build(Box::new(users)))
+            Ok(build(Arc::new(users)))
         } else if store.starts_with("postgres://") {
             postgres_users(store, seed_users).await.map(build)
         } else {
@@ -315,15 +315,15 @@ mod serve {
 
     /// A PostgreSQL store on `url` (`PgUserStore::connect`), seeded with `n` users.
     #[cfg(feature = "postgres")]
-    async fn postgres_users(url: &str, n: usize) -> Result<Box<dyn UserStoreBox>, BoxError> {
+    async fn postgres_users(url: &str, n: usize) -> Result<Arc<dyn UserStore>, BoxError> {
         let users = PgUserStore::connect(url).await?;
         users.migrate().await?;
         seed(&users, n).await?;
-        Ok(Box::new(users))
+        Ok(Arc::new(users))
     }
 
     #[cfg(not(feature = "postgres"))]
-    async fn postgres_users(_store: &str, _n: usize) -> Result<Box<dyn UserStoreBox>, BoxError> {
+    async fn postgres_users(_store: &str, _n: usize) -> Result<Arc<dyn UserStore>, BoxError> {
         Err("PostgreSQL scenarios need `--features postgres`".into())
     }
 
@@ -335,28 +335,6 @@ mod serve {
             store.find_or_create(&phone, &InviteCode::generate).await?;
         }
         Ok(())
-    }
-
-    /// A store of a type picked at run time, handed to `ReferralService::builder`; the
-    /// second half of the pair is a handle on the same store, for the [`Minter`].
-    trait UserStoreBox {
-        fn into_builder(
-            self: Box<Self>,
-            otps: MemoryOtpStore,
-            keys: JwtKeys,
-        ) -> (refsys_core::ServiceBuilder, Arc<dyn UserStore>);
-    }
-
-    impl<S: UserStore> UserStoreBox for S {
-        fn into_builder(
-            self: Box<Self>,
-            otps: MemoryOtpStore,
-            keys: JwtKeys,
-        ) -> (refsys_core::ServiceBuilder, Arc<dyn UserStore>) {
-            let users = Arc::new(*self);
-            let builder = ReferralService::builder(users.clone(), otps, NoopSender, keys);
-            (builder, users)
-        }
     }
 
     /// Makes fresh users straight in the store for `POST /__bench/users/{n}`, which answers

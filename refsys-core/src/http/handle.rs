@@ -23,7 +23,7 @@ pub struct RequestInfo<'a> {
     /// The TCP peer's address, if the framework knows it (needed when client limits are on).
     pub peer: Option<IpAddr>,
     /// Every `X-Forwarded-For` header value, in order. Only read when the peer is a
-    /// [trusted proxy](TrustedProxies).
+    /// [trusted proxy](crate::TrustedProxies).
     pub forwarded_for: Vec<&'a str>,
     /// The `Content-Type` header.
     pub content_type: Option<&'a str>,
@@ -94,7 +94,7 @@ async fn respond(
         Endpoint::Schema => Ok(Reply {
             status: 200,
             headers: vec![("content-type", "application/json".into())],
-            body: std::borrow::Cow::Borrowed(crate::openapi::json()),
+            body: std::borrow::Cow::Borrowed(crate::http::openapi::json()),
         }),
     }
 }

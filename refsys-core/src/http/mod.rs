@@ -12,10 +12,14 @@
 //!
 //! - [`reply`](Reply): a response ready to write, and the contract's error response;
 //! - routes: the route table ([`routes`]) and [`resolve`];
+//! - the document: `openapi` (feature `openapi`) describes every route in OpenAPI 3.1;
 //! - handling: [`handle`] runs an endpoint (client limits, authentication, content type,
-//!   JSON body, then the service).
+//!   JSON body, then the service), serving the document at `/api/schema/`.
 
 pub(crate) mod handle;
+#[cfg(feature = "openapi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
+pub mod openapi;
 pub(crate) mod reply;
 pub(crate) mod routes;
 

@@ -32,7 +32,7 @@ impl Method {
     }
 }
 
-/// What a route does; [`handle`] runs it.
+/// What a route does; [`handle`](crate::http::handle) runs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Endpoint {

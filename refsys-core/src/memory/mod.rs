@@ -5,11 +5,10 @@
 
 mod otp;
 mod rate;
+mod sweep;
 mod user;
 
 pub use otp::MemoryOtpStore;
 pub use rate::MemoryRateLimitStore;
+pub use sweep::SWEEP_EVERY;
 pub use user::MemoryUserStore;
-
-/// Writes between two sweeps of expired entries.
-pub const SWEEP_EVERY: u64 = 1024;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::SWEEP_EVERY;
+use crate::memory::sweep::SWEEP_EVERY;
 use crate::store::{Check, Issue, OtpStore};
 use crate::{OtpHash, OtpPolicy, Phone, StoreError, Timestamp};
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::SWEEP_EVERY;
+use crate::memory::sweep::SWEEP_EVERY;
 use crate::store::{RateDecision, RateLimitStore};
 use crate::{StoreError, Timestamp};
 

@@ -3,7 +3,7 @@ use std::sync::RwLock;
 
 use async_trait::async_trait;
 
-use super::SWEEP_EVERY;
+use crate::memory::sweep::SWEEP_EVERY;
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
     FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, User,
