@@ -1,5 +1,4 @@
-//! The refsys routes inside an existing actix-web app, next to the app's own handler guarded
-//! by `AuthUser`.
+//! refsys inside an actix-web app, next to the app's own handler guarded by `AuthUser`.
 //!
 //! `JWT_SECRET=$(head -c 32 /dev/urandom | base64) cargo run -p refsys-server --example embed_actix`,
 //! then log in (the code is in the log) and call `GET /api/me` with the access token.
@@ -11,17 +10,13 @@ use serde_json::{Value, json};
 
 /// The app's own handler: only reachable with a valid access token.
 async fn me(AuthUser(user): AuthUser) -> web::Json<Value> {
-    web::Json(json!({ "user_id": user, "greeting": "hello from your own handler" }))
-}
-
-/// A public handler of the app.
-async fn hello() -> &'static str {
-    "an existing app"
+    web::Json(json!({ "user_id": user }))
 }
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt::init();
+    // LogSender writes each code to this log, at INFO.
+    tracing_subscriber::fmt().init();
     let secret = std::env::var("JWT_SECRET").map_err(|_| "set JWT_SECRET (32+ bytes)")?;
     let service = ReferralService::builder(
         MemoryUserStore::new(),
@@ -33,7 +28,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     HttpServer::new(move || {
         App::new()
-            .route("/", web::get().to(hello))
             .route("/api/me", web::get().to(me))
             .configure(refsys_actix::configure(service.clone()))
     })

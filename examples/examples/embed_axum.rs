@@ -1,5 +1,4 @@
-//! The refsys routes inside an existing axum app, next to the app's own handler guarded by
-//! `AuthUser`.
+//! refsys inside an axum app, next to the app's own handler guarded by `AuthUser`.
 //!
 //! `JWT_SECRET=$(head -c 32 /dev/urandom | base64) cargo run -p refsys-server --example embed_axum`,
 //! then log in (the code is in the log) and call `GET /api/me` with the access token.
@@ -13,17 +12,13 @@ use serde_json::{Value, json};
 
 /// The app's own handler: only reachable with a valid access token.
 async fn me(AuthUser(user): AuthUser) -> Json<Value> {
-    Json(json!({ "user_id": user, "greeting": "hello from your own handler" }))
-}
-
-/// A public handler of the app.
-async fn hello() -> &'static str {
-    "an existing app"
+    Json(json!({ "user_id": user }))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt::init();
+    // LogSender writes each code to this log, at INFO.
+    tracing_subscriber::fmt().init();
     let secret = std::env::var("JWT_SECRET").map_err(|_| "set JWT_SECRET (32+ bytes)")?;
     let service = ReferralService::builder(
         MemoryUserStore::new(),
@@ -34,17 +29,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .build();
 
     let app = Router::new()
-        .route("/", get(hello))
         .route("/api/me", get(me))
         .with_state(service.clone())
         .merge(refsys_axum::router(service));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await?;
+    // The peer address is what the per-client rate limits count.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).await?;
     Ok(())
 }
