@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use http_suite::{Client, Res, assert_error};
 use proptest::prelude::*;
 use refsys_core::testing::postgres::{TestDatabase, fresh_database};
-use refsys_core::testing::redis::{TestRedis, fresh_prefix};
+use refsys_test_support::redis::{TestRedis, fresh_prefix};
 use serde_json::{Value, json};
 use support::Server;
 use support::services::{Mode, Receiver, webhook_env};

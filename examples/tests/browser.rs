@@ -156,7 +156,7 @@ async fn web_ui_on_the_embedded_default() {
 #[tokio::test]
 async fn web_ui_on_postgres_and_redis() {
     let database = refsys_core::testing::postgres::fresh_database().await;
-    let redis = refsys_core::testing::redis::fresh_prefix().await;
+    let redis = refsys_test_support::redis::fresh_prefix().await;
     let mut env = ui_env();
     env.extend([
         ("DATABASE_URL", database.url().to_owned()),

@@ -1,7 +1,7 @@
 //! Two `refsys-server` processes (axum and actix) on one PostgreSQL and a Redis Cluster of
 //! three primaries (`REDIS_CLUSTER_URLS`): a code sent via one verifies via the other, and
 //! cooldowns, attempt limits and per-IP limits count across both. The cluster is a local one the test
-//! binary starts (`refsys_core::testing::redis::LocalCluster`, needs `redis-server` and
+//! binary starts (`refsys_test_support::redis::LocalCluster`, needs `redis-server` and
 //! `redis-cli`), or the one `REDIS_CLUSTER_URLS` names. Runs with the `services` feature.
 #![cfg(feature = "services")]
 
@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use http_suite::{Client, assert_error};
 use refsys_core::testing::postgres::fresh_database;
-use refsys_core::testing::redis::fresh_cluster_prefix;
+use refsys_test_support::redis::fresh_cluster_prefix;
 use serde_json::json;
 use support::Server;
 use support::services::{Mode, Receiver, login_across, webhook_env};

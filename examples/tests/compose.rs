@@ -80,7 +80,7 @@ async fn compose_environment_runs_against_local_postgres_and_redis() {
     assert_eq!(compose["REDIS_URL"], "redis://redis:6379");
 
     let database = refsys_core::testing::postgres::fresh_database().await;
-    let redis = refsys_core::testing::redis::fresh_prefix().await;
+    let redis = refsys_test_support::redis::fresh_prefix().await;
     let mut env = env_example();
     env.extend(compose);
     // The service names become this machine; the compose database becomes a fresh one.

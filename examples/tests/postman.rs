@@ -57,7 +57,7 @@ async fn collection_passes_against_the_embedded_server() {
 #[tokio::test]
 async fn collection_passes_against_postgres_and_redis() {
     let database = refsys_core::testing::postgres::fresh_database().await;
-    let redis = refsys_core::testing::redis::fresh_prefix().await;
+    let redis = refsys_test_support::redis::fresh_prefix().await;
     let env = vec![
         ("TEST_PHONES", TEST_PHONES.to_owned()),
         ("DATABASE_URL", database.url().to_owned()),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use http_suite::{Client, Res, assert_error};
 use refsys_core::testing::postgres::fresh_database;
-use refsys_core::testing::redis::fresh_prefix;
+use refsys_test_support::redis::fresh_prefix;
 use serde_json::{Value, json};
 use support::Server;
 use support::services::{Mode, PrivatePostgres, PrivateRedis, Receiver, login_across, webhook_env};
@@ -717,7 +717,7 @@ struct Pair {
     b: Server,
     receiver: Receiver,
     database: refsys_core::testing::postgres::TestDatabase,
-    redis: refsys_core::testing::redis::TestRedis,
+    redis: refsys_test_support::redis::TestRedis,
 }
 
 impl Pair {

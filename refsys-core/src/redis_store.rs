@@ -43,7 +43,7 @@
 //! redirections (resharding) and refreshes its slot map by itself.
 //!
 //! Tested against a local cluster of three primaries (`redis-server --cluster-enabled yes`):
-//! the same conformance suites as a single node, see `refsys_core::testing::redis`.
+//! the same conformance suites as a single node, see `refsys_test_support::redis` in the repository.
 
 //! # Durability
 //!

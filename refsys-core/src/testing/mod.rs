@@ -25,9 +25,6 @@ pub mod otp_store;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 pub mod rate_limit_store;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub mod redis;
 mod sms;
 pub mod user_store;
 

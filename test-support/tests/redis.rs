@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use refsys_core::redis_store::{RedisOtpStore, RedisRateLimitStore};
-use refsys_core::testing::redis::{TestRedis, fresh_prefix, with_fresh_prefix};
 use refsys_core::testing::{phone, start};
 use refsys_core::{
     OtpCode, OtpHash, OtpPolicy, OtpStore, RateLimitStore, StoreError, store::Check, store::Issue,
 };
+use refsys_test_support::redis::{TestRedis, fresh_prefix, with_fresh_prefix};
 
 mod otp_store {
     use super::*;
@@ -42,7 +42,7 @@ fn hash(phone: &refsys_core::Phone, code: &str) -> OtpHash {
 }
 
 /// Runs the usual operations on both stores under the test's prefix.
-async fn exercise(redis: &refsys_core::testing::redis::TestRedis, code: &str) {
+async fn exercise(redis: &refsys_test_support::redis::TestRedis, code: &str) {
     let (otp, limits) = (redis.otp_store(), redis.rate_limit_store());
     let (policy, now) = (OtpPolicy::default(), start());
     for n in 1..=3 {
@@ -334,7 +334,7 @@ mod cluster {
     use std::collections::BTreeSet;
 
     use refsys_core::redis_store::{self, RedisConnection};
-    use refsys_core::testing::redis::{
+    use refsys_test_support::redis::{
         LocalCluster, fresh_cluster_prefix, with_fresh_cluster_prefix,
     };
 

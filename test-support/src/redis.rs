@@ -5,7 +5,7 @@
 //! own prefix, so tests run in parallel on one Redis without seeing each other's keys:
 //!
 //! ```no_run
-//! use refsys_core::testing::redis::fresh_prefix;
+//! use refsys_test_support::redis::fresh_prefix;
 //!
 //! # async fn run() {
 //! let redis = fresh_prefix().await;
@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
-use crate::redis_store::{self, RedisConnection, RedisOtpStore, RedisRateLimitStore};
+use refsys_core::redis_store::{self, RedisConnection, RedisOtpStore, RedisRateLimitStore};
 /// The Redis used when `REDIS_URL` is not set.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
