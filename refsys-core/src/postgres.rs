@@ -7,20 +7,13 @@
 //! ```no_run
 //! use refsys_core::postgres::PgUserStore;
 //!
-//! # async fn run() -> Result<(), refsys_core::StoreError> {
+//! # async fn run(app_pool: sqlx::PgPool) -> Result<(), refsys_core::StoreError> {
 //! // A pool of its own (at most 10 connections, 3 s to get one)...
 //! let store = PgUserStore::connect("postgres://refsys@db.internal/refsys?sslmode=verify-full")
 //!     .await?;
 //! store.migrate().await?;
-//!
-//! // ...or the application's own pool, shared with its other queries.
-//! let pool = sqlx::postgres::PgPoolOptions::new()
-//!     .max_connections(20)
-//!     .test_before_acquire(false)
-//!     .connect("postgres://refsys@db.internal/refsys")
-//!     .await
-//!     .map_err(refsys_core::StoreError::unavailable)?;
-//! let store = PgUserStore::new(pool);
+//! // ...or the application's own, shared with its other queries.
+//! let store = PgUserStore::new(app_pool);
 //! # Ok(())
 //! # }
 //! ```
@@ -32,8 +25,7 @@
 //!
 //! - `disable`: never;
 //! - `prefer` (the default): if the server offers TLS, without checking its certificate;
-//! - `require`: always, without checking the certificate (protects against eavesdropping, not
-//!   against an impostor);
+//! - `require`: always, without checking the certificate (against eavesdroppers only);
 //! - `verify-ca`: always, and the certificate must be signed by a trusted root;
 //! - `verify-full`: as `verify-ca`, and it must name the host of the URL.
 //!
@@ -43,17 +35,19 @@
 //!
 //! # Atomicity
 //!
-//! Every [`UserStore`] method is one statement, or a few run one after another where each is
-//! complete on its own; the comments on the SQL below explain how each stays atomic when many
-//! server instances share the database. An activation is one call of the
-//! `refsys_activate_invite` function (its migration explains why it cannot close a cycle).
+//! Every [`UserStore`] method is one statement, or a few that are each complete on their own;
+//! the comments on the SQL explain how each stays atomic when many server instances share the
+//! database. An activation is one call of the `refsys_activate_invite` function (its
+//! migration explains why it cannot close a cycle).
 
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use tokio::sync::oneshot;
 
 use crate::sql::{invite_code, migrate_error, phone, registered, registration, store_error, unix};
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
@@ -78,19 +72,35 @@ const MAX_CONNECTIONS: u32 = 10;
 /// # Failures and cancellation
 ///
 /// A call that gets no connection within the pool's acquire timeout, or whose connection
-/// breaks, fails with [`StoreError::Unavailable`] naming the cause; while the database is
-/// down every call fails so, and when it is back the pool reconnects by itself. A connection
-/// the server closed is noticed when a call uses it (that call fails) and replaced.
+/// breaks, fails with [`StoreError::Unavailable`] naming the cause; when the database is back
+/// the pool reconnects by itself. A connection the server closed fails the call that uses it
+/// and is replaced.
 ///
-/// A call that is cancelled (its future dropped, e.g. a client went away) after sending its
-/// statement does not stop it: the statement runs to its end and commits, like a request
-/// whose answer was lost. sqlx then waits for the server's answer before the connection
-/// serves another call. (A dropped sqlx *transaction* rolls back; this store runs none across
-/// statements, so there is nothing half done to roll back.)
+/// A call cancelled (its future dropped) after sending its statement does not stop it: the
+/// statement runs to its end and commits, like a request whose answer was lost, and sqlx
+/// waits for the server's answer before the connection serves another call. (A dropped sqlx
+/// *transaction* rolls back; this store runs none across statements.)
+///
+/// # Profile reads, batched
+///
+/// Profile reads that arrive while every connection is busy are read together, in one
+/// statement for all of them, as soon as a connection is free: under load a statement then
+/// serves many reads (one round trip, one plan, one snapshot), and the database spends less
+/// per read; when a connection is free at once, a read is a statement of its own. Each read
+/// sees every write that completed before it was called.
 #[derive(Clone, Debug)]
 pub struct PgUserStore {
     pool: PgPool,
+    reads: Arc<Gathering>,
 }
+
+/// The profile reads waiting for a connection, with where to send each answer; the first
+/// one to come starts the batch.
+type Gathering = Mutex<Vec<(UserId, oneshot::Sender<Result<Option<Profile>, StoreError>>)>>;
+
+/// One row per user: id, phone, own code, the applied code, the invitees oldest activation
+/// first (an index range scan of users_invited_by_idx).
+type ProfileRow = (i64, String, String, Option<String>, Vec<String>);
 
 impl PgUserStore {
     /// A store on the application's own pool. The pool's settings apply: give it a bounded
@@ -98,12 +108,15 @@ impl PgUserStore {
     /// and consider `test_before_acquire(false)`, which saves a round trip per call (a
     /// connection that broke fails one call instead).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            reads: Arc::default(),
+        }
     }
 
     /// A store on a new pool for `url` (`postgres://user:password@host:port/database?...`,
-    /// see [TLS](crate::postgres#tls)): at most 10 connections, a 3-second acquire timeout, no ping
-    /// before each use. Opens one connection to check that the database answers, and fails
+    /// see [TLS](crate::postgres#tls)): at most 10 connections, a 3-second acquire timeout,
+    /// no ping before each use. Opens one connection to check that the database answers, and fails
     /// with [`StoreError::Unavailable`] if it does not (or the URL is malformed).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)
@@ -132,23 +145,71 @@ impl PgUserStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await.map_err(migrate_error)
     }
+}
 
-    /// The user registered with `phone_number`, if any.
-    async fn find_user(&self, phone_number: &Phone) -> Result<Option<Registration>, StoreError> {
-        sqlx::query_as::<_, (i64, String)>("SELECT id, invite_code FROM users WHERE phone = $1")
-            .bind(phone_number.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?
-            .map(|row| registered(phone_number, row))
-            .transpose()
-    }
+/// The user registered with `phone_number`, if any.
+async fn find_user(
+    conn: &mut PgConnection,
+    phone_number: &Phone,
+) -> Result<Option<Registration>, StoreError> {
+    sqlx::query_as::<_, (i64, String)>("SELECT id, invite_code FROM users WHERE phone = $1")
+        .bind(phone_number.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(store_error)?
+        .map(|row| registered(phone_number, row))
+        .transpose()
 }
 
 /// Whether `error` is a unique violation of the invite code's constraint.
 fn is_taken_code(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|db| {
         db.is_unique_violation() && db.constraint() == Some("users_invite_code_unique")
+    })
+}
+
+/// Waits for a connection, then reads the profiles of every read gathered by then in one
+/// statement and answers each.
+async fn read_profiles(pool: PgPool, reads: Arc<Gathering>) {
+    let conn = pool.acquire().await;
+    let batch = std::mem::take(&mut *reads.lock().unwrap_or_else(PoisonError::into_inner));
+    let users: Vec<i64> = batch.iter().map(|(user, _)| user.0).collect();
+    let rows = match conn {
+        Ok(mut conn) => sqlx::query_as::<_, ProfileRow>(
+            "SELECT u.id, u.phone, u.invite_code, inviter.invite_code, \
+                    ARRAY(SELECT g.phone FROM users g WHERE g.invited_by = u.id \
+                          ORDER BY g.activation_seq) \
+             FROM users u LEFT JOIN users inviter ON inviter.id = u.invited_by \
+             WHERE u.id = ANY($1)",
+        )
+        .bind(&users)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_error),
+        Err(error) => Err(store_error(error)),
+    };
+    for (user, reply) in batch {
+        let answer = match &rows {
+            Ok(rows) => rows.iter().find(|row| row.0 == user.0).map(profile),
+            Err(StoreError::Unavailable(error)) => Some(Err(StoreError::Unavailable(error.into()))),
+            Err(StoreError::Corrupt(error)) => Some(Err(StoreError::Corrupt(error.into()))),
+            Err(StoreError::Exhausted(error)) => Some(Err(StoreError::Exhausted(error.into()))),
+        };
+        // A read whose caller went away needs no answer.
+        let _ = reply.send(answer.transpose());
+    }
+}
+
+/// The profile in `row`.
+fn profile((_, own, code, applied, invitees): &ProfileRow) -> Result<Profile, StoreError> {
+    Ok(Profile {
+        phone: phone(own)?,
+        own_invite_code: invite_code(code)?,
+        activated_invite_code: applied.as_deref().map(invite_code).transpose()?,
+        invited_users: invitees
+            .iter()
+            .map(|p| phone(p))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -159,8 +220,11 @@ impl UserStore for PgUserStore {
         phone_number: &Phone,
         new_code: &(dyn Fn() -> InviteCode + Send + Sync),
     ) -> Result<Registration, StoreError> {
+        // One connection for all the statements: each use of the pool costs a round trip
+        // when the connection goes back (sqlx checks it).
+        let mut conn = self.pool.acquire().await.map_err(store_error)?;
         // The common case, a returning user, is one read that writes nothing.
-        if let Some(found) = self.find_user(phone_number).await? {
+        if let Some(found) = find_user(&mut conn, phone_number).await? {
             return Ok(found);
         }
         for _ in 0..INVITE_CODE_TRIES {
@@ -174,12 +238,12 @@ impl UserStore for PgUserStore {
             )
             .bind(phone_number.as_str())
             .bind(code.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await;
             match inserted {
                 Ok(Some(id)) => return Ok(registration(phone_number, id, code, true)),
                 Ok(None) => {
-                    if let Some(found) = self.find_user(phone_number).await? {
+                    if let Some(found) = find_user(&mut conn, phone_number).await? {
                         return Ok(found);
                     }
                     // Deleted between the two statements: try again.
@@ -194,31 +258,18 @@ impl UserStore for PgUserStore {
     }
 
     async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
-        // One statement, one snapshot: the invitees come as an array, oldest activation first
-        // (an index range scan of users_invited_by_idx).
-        let row = sqlx::query_as::<_, (String, String, Option<String>, Vec<String>)>(
-            "SELECT u.phone, u.invite_code, inviter.invite_code, \
-                    ARRAY(SELECT g.phone FROM users g WHERE g.invited_by = u.id \
-                          ORDER BY g.activation_seq) \
-             FROM users u LEFT JOIN users inviter ON inviter.id = u.invited_by \
-             WHERE u.id = $1",
-        )
-        .bind(user.0)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?;
-        let Some((own_phone, own_code, applied, invitees)) = row else {
-            return Ok(None);
+        let (reply, answer) = oneshot::channel();
+        let first = {
+            let mut waiting = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+            waiting.push((user, reply));
+            waiting.len() == 1
         };
-        Ok(Some(Profile {
-            phone: phone(&own_phone)?,
-            own_invite_code: invite_code(&own_code)?,
-            activated_invite_code: applied.as_deref().map(invite_code).transpose()?,
-            invited_users: invitees
-                .iter()
-                .map(|p| phone(p))
-                .collect::<Result<_, _>>()?,
-        }))
+        if first {
+            // A task of its own: cancelling this call must not strand the reads that join.
+            tokio::spawn(read_profiles(self.pool.clone(), Arc::clone(&self.reads)));
+        }
+        let dropped = || Err(StoreError::unavailable("the profile read was dropped"));
+        answer.await.unwrap_or_else(|_| dropped())
     }
 
     async fn activate_invite(
@@ -272,8 +323,8 @@ impl UserStore for PgUserStore {
         .bind(unix(expires_at))
         .execute(&self.pool)
         .await
-        .map_err(store_error)?;
-        Ok(())
+        .map(drop)
+        .map_err(store_error)
     }
 
     async fn rotate_refresh(
@@ -314,19 +365,13 @@ impl UserStore for PgUserStore {
     }
 
     async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE family_id = $1")
-            .bind(family.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+        let sql = "UPDATE refresh_families SET revoked = TRUE WHERE family_id = $1";
+        let revoke = sqlx::query(sql).bind(family.as_str()).execute(&self.pool);
+        revoke.await.map(drop).map_err(store_error)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        ping.await.map(drop).map_err(store_error)
     }
 }

@@ -215,3 +215,58 @@ async fn a_connection_the_server_closed_is_replaced() {
     drop(store);
     database.drop_database().await;
 }
+
+/// Profile reads that wait for the one connection are read together in one statement: each
+/// still gets its own user's profile, and an unknown user none.
+#[tokio::test]
+async fn batched_profile_reads_each_get_their_own() {
+    let database = fresh_database().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database.url())
+        .await
+        .expect("a pool");
+    let store = PgUserStore::new(pool);
+    store.migrate().await.expect("migrate");
+    let mut users = Vec::new();
+    for i in 0..4 {
+        let phone = refsys_core::testing::phone(i);
+        let user = store.find_or_create(&phone, &InviteCode::generate).await;
+        users.push(user.unwrap().user);
+    }
+    let activated = store.activate_invite(users[1].id, &users[0].invite_code);
+    assert_eq!(
+        activated.await.unwrap(),
+        refsys_core::store::Activation::Activated
+    );
+    let mut reads = tokio::task::JoinSet::new();
+    for n in 0..200 {
+        let (known, user) = (store.clone(), users[n % users.len()].clone());
+        reads.spawn(async move { (user.clone(), known.profile(user.id).await) });
+        let (other, unknown) = (store.clone(), refsys_core::UserId(1_000_000 + n as i64));
+        reads.spawn(async move { (user_of(unknown), other.profile(unknown).await) });
+    }
+    while let Some(read) = reads.join_next().await {
+        let (user, profile) = read.expect("the read task");
+        match profile.expect("the read") {
+            Some(profile) => {
+                assert_eq!(profile.phone, user.phone);
+                assert_eq!(profile.own_invite_code, user.invite_code);
+                let invitees = if user.id == users[0].id { 1 } else { 0 };
+                assert_eq!(profile.invited_users.len(), invitees);
+            }
+            None => assert!(user.id.0 >= 1_000_000, "no profile for {user:?}"),
+        }
+    }
+    drop(store);
+    database.drop_database().await;
+}
+
+/// A stand-in user for an id that has none.
+fn user_of(id: refsys_core::UserId) -> refsys_core::User {
+    refsys_core::User {
+        id,
+        phone: refsys_core::testing::phone(99),
+        invite_code: InviteCode::parse("AAAAAA").unwrap(),
+    }
+}
