@@ -18,8 +18,8 @@
 //! # Features
 //!
 //! - `testing`: the `testing` conformance suite for store implementations.
-//! - `postgres`: `postgres::PgUserStore`, a PostgreSQL [`UserStore`] (tokio-postgres,
-//!   pipelined; sqlx applies the schema).
+//! - `postgres`: `postgres::PgUserStore`, a PostgreSQL [`UserStore`] (sqlx, TLS by
+//!   rustls).
 //! - `sqlite`: `sqlite::SqliteUserStore`, a SQLite [`UserStore`] (sqlx, bundled SQLite).
 //! - `redis`: `redis_store::RedisOtpStore` and `redis_store::RedisRateLimitStore`.
 //! - `openapi`: `http::openapi`, the OpenAPI 3.1 document of the HTTP API (utoipa).

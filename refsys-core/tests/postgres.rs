@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use refsys_core::postgres::PgUserStore;
 use refsys_core::testing::postgres::{TestDatabase, fresh_database};
 use refsys_core::{InviteCode, StoreError, UserStore};
+use sqlx::postgres::PgPoolOptions;
 
 /// A store on a fresh database; the teardown drops the database.
 async fn setup() -> (PgUserStore, TestDatabase) {
@@ -40,19 +41,28 @@ async fn migrate_is_idempotent() {
     database.drop_database().await;
 }
 
+/// Nothing listens on port 1: `connect` fails, and every call of a store on a lazy pool fails,
+/// with `Unavailable` once the acquire timeout (3 s) has passed.
 #[tokio::test]
 async fn a_database_that_is_down_is_unavailable_quickly() {
-    // Nothing listens on port 1.
-    let store = PgUserStore::connect("postgres://postgres@127.0.0.1:1/test")
-        .await
-        .expect("connecting is lazy");
+    const DOWN: &str = "postgres://postgres@127.0.0.1:1/test";
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy(DOWN)
+        .expect("a valid URL");
+    let store = PgUserStore::new(pool);
     let started = Instant::now();
     let phone = refsys_core::testing::phone(1);
-    let (ping, login, migrate) = tokio::join!(
+    let (connect, ping, login, migrate) = tokio::join!(
+        PgUserStore::connect(DOWN),
         store.ping(),
         store.find_or_create(&phone, &InviteCode::generate),
         store.migrate(),
     );
+    match connect {
+        Err(StoreError::Unavailable(cause)) => assert!(cause.contains("timed out"), "{cause}"),
+        other => panic!("connect: {other:?}"),
+    }
     assert!(matches!(ping, Err(StoreError::Unavailable(_))), "{ping:?}");
     assert!(
         matches!(login, Err(StoreError::Unavailable(_))),
@@ -76,18 +86,23 @@ async fn a_malformed_url_is_refused() {
     );
 }
 
-/// Statements of concurrent calls are pipelined on shared connections, so a call cancelled
-/// while its statement waits in the database (here an activation waiting for a row lock,
-/// holding the activation lock) does not stop that statement. It completes whole once the
-/// lock is free, releases the activation lock every instance's activations queue on, and the
-/// connection goes on serving: the calls queued behind it are answered.
+/// A call cancelled while its statement waits in the database (here an activation waiting for
+/// a row lock, holding the activation lock) does not stop that statement: it completes whole
+/// once the lock is free and releases the activation lock every instance's activations queue
+/// on. sqlx hands the connection to the next call only after the server has answered, so on
+/// a pool of one connection a read queued behind the cancelled call waits for it and sees
+/// its effect.
 #[tokio::test]
 async fn a_call_cancelled_while_its_statement_waits_takes_effect_whole() {
     use sqlx::Connection as _;
     let database = fresh_database().await;
-    let config = database.url().parse().expect("a test URL");
-    // One connection: the calls after the cancelled one queue behind it on the same one.
-    let store = PgUserStore::connect_with(config, 1);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(database.url())
+        .await
+        .expect("a pool");
+    let store = PgUserStore::new(pool);
     store.migrate().await.expect("migrate");
     let owner = store
         .find_or_create(&refsys_core::testing::phone(1), &InviteCode::generate)
@@ -115,7 +130,7 @@ async fn a_call_cancelled_while_its_statement_waits_takes_effect_whole() {
     )
     .await;
     assert!(cancelled.is_err(), "the activation should still be waiting");
-    // A read queued behind it on the one connection waits too, and is answered once the
+    // A read queued behind it for the one connection waits too, and is answered once the
     // lock is gone.
     let queued = tokio::spawn({
         let store = store.clone();
@@ -133,7 +148,7 @@ async fn a_call_cancelled_while_its_statement_waits_takes_effect_whole() {
         .unwrap()
         .unwrap()
         .expect("the owner's profile");
-    // The activation ran before the read on the connection.
+    // The activation took effect before the read got the connection.
     assert_eq!(read.invited_users, vec![guest.phone.clone()]);
 
     let held: i64 = sqlx::query_scalar(
@@ -201,132 +216,57 @@ async fn a_connection_the_server_closed_is_replaced() {
     database.drop_database().await;
 }
 
-/// A runtime of its own, as each actix-web worker has.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
-/// `calls` concurrent profile reads on the calling runtime, every one answered: enough to
-/// open every connection the runtime's share allows.
-async fn burst(store: &PgUserStore, user: refsys_core::UserId, calls: usize) {
+/// Profile reads that wait for the one connection are read together in one statement: each
+/// still gets its own user's profile, and an unknown user none.
+#[tokio::test]
+async fn batched_profile_reads_each_get_their_own() {
+    let database = fresh_database().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database.url())
+        .await
+        .expect("a pool");
+    let store = PgUserStore::new(pool);
+    store.migrate().await.expect("migrate");
+    let mut users = Vec::new();
+    for i in 0..4 {
+        let phone = refsys_core::testing::phone(i);
+        let user = store.find_or_create(&phone, &InviteCode::generate).await;
+        users.push(user.unwrap().user);
+    }
+    let activated = store.activate_invite(users[1].id, &users[0].invite_code);
+    assert_eq!(
+        activated.await.unwrap(),
+        refsys_core::store::Activation::Activated
+    );
     let mut reads = tokio::task::JoinSet::new();
-    for _ in 0..calls {
-        let store = store.clone();
-        reads.spawn(async move { store.profile(user).await });
+    for n in 0..200 {
+        let (known, user) = (store.clone(), users[n % users.len()].clone());
+        reads.spawn(async move { (user.clone(), known.profile(user.id).await) });
+        let (other, unknown) = (store.clone(), refsys_core::UserId(1_000_000 + n as i64));
+        reads.spawn(async move { (user_of(unknown), other.profile(unknown).await) });
     }
     while let Some(read) = reads.join_next().await {
-        let profile = read.expect("the read task").expect("the read");
-        assert!(profile.is_some());
-    }
-}
-
-/// Waits until the test database has `expected` connections besides the observer's, which
-/// `on` drives: a connection closes on the runtime it was opened on, so that one must run.
-fn wait_for_connections(on: &tokio::runtime::Runtime, url: &str, expected: i64) {
-    use sqlx::Connection as _;
-    on.block_on(async {
-        let mut observer = sqlx::PgConnection::connect(url).await.expect("observer");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let open: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            )
-            .fetch_one(&mut observer)
-            .await
-            .expect("pg_stat_activity");
-            if open == expected {
-                return;
+        let (user, profile) = read.expect("the read task");
+        match profile.expect("the read") {
+            Some(profile) => {
+                assert_eq!(profile.phone, user.phone);
+                assert_eq!(profile.own_invite_code, user.invite_code);
+                let invitees = if user.id == users[0].id { 1 } else { 0 };
+                assert_eq!(profile.invited_users.len(), invitees);
             }
-            assert!(
-                Instant::now() < deadline,
-                "{open} connections open, expected {expected}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            None => assert!(user.id.0 >= 1_000_000, "no profile for {user:?}"),
         }
-    });
+    }
+    drop(store);
+    database.drop_database().await;
 }
 
-/// Concurrent calls share connections, their statements pipelined: a new connection opens
-/// only when every open one has more than 8 calls in flight. So 9 concurrent reads ride on
-/// the one connection the store has, and a 10th call in flight opens a second.
-#[test]
-fn concurrent_calls_share_a_connection_until_it_has_more_than_eight() {
-    let on = runtime();
-    let database = on.block_on(fresh_database());
-    let url = database.url().to_owned();
-    let store = PgUserStore::connect_with(url.parse().expect("a test URL"), 10);
-    on.block_on(store.migrate()).expect("migrate");
-    let user = on
-        .block_on(store.find_or_create(&refsys_core::testing::phone(1), &InviteCode::generate))
-        .expect("user")
-        .user
-        .id;
-    wait_for_connections(&on, &url, 1);
-    on.block_on(burst(&store, user, 9));
-    wait_for_connections(&on, &url, 1);
-    on.block_on(burst(&store, user, 10));
-    wait_for_connections(&on, &url, 2);
-    drop(store);
-    on.block_on(database.drop_database());
-}
-
-/// The store keeps connections per Tokio runtime (actix-web runs one per worker). The runtimes
-/// that make calls share the connection budget: once their bursts are done they keep exactly
-/// the budget open together (a connection closed by a resize may linger in
-/// `pg_stat_activity` for a moment, so counts are awaited, not sampled). A runtime's share
-/// comes back when it shuts down, and a connection never outlives its runtime: calls from
-/// any runtime keep working after others have gone.
-#[test]
-fn runtimes_share_the_connection_budget_and_take_it_back_when_they_end() {
-    let main = runtime();
-    let database = main.block_on(fresh_database());
-    let url = database.url().to_owned();
-    let store = PgUserStore::connect_with(url.parse().expect("a test URL"), 4);
-    // Migrating on a runtime that serves nothing later (as actix-web's main one) leaves it
-    // no connection and no share of the budget.
-    main.block_on(store.migrate()).expect("migrate");
-    wait_for_connections(&main, &url, 0);
-
-    let first = runtime();
-    let user = first.block_on(async {
-        let user = store
-            .find_or_create(&refsys_core::testing::phone(1), &InviteCode::generate)
-            .await
-            .expect("user")
-            .user
-            .id;
-        burst(&store, user, 50).await;
-        user
-    });
-    // Alone, the first runtime may use the whole budget.
-    wait_for_connections(&first, &url, 4);
-
-    // Two more runtimes: 2 + 1 + 1 connections, still 4 in all. A runtime whose share
-    // shrank closes the connections it lost when it next runs (as a server's always do).
-    let second = runtime();
-    second.block_on(burst(&store, user, 50));
-    let third = runtime();
-    third.block_on(burst(&store, user, 50));
-    second.block_on(burst(&store, user, 50));
-    first.block_on(burst(&store, user, 50));
-    wait_for_connections(&first, &url, 4);
-
-    // Their runtimes end: their connections close and the first runtime gets the budget back.
-    drop(second);
-    drop(third);
-    wait_for_connections(&first, &url, 2);
-    first.block_on(burst(&store, user, 50));
-    wait_for_connections(&first, &url, 4);
-
-    // A runtime that comes after the first one ended is served too.
-    drop(first);
-    wait_for_connections(&main, &url, 0);
-    runtime().block_on(burst(&store, user, 10));
-
-    drop(store);
-    main.block_on(database.drop_database());
+/// A stand-in user for an id that has none.
+fn user_of(id: refsys_core::UserId) -> refsys_core::User {
+    refsys_core::User {
+        id,
+        phone: refsys_core::testing::phone(99),
+        invite_code: InviteCode::parse("AAAAAA").unwrap(),
+    }
 }

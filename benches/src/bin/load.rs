@@ -540,6 +540,8 @@ mod runner {
         frameworks: Vec<String>,
         stores: Vec<String>,
         example_server: Option<PathBuf>,
+        /// Another build's `load` binary whose bench servers run beside this one's (`--baseline`).
+        baseline: Option<PathBuf>,
         pg: PgAdmin,
         pgbench: bool,
         out: PathBuf,
@@ -552,6 +554,8 @@ mod runner {
         port: String,
         user: String,
         db: String,
+        /// The servers' `sslmode` (default `disable`: TLS on loopback measures the cipher).
+        sslmode: String,
     }
 
     impl PgAdmin {
@@ -571,7 +575,10 @@ mod runner {
         }
 
         fn url(&self, db: &str) -> String {
-            format!("postgres://{}@{}:{}/{db}", self.user, self.host, self.port)
+            format!(
+                "postgres://{}@{}:{}/{db}?sslmode={}",
+                self.user, self.host, self.port, self.sslmode
+            )
         }
     }
 
@@ -579,7 +586,12 @@ mod runner {
 usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connections N]
             [--frameworks axum,actix] [--stores memory,sqlite,postgres]
             [--example-server PATH | --no-example-server] [--no-pgbench]
-            [--pg-host H] [--pg-port P] [--pg-user U] [--pg-db D] [--out FILE]";
+            [--pg-host H] [--pg-port P] [--pg-user U] [--pg-db D] [--pg-sslmode M]
+            [--baseline PATH] [--out FILE]
+
+--baseline PATH: also start PATH (the `load` binary of another build) as a bench server
+beside each of this build's, measured in the same rounds; rows `<framework> (baseline)`
+and a `this build / baseline` table.";
 
     fn options(args: &[String]) -> Result<Options, BoxError> {
         let flags = parse_flags(args)?;
@@ -639,11 +651,13 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
                 },
             ),
             example_server,
+            baseline: flags.get("baseline").map(PathBuf::from),
             pg: PgAdmin {
                 host: pg_flag("pg-host", "127.0.0.1"),
                 port: pg_flag("pg-port", "5432"),
                 user: pg_flag("pg-user", "postgres"),
                 db: pg_flag("pg-db", "test"),
+                sslmode: pg_flag("pg-sslmode", "disable"),
             },
             pgbench: !smoke && !flags.contains_key("no-pgbench"),
             out: PathBuf::from(pg_flag("out", "target/refsys-bench/results.md")),
@@ -836,14 +850,23 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         store: String,
     }
 
-    /// One target per framework, for `server` on `store`.
+    /// What marks a baseline server's framework (`--baseline`).
+    const BASELINE: &str = " (baseline)";
+
+    /// One target per framework, for `server` on `store`; with `--baseline`, a bench server
+    /// of the baseline build after each.
     fn targets(options: &Options, server: ServerKind, store: &str) -> Vec<Target> {
+        let baseline = options.baseline.is_some() && server == ServerKind::Bench;
         options
             .frameworks
             .iter()
+            .flat_map(|framework| {
+                let based = baseline.then(|| format!("{framework}{BASELINE}"));
+                std::iter::once(framework.clone()).chain(based)
+            })
             .map(|framework| Target {
                 server: server.clone(),
-                framework: framework.clone(),
+                framework,
                 store: store.to_owned(),
             })
             .collect()
@@ -899,14 +922,12 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut command = match target.server {
             ServerKind::Bench => {
-                let mut command = Command::new(std::env::current_exe()?);
-                command.args([
-                    "serve",
-                    "--framework",
-                    &target.framework,
-                    "--store",
-                    store_arg,
-                ]);
+                let (binary, framework) = match target.framework.strip_suffix(BASELINE) {
+                    Some(framework) => (options.baseline.clone().ok_or("no baseline")?, framework),
+                    None => (std::env::current_exe()?, target.framework.as_str()),
+                };
+                let mut command = Command::new(binary);
+                command.args(["serve", "--framework", framework, "--store", store_arg]);
                 command.args(["--port", &port.to_string()]);
                 command.args([
                     "--test-phones",
@@ -1152,7 +1173,11 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
         target: &'a Target,
         tmp: &Path,
     ) -> Result<Live<'a>, (Option<String>, BoxError)> {
-        let tag = format!("{}_{}", target.server.name(), target.framework);
+        let tag = format!(
+            "{}_{}",
+            target.server.name(),
+            target.framework.replace(BASELINE, "_baseline")
+        );
         let mut pg_db = None;
         let store_arg = match target.store.as_str() {
             "memory" => "memory".to_owned(),
@@ -1805,6 +1830,7 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
                      pipeline).\n",
                 );
             }
+            self.baseline_table(&mut md);
             md.push_str("\nTargets:\n\n");
             for line in self.targets(options.seed_users) {
                 let _ = writeln!(md, "- {line}");
@@ -1813,6 +1839,39 @@ usage: load [--smoke] [--duration SECS] [--warmup SECS] [--rounds N] [--connecti
                 let _ = writeln!(md, "- note: {note}");
             }
             md
+        }
+
+        /// This build's rows beside the baseline's from the same rounds (`--baseline`).
+        fn baseline_table(&self, md: &mut String) {
+            let mut rows = self.rows.iter().filter_map(|old| {
+                let framework = old.framework.strip_suffix(BASELINE)?;
+                let new = self.find(&old.server, framework, &old.store, old.scenario)?;
+                (old.failed.is_none() && old.rate > 0.0).then_some((new, old))
+            });
+            let Some(first) = rows.next() else { return };
+            md.push_str(
+                "\nThis build beside the baseline (`--baseline`), same rounds:\n\n\
+                 | framework | store | scenario | ops/s | baseline ops/s | ratio | server CPU µs/op | baseline µs/op |\n\
+                 | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
+            );
+            for (new, old) in std::iter::once(first).chain(rows) {
+                let cpu = |row: &Row| {
+                    row.server_cpu_us
+                        .map_or(String::new(), |c| format!("{c:.0}"))
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {} | {} |",
+                    new.framework,
+                    new.store,
+                    new.scenario.name(),
+                    new.rate,
+                    old.rate,
+                    new.rate / old.rate,
+                    cpu(new),
+                    cpu(old)
+                );
+            }
         }
 
         fn targets(&self, seed_users: usize) -> Vec<String> {

@@ -92,15 +92,13 @@ impl TestDatabase {
         &self.pool
     }
 
-    /// A [`PgUserStore`] on this database's pool, with the schema applied.
+    /// A [`PgUserStore`] on this database's [`pool`](Self::pool), with the schema applied.
     ///
     /// # Panics
     ///
     /// If the migrations fail.
     pub async fn migrated_store(&self) -> PgUserStore {
-        let store = PgUserStore::connect(&self.url)
-            .await
-            .unwrap_or_else(|error| panic!("a store on test database {}: {error}", self.name));
+        let store = PgUserStore::new(self.pool.clone());
         store
             .migrate()
             .await
