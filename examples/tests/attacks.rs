@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use http_suite::{Client, Res, assert_error};
 use proptest::prelude::*;
-use refsys_core::testing::postgres::{TestDatabase, fresh_database};
+use refsys_test_support::postgres::{TestDatabase, fresh_database};
 use refsys_test_support::redis::{TestRedis, fresh_prefix};
 use serde_json::{Value, json};
 use support::Server;

@@ -155,7 +155,7 @@ async fn web_ui_on_the_embedded_default() {
 #[cfg(feature = "services")]
 #[tokio::test]
 async fn web_ui_on_postgres_and_redis() {
-    let database = refsys_core::testing::postgres::fresh_database().await;
+    let database = refsys_test_support::postgres::fresh_database().await;
     let redis = refsys_test_support::redis::fresh_prefix().await;
     let mut env = ui_env();
     env.extend([

@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use http_suite::{Client, assert_error};
-use refsys_core::testing::postgres::fresh_database;
+use refsys_test_support::postgres::fresh_database;
 use refsys_test_support::redis::fresh_cluster_prefix;
 use serde_json::json;
 use support::Server;

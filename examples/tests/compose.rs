@@ -79,7 +79,7 @@ async fn compose_environment_runs_against_local_postgres_and_redis() {
     );
     assert_eq!(compose["REDIS_URL"], "redis://redis:6379");
 
-    let database = refsys_core::testing::postgres::fresh_database().await;
+    let database = refsys_test_support::postgres::fresh_database().await;
     let redis = refsys_test_support::redis::fresh_prefix().await;
     let mut env = env_example();
     env.extend(compose);
@@ -131,7 +131,7 @@ async fn compose_environment_runs_against_local_postgres_and_redis() {
     database.drop_database().await;
 }
 
-async fn sqlx_count(database: &refsys_core::testing::postgres::TestDatabase) -> i64 {
+async fn sqlx_count(database: &refsys_test_support::postgres::TestDatabase) -> i64 {
     use sqlx::Row;
     sqlx::query("SELECT count(*) AS n FROM users")
         .fetch_one(database.pool())

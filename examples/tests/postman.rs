@@ -56,7 +56,7 @@ async fn collection_passes_against_the_embedded_server() {
 #[cfg(feature = "services")]
 #[tokio::test]
 async fn collection_passes_against_postgres_and_redis() {
-    let database = refsys_core::testing::postgres::fresh_database().await;
+    let database = refsys_test_support::postgres::fresh_database().await;
     let redis = refsys_test_support::redis::fresh_prefix().await;
     let env = vec![
         ("TEST_PHONES", TEST_PHONES.to_owned()),

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http_suite::{Client, Res, assert_error};
-use refsys_core::testing::postgres::fresh_database;
+use refsys_test_support::postgres::fresh_database;
 use refsys_test_support::redis::fresh_prefix;
 use serde_json::{Value, json};
 use support::Server;
@@ -716,7 +716,7 @@ struct Pair {
     a: Server,
     b: Server,
     receiver: Receiver,
-    database: refsys_core::testing::postgres::TestDatabase,
+    database: refsys_test_support::postgres::TestDatabase,
     redis: refsys_test_support::redis::TestRedis,
 }
 

@@ -21,9 +21,6 @@
 //! forward by passing later instants, so stores with real TTLs work unchanged.
 
 pub mod otp_store;
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub mod postgres;
 pub mod rate_limit_store;
 mod sms;
 pub mod user_store;

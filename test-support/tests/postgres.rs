@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use refsys_core::postgres::PgUserStore;
-use refsys_core::testing::postgres::{TestDatabase, fresh_database};
 use refsys_core::{InviteCode, StoreError, UserStore};
+use refsys_test_support::postgres::{TestDatabase, fresh_database};
 use sqlx::postgres::PgPoolOptions;
 
 /// A store on a fresh database; the teardown drops the database.

@@ -1,10 +1,10 @@
-//! Throwaway PostgreSQL databases for tests (features `testing` and `postgres`).
+//! Throwaway PostgreSQL databases for tests (feature `postgres`).
 //!
 //! Each test gets a database of its own, so tests run in parallel and leave nothing behind:
 //!
 //! ```no_run
 //! # async fn run() {
-//! let db = refsys_core::testing::postgres::fresh_database().await;
+//! let db = refsys_test_support::postgres::fresh_database().await;
 //! let store = db.migrated_store().await;
 //! // ... use `store`, or hand `db.url()` to a server under test ...
 //! db.drop_database().await;
@@ -21,7 +21,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection};
 
-use crate::postgres::PgUserStore;
+use refsys_core::postgres::PgUserStore;
 
 /// The server tests use when `DATABASE_URL` is not set.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
