@@ -22,17 +22,19 @@ mod report;
 mod run;
 mod serve;
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use options::{Cli, Command};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = if args.first().map(String::as_str) == Some("serve") {
-        serve::main(&args[1..])
-    } else {
-        run::main(&args)
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Serve(args)) => serve::main(&args),
+        None => run::main(&cli.run.resolve()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,21 +43,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `--name value` pairs after the subcommand; flags without a value map to `""`.
-fn parse_flags(args: &[String]) -> Result<BTreeMap<String, String>, BoxError> {
-    let mut flags = BTreeMap::new();
-    let mut iter = args.iter().peekable();
-    while let Some(arg) = iter.next() {
-        let name = arg
-            .strip_prefix("--")
-            .ok_or_else(|| format!("unexpected argument `{arg}`; try --help"))?;
-        let value = match iter.peek() {
-            Some(next) if !next.starts_with("--") => iter.next().cloned().unwrap_or_default(),
-            _ => String::new(),
-        };
-        flags.insert(name.to_owned(), value);
-    }
-    Ok(flags)
 }

@@ -12,18 +12,23 @@ use crate::run::Live;
 
 /// How to reach PostgreSQL as an administrator (psql/pgbench, trust auth), and the servers'
 /// URL options.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, clap::Args)]
 pub(crate) struct PgAdmin {
     /// PostgreSQL host for psql, pgbench and the servers.
-    pub(crate) host: String,
+    #[arg(long = "pg-host", value_name = "H", default_value = "127.0.0.1")]
+    host: String,
     /// PostgreSQL port.
-    pub(crate) port: String,
+    #[arg(long = "pg-port", value_name = "P", default_value = "5432")]
+    port: String,
     /// PostgreSQL user (trust auth).
-    pub(crate) user: String,
+    #[arg(long = "pg-user", value_name = "U", default_value = "postgres")]
+    user: String,
     /// The database psql connects to, to create and drop the servers' databases.
-    pub(crate) db: String,
-    /// The servers' `sslmode` (default `disable`: TLS on loopback measures the cipher).
-    pub(crate) sslmode: String,
+    #[arg(long = "pg-db", value_name = "D", default_value = "test")]
+    db: String,
+    /// The servers' `sslmode` (`disable`: TLS on loopback would measure the cipher).
+    #[arg(long = "pg-sslmode", value_name = "M", default_value = "disable")]
+    sslmode: String,
 }
 
 impl PgAdmin {

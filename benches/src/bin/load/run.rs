@@ -12,13 +12,12 @@ use refsys_benches::{TEST_CODE, test_phone};
 use crate::BoxError;
 use crate::client::{Conn, Seeded, seed};
 use crate::measure::measure_group;
-use crate::options::{Options, options};
+use crate::options::Options;
 use crate::protocol::{LOGIN_POOL_START, SECRET};
 use crate::report::{Report, Row};
 
 /// Runs everything `options` asks for, then writes and prints the table.
-pub(crate) fn main(args: &[String]) -> Result<(), BoxError> {
-    let options = &options(args)?;
+pub(crate) fn main(options: &Options) -> Result<(), BoxError> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)

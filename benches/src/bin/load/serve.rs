@@ -16,39 +16,17 @@ use refsys_core::{
     MemoryUserStore, Phone, ReferralService, UserId, UserStore,
 };
 
+use crate::BoxError;
+use crate::options::{Framework, ServeArgs};
 use crate::protocol::{BARE_BODY, BARE_ROUTE, MINT_ROUTE, SECRET, STORE_ROUTE, STORE_USER};
-use crate::{BoxError, parse_flags};
-
-/// What `load serve` is told.
-struct ServeArgs {
-    store: String,
-    test_phones: usize,
-    seed_users: usize,
-}
 
 /// Builds the store and serves on 127.0.0.1:`--port` until killed.
-pub(crate) fn main(args: &[String]) -> Result<(), BoxError> {
-    let flags = parse_flags(args)?;
-    let get = |name: &str| {
-        flags
-            .get(name)
-            .cloned()
-            .ok_or(format!("serve: --{name} is required"))
-    };
-    let framework = get("framework")?;
-    let store = get("store")?;
-    let port: u16 = get("port")?.parse()?;
-    let args = ServeArgs {
-        store,
-        test_phones: get("test-phones")?.parse()?,
-        seed_users: flags.get("seed-users").map_or(Ok(0), |v| v.parse())?,
-    };
+pub(crate) fn main(args: &ServeArgs) -> Result<(), BoxError> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    match framework.as_str() {
-        "axum" => serve_axum(&args, threads, addr),
-        "actix" => serve_actix(&args, threads, addr),
-        other => Err(format!("serve: unknown framework `{other}`").into()),
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    match args.framework {
+        Framework::Axum => serve_axum(args, threads, addr),
+        Framework::Actix => serve_actix(args, threads, addr),
     }
 }
 
