@@ -196,16 +196,7 @@ pub(crate) async fn seed(addr: SocketAddr) -> Result<Seeded, BoxError> {
         tokens.push(conn.login(&test_phone(i)).await?);
     }
     let mut conn = Conn::open(addr, None).await?;
-    let profile =
-        |body: &[u8]| -> Result<serde_json::Value, BoxError> { Ok(serde_json::from_slice(body)?) };
-    let (status, body) = conn
-        .get("/get_profile/", Some(&tokens[PROFILE_OWNER]))
-        .await?;
-    expect_ok("get_profile", status, &body)?;
-    let owner_code = profile(&body)?["own_invite_code"]
-        .as_str()
-        .ok_or("no own_invite_code")?
-        .to_owned();
+    let owner_code = own_invite_code(&mut conn, &tokens[PROFILE_OWNER]).await?;
     for token in &tokens[1..=INVITEES] {
         let (status, body) = conn
             .post(
@@ -216,22 +207,13 @@ pub(crate) async fn seed(addr: SocketAddr) -> Result<Seeded, BoxError> {
             .await?;
         expect_ok("use_invite_code", status, &body)?;
     }
-    let (status, body) = conn
-        .get("/get_profile/", Some(&tokens[PROFILE_OWNER]))
-        .await?;
-    expect_ok("get_profile", status, &body)?;
-    let invited = profile(&body)?["invited_users"]
+    let invited = profile(&mut conn, &tokens[PROFILE_OWNER]).await?["invited_users"]
         .as_array()
         .map_or(0, Vec::len);
     if invited != INVITEES {
         return Err(format!("seeded profile has {invited} invitees, not {INVITEES}").into());
     }
-    let (status, body) = conn.get("/get_profile/", Some(&tokens[HUB])).await?;
-    expect_ok("get_profile", status, &body)?;
-    let hub_code = profile(&body)?["own_invite_code"]
-        .as_str()
-        .ok_or("no own_invite_code")?
-        .to_owned();
+    let hub_code = own_invite_code(&mut conn, &tokens[HUB]).await?;
     // The owner's id, from the token's `sub` (the payload is base64url JSON).
     let profile_user_id = user_id_of(&tokens[PROFILE_OWNER]).ok_or("bad token")?;
     Ok(Seeded {
@@ -239,6 +221,21 @@ pub(crate) async fn seed(addr: SocketAddr) -> Result<Seeded, BoxError> {
         hub_code,
         profile_user_id,
     })
+}
+
+/// The profile of the user of `auth` (`GET /get_profile/`), as JSON.
+async fn profile(conn: &mut Conn, auth: &str) -> Result<serde_json::Value, BoxError> {
+    let (status, body) = conn.get("/get_profile/", Some(auth)).await?;
+    expect_ok("get_profile", status, &body)?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// The own invite code of the user of `auth`, from their profile.
+async fn own_invite_code(conn: &mut Conn, auth: &str) -> Result<String, BoxError> {
+    Ok(profile(conn, auth).await?["own_invite_code"]
+        .as_str()
+        .ok_or("no own_invite_code")?
+        .to_owned())
 }
 
 /// The user id of a `Bearer <access token>`, checked with the servers' secret.
