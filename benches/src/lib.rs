@@ -1,5 +1,5 @@
 //! Shared pieces of the refsys benchmarks: the criterion benches (`benches/core.rs`) and the
-//! HTTP load runner (`src/bin/load.rs`). See `README.md`.
+//! HTTP load runner (`src/bin/load/`). See `README.md`.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;

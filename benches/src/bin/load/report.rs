@@ -1,0 +1,351 @@
+//! The report: the rows a run measured ([`Row`], [`Report`]) and their markdown, the main
+//! table with its ratios (vs `/health`, actix / axum), the pgbench and baseline tables, and
+//! the targets.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::client::Scenario;
+use crate::options::Options;
+use crate::pgbench::{PIPELINE, PgbenchResult};
+use crate::run::{BASELINE, ServerKind, Target};
+
+/// One measured (server, framework, store, scenario).
+#[derive(Clone, Debug)]
+pub(crate) struct Row {
+    pub(crate) server: ServerKind,
+    pub(crate) framework: String,
+    pub(crate) store: String,
+    pub(crate) scenario: Scenario,
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) rate: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    /// VmHWM of the server process after this scenario, MiB.
+    pub(crate) peak_rss_mib: Option<f64>,
+    /// CPU time (user + system) per op in the measured phase: the server's, the runner's.
+    pub(crate) server_cpu_us: Option<f64>,
+    pub(crate) runner_cpu_us: Option<f64>,
+    pub(crate) failed: Option<String>,
+    pub(crate) note: Option<String>,
+}
+
+impl Row {
+    /// An empty row of `target`, for the `/health` scenario.
+    pub(crate) fn base(target: &Target) -> Row {
+        Row {
+            server: target.server.clone(),
+            framework: target.framework.clone(),
+            store: target.store.clone(),
+            scenario: Scenario::Health,
+            ops: 0,
+            errors: 0,
+            rate: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            peak_rss_mib: None,
+            server_cpu_us: None,
+            runner_cpu_us: None,
+            failed: None,
+            note: None,
+        }
+    }
+}
+
+/// Everything a run measured, and the notes on what it could not.
+#[derive(Default)]
+pub(crate) struct Report {
+    pub(crate) rows: Vec<Row>,
+    pub(crate) pgbench: Vec<PgbenchResult>,
+    pub(crate) notes: Vec<String>,
+}
+
+/// `text` made safe for one markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "/").replace('\n', " ")
+}
+
+impl Report {
+    /// The successful row of (server, framework, store, scenario), if any.
+    fn find(
+        &self,
+        server: &ServerKind,
+        framework: &str,
+        store: &str,
+        scenario: Scenario,
+    ) -> Option<&Row> {
+        self.rows.iter().find(|r| {
+            r.server == *server
+                && r.framework == framework
+                && r.store == store
+                && r.scenario == scenario
+                && r.failed.is_none()
+        })
+    }
+
+    /// The report as markdown: the table, the pgbench and baseline tables, the targets.
+    pub(crate) fn markdown(&self, options: &Options, took: Duration) -> String {
+        let mut md = String::new();
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let _ = writeln!(
+            md,
+            "Run: {}{} connections, {:.1} s warm-up + {:.1} s measured per scenario and server, \
+             in {} rounds that alternate the frameworks, {cpus} CPUs \
+             (load generator, server and database share them), took {:.0} s.\n",
+            if options.smoke { "**smoke**, " } else { "" },
+            options.connections,
+            options.warmup.as_secs_f64(),
+            options.duration.as_secs_f64(),
+            options.rounds.max(1),
+            took.as_secs_f64()
+        );
+        md.push_str(
+            "| server | framework | store | scenario | ops/s | p50 ms | p99 ms | errors | vs /health | actix / axum | peak RSS MiB | server CPU µs/op | runner CPU µs/op |\n\
+             | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for row in &self.rows {
+            if let Some(why) = &row.failed {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | failed: {} | | | | | | | | |",
+                    row.server.name(),
+                    row.framework,
+                    row.store,
+                    row.scenario.name(),
+                    cell(why)
+                );
+                continue;
+            }
+            let health = self
+                .find(&row.server, &row.framework, &row.store, Scenario::Health)
+                .filter(|h| h.rate > 0.0);
+            let vs_health = match (row.scenario, health) {
+                (Scenario::Health, _) | (_, None) => String::new(),
+                (_, Some(h)) => format!("{:.0} %", 100.0 * row.rate / h.rate),
+            };
+            let actix_vs_axum = if row.framework == "actix" {
+                self.find(&row.server, "axum", &row.store, row.scenario)
+                    .filter(|a| a.rate > 0.0)
+                    .map_or(String::new(), |a| format!("{:.2}", row.rate / a.rate))
+            } else {
+                String::new()
+            };
+            let note = row
+                .note
+                .as_deref()
+                .map_or(String::new(), |n| format!(" ({})", cell(n)));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {}{} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
+                row.server.name(),
+                row.framework,
+                row.store,
+                row.scenario.name(),
+                note,
+                row.rate,
+                row.p50_ms,
+                row.p99_ms,
+                row.errors,
+                vs_health,
+                actix_vs_axum,
+                row.peak_rss_mib
+                    .map_or(String::new(), |m| format!("{m:.1}")),
+                row.server_cpu_us
+                    .map_or(String::new(), |c| format!("{c:.0}")),
+                row.runner_cpu_us
+                    .map_or(String::new(), |c| format!("{c:.0}"))
+            );
+        }
+        if !self.pgbench.is_empty() {
+            md.push_str(
+                "\nPostgreSQL ceiling: pgbench running the exact profile SQL (`-M prepared`) \
+                 against the same database and user:\n\n\
+                 | database of | store | pgbench clients | pipeline depth | statements/s | latency ms |\n\
+                 | --- | --- | ---: | ---: | ---: | ---: |\n",
+            );
+            for p in &self.pgbench {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {:.0} | {:.2} |",
+                    p.framework, p.store, p.clients, p.pipeline, p.rate, p.latency_ms
+                );
+            }
+            md.push_str(
+                "\nThe ceiling is the best run without a pipeline; pipelined pgbench is a \
+                 reference for what PostgreSQL does with pipelined reads (latency is per \
+                 pipeline).\n",
+            );
+        }
+        self.baseline_table(&mut md);
+        md.push_str("\nTargets:\n\n");
+        for line in self.targets(options.seed_users) {
+            let _ = writeln!(md, "- {line}");
+        }
+        for note in &self.notes {
+            let _ = writeln!(md, "- note: {note}");
+        }
+        md
+    }
+
+    /// This build's rows beside the baseline's from the same rounds (`--baseline`).
+    fn baseline_table(&self, md: &mut String) {
+        let mut rows = self.rows.iter().filter_map(|old| {
+            let framework = old.framework.strip_suffix(BASELINE)?;
+            let new = self.find(&old.server, framework, &old.store, old.scenario)?;
+            (old.failed.is_none() && old.rate > 0.0).then_some((new, old))
+        });
+        let Some(first) = rows.next() else { return };
+        md.push_str(
+            "\nThis build beside the baseline (`--baseline`), same rounds:\n\n\
+             | framework | store | scenario | ops/s | baseline ops/s | ratio | server CPU µs/op | baseline µs/op |\n\
+             | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for (new, old) in std::iter::once(first).chain(rows) {
+            let cpu = |row: &Row| {
+                row.server_cpu_us
+                    .map_or(String::new(), |c| format!("{c:.0}"))
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {} | {} |",
+                new.framework,
+                new.store,
+                new.scenario.name(),
+                new.rate,
+                old.rate,
+                new.rate / old.rate,
+                cpu(new),
+                cpu(old)
+            );
+        }
+    }
+
+    /// The targets of issue 6, met or missed, and the comparisons beside them.
+    fn targets(&self, seed_users: usize) -> Vec<String> {
+        let mark = |ok: bool| if ok { "met" } else { "**missed**" };
+        let mut lines = Vec::new();
+        let bench = ServerKind::Bench;
+        for framework in ["axum", "actix"] {
+            if let (Some(p), Some(h)) = (
+                self.find(&bench, framework, "memory", Scenario::Profile),
+                self.find(&bench, framework, "memory", Scenario::Health),
+            ) {
+                let ratio = p.rate / h.rate;
+                lines.push(format!(
+                    "{} — {framework}: profile on memory = {:.0} % of /health (target ≥ 70 %)",
+                    mark(ratio >= 0.70),
+                    100.0 * ratio
+                ));
+            }
+            {
+                let store = "postgres";
+                let of_this = |p: &&PgbenchResult| p.framework == framework && p.store == store;
+                let ceiling = self
+                    .pgbench
+                    .iter()
+                    .filter(of_this)
+                    .filter(|p| p.pipeline == 1)
+                    .map(|p| p.rate)
+                    .fold(0.0, f64::max);
+                let pipelined = self
+                    .pgbench
+                    .iter()
+                    .filter(of_this)
+                    .filter(|p| p.pipeline > 1)
+                    .map(|p| p.rate)
+                    .fold(0.0, f64::max);
+                if let Some(p) = self.find(&bench, framework, store, Scenario::Profile)
+                    && ceiling > 0.0
+                {
+                    let ratio = p.rate / ceiling;
+                    lines.push(format!(
+                        "{} — {framework}: profile on {store} = {:.0} % of the pgbench ceiling \
+                         ({:.0} of {:.0}/s; target ≥ 60 %)",
+                        mark(ratio >= 0.60),
+                        100.0 * ratio,
+                        p.rate,
+                        ceiling
+                    ));
+                    if let Some(bare) = self.find(&bench, framework, store, Scenario::BareStore) {
+                        lines.push(format!(
+                            "for comparison — {framework}: a bare handler reading the same \
+                             profile from the store = {:.0} % of the pgbench ceiling \
+                             ({:.0}/s; the endpoint = {:.0} % of it)",
+                            100.0 * bare.rate / ceiling,
+                            bare.rate,
+                            100.0 * p.rate / bare.rate.max(1e-9)
+                        ));
+                    }
+                    if pipelined > 0.0 {
+                        lines.push(format!(
+                            "for comparison — {framework}: profile on {store} = {:.0} % of \
+                             pipelined pgbench ({PIPELINE} statements deep, {pipelined:.0} \
+                             statements/s)",
+                            100.0 * p.rate / pipelined
+                        ));
+                    }
+                }
+            }
+            if let Some(p) = self.find(&bench, framework, "memory", Scenario::Profile)
+                && let Some(rss) = p.peak_rss_mib
+            {
+                lines.push(format!(
+                        "{} — {framework}: peak RSS with the memory store, {seed_users} seeded users, after \
+                         profile load = {rss:.1} MiB (target ≤ 50 MiB)",
+                        mark(rss <= 50.0)
+                    ));
+            }
+        }
+        let mut worst: Option<(f64, String)> = None;
+        let mut pairs = 0;
+        for row in self.rows.iter().filter(|r| {
+            r.framework == "actix"
+                && r.failed.is_none()
+                && !matches!(r.scenario, Scenario::Bare | Scenario::BareStore)
+        }) {
+            if let Some(axum) = self.find(&row.server, "axum", &row.store, row.scenario)
+                && axum.rate > 0.0
+                && row.rate > 0.0
+            {
+                pairs += 1;
+                let ratio = row.rate / axum.rate;
+                let off = (ratio.max(1.0 / ratio)) - 1.0;
+                if worst.as_ref().is_none_or(|(w, _)| off > *w) {
+                    worst = Some((
+                        off,
+                        format!(
+                            "{} {} {}: actix/axum = {ratio:.2}",
+                            row.server.name(),
+                            row.store,
+                            row.scenario.name()
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some((off, which)) = worst {
+            lines.push(format!(
+                "{} — actix vs axum within 10 % on all {pairs} scenarios; the widest gap: {which}",
+                mark(off <= 0.10)
+            ));
+        }
+        // The frameworks' own difference, for comparison: no refsys code in it.
+        for actix in self
+            .rows
+            .iter()
+            .filter(|r| r.framework == "actix" && r.scenario == Scenario::Bare)
+        {
+            if let Some(axum) = self.find(&actix.server, "axum", &actix.store, Scenario::Bare)
+                && axum.rate > 0.0
+            {
+                lines.push(format!(
+                    "for comparison — bare framework handlers ({} store's servers): actix/axum = {:.2}",
+                    actix.store,
+                    actix.rate / axum.rate
+                ));
+            }
+        }
+        lines
+    }
+}
