@@ -148,23 +148,18 @@ async fn build_service(
     keys: JwtKeys,
     sms: Box<dyn SmsSender>,
 ) -> Result<ReferralService, Box<dyn std::error::Error>> {
-    let migrated = |outcome: Result<(), StoreError>| {
-        outcome.map_err(|e| format!("DATABASE_URL: migrating: {e}"))
-    };
+    let unreachable = |e: StoreError| format!("DATABASE_URL: {e}");
+    let migrating = |e: StoreError| format!("DATABASE_URL: migrating: {e}");
     let users: Arc<dyn UserStore> = match &config.database {
         Database::Sqlite(url) => {
-            let store = SqliteUserStore::connect(url)
-                .await
-                .map_err(|e| format!("DATABASE_URL: {e}"))?;
-            migrated(store.migrate().await)?;
+            let store = SqliteUserStore::connect(url).await.map_err(unreachable)?;
+            store.migrate().await.map_err(migrating)?;
             Arc::new(store)
         }
         #[cfg(feature = "postgres")]
         Database::Postgres(url) => {
-            let store = PgUserStore::connect(url)
-                .await
-                .map_err(|e| format!("DATABASE_URL: {e}"))?;
-            migrated(store.migrate().await)?;
+            let store = PgUserStore::connect(url).await.map_err(unreachable)?;
+            store.migrate().await.map_err(migrating)?;
             Arc::new(store)
         }
         // `Config` refuses a postgres:// DATABASE_URL in a build without the `postgres` feature.

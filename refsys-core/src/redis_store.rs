@@ -214,6 +214,16 @@ pub async fn connect(url: &str) -> Result<RedisConnection, StoreError> {
         .map(RedisConnection::Node)
 }
 
+/// Splits a comma-separated list of node URLs (as in `REDIS_CLUSTER_URLS`) into the URLs
+/// for [`connect_cluster`], trimmed, empty entries left out.
+pub fn node_urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Opens a connection to the Redis Cluster that `urls` belong to (e.g.
 /// `["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]`): the first of them that answers
 /// tells where every primary is, so any reachable subset of the nodes will do. A password or
@@ -605,5 +615,19 @@ impl RateLimitStore for RedisRateLimitStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.redis.ping().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_urls_are_trimmed_and_empty_entries_dropped() {
+        assert_eq!(
+            node_urls(" redis://a:1, ,redis://b:2 ,"),
+            ["redis://a:1", "redis://b:2"]
+        );
+        assert!(node_urls(" , ").is_empty());
     }
 }

@@ -1,9 +1,93 @@
-//! What the PostgreSQL and SQLite stores share: reading rows back into domain types, and
-//! turning sqlx errors into [`StoreError`]s.
+//! What the PostgreSQL and SQLite stores share: the statements both run word for word
+//! (`$N` placeholders work on both), reading rows back into domain types, and turning sqlx
+//! errors into [`StoreError`]s.
 
 use sqlx::migrate::MigrateError;
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
-use crate::{InviteCode, Phone, Registration, StoreError, Timestamp, User, UserId};
+use crate::store::Rotation;
+use crate::{
+    FamilyId, InviteCode, Phone, Registration, StoreError, Timestamp, TokenId, User, UserId,
+};
+
+/// Rotates the live refresh token of `family` from `presented` to `next`, or revokes the
+/// family when `presented` is not the live token (a spent token came back).
+///
+/// One statement: a live, unexpired family either rotates (the presented token is the live
+/// one) or is revoked (it is not). SET expressions see the row before the update and
+/// RETURNING the row after, so `revoked` tells which happened; no row means unknown, revoked
+/// or expired. Concurrent rotations of one token queue on the row (PostgreSQL's row lock,
+/// SQLite's one writer) and each re-checks the row as the previous one left it: the first
+/// rotates, the next finds a different live token and revokes, the rest find the family
+/// revoked.
+pub(crate) async fn rotate_refresh<'c, DB, E>(
+    db: E,
+    family: &FamilyId,
+    presented: &TokenId,
+    next: &TokenId,
+    now: Timestamp,
+    expires_at: Timestamp,
+) -> Result<Rotation, StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    (bool,): for<'r> FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let revoked = sqlx::query_scalar::<DB, bool>(
+        "UPDATE refresh_families \
+         SET live_jti = CASE WHEN live_jti = $2 THEN $3 ELSE live_jti END, \
+             expires_at = CASE WHEN live_jti = $2 THEN $5 ELSE expires_at END, \
+             revoked = (live_jti <> $2) \
+         WHERE family_id = $1 AND NOT revoked AND expires_at > $4 \
+         RETURNING revoked",
+    )
+    .bind(family.as_str())
+    .bind(presented.as_str())
+    .bind(next.as_str())
+    .bind(unix(now))
+    .bind(unix(expires_at))
+    .fetch_optional(db)
+    .await
+    .map_err(store_error)?;
+    Ok(match revoked {
+        Some(false) => Rotation::Rotated,
+        Some(true) => Rotation::Reused,
+        None => Rotation::Revoked,
+    })
+}
+
+/// Revokes `family` (logout): its tokens never rotate again.
+pub(crate) async fn revoke_family<'c, DB, E>(db: E, family: &FamilyId) -> Result<(), StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    sqlx::query::<DB>("UPDATE refresh_families SET revoked = TRUE WHERE family_id = $1")
+        .bind(family.as_str())
+        .execute(db)
+        .await
+        .map(drop)
+        .map_err(store_error)
+}
+
+/// Checks that the database answers.
+pub(crate) async fn ping<'c, DB, E>(db: E) -> Result<(), StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    sqlx::query::<DB>("SELECT 1")
+        .execute(db)
+        .await
+        .map(drop)
+        .map_err(store_error)
+}
 
 /// Maps an sqlx error: data the store cannot read is corrupt; anything else (connection, pool,
 /// server errors, a database file that cannot be opened or stays locked past the busy timeout)

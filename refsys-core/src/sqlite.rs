@@ -28,7 +28,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::sql::{invite_code, migrate_error, phone, registered, registration, store_error, unix};
+use crate::sql::{
+    self, invite_code, migrate_error, phone, registered, registration, store_error, unix,
+};
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
     FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, UserId,
@@ -318,49 +320,14 @@ impl UserStore for SqliteUserStore {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<Rotation, StoreError> {
-        // One statement, so one write transaction (writers are serialized). A live, unexpired
-        // family either rotates (the presented token is the live one) or is revoked (it is
-        // not: a spent token came back). SET expressions see the row before the update and
-        // RETURNING the row after, so `revoked` tells which happened; no row means unknown,
-        // revoked or expired. Of concurrent rotations of one token the first rotates, the
-        // next finds a different live token and revokes, the rest find the family revoked.
-        let revoked = sqlx::query_scalar::<_, bool>(
-            "UPDATE refresh_families \
-             SET live_jti = CASE WHEN live_jti = ?2 THEN ?3 ELSE live_jti END, \
-                 expires_at = CASE WHEN live_jti = ?2 THEN ?5 ELSE expires_at END, \
-                 revoked = (live_jti <> ?2) \
-             WHERE family_id = ?1 AND NOT revoked AND expires_at > ?4 \
-             RETURNING revoked",
-        )
-        .bind(family.as_str())
-        .bind(presented.as_str())
-        .bind(next.as_str())
-        .bind(unix(now))
-        .bind(unix(expires_at))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(match revoked {
-            Some(false) => Rotation::Rotated,
-            Some(true) => Rotation::Reused,
-            None => Rotation::Revoked,
-        })
+        sql::rotate_refresh(&self.pool, family, presented, next, now, expires_at).await
     }
 
     async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE refresh_families SET revoked = 1 WHERE family_id = ?1")
-            .bind(family.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+        sql::revoke_family(&self.pool, family).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+        sql::ping(&self.pool).await
     }
 }

@@ -110,12 +110,7 @@ fn new_prefix() -> String {
 /// If the local cluster cannot start (see [`LocalCluster::start`]).
 pub fn cluster_urls() -> Vec<String> {
     if let Ok(list) = std::env::var(CLUSTER_URLS_VAR) {
-        let urls: Vec<String> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let urls = redis_store::node_urls(&list);
         if !urls.is_empty() {
             return urls;
         }

@@ -105,16 +105,15 @@ impl Report {
              | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         );
         for row in &self.rows {
+            let what = format!(
+                "| {} | {} | {} | {}",
+                row.server.name(),
+                row.framework,
+                row.store,
+                row.scenario.name()
+            );
             if let Some(why) = &row.failed {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | failed: {} | | | | | | | | |",
-                    row.server.name(),
-                    row.framework,
-                    row.store,
-                    row.scenario.name(),
-                    cell(why)
-                );
+                let _ = writeln!(md, "{what} | failed: {} | | | | | | | | |", cell(why));
                 continue;
             }
             let health = self
@@ -137,11 +136,7 @@ impl Report {
                 .map_or(String::new(), |n| format!(" ({})", cell(n)));
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {}{} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
-                row.server.name(),
-                row.framework,
-                row.store,
-                row.scenario.name(),
+                "{what}{} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
                 note,
                 row.rate,
                 row.p50_ms,
