@@ -257,7 +257,7 @@ pub struct ErrorBody {
 ///
 /// Backends build it with the constructors below from their own error types, so the core never
 /// names a database crate.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backing service did not answer (connection refused, timeout, pool exhausted).

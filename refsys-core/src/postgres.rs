@@ -40,13 +40,15 @@
 //! database. An activation is one call of the `refsys_activate_invite` function (its
 //! migration explains why it cannot close a cycle).
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
 use tokio::sync::oneshot;
 
 use crate::sql::{
@@ -98,7 +100,10 @@ pub struct PgUserStore {
 
 /// The profile reads waiting for a connection, with where to send each answer; the first
 /// one to come starts the batch.
-type Gathering = Mutex<Vec<(UserId, oneshot::Sender<Result<Option<Profile>, StoreError>>)>>;
+type Gathering = Mutex<Vec<(UserId, Reply)>>;
+
+/// Where the answer to one profile read goes.
+type Reply = oneshot::Sender<Result<Option<Profile>, StoreError>>;
 
 /// One row per user: id, phone, own code, the applied code, the invitees oldest activation
 /// first (an index range scan of users_invited_by_idx).
@@ -172,9 +177,27 @@ fn is_taken_code(error: &sqlx::Error) -> bool {
 
 /// Waits for a connection, then reads the profiles of every read gathered by then in one
 /// statement and answers each.
-async fn read_profiles(pool: PgPool, reads: Arc<Gathering>) {
-    let conn = pool.acquire().await;
-    let batch = std::mem::take(&mut *reads.lock().unwrap_or_else(PoisonError::into_inner));
+///
+/// If the task is dropped before it takes the batch (its runtime shut down, even before the
+/// task first ran), the waiting reads fail at once instead of waiting for a batch that never
+/// comes, and the next read starts a new one.
+fn read_profiles(pool: PgPool, reads: Arc<Gathering>) -> impl Future<Output = ()> {
+    let unclaimed = Unclaimed(Some(reads));
+    async move {
+        let mut unclaimed = unclaimed;
+        let conn = pool.acquire().await;
+        let Some(reads) = unclaimed.0.take() else {
+            return;
+        };
+        read_batch(conn, take(&reads)).await;
+    }
+}
+
+/// Reads the profiles of `batch` on `conn` in one statement and answers each read.
+async fn read_batch(
+    conn: Result<PoolConnection<Postgres>, sqlx::Error>,
+    batch: Vec<(UserId, Reply)>,
+) {
     let users: Vec<i64> = batch.iter().map(|(user, _)| user.0).collect();
     let rows = match conn {
         Ok(mut conn) => sqlx::query_as::<_, ProfileRow>(
@@ -190,15 +213,31 @@ async fn read_profiles(pool: PgPool, reads: Arc<Gathering>) {
         .map_err(store_error),
         Err(error) => Err(store_error(error)),
     };
+    let rows: Result<HashMap<i64, ProfileRow>, StoreError> =
+        rows.map(|rows| rows.into_iter().map(|row| (row.0, row)).collect());
     for (user, reply) in batch {
         let answer = match &rows {
-            Ok(rows) => rows.iter().find(|row| row.0 == user.0).map(profile),
-            Err(StoreError::Unavailable(error)) => Some(Err(StoreError::Unavailable(error.into()))),
-            Err(StoreError::Corrupt(error)) => Some(Err(StoreError::Corrupt(error.into()))),
-            Err(StoreError::Exhausted(error)) => Some(Err(StoreError::Exhausted(error.into()))),
+            Ok(rows) => rows.get(&user.0).map(profile).transpose(),
+            Err(error) => Err(error.clone()),
         };
         // A read whose caller went away needs no answer.
-        let _ = reply.send(answer.transpose());
+        let _ = reply.send(answer);
+    }
+}
+
+/// Takes the reads gathered so far.
+fn take(reads: &Gathering) -> Vec<(UserId, Reply)> {
+    std::mem::take(&mut *reads.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+/// Drops the gathered reads (their callers get an error) unless the batch was taken.
+struct Unclaimed(Option<Arc<Gathering>>);
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(reads) = &self.0 {
+            drop(take(reads));
+        }
     }
 }
 

@@ -43,6 +43,11 @@ async fn migrate_is_idempotent() {
 
 /// Nothing listens on port 1: `connect` fails, and every call of a store on a lazy pool fails,
 /// with `Unavailable` once the acquire timeout (3 s) has passed.
+/// Both results of two futures run together.
+async fn futures_join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    tokio::join!(a, b)
+}
+
 #[tokio::test]
 async fn a_database_that_is_down_is_unavailable_quickly() {
     const DOWN: &str = "postgres://postgres@127.0.0.1:1/test";
@@ -53,12 +58,21 @@ async fn a_database_that_is_down_is_unavailable_quickly() {
     let store = PgUserStore::new(pool);
     let started = Instant::now();
     let phone = refsys_core::testing::phone(1);
-    let (connect, ping, login, migrate) = tokio::join!(
+    let user = refsys_core::UserId(1);
+    let (connect, ping, login, migrate, profiles) = tokio::join!(
         PgUserStore::connect(DOWN),
         store.ping(),
         store.find_or_create(&phone, &InviteCode::generate),
         store.migrate(),
+        // Two reads in one batch: each gets the batch's error.
+        futures_join(store.profile(user), store.profile(user)),
     );
+    for profile in [profiles.0, profiles.1] {
+        assert!(
+            matches!(profile, Err(StoreError::Unavailable(_))),
+            "{profile:?}"
+        );
+    }
     match connect {
         Err(StoreError::Unavailable(cause)) => assert!(cause.contains("timed out"), "{cause}"),
         other => panic!("connect: {other:?}"),
@@ -260,6 +274,55 @@ async fn batched_profile_reads_each_get_their_own() {
     }
     drop(store);
     database.drop_database().await;
+}
+
+/// The task that reads a batch of profiles runs on the runtime of the read that started it.
+/// When that runtime shuts down before the task took its batch, the reads waiting in the
+/// batch fail, and reads after it start a batch of their own instead of waiting for ever.
+#[test]
+fn a_batch_whose_runtime_shut_down_does_not_stall_later_reads() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let main = runtime();
+    let database = main.block_on(fresh_database());
+    let (store, held, user) = main.block_on(async {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(database.url())
+            .await
+            .expect("a pool");
+        let store = PgUserStore::new(pool.clone());
+        store.migrate().await.expect("migrate");
+        let phone = refsys_core::testing::phone(1);
+        let user = store.find_or_create(&phone, &InviteCode::generate).await;
+        // The pool's one connection, held: the next batch waits for it.
+        let held = pool.acquire().await.expect("the connection");
+        (store, held, user.unwrap().user)
+    });
+    let doomed = runtime();
+    let stranded = doomed.block_on(async {
+        let reading = tokio::spawn({
+            let store = store.clone();
+            async move { store.profile(user.id).await }
+        });
+        // Let the read start its batch task, which waits for the held connection.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        reading
+    });
+    drop(doomed);
+    drop(stranded);
+    main.block_on(async {
+        drop(held);
+        let read = tokio::time::timeout(Duration::from_secs(5), store.profile(user.id)).await;
+        let profile = read.expect("a read after the shut-down batch answers");
+        assert_eq!(profile.unwrap().unwrap().phone, user.phone);
+        drop(store);
+        database.drop_database().await;
+    });
 }
 
 /// A stand-in user for an id that has none.
