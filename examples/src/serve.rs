@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use refsys_core::ReferralService;
+use refsys_core::http::Method;
 
 use crate::config::Framework;
 
@@ -184,8 +185,8 @@ mod axum_server {
         }
         let (from, to) = SWAGGER_UI_REDIRECT;
         ui = ui.route(from, get(move || async move { Redirect::permanent(to) }));
-        // The API router's JSON 405 only covers its own routes: set it again on the merged
-        // router so that the UI's routes answer a wrong method in the contract's shape too.
+        // The API's routes answer a wrong method with the contract's JSON 405 themselves; this
+        // gives the UI's routes the same answer.
         let app = ui
             .merge(refsys_axum::router(service))
             .method_not_allowed_fallback(|| async {
@@ -231,7 +232,7 @@ mod actix_server {
                     refsys_actix::ApiError(refsys_core::Error::MethodNotAllowed).error_response();
                 response
                     .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+                    .insert(header::ALLOW, HeaderValue::from_static(Method::Get.allow()));
                 response
             }))
     }

@@ -48,11 +48,9 @@
 //!
 //! # Notes
 //!
-//! - [`configure`] serves the contract from the default service: your own resources take
-//!   precedence, and every other request is routed by [`refsys_core::http::resolve`], which
-//!   answers unknown paths with a JSON 404 and wrong methods with a JSON 405. Do not set
-//!   another default service on the same `App` or `Scope`. [`not_found`] is the same JSON 404
-//!   for scopes of your own.
+//! - [`configure`] also sets the default service to [`not_found`] (a JSON 404). Set your own
+//!   with `App::default_service` after `configure` to override it; inside a `web::scope`,
+//!   `.default_service(web::to(refsys_actix::not_found))` gives the scope the same JSON 404.
 //! - The service is registered as `web::Data<ReferralService>` app data; [`AuthUser`] finds it
 //!   there. Configured on a `web::scope`, the data and the routes belong to that scope.
 //! - Behind a proxy, configure [`TrustedProxies`](refsys_core::TrustedProxies), or the
@@ -69,14 +67,28 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use refsys_core::http::{self, Reply, RequestInfo};
 use refsys_core::{Error, ReferralService, UserId};
 
-/// Registers the contract on an `App` or `Scope`: the service as app data, and a default
-/// service that [resolves](refsys_core::http::resolve) every request your own resources do
-/// not take, answering the contract's JSON 404 and 405 itself. Use with `App::configure` or
-/// `Scope::configure`.
+/// Registers all the routes of the contract, the service as app data, and a JSON 404 default
+/// service. Use with `App::configure` or `Scope::configure`.
+///
+/// Each path of the contract is a resource of its own that takes every method;
+/// [`refsys_core::http::resolve`] decides, answering a method the path does not serve with the
+/// contract's JSON 405 and its `Allow` header. (One resource per path: a resource with several
+/// paths is matched with a regex set, which is slower than comparing static paths.)
 pub fn configure(service: ReferralService) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config| {
         config.app_data(web::Data::new(service));
-        config.default_service(web::to(serve));
+        for route in http::routes() {
+            for &path in route.paths {
+                let handler =
+                    move |request: HttpRequest,
+                          payload: web::Payload,
+                          service: web::Data<ReferralService>| {
+                        serve(service, path, request, payload)
+                    };
+                config.service(web::resource(path).route(web::route().to(handler)));
+            }
+        }
+        config.default_service(web::to(not_found));
     }
 }
 
@@ -85,13 +97,13 @@ pub async fn not_found() -> HttpResponse {
     ApiError(Error::NotFound).error_response()
 }
 
+/// Serves a request to `path`, a path of the contract.
 async fn serve(
     service: web::Data<ReferralService>,
+    path: &'static str,
     request: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    // Inside a scope, the part of the path after the scope's prefix.
-    let path = request.match_info().unprocessed();
     let endpoint = match http::resolve(request.method().as_str(), path) {
         Ok(endpoint) => endpoint,
         Err(reply) => return into_response(reply),

@@ -52,11 +52,9 @@
 //!   the client limits key on the peer address, and without it `send_code` and `verify_code`
 //!   answer 500 (unless the limits are disabled). Behind a proxy, configure
 //!   [`TrustedProxies`](refsys_core::TrustedProxies).
-//! - The router is one fallback that finds the route with
-//!   [`refsys_core::http::resolve`] and answers unknown paths with the contract's JSON 404
-//!   and wrong methods with its JSON 405. Your own routes take precedence. `Router::merge`
-//!   panics when both routers set a fallback: keep your fallback off the merged router, or
-//!   nest refsys under a prefix.
+//! - The router has a JSON 404 fallback, and answers a wrong method on a contract path with
+//!   the contract's JSON 405 (through [`refsys_core::http::resolve`]). `Router::merge` panics
+//!   when both routers set a fallback: set yours on the merged router instead.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -65,19 +63,35 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
 use axum::{Router, body};
 use refsys_core::http::{self, Reply, RequestInfo};
 use refsys_core::{Error, ReferralService, UserId};
 
-/// All the routes of the contract, with the service as state: a router whose fallback
-/// [resolves](refsys_core::http::resolve) every request the routes of your own app do not
-/// take, answering the contract's JSON 404 and 405 itself. Merge or nest it into your app.
+/// All the routes of the contract, with the service as state, and a JSON 404 fallback. Merge
+/// or nest it into your app.
+///
+/// Each path of the contract is a route of its own that takes every method;
+/// [`refsys_core::http::resolve`] decides, answering a method the path does not serve with the
+/// contract's JSON 405 and its `Allow` header.
 pub fn router(service: ReferralService) -> Router {
-    Router::new().fallback(serve).with_state(service)
+    let mut router = Router::new();
+    for route in http::routes() {
+        for &path in route.paths {
+            let handler = move |State(service): State<ReferralService>, request: Request| {
+                serve(service, path, request)
+            };
+            router = router.route(path, any(handler));
+        }
+    }
+    router
+        .fallback(|| async { ApiError(Error::NotFound) })
+        .with_state(service)
 }
 
-async fn serve(State(service): State<ReferralService>, request: Request) -> Response {
-    let endpoint = match http::resolve(request.method().as_str(), request.uri().path()) {
+/// Serves a request to `path`, a path of the contract.
+async fn serve(service: ReferralService, path: &'static str, request: Request) -> Response {
+    let endpoint = match http::resolve(request.method().as_str(), path) {
         Ok(endpoint) => endpoint,
         Err(reply) => return into_response(reply),
     };

@@ -304,17 +304,16 @@ fn a_batch_whose_runtime_shut_down_does_not_stall_later_reads() {
         (store, held, user.unwrap().user)
     });
     let doomed = runtime();
-    let stranded = doomed.block_on(async {
-        let reading = tokio::spawn({
+    doomed.block_on(async {
+        // The read's task is detached: it dies with its runtime.
+        drop(tokio::spawn({
             let store = store.clone();
             async move { store.profile(user.id).await }
-        });
+        }));
         // Let the read start its batch task, which waits for the held connection.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        reading
     });
     drop(doomed);
-    drop(stranded);
     main.block_on(async {
         drop(held);
         let read = tokio::time::timeout(Duration::from_secs(5), store.profile(user.id)).await;
