@@ -435,6 +435,7 @@ macro_rules! scenarios {
             health_and_ready,
             store_down,
             schema,
+            no_swagger_ui_in_the_framework_crates,
             rate_limit_send_code,
             rate_limit_verify_code,
             trusted_proxy_forwarded_for,

@@ -678,6 +678,20 @@ pub async fn schema(framework: Framework) {
     }
 }
 
+/// The framework crates serve the OpenAPI document but not Swagger UI: that is the example
+/// server's (see [`swagger_ui`]).
+pub async fn no_swagger_ui_in_the_framework_crates(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    for path in [
+        "/api/schema/swagger-ui/",
+        "/api/schema/swagger-ui",
+        "/api/schema/swagger-ui/swagger-ui-bundle.js",
+    ] {
+        let res = server.client.get(path, None).await;
+        assert_error(&res, 404, "not_found");
+    }
+}
+
 /// The example server serves Swagger UI from the binary (no CDN), cached for an hour; the
 /// path without its slash redirects to the page.
 pub async fn swagger_ui(framework: Framework) {

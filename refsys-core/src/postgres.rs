@@ -33,12 +33,17 @@
 //! CA, a cloud provider's bundle); `sslcert=` and `sslkey=` give a client certificate. For a
 //! database reached over a network, use `verify-full`.
 //!
+//! As with libpq, what the URL leaves out comes from the `PG*` environment variables
+//! (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`, ...) and a password from
+//! `~/.pgpass`; so `PGSSLMODE` changes the default `prefer`.
+//!
 //! # Atomicity
 //!
 //! Every [`UserStore`] method is one statement, or a few that are each complete on their own;
 //! the comments on the SQL explain how each stays atomic when many server instances share the
 //! database. An activation is one call of the `refsys_activate_invite` function (its
-//! migration explains why it cannot close a cycle).
+//! migration explains why it cannot close a cycle; its first lines describe the pipelined
+//! store this one replaced, and stay as they are, since sqlx checksums migrations).
 
 use std::collections::HashMap;
 use std::str::FromStr;

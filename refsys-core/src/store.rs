@@ -408,29 +408,75 @@ mod tests {
     use super::*;
     use crate::{MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore};
 
-    /// Stores chosen at run time, behind `Arc<dyn …>` and `Box<dyn …>`, make a service.
-    #[tokio::test]
-    async fn stores_work_as_trait_objects() {
-        let users: Arc<dyn UserStore> = Arc::new(MemoryUserStore::new());
-        let otps: Box<dyn OtpStore> = Box::new(MemoryOtpStore::new());
-        let rate: Arc<dyn RateLimitStore> = Arc::new(MemoryRateLimitStore::new());
-        let policy = crate::Policy::builder()
+    /// A service over stores chosen at run time, behind `Arc<dyn …>` or `Box<dyn …>`: a login
+    /// (user and OTP stores), a readiness check (every store) and a client limit (the
+    /// rate-limit store) go through them, and a handle the caller kept sees the writes.
+    async fn exercise(
+        users: Arc<dyn UserStore>,
+        service: crate::ReferralService,
+    ) -> Result<(), crate::Error> {
+        service.send_code("+375291000001").await?;
+        let login = service.verify_code("+375291000001", "1111").await?;
+        service.ready().await?;
+        let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+        service
+            .check_client(crate::ClientAction::SendCode, ip)
+            .await?;
+        let limited = service
+            .check_client(crate::ClientAction::SendCode, ip)
+            .await;
+        assert!(matches!(limited, Err(crate::Error::RateLimited { .. })));
+        let profile = users.profile(login.user_id).await?.expect("the new user");
+        assert_eq!(profile.phone.as_str(), "+375291000001");
+        Ok(())
+    }
+
+    fn policy() -> crate::Policy {
+        crate::Policy::builder()
             .test_phone("+375291000001", "1111")
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    fn one_send_a_minute() -> crate::ClientLimits {
+        crate::ClientLimits {
+            send_code: Some(crate::RateLimit::per_minute(1)),
+            ..crate::ClientLimits::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn stores_work_behind_arc_dyn() {
+        let users: Arc<dyn UserStore> = Arc::new(MemoryUserStore::new());
+        let otps: Arc<dyn OtpStore> = Arc::new(MemoryOtpStore::new());
+        let rate: Arc<dyn RateLimitStore> = Arc::new(MemoryRateLimitStore::new());
         let service = crate::ReferralService::builder(
             users.clone(),
             otps,
             crate::LogSender,
             crate::JwtKeys::hs256_random(),
         )
-        .policy(policy)
-        .client_limits(rate, crate::ClientLimits::default())
+        .policy(policy())
+        .client_limits(rate, one_send_a_minute())
         .build();
-        service.send_code("+375291000001").await.unwrap();
-        let login = service.verify_code("+375291000001", "1111").await.unwrap();
-        // The caller's handle sees what the service wrote.
-        let profile = users.profile(login.user_id).await.unwrap().unwrap();
-        assert_eq!(profile.phone.as_str(), "+375291000001");
+        exercise(users, service).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn stores_work_behind_box_dyn() {
+        let users: Arc<dyn UserStore> = Arc::new(MemoryUserStore::new());
+        let boxed: Box<dyn UserStore> = Box::new(users.clone());
+        let otps: Box<dyn OtpStore> = Box::new(MemoryOtpStore::new());
+        let rate: Box<dyn RateLimitStore> = Box::new(MemoryRateLimitStore::new());
+        let service = crate::ReferralService::builder(
+            boxed,
+            otps,
+            crate::LogSender,
+            crate::JwtKeys::hs256_random(),
+        )
+        .policy(policy())
+        .client_limits(rate, one_send_a_minute())
+        .build();
+        exercise(users, service).await.unwrap();
     }
 }

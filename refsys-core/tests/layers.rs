@@ -44,17 +44,36 @@ fn modules() -> BTreeMap<String, String> {
     out
 }
 
-/// The code of a module: no comments, no unit-test module.
+/// The code of a module: no unit-test module, no comments, and string literals blanked out
+/// (so a `use` or `//` inside one is not read as code).
 fn code(source: &str) -> String {
     let source = source
         .split("#[cfg(test)]\nmod tests")
         .next()
         .unwrap_or_default();
-    source
-        .lines()
-        .map(|line| line.split("//").next().unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut out = String::with_capacity(source.len());
+    let (mut in_string, mut in_comment, mut escaped) = (false, false, false);
+    let mut chars = source.chars().peekable();
+    let mut previous = ' ';
+    while let Some(c) = chars.next() {
+        if in_comment {
+            in_comment = c != '\n';
+        } else if in_string {
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => escaped = false,
+            }
+        } else if c == '/' && chars.peek() == Some(&'/') {
+            in_comment = true;
+        } else if c == '"' && !(previous == '\'' && chars.peek() == Some(&'\'')) {
+            in_string = true;
+        }
+        let blank = (in_string || in_comment) && c != '\n';
+        out.push(if blank { ' ' } else { c });
+        previous = c;
+    }
+    out
 }
 
 /// Expands a use tree (`a::{b, c::{d, e}}`) into its paths.
@@ -117,25 +136,35 @@ fn paths(module: &str, code: &str, modules: &BTreeMap<String, String>) -> Vec<Ve
         base.extend(segments.iter().filter(|s| !s.is_empty() && **s != "self"));
         Some(base.into_iter().map(str::to_owned).collect())
     };
+    let starts_a_word = |at: usize| {
+        code[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == ':'))
+    };
     let mut found = Vec::new();
-    let mut rest = code;
-    while let Some(at) = rest.find("use ") {
-        let statement = &rest[at + 4..];
+    for (at, _) in code
+        .match_indices("use ")
+        .filter(|(at, _)| starts_a_word(*at))
+    {
+        let statement = &code[at + 4..];
         let end = statement.find(';').unwrap_or(statement.len());
         for path in expand(&statement[..end]) {
             let path = path.split(" as ").next().unwrap_or_default().to_owned();
-            if let Some(path) = absolute(&path) {
-                found.push(path);
-            }
+            found.extend(absolute(&path));
         }
-        rest = &statement[end..];
     }
-    for (at, _) in code.match_indices("crate::") {
-        let path: String = code[at..]
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-            .collect();
-        found.extend(absolute(path.trim_end_matches(':')));
+    for prefix in ["crate::", "super::"] {
+        for (at, _) in code
+            .match_indices(prefix)
+            .filter(|(at, _)| starts_a_word(*at))
+        {
+            let path: String = code[at..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            found.extend(absolute(path.trim_end_matches(':')));
+        }
     }
     found
 }
@@ -168,17 +197,20 @@ fn module_of(
     best.or_else(|| path.first().and_then(|name| exports.get(name).cloned()))
 }
 
-/// The use graph: module → the modules it uses, at the granularity `granule` maps to.
-fn graph(granule: impl Fn(&str) -> String) -> BTreeMap<String, BTreeSet<String>> {
-    let modules = modules();
-    let exports = root_exports(&modules);
+/// The use graph of `modules`: module → the modules it uses, at the granularity `granule`
+/// maps to.
+fn graph(
+    modules: &BTreeMap<String, String>,
+    granule: impl Fn(&str) -> String,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let exports = root_exports(modules);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (module, source) in &modules {
+    for (module, source) in modules {
         if module.is_empty() {
             continue;
         }
-        for path in paths(module, &code(source), &modules) {
-            let Some(target) = module_of(&path, &modules, &exports) else {
+        for path in paths(module, &code(source), modules) {
+            let Some(target) = module_of(&path, modules, &exports) else {
                 continue;
             };
             let (from, to) = (granule(module), granule(&target));
@@ -221,9 +253,14 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
         .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
 }
 
+/// The top-level module a module belongs to.
+fn top_level(module: &str) -> String {
+    module.split("::").next().unwrap_or_default().to_owned()
+}
+
 #[test]
 fn top_level_modules_use_each_other_without_cycles() {
-    let graph = graph(|module| module.split("::").next().unwrap_or_default().to_owned());
+    let graph = graph(&modules(), top_level);
     assert!(
         graph.contains_key("service") && graph.contains_key("http"),
         "{graph:?}"
@@ -236,7 +273,7 @@ fn top_level_modules_use_each_other_without_cycles() {
 
 #[test]
 fn submodules_use_each_other_without_cycles() {
-    let graph = graph(str::to_owned);
+    let graph = graph(&modules(), str::to_owned);
     assert!(graph["http::handle"].contains("http::routes"), "{graph:?}");
     if let Some(found) = cycle(&graph) {
         panic!("modules use each other: {}", found.join(" → "));
@@ -244,28 +281,52 @@ fn submodules_use_each_other_without_cycles() {
 }
 
 #[test]
-fn the_reader_finds_a_cycle_through_a_root_re_export() {
-    // A check of the checker: `service` uses `http` (through `crate::http::...`), and a use
-    // of `ReferralService` through the root's re-export from `http` closes the loop.
-    let mut modules = BTreeMap::new();
-    modules.insert(
-        String::new(),
-        "pub use service::ReferralService;".to_owned(),
-    );
-    modules.insert("http".to_owned(), "use crate::ReferralService;".to_owned());
-    modules.insert("service".to_owned(), String::new());
-    let exports = root_exports(&modules);
-    let path = &paths("http", &code(&modules["http"]), &modules)[0];
-    assert_eq!(
-        module_of(path, &modules, &exports).as_deref(),
-        Some("service")
-    );
+fn the_reader_finds_cycles_through_re_exports_super_and_child_modules() {
+    let source = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(module, code)| ((*module).to_owned(), (*code).to_owned()))
+            .collect()
+    };
+    // `service` uses `http`; `http` uses `ReferralService` through the root's re-export.
+    let through_root = source(&[
+        (
+            "",
+            "pub use service::ReferralService;\nmod http;\nmod service;",
+        ),
+        (
+            "http",
+            "use crate::ReferralService; // a comment: use crate::nothing;",
+        ),
+        (
+            "service",
+            "fn f() { let url = \"http://x\"; crate::http::handle(url); }",
+        ),
+    ]);
+    let found = cycle(&graph(&through_root, top_level)).expect("a cycle");
+    assert!(found.contains(&"http".to_owned()) && found.contains(&"service".to_owned()));
+    // A child uses its parent's item through `super::`, and the parent re-exports the child.
+    let parent_child = source(&[
+        ("", "mod memory;"),
+        (
+            "memory",
+            "mod otp;\npub use otp::MemoryOtpStore;\npub const SWEEP: u64 = 1;",
+        ),
+        ("memory::otp", "fn f() -> u64 { super::SWEEP }"),
+    ]);
+    assert!(cycle(&graph(&parent_child, str::to_owned)).is_some());
+    // No cycle: words that contain `use` and comments are not uses.
+    let clean = source(&[
+        ("", "mod a;\nmod b;"),
+        (
+            "a",
+            "use crate::b::X; // then b may reuse nothing: use crate::a;",
+        ),
+        ("b", "fn reuse () {} const S: &str = \"// use crate::a;\";"),
+    ]);
+    assert_eq!(cycle(&graph(&clean, str::to_owned)), None);
     assert_eq!(
         expand("crate::{a::{B, C}, D}"),
         ["crate::a::B", "crate::a::C", "crate::D"]
     );
-    let mut graph = BTreeMap::new();
-    graph.insert("http".to_owned(), BTreeSet::from(["service".to_owned()]));
-    graph.insert("service".to_owned(), BTreeSet::from(["http".to_owned()]));
-    assert!(cycle(&graph).is_some());
 }

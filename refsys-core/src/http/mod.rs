@@ -8,7 +8,7 @@
 //! `Retry-After` headers — is decided here once, so both frameworks answer byte for byte the
 //! same.
 //!
-//! Three layers, each using only the ones before it:
+//! Four parts, each using only the ones before it:
 //!
 //! - [`reply`](Reply): a response ready to write, and the contract's error response;
 //! - routes: the route table ([`routes`]) and [`resolve`];

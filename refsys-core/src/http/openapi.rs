@@ -36,13 +36,12 @@ pub fn json() -> &'static [u8] {
 pub fn document() -> OpenApi {
     let mut paths = PathsBuilder::new();
     for route in routes() {
-        if let Some(operation) = operation(route.endpoint) {
-            let method = match route.method {
-                Method::Get => HttpMethod::Get,
-                Method::Post => HttpMethod::Post,
-            };
-            paths = paths.path(route.paths[0], PathItem::new(method, operation));
-        }
+        let method = match route.method {
+            Method::Get => HttpMethod::Get,
+            Method::Post => HttpMethod::Post,
+        };
+        let operation = operation(route.endpoint);
+        paths = paths.path(route.paths[0], PathItem::new(method, operation));
     }
     let bearer = HttpBuilder::new()
         .scheme(HttpAuthScheme::Bearer)
@@ -87,8 +86,8 @@ fn sample_store_error() -> StoreError {
     StoreError::unavailable("connection refused")
 }
 
-/// Operation of `endpoint`, or `None` for routes that are not part of the API proper.
-fn operation(endpoint: Endpoint) -> Option<Operation> {
+/// Describes `endpoint` as an OpenAPI operation.
+fn operation(endpoint: Endpoint) -> Operation {
     let with_body_errors = |more: Vec<Error>| {
         let mut errors = vec![
             Error::InvalidRequest("Invalid request body: missing field `phone`.".into()),
@@ -288,7 +287,7 @@ fn operation(endpoint: Endpoint) -> Option<Operation> {
     for (status, response) in error_responses(&errors) {
         builder = builder.response(status.to_string(), response);
     }
-    Some(builder.build())
+    builder.build()
 }
 
 /// One response per status, with one example per error (named by its code), taken from

@@ -158,24 +158,81 @@ pub fn resolve(method: &str, path: &str) -> Result<Endpoint, Reply> {
 mod tests {
     use super::*;
 
+    /// The routes of `docs/API.md`, written out: (method, paths, endpoint).
+    fn contract() -> Vec<(Method, [&'static str; 2], Endpoint)> {
+        vec![
+            (
+                Method::Post,
+                ["/login/send_code/", "/login/send_code"],
+                Endpoint::SendCode,
+            ),
+            (
+                Method::Post,
+                ["/login/verify_code/", "/login/verify_code"],
+                Endpoint::VerifyCode,
+            ),
+            (
+                Method::Get,
+                ["/get_profile/", "/get_profile"],
+                Endpoint::Profile,
+            ),
+            (
+                Method::Post,
+                ["/use_invite_code/", "/use_invite_code"],
+                Endpoint::UseInviteCode,
+            ),
+            (
+                Method::Post,
+                ["/api/token/refresh/", "/api/token/refresh"],
+                Endpoint::Refresh,
+            ),
+            (
+                Method::Post,
+                ["/api/token/logout/", "/api/token/logout"],
+                Endpoint::Logout,
+            ),
+            (Method::Get, ["/health", "/health/"], Endpoint::Health),
+            (Method::Get, ["/ready", "/ready/"], Endpoint::Ready),
+            #[cfg(feature = "openapi")]
+            (
+                Method::Get,
+                ["/api/schema/", "/api/schema"],
+                Endpoint::Schema,
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_table_is_the_contract() {
+        let table: Vec<_> = routes()
+            .iter()
+            .map(|r| (r.method, r.paths.to_vec(), r.endpoint))
+            .collect();
+        let contract: Vec<_> = contract()
+            .into_iter()
+            .map(|(method, paths, endpoint)| (method, paths.to_vec(), endpoint))
+            .collect();
+        assert_eq!(table, contract);
+    }
+
     #[test]
     fn every_path_resolves_to_its_route_and_other_methods_get_405_with_allow() {
-        for route in routes() {
-            let (yes, no): (&[&str], &[&str]) = match route.method {
+        for (method, paths, endpoint) in contract() {
+            let (yes, no): (&[&str], &[&str]) = match method {
                 Method::Get => (
                     &["GET", "HEAD"],
                     &["POST", "PUT", "DELETE", "OPTIONS", "get"],
                 ),
                 Method::Post => (&["POST"], &["GET", "HEAD", "PUT", "PATCH", "post"]),
             };
-            for path in route.paths {
-                for method in yes {
-                    assert_eq!(resolve(method, path), Ok(route.endpoint), "{method} {path}");
+            for path in paths {
+                for verb in yes {
+                    assert_eq!(resolve(verb, path), Ok(endpoint), "{verb} {path}");
                 }
-                for method in no {
-                    let reply = resolve(method, path).unwrap_err();
-                    assert_eq!(reply.status, 405, "{method} {path}");
-                    assert_eq!(reply.header("allow"), Some(route.method.allow()));
+                for verb in no {
+                    let reply = resolve(verb, path).unwrap_err();
+                    assert_eq!(reply.status, 405, "{verb} {path}");
+                    assert_eq!(reply.header("allow"), Some(method.allow()));
                 }
             }
         }
