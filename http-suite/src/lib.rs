@@ -29,6 +29,7 @@ use refsys_core::{
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
+pub mod embedding;
 pub mod scenarios;
 mod servers;
 pub mod transcript;

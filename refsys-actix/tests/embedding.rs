@@ -1,32 +1,15 @@
 //! The routes inside an app: in a scope, next to the app's own scopes.
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use http_suite::{Client, TEST_PHONES, assert_error};
-use refsys_core::{
-    ClientLimits, JwtKeys, LogSender, MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore,
-    Policy, ReferralService,
-};
-
-fn service() -> ReferralService {
-    let (phone, code) = TEST_PHONES[0];
-    let policy = Policy::builder().test_phone(phone, code).build().unwrap();
-    ReferralService::builder(
-        MemoryUserStore::new(),
-        MemoryOtpStore::new(),
-        LogSender,
-        JwtKeys::hs256_random(),
-    )
-    .policy(policy)
-    .client_limits(MemoryRateLimitStore::new(), ClientLimits::default())
-    .build()
-}
+use http_suite::{Client, assert_error, embedding};
+use refsys_core::ReferralService;
 
 /// Serves an app that `routes` sets up, on a free port, from a thread of its own (actix-web's
 /// runtime).
 fn serve(routes: fn(&mut web::ServiceConfig, ReferralService)) -> Client {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let service = service();
+    let service = embedding::service();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             HttpServer::new(move || {
@@ -55,30 +38,7 @@ async fn in_a_scope_the_contract_answers_there_only() {
             .route("/api/me", web::get().to(mine))
             .service(web::scope("/auth").configure(refsys_actix::configure(service)));
     });
-    let (phone, code) = TEST_PHONES[0];
-    let sent = client
-        .post(
-            "/auth/login/send_code/",
-            serde_json::json!({ "phone": phone }),
-        )
-        .await;
-    assert_eq!(sent.status, 200);
-    let verified = client
-        .post(
-            "/auth/login/verify_code/",
-            serde_json::json!({ "phone": phone, "code": code }),
-        )
-        .await;
-    let access = verified.str("access");
-    assert_eq!(
-        client.get("/auth/get_profile/", Some(&access)).await.status,
-        200
-    );
-    let wrong = client.get("/auth/login/send_code/", None).await;
-    assert_error(&wrong, 405, "method_not_allowed");
-    assert_eq!(wrong.header("allow"), Some("POST"));
-    assert_eq!(client.get("/get_profile/", Some(&access)).await.status, 404);
-    assert_eq!(client.get("/api/me", None).await.status, 200);
+    embedding::contract_under(&client, "/auth").await;
 }
 
 #[tokio::test]
