@@ -10,16 +10,45 @@ use refsys_core::{InviteCode, StoreError, UserStore};
 use refsys_test_support::postgres::{TestDatabase, fresh_database};
 use sqlx::postgres::PgPoolOptions;
 
-/// A store on a fresh database; the teardown drops the database.
-async fn setup() -> (PgUserStore, TestDatabase) {
+/// A store on a fresh database over connections with `sslmode` (whose use of TLS it checks);
+/// the teardown drops the database.
+async fn setup_with(sslmode: &str, tls: bool) -> (PgUserStore, TestDatabase) {
     let database = fresh_database().await;
-    let store = PgUserStore::connect(database.url()).await.expect("connect");
+    let separator = if database.url().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!("{}{separator}sslmode={sslmode}", database.url());
+    let store = PgUserStore::connect(&url).await.expect("connect");
     store.migrate().await.expect("migrate");
+    let over_tls: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .expect("pg_stat_ssl");
+    assert_eq!(over_tls, tls, "sslmode={sslmode}");
     (store, database)
 }
 
+async fn setup() -> (PgUserStore, TestDatabase) {
+    setup_with("disable", false).await
+}
+
+async fn setup_over_tls() -> (PgUserStore, TestDatabase) {
+    setup_with("require", true).await
+}
+
+/// The conformance suite with TLS off.
 mod conformance {
     refsys_core::user_store_conformance!(super::setup, |database: super::TestDatabase| {
+        database.drop_database()
+    });
+}
+
+/// The conformance suite with TLS on (the test server has `ssl = on`, Debian's default).
+mod conformance_over_tls {
+    refsys_core::user_store_conformance!(super::setup_over_tls, |database: super::TestDatabase| {
         database.drop_database()
     });
 }
