@@ -18,7 +18,7 @@ pub const INVITE_CODE_LEN: usize = 6;
 pub struct InviteCode([u8; INVITE_CODE_LEN]);
 
 impl InviteCode {
-    /// A fresh random code from the CSPRNG (30 bits of entropy).
+    /// Generates a fresh random code from the CSPRNG (30 bits of entropy).
     pub fn generate() -> Self {
         let mut rng = rand::rng();
         let mut code = [0u8; INVITE_CODE_LEN];

@@ -26,13 +26,13 @@ use crate::dto::{
 use crate::http::routes::{Endpoint, Method, routes};
 use crate::{Error, ErrorBody, Login, Profile, StoreError, TokenPair};
 
-/// The document as JSON, built once.
+/// Returns the document as JSON, serialized on the first call.
 pub fn json() -> &'static [u8] {
     static JSON: OnceLock<Vec<u8>> = OnceLock::new();
     JSON.get_or_init(|| serde_json::to_vec(&document()).unwrap_or_default())
 }
 
-/// The OpenAPI 3.1 document of every route.
+/// Builds the OpenAPI 3.1 document of every route.
 pub fn document() -> OpenApi {
     let mut paths = PathsBuilder::new();
     for route in routes() {

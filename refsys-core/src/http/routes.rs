@@ -132,7 +132,7 @@ static ROUTES: &[Route] = &[
     route(Method::Get, &[SCHEMA, "/api/schema"], Endpoint::Schema),
 ];
 
-/// Every route of the contract.
+/// Returns every route of the contract.
 pub fn routes() -> &'static [Route] {
     ROUTES
 }
