@@ -101,19 +101,33 @@ pub async fn burned_code_never_verifies_until_a_new_one<S: OtpStore>(store: Arc<
     assert_eq!(outcome, Check::Valid);
 }
 
-/// A code is dead once its lifetime has passed.
+/// A code lives for exactly its lifetime: it still verifies a second before, and is dead at
+/// the end.
 pub async fn code_expires<S: OtpStore>(store: Arc<S>) {
-    let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
-    store
-        .issue(&p, &hash(&p, "1234"), now, &policy)
+    let (policy, now) = (OtpPolicy::default(), start());
+    let (alive, dead) = (phone(1), phone(2));
+    for p in [&alive, &dead] {
+        store
+            .issue(p, &hash(p, "1234"), now, &policy)
+            .await
+            .unwrap();
+    }
+    let just_before = now.plus(policy.code_ttl - std::time::Duration::from_secs(1));
+    let outcome = store
+        .check(&alive, &hash(&alive, "1234"), just_before, &policy)
         .await
         .unwrap();
+    assert_eq!(
+        outcome,
+        Check::Valid,
+        "a second before the end of its lifetime"
+    );
     let expired = now.plus(policy.code_ttl);
     let outcome = store
-        .check(&p, &hash(&p, "1234"), expired, &policy)
+        .check(&dead, &hash(&dead, "1234"), expired, &policy)
         .await
         .unwrap();
-    assert_eq!(outcome, Check::Missing);
+    assert_eq!(outcome, Check::Missing, "at the end of its lifetime");
 }
 
 /// No code was ever issued.
