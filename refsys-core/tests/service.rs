@@ -8,7 +8,7 @@ use refsys_core::ClientLimits;
 use refsys_core::testing::RecordingSender;
 use refsys_core::{
     AllowedRegions, Error, JwtKeys, KeyError, ManualClock, MemoryOtpStore, MemoryRateLimitStore,
-    MemoryUserStore, Policy, ReferralService, UserId,
+    MemoryUserStore, Policy, ReferralService, Region, UserId,
 };
 
 const SECRET: &[u8] = b"test secret that is long enough for HS256";
@@ -577,15 +577,32 @@ async fn rs256_and_eddsa_keys_work_and_are_not_interchangeable() {
         world_with(Policy::default(), ed),
     ];
     let hs_world = world_with(Policy::default(), hs);
+    let mut tokens = Vec::new();
     for w in &worlds {
         let (user, access, refresh) = w.login(A).await;
         assert_eq!(w.service.authenticate(&access).unwrap(), user);
         w.service.refresh(&refresh).await.unwrap();
-        assert!(hs_world.service.authenticate(&access).is_err());
+        assert!(matches!(
+            hs_world.service.authenticate(&access),
+            Err(Error::Unauthorized)
+        ));
+        tokens.push(access);
     }
+    // RS256 and EdDSA tokens are not accepted by each other's service.
+    assert!(matches!(
+        worlds[1].service.authenticate(&tokens[0]),
+        Err(Error::Unauthorized)
+    ));
+    assert!(matches!(
+        worlds[0].service.authenticate(&tokens[1]),
+        Err(Error::Unauthorized)
+    ));
     let (_, hs_access, _) = hs_world.login(A).await;
     for w in &worlds {
-        assert!(w.service.authenticate(&hs_access).is_err());
+        assert!(matches!(
+            w.service.authenticate(&hs_access),
+            Err(Error::Unauthorized)
+        ));
     }
 }
 
@@ -603,6 +620,11 @@ fn weak_or_broken_keys_are_refused() {
 
 #[test]
 fn regions_parse_from_config_strings() {
-    assert!("BY,LT".parse::<AllowedRegions>().is_ok());
-    assert!("BY,ZZ".parse::<AllowedRegions>().is_err());
+    let regions: AllowedRegions = "BY, lt".parse().unwrap();
+    assert!(regions.allows(Some(Region::BY)) && regions.allows(Some(Region::LT)));
+    assert!(!regions.allows(Some(Region::RU)) && !regions.allows(None));
+    assert_eq!(
+        "BY,ZZ".parse::<AllowedRegions>().unwrap_err(),
+        "unknown region code `ZZ`"
+    );
 }

@@ -76,7 +76,10 @@ pub async fn find_or_create_gives_up_after_bounded_collisions<S: UserStore>(stor
         taken
     };
     let result = store.find_or_create(&phone(2), &always_taken).await;
-    assert!(result.is_err(), "must give up, got {result:?}");
+    assert!(
+        matches!(result, Err(crate::StoreError::Exhausted(_))),
+        "must give up, got {result:?}"
+    );
     let tries = calls.load(Ordering::SeqCst);
     assert!(
         (2..=100).contains(&tries),
