@@ -393,12 +393,51 @@ async fn forged_expired_and_misused_tokens_are_refused() {
         .post("/api/token/refresh/", json!({ "refresh": access }))
         .await;
     assert_error(&res, 401, "invalid_token");
-    // (Not "refresh claims": a token signed with the real secret is not an attacker's.)
-    for (_, token) in &cases[..10] {
-        let res = c
-            .post("/api/token/refresh/", json!({ "refresh": token }))
-            .await;
-        assert_error(&res, 401, "invalid_token");
+    // The same forgeries made of a refresh token's claims, at both endpoints that take one.
+    let theirs = claims(refresh);
+    let refresh_signature = refresh.rsplit('.').next().unwrap();
+    let mut theirs_longer = theirs.clone();
+    theirs_longer["exp"] = json!(now() + 365 * 24 * 3600);
+    let mut theirs_to_bob = theirs.clone();
+    theirs_to_bob["sub"] = json!(bob["user_id"].as_i64().unwrap().to_string());
+    let refresh_forgeries: Vec<(&str, String)> = vec![
+        (
+            "alg none",
+            forge(&json!({ "alg": "none", "typ": "JWT" }), &theirs, None),
+        ),
+        ("alg None", forge(&json!({ "alg": "None" }), &theirs, None)),
+        (
+            "alg none, original signature",
+            format!(
+                "{}{refresh_signature}",
+                forge(&json!({ "alg": "none" }), &theirs, None)
+            ),
+        ),
+        (
+            "alg HS512",
+            forge(&json!({ "alg": "HS512" }), &theirs, Some(JWT_SECRET)),
+        ),
+        (
+            "wrong key",
+            forge(&hs, &theirs, Some("another secret that is 32+ bytes long")),
+        ),
+        ("empty key", forge(&hs, &theirs, Some(""))),
+        (
+            "exp extended",
+            format!("{}{refresh_signature}", forge(&hs, &theirs_longer, None)),
+        ),
+        (
+            "sub changed to bob",
+            format!("{}{refresh_signature}", forge(&hs, &theirs_to_bob, None)),
+        ),
+        ("access as refresh", access.to_owned()),
+    ];
+    for endpoint in ["/api/token/refresh/", "/api/token/logout/"] {
+        for (what, token) in &refresh_forgeries {
+            let res = c.post(endpoint, json!({ "refresh": token })).await;
+            assert_eq!(res.status, 401, "{endpoint}: {what}");
+            assert_error(&res, 401, "invalid_token");
+        }
     }
     // A refresh token forged from a real one with a changed family is refused too.
     let mut other_family = claims(refresh);
@@ -431,11 +470,18 @@ async fn forged_expired_and_misused_tokens_are_refused() {
         .post("/api/token/refresh/", json!({ "refresh": bob_refresh }))
         .await;
     assert_eq!(res.status, 200);
+    // Control: the refresh forging code is right (re-signed with the real secret, bob's new
+    // refresh token is taken).
+    let control = forge(&hs, &claims(&res.str("refresh")), Some(JWT_SECRET));
+    let res = c
+        .post("/api/token/refresh/", json!({ "refresh": control }))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.json());
     // Access tokens are stateless: one from the revoked family lives until it expires.
     let a1_after = profile_status(&c, &format!("Bearer {a1}")).await.status;
     println!(
         "METRIC tokens: {} forged/misused tokens and {} bad headers → 401; access token of a revoked family: {a1_after} until its expiry",
-        cases.len() + 11,
+        cases.len() + 2 * refresh_forgeries.len() + 2,
         headers.len()
     );
     stack.stop().await;
