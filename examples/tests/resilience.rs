@@ -835,12 +835,8 @@ async fn scale_out_codes_cooldowns_and_attempts_are_shared() {
                 json!({ "phone": target, "code": right }),
             )
             .await;
-        assert_ne!(res.status, 200, "a burned code never logs in");
-        println!(
-            "METRIC scale-out: the right code after the burn: {} {}",
-            res.status,
-            res.json()["code"]
-        );
+        // Burned on one instance, burned on both, until a new code is sent.
+        assert_error(&res, 429, "too_many_attempts");
     }
     pair.stop().await;
 }
