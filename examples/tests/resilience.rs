@@ -460,9 +460,31 @@ async fn redis_stopped_under_load_then_restarted() {
     let actix = Server::start(&env, &["--framework", "actix"]).await;
     let servers = [&axum, &actix];
     let clients: Vec<Client> = servers.iter().map(|s| Client::new(&s.base)).collect();
+    // A third server with the per-IP limits on (the load would trip them on the other two):
+    // its limits are counted in Redis too, and must refuse with 503 while Redis is away.
+    let limited_env: Vec<(&'static str, String)> = env
+        .iter()
+        .filter(|(name, _)| !name.starts_with("RATE_LIMIT_"))
+        .cloned()
+        .collect();
+    let limited = Server::start(&limited_env, &[]).await;
+    let limited_client = Client::new(&limited.base);
 
     let invitees: Vec<String> = (2..5).map(test_phone).collect();
     let data = commit_referrals(&clients[1], &test_phone(1), &invitees).await;
+    let refresh = clients[0].login(&test_phone(5), "0000").await["refresh"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A user of the limited server, about to apply the inviter's code.
+    let joiner = limited_client.login(&test_phone(6), "0000").await["access"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let inviter_code = clients[0]
+        .get("/get_profile/", Some(&data.inviter_access))
+        .await
+        .str("own_invite_code");
     // A code pending for an ordinary phone when Redis goes away.
     let pending = phone(1);
     let sent = clients[0]
@@ -508,6 +530,31 @@ async fn redis_stopped_under_load_then_restarted() {
             ms(ready_time)
         );
     }
+    // Limits counted in Redis refuse with 503 rather than letting calls through uncounted.
+    for (path, body) in [
+        ("/login/send_code/", json!({ "phone": phone(3) })),
+        (
+            "/login/verify_code/",
+            json!({ "phone": phone(3), "code": "0000" }),
+        ),
+    ] {
+        let res = limited_client.post(path, body).await;
+        assert_error(&res, 503, "store_unavailable");
+    }
+    // use_invite_code needs Redis only for its per-user limit, which fails closed.
+    let applied = limited_client
+        .post_as(
+            "/use_invite_code/",
+            Some(&joiner),
+            json!({ "invite_code": inviter_code }),
+        )
+        .await;
+    assert_error(&applied, 503, "store_unavailable");
+    // Tokens need no Redis: a refresh rotates during the outage.
+    let rotated = clients[1]
+        .post("/api/token/refresh/", json!({ "refresh": refresh }))
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.json());
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     let restart_began = Instant::now();
