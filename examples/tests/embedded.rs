@@ -115,8 +115,22 @@ async fn logs_carry_no_tokens_and_no_full_phone_numbers() {
         .await;
     assert_eq!(sent.status, 200);
     let _ = client.get("/get_profile/", login["access"].as_str()).await;
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let log = server.log();
+    // Wait for the last request's log line (the log arrives through a pipe), with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = server.log();
+        let last = log
+            .lines()
+            .find(|line| line.contains("latency_ms") && line.contains("/get_profile/"));
+        if last.is_some() {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request line for /get_profile/: {log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     for token in [
         login["access"].as_str().unwrap(),
         login["refresh"].as_str().unwrap(),
