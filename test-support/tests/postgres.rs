@@ -46,6 +46,28 @@ mod conformance {
     });
 }
 
+/// A store on a pool of one connection: concurrent calls queue for it and interleave on it.
+async fn setup_one_connection() -> (PgUserStore, TestDatabase) {
+    let database = fresh_database().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(database.url())
+        .await
+        .expect("a pool of one connection");
+    let store = PgUserStore::new(pool);
+    store.migrate().await.expect("migrate");
+    (store, database)
+}
+
+/// The conformance suite on one shared connection.
+mod conformance_on_one_connection {
+    refsys_core::user_store_conformance!(
+        super::setup_one_connection,
+        |database: super::TestDatabase| { database.drop_database() }
+    );
+}
+
 /// The conformance suite with TLS on (the test server has `ssl = on`, Debian's default).
 mod conformance_over_tls {
     refsys_core::user_store_conformance!(super::setup_over_tls, |database: super::TestDatabase| {
