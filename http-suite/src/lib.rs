@@ -470,7 +470,8 @@ macro_rules! binary_scenarios {
             method_not_allowed,
             schema,
             swagger_ui,
-            rate_limit_verify_code
+            rate_limit_verify_code,
+            use_invite_code_rate_limited_per_user
         );
     };
 }
