@@ -488,3 +488,16 @@ macro_rules! __scenario_tests {
         )*
     };
 }
+
+/// Waits, if need be, until at least 10 seconds of the current fixed window of `window`
+/// seconds (on the real clock, as the binary counts) are left, so that a burst of calls counted
+/// in it does not straddle two windows.
+pub async fn away_from_a_window_edge(window: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970");
+    let left = window - now.as_secs() % window;
+    if left < 10 {
+        tokio::time::sleep(Duration::from_secs(left) + Duration::from_millis(100)).await;
+    }
+}

@@ -772,6 +772,10 @@ pub async fn rate_limit_verify_code(framework: Framework) {
     let c = &server.client;
     let max = ClientLimits::default().verify_code.unwrap().max as usize;
     assert_eq!(max, 30);
+    if matches!(framework, Framework::Binary(_)) {
+        // The binary counts in the real clock's minutes: start the burst well inside one.
+        crate::away_from_a_window_edge(60).await;
+    }
     for i in 0..max {
         let res = c
             .post(VERIFY, json!({ "phone": phone(i), "code": "1234" }))
