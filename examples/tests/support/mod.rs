@@ -55,7 +55,7 @@ impl Server {
         let started = Instant::now();
         let mut child = spawn(&env, args, dir.path());
         let output = Arc::new(Mutex::new(Vec::new()));
-        collect(&mut child, &output);
+        drop(collect(&mut child, &output)); // the readers run until the process exits
         let base = format!("http://{bind}");
         let client = reqwest::Client::new();
         loop {
@@ -139,20 +139,28 @@ fn spawn(env: &[(String, String)], args: &[&str], dir: &std::path::Path) -> Chil
         .expect("the refsys-server binary starts")
 }
 
-fn collect(child: &mut Child, output: &Arc<Mutex<Vec<String>>>) {
+/// Collects the child's stdout and stderr lines into `output`, each on a thread of its own;
+/// the threads end when the child has exited and its output is all read.
+fn collect(
+    child: &mut Child,
+    output: &Arc<Mutex<Vec<String>>>,
+) -> Vec<std::thread::JoinHandle<()>> {
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
-    for stream in [
+    [
         Box::new(stdout) as Box<dyn std::io::Read + Send>,
         Box::new(stderr),
-    ] {
+    ]
+    .into_iter()
+    .map(|stream| {
         let output = output.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 output.lock().unwrap().push(line);
             }
-        });
-    }
+        })
+    })
+    .collect()
 }
 
 /// Runs the binary with `env` and `args` until it exits (at most 30 s): (status, output).
@@ -164,11 +172,14 @@ pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) 
     let dir = tempfile::tempdir().expect("a temp dir");
     let mut child = spawn(&env, args, dir.path());
     let output = Arc::new(Mutex::new(Vec::new()));
-    collect(&mut child, &output);
+    let readers = collect(&mut child, &output);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            std::thread::sleep(Duration::from_millis(100));
+            // Every line the process wrote, read to the end of its pipes.
+            for reader in readers {
+                reader.join().expect("an output reader");
+            }
             return (status, output.lock().unwrap().join("\n"));
         }
         if Instant::now() > deadline {
