@@ -108,6 +108,10 @@ async fn serve(
         Ok(endpoint) => endpoint,
         Err(reply) => return into_response(reply),
     };
+    let length = request.headers().get(header::CONTENT_LENGTH);
+    if let Some(reply) = http::refuse_announced_length(length.and_then(|v| v.to_str().ok())) {
+        return into_response(reply);
+    }
     let body = match payload.to_bytes_limited(http::MAX_BODY_BYTES).await {
         Ok(Ok(body)) => body,
         Ok(Err(error)) => {

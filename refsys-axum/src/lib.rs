@@ -96,6 +96,10 @@ async fn serve(service: ReferralService, path: &'static str, request: Request) -
         Err(reply) => return into_response(reply),
     };
     let (parts, body) = request.into_parts();
+    if let Some(reply) = http::refuse_announced_length(text(&parts.headers, header::CONTENT_LENGTH))
+    {
+        return into_response(reply);
+    }
     let body = match body::to_bytes(body, http::MAX_BODY_BYTES).await {
         Ok(body) => body,
         Err(error) => return ApiError(body_error(error)).into_response(),

@@ -17,6 +17,19 @@ use crate::service::ReferralService;
 /// Request bodies larger than this get `413 payload_too_large`.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// The reply to a request whose `Content-Length` announces a body larger than
+/// [`MAX_BODY_BYTES`], if it does: `413 payload_too_large` with `Connection: close`, which the
+/// framework crates send at once, without waiting for a body they would refuse (and without
+/// reading it: the connection closes). A missing or malformed value is left to the framework.
+pub fn refuse_announced_length(content_length: Option<&str>) -> Option<Reply> {
+    let length = content_length?.trim().parse::<u64>().ok()?;
+    (length > MAX_BODY_BYTES as u64).then(|| {
+        let mut reply = Reply::error(&Error::PayloadTooLarge);
+        reply.headers.push(("connection", "close".into()));
+        reply
+    })
+}
+
 /// What [`handle`] needs to know about a request besides its body.
 #[derive(Clone, Debug, Default)]
 pub struct RequestInfo<'a> {
@@ -184,6 +197,26 @@ mod tests {
         .await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.header("content-type"), Some("application/json"));
+    }
+
+    #[test]
+    fn announced_lengths_over_the_limit_are_refused_at_once() {
+        let limit = MAX_BODY_BYTES.to_string();
+        let over = (MAX_BODY_BYTES + 1).to_string();
+        for refused in [over.as_str(), "99999999999", " 20000 "] {
+            let reply = refuse_announced_length(Some(refused)).expect(refused);
+            assert_eq!(reply.status, 413);
+            assert_eq!(reply.header("connection"), Some("close"));
+        }
+        for left in [
+            Some(limit.as_str()),
+            Some("0"),
+            None,
+            Some("-1"),
+            Some("lots"),
+        ] {
+            assert_eq!(refuse_announced_length(left), None, "{left:?}");
+        }
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub mod openapi;
 pub(crate) mod reply;
 pub(crate) mod routes;
 
-pub use handle::{MAX_BODY_BYTES, RequestInfo, handle, is_json, json_body};
+pub use handle::{
+    MAX_BODY_BYTES, RequestInfo, handle, is_json, json_body, refuse_announced_length,
+};
 pub use reply::Reply;
 pub use routes::{
     Endpoint, GET_PROFILE, HEALTH, Method, READY, Route, SCHEMA, SEND_CODE, TOKEN_LOGOUT,
