@@ -11,13 +11,13 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_suite::gateway::{Mode, Receiver, webhook_env};
 use http_suite::{Client, Res, assert_error};
 use proptest::prelude::*;
 use refsys_test_support::postgres::{TestDatabase, fresh_database};
 use refsys_test_support::redis::{TestRedis, fresh_prefix};
 use serde_json::{Value, json};
 use support::Server;
-use support::services::{Mode, Receiver, webhook_env};
 
 const JWT_SECRET: &str = "attack tests: a signing secret of 32+ bytes";
 const HOOK_SECRET: &str = "attack tests webhook secret";
@@ -68,26 +68,23 @@ fn ip(n: u32) -> String {
     format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
 }
 
-async fn post_from(client: &Client, ip: &str, path: &str, body: Value) -> Res {
-    client
-        .request(
-            "POST",
-            path,
-            &[
-                ("content-type", "application/json"),
-                ("x-forwarded-for", ip),
-            ],
-            Some(body.to_string().into_bytes()),
-        )
-        .await
-}
-
 /// 10 000 code guesses, in parallel from 10 000 client IPs, against one ordinary phone, while
 /// the attacker also asks for new codes as often as the server lets it. The attacker never
 /// logs in; each code is evaluated at most `OTP_MAX_ATTEMPTS` times; at most `OTP_MAX_SENDS`
 /// codes are sent in the window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn brute_force_from_many_ips_never_logs_in() {
+async fn brute_force_from_many_ips_never_logs_in_on_axum() {
+    brute_force_from_many_ips(&[]).await;
+}
+
+/// The same on actix-web.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn brute_force_from_many_ips_never_logs_in_on_actix() {
+    brute_force_from_many_ips(&["--framework", "actix"]).await;
+}
+
+/// The brute-force scenario against a server started with `args`.
+async fn brute_force_from_many_ips(args: &[&str]) {
     const ROUNDS: u32 = 10;
     const GUESSES_PER_ROUND: u32 = 1_000;
     const CONCURRENCY: usize = 64;
@@ -102,7 +99,7 @@ async fn brute_force_from_many_ips_never_logs_in() {
         // No cooldown: only the window limits how many codes the attacker gets.
         ("OTP_RESEND_COOLDOWN", "0".to_owned()),
     ]);
-    let stack = Stack::start(extra, &[]).await;
+    let stack = Stack::start(extra, args).await;
     let client = stack.client();
     let victim = "+375292000001";
     let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
@@ -116,13 +113,13 @@ async fn brute_force_from_many_ips_never_logs_in() {
         let before = receiver.for_phone(victim).len();
         for _ in 0..if round + 1 == ROUNDS { 20 } else { 1 } {
             next_ip += 1;
-            let res = post_from(
-                &client,
-                &ip(next_ip),
-                "/login/send_code/",
-                json!({ "phone": victim }),
-            )
-            .await;
+            let res = client
+                .post_from(
+                    &ip(next_ip),
+                    "/login/send_code/",
+                    json!({ "phone": victim }),
+                )
+                .await;
             let code = res.json()["code"].as_str().unwrap_or("ok").to_owned();
             assert!(
                 res.status == 200 || res.status == 429,
@@ -148,13 +145,13 @@ async fn brute_force_from_many_ips_never_logs_in() {
                 semaphore.clone().acquire_owned().await.unwrap(),
             );
             tasks.push(tokio::spawn(async move {
-                let res = post_from(
-                    &client,
-                    &ip,
-                    "/login/verify_code/",
-                    json!({ "phone": victim, "code": guess }),
-                )
-                .await;
+                let res = client
+                    .post_from(
+                        &ip,
+                        "/login/verify_code/",
+                        json!({ "phone": victim, "code": guess }),
+                    )
+                    .await;
                 drop(permit);
                 res
             }));
@@ -186,13 +183,13 @@ async fn brute_force_from_many_ips_never_logs_in() {
         // Even the right code, tried after the guesses, no longer logs in.
         if let Some(live) = live {
             next_ip += 1;
-            let res = post_from(
-                &client,
-                &ip(next_ip),
-                "/login/verify_code/",
-                json!({ "phone": victim, "code": live }),
-            )
-            .await;
+            let res = client
+                .post_from(
+                    &ip(next_ip),
+                    "/login/verify_code/",
+                    json!({ "phone": victim, "code": live }),
+                )
+                .await;
             // Burned: refused as the burn was, unless the guesses also used up the phone's
             // failure budget, which locks it (the lock answers first).
             if answers.contains_key("phone_locked") {
@@ -210,7 +207,7 @@ async fn brute_force_from_many_ips_never_logs_in() {
     assert!(delivered <= MAX_SENDS, "{delivered} codes sent");
     let guesses: usize = answers.values().sum();
     println!(
-        "METRIC brute-force: {guesses} guesses from {next_ip} IPs in {} ms ({:.0}/s), \
+        "METRIC brute-force {args:?}: {guesses} guesses from {next_ip} IPs in {} ms ({:.0}/s), \
          concurrency {CONCURRENCY}; codes sent {delivered} (send_code answers {sends:?}); \
          wrong guesses evaluated per code {evaluated_per_code:?}; answers {answers:?}",
         elapsed.as_millis(),

@@ -9,12 +9,13 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use http_suite::gateway::{Mode, Receiver, webhook_env};
 use http_suite::{Client, assert_error};
 use refsys_test_support::postgres::fresh_database;
 use refsys_test_support::redis::fresh_cluster_prefix;
 use serde_json::json;
 use support::Server;
-use support::services::{Mode, Receiver, login_across, webhook_env};
+use support::services::login_across;
 
 const JWT_SECRET: &str = "cluster tests: a secret of at least 32 bytes!";
 const HOOK_SECRET: &str = "cluster webhook secret";

@@ -30,12 +30,16 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 pub mod embedding;
+pub mod gateway;
 pub mod scenarios;
 mod servers;
 pub mod transcript;
 
 /// The HS256 secret every test server signs with.
 pub const SECRET: &str = "http-suite secret, at least thirty-two bytes long";
+
+/// The secret a [`Framework::Binary`] signs its SMS webhook requests with.
+const GATEWAY_SECRET: &str = "http-suite SMS gateway secret";
 
 /// Test phones and their fixed codes (no SMS is sent for them).
 pub const TEST_PHONES: [(&str, &str); 3] = [
@@ -55,9 +59,10 @@ pub enum Framework {
     Axum,
     /// `refsys-actix` (needs this crate's `actix` feature).
     Actix,
-    /// A `refsys-server` binary, started as a separate process for each scenario: only the
-    /// scenarios of [`binary_scenarios!`] run against it (the others steer the service's
-    /// clock, SMS sender or stores, which a separate process does not expose).
+    /// A `refsys-server` binary, started as a separate process for each scenario, sending its
+    /// codes to a fake SMS gateway ([`gateway::Receiver`]): only the scenarios of
+    /// [`binary_scenarios!`] run against it (the others move the service's clock, switch its
+    /// stores off or change its settings, which a separate process does not expose).
     Binary(Binary),
 }
 
@@ -143,6 +148,8 @@ pub struct TestServer {
     pub rate_store: SwitchableRateStore,
     /// A client for `base`.
     pub client: Client,
+    /// The fake SMS gateway a [`Framework::Binary`] sends its codes to.
+    gateway: Option<gateway::Receiver>,
     stop: Option<Box<dyn FnOnce() + Send>>,
 }
 
@@ -191,14 +198,21 @@ impl TestServer {
         .clock(Arc::clone(&clock))
         .client_limits(rate_store.clone(), setup.limits)
         .build();
+        let mut gateway = None;
         let (addr, stop) = match framework {
-            Framework::Binary(binary) => servers::start_binary(binary).await,
+            Framework::Binary(binary) => {
+                let receiver = gateway::Receiver::start(gateway::Mode::Ok).await;
+                let sms_env = gateway::webhook_env(&receiver, GATEWAY_SECRET);
+                gateway = Some(receiver);
+                servers::start_binary(binary, sms_env).await
+            }
             _ => servers::start(framework, service.clone()).await,
         };
         let base = format!("http://{addr}");
         TestServer {
             framework,
             client: Client::new(&base),
+            gateway,
             base,
             service,
             sms,
@@ -221,11 +235,36 @@ impl TestServer {
         );
     }
 
-    /// The last code "sent" by SMS to `phone` (E.164).
+    /// The last code sent by SMS to `phone`: what the recording sender got, or for a
+    /// [`Framework::Binary`], what its webhook delivered to the fake gateway (each delivery
+    /// checked for the documented signature).
     pub fn last_code(&self, phone: &str) -> String {
-        self.in_process("read the SMS sender");
         let phone = self.service.parse_phone(phone).expect("a valid phone");
-        self.sms.last_code(&phone).expect("a code was sent")
+        match &self.gateway {
+            Some(gateway) => {
+                let received = gateway.for_phone(phone.as_str());
+                let last = received.last().expect("a code was sent");
+                assert!(
+                    last.signed_with(GATEWAY_SECRET, 5),
+                    "the SMS webhook request is signed: {last:?}"
+                );
+                last.code()
+            }
+            None => self.sms.last_code(&phone).expect("a code was sent"),
+        }
+    }
+
+    /// Makes every SMS send fail from now on (`true`), or succeed (`false`): the recording
+    /// sender fails, or the fake gateway of a [`Framework::Binary`] answers 500.
+    pub fn fail_sms(&self, fail: bool) {
+        match &self.gateway {
+            Some(gateway) => gateway.set_mode(if fail {
+                gateway::Mode::Fail
+            } else {
+                gateway::Mode::Ok
+            }),
+            None => self.sms.fail(fail),
+        }
     }
 }
 
@@ -324,6 +363,17 @@ impl Client {
         if let Some(auth) = &auth {
             headers.push(("authorization", auth));
         }
+        let body = serde_json::to_vec(&body).expect("JSON");
+        self.request("POST", path, &headers, Some(body)).await
+    }
+
+    /// `POST path` with a JSON body, as if from client address `ip` behind a trusted proxy
+    /// (`X-Forwarded-For: ip`).
+    pub async fn post_from(&self, ip: &str, path: &str, body: Value) -> Res {
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-forwarded-for", ip),
+        ];
         let body = serde_json::to_vec(&body).expect("JSON");
         self.request("POST", path, &headers, Some(body)).await
     }
@@ -434,6 +484,7 @@ macro_rules! scenarios {
             not_found,
             method_not_allowed,
             health_and_ready,
+            ready_names_a_store_that_is_down,
             store_down,
             schema,
             no_swagger_ui_in_the_framework_crates,
@@ -452,22 +503,27 @@ macro_rules! scenarios {
     };
 }
 
-/// Generates one `#[tokio::test]` per scenario that needs nothing but HTTP, for a
-/// [`Framework::Binary`]: `http_suite::binary_scenarios!(Framework::Binary(...));`
+/// Generates one `#[tokio::test]` per scenario that needs nothing but HTTP and the SMS
+/// gateway, for a [`Framework::Binary`]: `http_suite::binary_scenarios!(Framework::Binary(...));`
 #[macro_export]
 macro_rules! binary_scenarios {
     ($framework:expr) => {
         $crate::__scenario_tests!($framework;
+            send_code_succeeds_and_normalises_the_phone,
             send_code_rejects_malformed_bodies,
             send_code_rejects_invalid_phones,
+            send_code_sms_failed,
             verify_code_rejects_malformed_bodies,
+            verify_code_code_invalid_then_too_many_attempts,
             use_invite_code_errors,
             use_invite_code_is_trimmed_and_case_insensitive,
             logout_revokes_the_family,
             trailing_slashes,
             payload_too_large,
+            unsupported_media_type,
             not_found,
             method_not_allowed,
+            health_and_ready,
             schema,
             swagger_ui,
             rate_limit_verify_code,

@@ -98,8 +98,11 @@ fn actix_server(service: ReferralService) -> (SocketAddr, Stop) {
 }
 
 /// Starts a `refsys-server` process configured like the in-process servers (test phones,
-/// regions, secret), on a free port, and waits for `/health`.
-pub(crate) async fn start_binary(binary: crate::Binary) -> (SocketAddr, Stop) {
+/// regions, secret) and with `extra_env`, on a free port, and waits for `/health`.
+pub(crate) async fn start_binary(
+    binary: crate::Binary,
+    extra_env: Vec<(&'static str, String)>,
+) -> (SocketAddr, Stop) {
     use std::process::{Command, Stdio};
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -122,6 +125,7 @@ pub(crate) async fn start_binary(binary: crate::Binary) -> (SocketAddr, Stop) {
         .env("ALLOWED_REGIONS", "BY,US")
         .env("JWT_SECRET", crate::SECRET)
         .env("RUST_LOG", "warn")
+        .envs(extra_env)
         .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
