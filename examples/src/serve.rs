@@ -83,6 +83,25 @@ const SWAGGER_UI: &str = "/api/schema/swagger-ui/";
 /// The path that redirects to [`SWAGGER_UI`], and the `Location` it answers.
 const SWAGGER_UI_REDIRECT: (&str, &str) = ("/api/schema/swagger-ui", "swagger-ui/");
 
+/// The Content-Security-Policy of the HTML pages (web UI, Swagger UI): scripts, styles and
+/// connections from this origin only, no inline script, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; \
+                   frame-ancestors 'none'";
+
+/// The headers every answer of the server carries that it does not have yet: the contract's
+/// security headers, and for an HTML page its CSP and `X-Frame-Options: DENY`.
+fn edge_headers(content_type: Option<&str>) -> impl Iterator<Item = (&'static str, &'static str)> {
+    let html = content_type.is_some_and(|t| t.starts_with("text/html"));
+    let page = [
+        ("content-security-policy", CSP),
+        ("x-frame-options", "DENY"),
+    ];
+    refsys_core::http::SECURITY_HEADERS
+        .into_iter()
+        .chain(page.into_iter().filter(move |_| html))
+}
+
 /// A fresh request id: 32 hex digits (a random UUID).
 fn request_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -154,6 +173,17 @@ mod axum_server {
         let mut response = next.run(request).await;
         if let Ok(value) = HeaderValue::from_str(&id) {
             response.headers_mut().insert("x-request-id", value);
+        }
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        for (name, value) in super::edge_headers(content_type.as_deref()) {
+            let headers = response.headers_mut();
+            if !headers.contains_key(name) {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
         }
         log_request(&id, &method, &path, response.status().as_u16(), started);
         response
@@ -255,6 +285,18 @@ mod actix_server {
                             response
                                 .headers_mut()
                                 .insert(HeaderName::from_static("x-request-id"), value);
+                        }
+                        let content_type = response
+                            .headers()
+                            .get(header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        for (name, value) in super::edge_headers(content_type.as_deref()) {
+                            let headers = response.headers_mut();
+                            let name = HeaderName::from_static(name);
+                            if !headers.contains_key(&name) {
+                                headers.insert(name, HeaderValue::from_static(value));
+                            }
                         }
                         log_request(&id, &method, &path, response.status().as_u16(), started);
                         Ok(response)

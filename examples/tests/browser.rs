@@ -245,5 +245,18 @@ async fn web_ui_login_invite_and_transparent_refresh(server: &Server, config: &s
         "the UI refreshed its token"
     );
 
+    // Swagger UI works under the pages' Content-Security-Policy (no inline script): it loads
+    // the document and lists every operation.
+    let swagger = format!("{}/api/schema/swagger-ui/", server.base);
+    client.goto(&swagger).await.expect("open Swagger UI");
+    let title = visible_text(&client, ".swagger-ui .info .title").await;
+    assert!(title.contains("refsys"), "{title}");
+    let operations = client
+        .find_all(Locator::Css(".swagger-ui .opblock"))
+        .await
+        .expect("operations");
+    assert!(operations.len() >= 9, "{} operations", operations.len());
+    screenshot(&client, &format!("{config}-swagger-ui.png")).await;
+
     client.close().await.expect("close the browser");
 }

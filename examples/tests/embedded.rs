@@ -93,6 +93,58 @@ async fn runs_with_no_configuration_and_serves_ui_and_api() {
     );
 }
 
+/// Every page, asset and redirect carries the security headers; HTML pages also a CSP with
+/// no inline script, `frame-ancestors 'none'` and `X-Frame-Options: DENY`.
+async fn pages_carry_the_browser_safety_headers(server: &Server) {
+    let client = Client::new(&server.base);
+    for path in [
+        "/",
+        "/api/schema/swagger-ui/",
+        "/ui/app.js",
+        "/ui/style.css",
+        "/api/schema/swagger-ui",
+        "/api/schema/swagger-ui/swagger-ui-bundle.js",
+    ] {
+        let res = client.get(path, None).await;
+        assert!(
+            res.status == 200 || res.status == 308,
+            "{path}: {}",
+            res.status
+        );
+        assert_eq!(
+            res.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(res.header("referrer-policy"), Some("no-referrer"), "{path}");
+        let html = res
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/html"));
+        let csp = res.header("content-security-policy");
+        if html {
+            let csp = csp.unwrap_or_else(|| panic!("{path}: no CSP"));
+            let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+            assert!(directives.contains(&"script-src 'self'"), "{csp}");
+            assert!(directives.contains(&"frame-ancestors 'none'"), "{csp}");
+            assert!(
+                !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+                "{csp}"
+            );
+            assert_eq!(res.header("x-frame-options"), Some("DENY"), "{path}");
+        } else {
+            assert_eq!(csp, None, "{path}: a CSP only on pages");
+        }
+    }
+}
+
+#[tokio::test]
+async fn pages_are_safe_for_browsers_on_both_frameworks() {
+    for args in [&[][..], &["--framework", "actix"][..]] {
+        let server = Server::start(&embedded_env(), args).await;
+        pages_carry_the_browser_safety_headers(&server).await;
+    }
+}
+
 #[tokio::test]
 async fn actix_serves_the_same_flow() {
     let server = Server::start(&embedded_env(), &["--framework", "actix"]).await;

@@ -304,6 +304,12 @@ pub async fn profile_unauthorized_cases(framework: Framework) {
         assert_error(&res, 401, "unauthorized");
     }
     assert_eq!(c.get(PROFILE, Some(access)).await.status, 200);
+    for header in [format!("bearer {access}"), format!("BEARER {access}")] {
+        let res = c
+            .request("GET", PROFILE, &[("authorization", &header)], None)
+            .await;
+        assert_eq!(res.status, 200, "{header}: the scheme is case-insensitive");
+    }
     server.advance(server.service.policy().access_ttl() + Duration::from_secs(1));
     assert_error(&c.get(PROFILE, Some(access)).await, 401, "unauthorized");
 }
@@ -552,7 +558,8 @@ pub async fn payload_too_large(framework: Framework) {
     assert_error(&res, 413, "payload_too_large");
 }
 
-/// A non-JSON content type gets 415 `unsupported_media_type`; JSON with parameters is fine.
+/// A missing or non-JSON content type gets 415 `unsupported_media_type`; JSON with
+/// parameters is fine.
 pub async fn unsupported_media_type(framework: Framework) {
     let server = TestServer::start(framework).await;
     let c = &server.client;
@@ -583,10 +590,63 @@ pub async fn unsupported_media_type(framework: Framework) {
         )
         .await;
     assert_eq!(res.status, 200);
-    // No Content-Type at all: the body is read as JSON (another phone: no resend cooldown).
-    let body = format!(r#"{{"phone": "{}"}}"#, phone(1)).into_bytes();
-    let res = c.request("POST", SEND, &[], Some(body)).await;
-    assert_eq!(res.status, 200);
+    // No Content-Type at all: never read as JSON (a browser sends such a body cross-site
+    // without a preflight), on every JSON route, whatever the body.
+    for path in [SEND, VERIFY, REFRESH, LOGOUT] {
+        let res = c.request("POST", path, &[], Some(body.clone())).await;
+        assert_error(&res, 415, "unsupported_media_type");
+    }
+    let res = c.request("POST", SEND, &[], None).await;
+    assert_error(&res, 415, "unsupported_media_type");
+}
+
+/// Every answer, success or error, carries `X-Content-Type-Options: nosniff` and
+/// `Referrer-Policy: no-referrer`.
+pub async fn every_answer_carries_the_security_headers(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let login = c.login(TEST_PHONES[0].0, TEST_PHONES[0].1).await;
+    let refresh = login["refresh"].as_str().unwrap();
+    let big = vec![b' '; 17 * 1024];
+    let answers = [
+        c.post(SEND, json!({ "phone": "12" })).await,
+        c.get(PROFILE, None).await,
+        c.get(PROFILE, login["access"].as_str()).await,
+        c.get("/nope", None).await,
+        c.request("DELETE", SEND, &[], None).await,
+        c.request("POST", SEND, &[("content-type", "text/plain")], None)
+            .await,
+        c.request(
+            "POST",
+            SEND,
+            &[("content-type", "application/json")],
+            Some(big),
+        )
+        .await,
+        c.post(LOGOUT, json!({ "refresh": refresh })).await,
+        c.get("/health", None).await,
+        c.get("/api/schema/", None).await,
+    ];
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [400, 401, 200, 404, 405, 415, 413, 204, 200, 200],
+        "the answers this checks"
+    );
+    for res in &answers {
+        assert_eq!(
+            res.header("x-content-type-options"),
+            Some("nosniff"),
+            "{}",
+            res.status
+        );
+        assert_eq!(
+            res.header("referrer-policy"),
+            Some("no-referrer"),
+            "{}",
+            res.status
+        );
+    }
 }
 
 /// Unknown routes get 404 `not_found` in the error shape.

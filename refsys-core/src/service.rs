@@ -398,13 +398,16 @@ impl ReferralService {
             .ok_or(Error::Unauthorized)
     }
 
-    /// Reads an `Authorization` header value (`Bearer <access>`) and returns its user.
+    /// Reads an `Authorization` header value (`Bearer <access>`; the scheme is
+    /// case-insensitive, as RFC 9110 says) and returns its user.
     pub fn authenticate_header(&self, header: Option<&str>) -> Result<UserId, Error> {
-        let token = header
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
+        let (scheme, token) = header
+            .and_then(|value| value.split_once(' '))
             .ok_or(Error::Unauthorized)?;
-        self.authenticate(token)
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(Error::Unauthorized);
+        }
+        self.authenticate(token.trim())
     }
 
     /// `GET /get_profile/`.

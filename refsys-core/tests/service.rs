@@ -369,8 +369,19 @@ async fn access_is_refused_for_anything_but_a_live_access_token() {
     let w = world();
     let (user, access, refresh) = w.login(A).await;
     assert_eq!(w.service.authenticate(&access).unwrap(), user);
-    let header = format!("Bearer {access}");
-    assert_eq!(w.service.authenticate_header(Some(&header)).unwrap(), user);
+    // The scheme is case-insensitive (RFC 9110), and spaces around the token are ignored.
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        for header in [
+            format!("{scheme} {access}"),
+            format!("{scheme}   {access} "),
+        ] {
+            assert_eq!(
+                w.service.authenticate_header(Some(&header)).unwrap(),
+                user,
+                "{header}"
+            );
+        }
+    }
 
     let other_key = world_with(Policy::default(), JwtKeys::hs256([9u8; 32]).unwrap());
     let (_, foreign, _) = other_key.login(A).await;
@@ -391,8 +402,12 @@ async fn access_is_refused_for_anything_but_a_live_access_token() {
         None,
         Some(""),
         Some("Bearer"),
+        Some("Bearer "),
         Some(access.as_str()),
         Some("Basic abc"),
+        Some(&format!("Basic {access}")),
+        Some(&format!("Bearerx {access}")),
+        Some(&format!("Bearer\t{access}")),
     ] {
         assert_eq!(
             w.service.authenticate_header(header).unwrap_err().code(),

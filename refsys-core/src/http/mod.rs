@@ -26,7 +26,7 @@ pub(crate) mod routes;
 pub use handle::{
     MAX_BODY_BYTES, RequestInfo, handle, is_json, json_body, refuse_announced_length,
 };
-pub use reply::Reply;
+pub use reply::{Reply, SECURITY_HEADERS};
 pub use routes::{
     Endpoint, GET_PROFILE, HEALTH, Method, READY, Route, SCHEMA, SEND_CODE, TOKEN_LOGOUT,
     TOKEN_REFRESH, USE_INVITE_CODE, VERIFY_CODE, resolve, routes,

@@ -72,7 +72,7 @@ pub fn document() -> OpenApi {
                      shape `{\"error\": \"...\", \"code\": \"...\"}`; 429s and \
                      `503 sms_budget_exhausted` also carry `retry_after` and a `Retry-After` \
                      header. Bodies over 16 KiB get 413, a \
-                     non-JSON `Content-Type` 415, unknown routes 404, wrong methods 405, all in \
+                     missing or non-JSON `Content-Type` 415, unknown routes 404, wrong methods 405, all in \
                      the error shape.",
                 ))
                 .build(),

@@ -17,16 +17,43 @@ pub struct Reply {
     pub body: Cow<'static, [u8]>,
 }
 
+/// Headers every reply carries: no content sniffing, and no `Referer` sent from a page of
+/// ours (`docs/API.md`, edge rules).
+pub const SECURITY_HEADERS: [(&str, &str); 2] = [
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+
+fn headers_with(content_type: Option<&'static str>) -> Vec<(&'static str, Cow<'static, str>)> {
+    let mut headers = Vec::with_capacity(4);
+    if let Some(content_type) = content_type {
+        headers.push(("content-type", Cow::Borrowed(content_type)));
+    }
+    for (name, value) in SECURITY_HEADERS {
+        headers.push((name, Cow::Borrowed(value)));
+    }
+    headers
+}
+
 impl Reply {
     /// `status` with `value` as its JSON body.
     pub fn json(status: u16, value: &impl Serialize) -> Reply {
         match serde_json::to_vec(value) {
             Ok(body) => Reply {
                 status,
-                headers: vec![("content-type", "application/json".into())],
+                headers: headers_with(Some("application/json")),
                 body: body.into(),
             },
             Err(e) => Reply::error(&Error::Internal(format!("serializing a reply: {e}"))),
+        }
+    }
+
+    /// `status` with a body of `content_type` that lives as long as the program.
+    pub fn bytes(status: u16, content_type: &'static str, body: &'static [u8]) -> Reply {
+        Reply {
+            status,
+            headers: headers_with(Some(content_type)),
+            body: Cow::Borrowed(body),
         }
     }
 
@@ -34,7 +61,7 @@ impl Reply {
     pub fn no_content() -> Reply {
         Reply {
             status: 204,
-            headers: Vec::new(),
+            headers: headers_with(None),
             body: Cow::Borrowed(&[]),
         }
     }
