@@ -5,6 +5,7 @@
 //! check it: `cargo test -p refsys-server --example custom_store`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use refsys_core::store::{Activation, Rotation};
@@ -87,9 +88,10 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         next: &TokenId,
         now: Timestamp,
         expires_at: Timestamp,
+        reuse_grace: Duration,
     ) -> Result<Rotation, StoreError> {
         self.inner
-            .rotate_refresh(family, presented, next, now, expires_at)
+            .rotate_refresh(family, presented, next, now, expires_at, reuse_grace)
             .await
     }
 

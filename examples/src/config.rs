@@ -405,6 +405,10 @@ fn read_policy<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Policy, Co
         .sms_budget((sms_budget > 0).then(|| RateLimit::per_hour(sms_budget)))
         .access_ttl(env.secs("ACCESS_TOKEN_TTL", defaults.access_ttl().as_secs())?)
         .refresh_ttl(env.secs("REFRESH_TOKEN_TTL", defaults.refresh_ttl().as_secs())?)
+        .refresh_reuse_grace(env.secs(
+            "REFRESH_REUSE_GRACE",
+            defaults.refresh_reuse_grace().as_secs(),
+        )?)
         .regions(regions);
     if let Some(list) = env.get("TEST_PHONES") {
         for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {

@@ -453,18 +453,29 @@ async fn forged_expired_and_misused_tokens_are_refused() {
         .await;
     assert_error(&res, 401, "invalid_token");
 
-    // Reuse: R0 → (A1, R1); R0 again → 401, and R1 (newer, never used) is dead too.
+    // Reuse: R0 → (A1, R1). R0 again at once is within the reuse grace (a retry): a pair
+    // of the same family. R1 → R2; now R0 is older than the token spent last: theft, and
+    // R2 (newer, never used) is dead too.
     let r1 = c
         .post("/api/token/refresh/", json!({ "refresh": refresh }))
         .await;
     assert_eq!(r1.status, 200);
     let (a1, r1) = (r1.str("access"), r1.str("refresh"));
+    let retry = c
+        .post("/api/token/refresh/", json!({ "refresh": refresh }))
+        .await;
+    assert_eq!(retry.status, 200, "a retry within the grace");
+    let r2 = c
+        .post("/api/token/refresh/", json!({ "refresh": r1 }))
+        .await;
+    assert_eq!(r2.status, 200);
+    let r2 = r2.str("refresh");
     let reuse = c
         .post("/api/token/refresh/", json!({ "refresh": refresh }))
         .await;
     assert_error(&reuse, 401, "invalid_token");
     let newer = c
-        .post("/api/token/refresh/", json!({ "refresh": r1 }))
+        .post("/api/token/refresh/", json!({ "refresh": r2 }))
         .await;
     assert_error(&newer, 401, "invalid_token");
     // Another login's family is not touched.

@@ -423,12 +423,23 @@ pub async fn refresh_rotation_and_reuse_detection(framework: Framework) {
     let access = pair["access"].as_str().unwrap();
     assert_eq!(c.get(PROFILE, Some(access)).await.status, 200);
 
-    let third = c.post(REFRESH, json!({ "refresh": second })).await;
+    // `first` again within the reuse grace (a retry after a lost answer): a working pair of
+    // the same family, and nothing is revoked.
+    server.advance(Duration::from_secs(9));
+    let retried = c.post(REFRESH, json!({ "refresh": first })).await;
+    assert_eq!(retried.status, 200, "{}", retried.json());
+    let access = retried.str("access");
+    assert_eq!(c.get(PROFILE, Some(&access)).await.status, 200);
+    let live = retried.str("refresh");
+
+    // The token the retry got is the live one: it rotates.
+    let third = c.post(REFRESH, json!({ "refresh": live })).await;
     assert_eq!(third.status, 200);
     let third = third.str("refresh");
 
-    // The spent first token again: theft. The whole family goes.
-    let reused = c.post(REFRESH, json!({ "refresh": first })).await;
+    // The token spent last, presented again after its grace: theft. The whole family goes.
+    server.advance(Duration::from_secs(10));
+    let reused = c.post(REFRESH, json!({ "refresh": second })).await;
     assert_error(&reused, 401, "invalid_token");
     let res = c.post(REFRESH, json!({ "refresh": third })).await;
     assert_error(&res, 401, "invalid_token");
@@ -440,6 +451,52 @@ pub async fn refresh_rotation_and_reuse_detection(framework: Framework) {
         .post(REFRESH, json!({ "refresh": other["refresh"] }))
         .await;
     assert_eq!(res.status, 200);
+}
+
+/// 30 refreshes of one token at once (tabs, retries): every one gets a working pair, and the
+/// family lives on; a token two rotations old is still theft.
+pub async fn concurrent_refreshes_of_one_token_all_succeed(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let login = c.login(TEST_PHONES[1].0, TEST_PHONES[1].1).await;
+    let first = login["refresh"].as_str().unwrap().to_owned();
+    let answers = futures_join_all((0..30).map(|_| {
+        let (c, first) = (c.clone(), first.clone());
+        async move { c.post(REFRESH, json!({ "refresh": first })).await }
+    }))
+    .await;
+    let mut refreshed = Vec::new();
+    for res in &answers {
+        assert_eq!(res.status, 200, "{}", res.json());
+        assert_eq!(c.get(PROFILE, Some(&res.str("access"))).await.status, 200);
+        refreshed.push(res.str("refresh"));
+    }
+    // Each answer's refresh token is the family's live one (or the one that made it live).
+    let next = c.post(REFRESH, json!({ "refresh": refreshed[29] })).await;
+    assert_eq!(next.status, 200, "the family survived: {}", next.json());
+    let next = next.str("refresh");
+    let again = c.post(REFRESH, json!({ "refresh": next })).await;
+    assert_eq!(again.status, 200);
+    let newest = again.str("refresh");
+    // `first` is now older than the token spent last: theft.
+    let reused = c.post(REFRESH, json!({ "refresh": first })).await;
+    assert_error(&reused, 401, "invalid_token");
+    let res = c.post(REFRESH, json!({ "refresh": newest })).await;
+    assert_error(&res, 401, "invalid_token");
+}
+
+/// Runs the futures concurrently and returns their outputs in order.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.expect("the task finished"));
+    }
+    out
 }
 
 /// 400 `invalid_request`; 401 `invalid_token` for garbage, an access token, an expired token.

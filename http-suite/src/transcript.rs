@@ -270,9 +270,17 @@ pub async fn transcript(server: &TestServer) -> Vec<Entry> {
         .post(refresh, None, &json!({ "refresh": a_refresh }))
         .await
         .str("refresh");
+    // Within the reuse grace: the live token again.
     r.post(refresh, None, &json!({ "refresh": a_refresh }))
         .await;
-    r.post(refresh, None, &json!({ "refresh": second })).await;
+    let third = r
+        .post(refresh, None, &json!({ "refresh": second }))
+        .await
+        .str("refresh");
+    // Two rotations old: theft, the family goes.
+    r.post(refresh, None, &json!({ "refresh": a_refresh }))
+        .await;
+    r.post(refresh, None, &json!({ "refresh": third })).await;
     let b_refresh = b["refresh"].as_str().unwrap_or_default();
     let logout = "/api/token/logout/";
     r.post(logout, None, &json!({ "refresh": b_refresh })).await;

@@ -42,6 +42,7 @@ pub struct Policy {
     otp: OtpPolicy,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    refresh_reuse_grace: Duration,
     regions: AllowedRegions,
     test_phones: HashMap<Phone, OtpCode>,
     sms_budget: Option<RateLimit>,
@@ -67,6 +68,7 @@ impl Policy {
             otp: OtpPolicy::default(),
             access_ttl: Duration::from_secs(20 * 60),
             refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+            refresh_reuse_grace: Duration::from_secs(10),
             regions: AllowedRegions::all(),
             test_phones: HashMap::new(),
             sms_budget: Some(RateLimit::per_hour(1000)),
@@ -86,6 +88,12 @@ impl Policy {
     /// Refresh-token lifetime.
     pub fn refresh_ttl(&self) -> Duration {
         self.refresh_ttl
+    }
+
+    /// How long after a refresh token was spent presenting it again still gets the live
+    /// token of its family instead of revoking the family (default 10 s).
+    pub fn refresh_reuse_grace(&self) -> Duration {
+        self.refresh_reuse_grace
     }
 
     /// Which regions' numbers may log in.
@@ -174,6 +182,15 @@ impl PolicyBuilder {
     /// Refresh-token lifetime.
     pub fn refresh_ttl(mut self, ttl: Duration) -> Self {
         self.policy.refresh_ttl = ttl;
+        self
+    }
+
+    /// How long after a refresh token was spent presenting it again (a client that retried
+    /// after a lost response, two tabs refreshing at once) answers with a working pair of the
+    /// same family instead of revoking it as theft (default 10 s; zero turns the grace off).
+    /// Keep it short: a thief who replays a stolen token within it is not detected.
+    pub fn refresh_reuse_grace(mut self, grace: Duration) -> Self {
+        self.policy.refresh_reuse_grace = grace;
         self
     }
 

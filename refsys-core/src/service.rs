@@ -442,7 +442,10 @@ impl ReferralService {
 
     /// `POST /api/token/refresh/`: spends a refresh token and returns a new pair.
     ///
-    /// Presenting a spent refresh token revokes its whole family (theft detection).
+    /// Presenting the token spent last again within the
+    /// [reuse grace](crate::PolicyBuilder::refresh_reuse_grace) returns a pair holding the
+    /// family's live refresh token; presenting any other spent token revokes the whole family
+    /// (theft detection).
     pub async fn refresh(&self, refresh: &str) -> Result<TokenPair, Error> {
         let now = self.now();
         let claims = self
@@ -458,10 +461,19 @@ impl ReferralService {
         match self
             .inner
             .users
-            .rotate_refresh(&family, &presented, &next, now, expires_at)
+            .rotate_refresh(
+                &family,
+                &presented,
+                &next,
+                now,
+                expires_at,
+                self.inner.policy.refresh_reuse_grace(),
+            )
             .await?
         {
             Rotation::Rotated => self.sign_pair(user, &family, &next, now),
+            // The token was spent a moment ago: the caller gets the family's live token.
+            Rotation::Grace { live } => self.sign_pair(user, &family, &live, now),
             Rotation::Reused => {
                 tracing::warn!(user_id = %user, "spent refresh token presented again; family revoked");
                 Err(Error::InvalidToken)

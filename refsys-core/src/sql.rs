@@ -2,6 +2,8 @@
 //! (`$N` placeholders work on both), reading rows back into domain types, and turning sqlx
 //! errors into [`StoreError`]s.
 
+use std::time::Duration;
+
 use sqlx::migrate::MigrateError;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
@@ -10,16 +12,18 @@ use crate::{
     FamilyId, InviteCode, Phone, Registration, StoreError, Timestamp, TokenId, User, UserId,
 };
 
-/// Rotates the live refresh token of `family` from `presented` to `next`, or revokes the
-/// family when `presented` is not the live token (a spent token came back).
+/// Rotates the live refresh token of `family` from `presented` to `next`; answers with the
+/// live token when `presented` is the one spent last, less than `reuse_grace` ago; or revokes
+/// the family when `presented` is neither (a spent token came back).
 ///
 /// One statement: a live, unexpired family either rotates (the presented token is the live
-/// one) or is revoked (it is not). SET expressions see the row before the update and
-/// RETURNING the row after, so `revoked` tells which happened; no row means unknown, revoked
-/// or expired. Concurrent rotations of one token queue on the row (PostgreSQL's row lock,
-/// SQLite's one writer) and each re-checks the row as the previous one left it: the first
-/// rotates, the next finds a different live token and revokes, the rest find the family
-/// revoked.
+/// one), stays as it is (the grace case), or is revoked. SET expressions see the row before
+/// the update and RETURNING the row after, so `revoked` and the live token tell which
+/// happened (`next` is fresh, so a live token equal to it means this call rotated); no row
+/// means unknown, revoked or expired. Concurrent rotations of one token queue on the row
+/// (PostgreSQL's row lock, SQLite's one writer) and each re-checks the row as the previous one
+/// left it: the first rotates, the rest find their token spent a moment ago and get the live
+/// one (or, with no grace, revoke the family).
 pub(crate) async fn rotate_refresh<'c, DB, E>(
     db: E,
     family: &FamilyId,
@@ -27,35 +31,43 @@ pub(crate) async fn rotate_refresh<'c, DB, E>(
     next: &TokenId,
     now: Timestamp,
     expires_at: Timestamp,
+    reuse_grace: Duration,
 ) -> Result<Rotation, StoreError>
 where
     DB: Database,
     E: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
-    (bool,): for<'r> FromRow<'r, DB::Row>,
+    (bool, String): for<'r> FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
-    let revoked = sqlx::query_scalar::<DB, bool>(
+    let row = sqlx::query_as::<DB, (bool, String)>(
         "UPDATE refresh_families \
          SET live_jti = CASE WHEN live_jti = $2 THEN $3 ELSE live_jti END, \
+             previous_jti = CASE WHEN live_jti = $2 THEN $2 ELSE previous_jti END, \
+             rotated_at = CASE WHEN live_jti = $2 THEN $4 ELSE rotated_at END, \
              expires_at = CASE WHEN live_jti = $2 THEN $5 ELSE expires_at END, \
-             revoked = (live_jti <> $2) \
+             revoked = (live_jti <> $2 \
+                 AND NOT COALESCE(previous_jti = $2 AND rotated_at > $4 - $6, FALSE)) \
          WHERE family_id = $1 AND NOT revoked AND expires_at > $4 \
-         RETURNING revoked",
+         RETURNING revoked, live_jti",
     )
     .bind(family.as_str())
     .bind(presented.as_str())
     .bind(next.as_str())
     .bind(unix(now))
     .bind(unix(expires_at))
+    .bind(i64::try_from(reuse_grace.as_secs()).unwrap_or(i64::MAX))
     .fetch_optional(db)
     .await
     .map_err(store_error)?;
-    Ok(match revoked {
-        Some(false) => Rotation::Rotated,
-        Some(true) => Rotation::Reused,
+    Ok(match row {
         None => Rotation::Revoked,
+        Some((true, _)) => Rotation::Reused,
+        Some((false, live)) if live == next.as_str() => Rotation::Rotated,
+        Some((false, live)) => Rotation::Grace {
+            live: TokenId::from_string(live),
+        },
     })
 }
 

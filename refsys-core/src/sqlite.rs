@@ -319,8 +319,18 @@ impl UserStore for SqliteUserStore {
         next: &TokenId,
         now: Timestamp,
         expires_at: Timestamp,
+        reuse_grace: Duration,
     ) -> Result<Rotation, StoreError> {
-        sql::rotate_refresh(&self.pool, family, presented, next, now, expires_at).await
+        sql::rotate_refresh(
+            &self.pool,
+            family,
+            presented,
+            next,
+            now,
+            expires_at,
+            reuse_grace,
+        )
+        .await
     }
 
     async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {

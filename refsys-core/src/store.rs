@@ -14,6 +14,7 @@
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering};
+//! use std::time::Duration;
 //! use async_trait::async_trait;
 //! use refsys_core::{
 //!     store::{Activation, Rotation},
@@ -44,8 +45,8 @@
 //!     async fn start_family(&self, user: UserId, family: &FamilyId, jti: &TokenId, now: Timestamp, expires_at: Timestamp) -> Result<(), StoreError> {
 //!         self.inner.start_family(user, family, jti, now, expires_at).await
 //!     }
-//!     async fn rotate_refresh(&self, family: &FamilyId, presented: &TokenId, next: &TokenId, now: Timestamp, expires_at: Timestamp) -> Result<Rotation, StoreError> {
-//!         self.inner.rotate_refresh(family, presented, next, now, expires_at).await
+//!     async fn rotate_refresh(&self, family: &FamilyId, presented: &TokenId, next: &TokenId, now: Timestamp, expires_at: Timestamp, reuse_grace: Duration) -> Result<Rotation, StoreError> {
+//!         self.inner.rotate_refresh(family, presented, next, now, expires_at, reuse_grace).await
 //!     }
 //!     async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
 //!         self.inner.revoke_family(family).await
@@ -109,8 +110,11 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Spends refresh token `presented` of `family` and makes `next` the live one, in one
-    /// atomic step. If `presented` is not the live token (it was spent before), the whole
-    /// family is revoked and [`Rotation::Reused`] returned: theft detection.
+    /// atomic step. If `presented` is the token spent last, less than `reuse_grace` before
+    /// `now`, nothing changes and [`Rotation::Grace`] names the live token (a client that
+    /// retried, or two tabs at once). If `presented` is otherwise not the live token (it was
+    /// spent before), the whole family is revoked and [`Rotation::Reused`] returned: theft
+    /// detection.
     async fn rotate_refresh(
         &self,
         family: &FamilyId,
@@ -118,6 +122,7 @@ pub trait UserStore: Send + Sync + 'static {
         next: &TokenId,
         now: Timestamp,
         expires_at: Timestamp,
+        reuse_grace: Duration,
     ) -> Result<Rotation, StoreError>;
 
     /// Revokes a family (logout). Revoking an unknown or revoked family is not an error.
@@ -147,10 +152,16 @@ pub enum Activation {
 }
 
 /// The outcome of [`UserStore::rotate_refresh`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rotation {
     /// The presented token was live; `next` is live now.
     Rotated,
+    /// The presented token was spent last, within the reuse grace: nothing changed, and
+    /// `live` is the family's live token.
+    Grace {
+        /// The family's live token.
+        live: TokenId,
+    },
     /// The presented token was spent before: the family is now revoked.
     Reused,
     /// The family is unknown, expired or revoked.
@@ -336,9 +347,10 @@ macro_rules! stores_behind {
                 next: &TokenId,
                 now: Timestamp,
                 expires_at: Timestamp,
+                reuse_grace: Duration,
             ) -> Result<Rotation, StoreError> {
                 (**self)
-                    .rotate_refresh(family, presented, next, now, expires_at)
+                    .rotate_refresh(family, presented, next, now, expires_at, reuse_grace)
                     .await
             }
             async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {

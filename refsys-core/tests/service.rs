@@ -7,8 +7,8 @@ use std::time::Duration;
 use refsys_core::ClientLimits;
 use refsys_core::testing::RecordingSender;
 use refsys_core::{
-    AllowedRegions, Error, JwtKeys, KeyError, ManualClock, MemoryOtpStore, MemoryRateLimitStore,
-    MemoryUserStore, Policy, ReferralService, Region, UserId,
+    AllowedRegions, Clock, Error, JwtKeys, KeyError, ManualClock, MemoryOtpStore,
+    MemoryRateLimitStore, MemoryUserStore, Policy, ReferralService, Region, TokenKind, UserId,
 };
 
 const SECRET: &[u8] = b"test secret that is long enough for HS256";
@@ -537,6 +537,62 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     w.advance(60);
     let (_, _, other) = w.login(A).await;
     w.service.refresh(&other).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refresh_token_spent_last_works_again_within_the_reuse_grace() {
+    let w = world();
+    let (user, _, r1) = w.login(A).await;
+    let pair = w.service.refresh(&r1).await.unwrap();
+    // A retry 9 s later: a pair of the same family whose refresh token is the live one.
+    w.advance(9);
+    let retried = w.service.refresh(&r1).await.unwrap();
+    assert_eq!(w.service.authenticate(&retried.access).unwrap(), user);
+    let keys = JwtKeys::hs256(SECRET).unwrap();
+    let claims = |token: &str| {
+        keys.decode(token, TokenKind::Refresh, w.clock.now())
+            .expect("a valid refresh token")
+    };
+    assert_eq!(claims(&retried.refresh).jti, claims(&pair.refresh).jti);
+    assert_eq!(claims(&retried.refresh).fam, claims(&r1).fam);
+    // That token rotates; the one spent last, 10 s after its spend, is theft.
+    let pair2 = w.service.refresh(&retried.refresh).await.unwrap();
+    w.advance(10);
+    assert_eq!(
+        w.service.refresh(&pair.refresh).await.unwrap_err().code(),
+        "invalid_token"
+    );
+    assert_eq!(
+        w.service.refresh(&pair2.refresh).await.unwrap_err().code(),
+        "invalid_token"
+    );
+}
+
+#[tokio::test]
+async fn with_no_reuse_grace_a_retry_revokes_the_family() {
+    let policy = Policy::builder()
+        .refresh_reuse_grace(Duration::ZERO)
+        .build()
+        .unwrap();
+    let w = world_with(policy, JwtKeys::hs256([7u8; 32]).unwrap());
+    let (_, _, r1) = w.login(A).await;
+    let pair = w.service.refresh(&r1).await.unwrap();
+    assert_eq!(
+        w.service.refresh(&r1).await.unwrap_err().code(),
+        "invalid_token"
+    );
+    assert_eq!(
+        w.service.refresh(&pair.refresh).await.unwrap_err().code(),
+        "invalid_token"
+    );
+}
+
+#[test]
+fn the_reuse_grace_is_ten_seconds_by_default() {
+    assert_eq!(
+        Policy::default().refresh_reuse_grace(),
+        Duration::from_secs(10)
+    );
 }
 
 #[tokio::test]

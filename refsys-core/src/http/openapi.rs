@@ -201,8 +201,10 @@ fn operation(endpoint: Endpoint) -> Operation {
         ),
         Endpoint::Refresh => (
             op("token_refresh", "Rotate a refresh token").description(Some(
-                "The presented refresh token is spent. Presenting a spent one again revokes \
-                 its whole family (theft detection) and answers 401.",
+                "The presented refresh token is spent. Presenting the token spent last again \
+                 within the reuse grace (default 10 s) answers with a pair holding the \
+                 family's live refresh token; presenting a spent one otherwise revokes its \
+                 whole family (theft detection) and answers 401.",
             )),
             Some(("RefreshRequest", serde_json::json!({"refresh": "<jwt>"}))),
             Some((

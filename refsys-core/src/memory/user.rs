@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -40,6 +41,8 @@ struct UserRow {
 struct Family {
     user: UserId,
     live: TokenId,
+    /// The token spent last, and when.
+    previous: Option<(TokenId, Timestamp)>,
     expires_at: Timestamp,
     revoked: bool,
 }
@@ -208,6 +211,7 @@ impl UserStore for MemoryUserStore {
             Family {
                 user,
                 live: jti.clone(),
+                previous: None,
                 expires_at,
                 revoked: false,
             },
@@ -222,6 +226,7 @@ impl UserStore for MemoryUserStore {
         next: &TokenId,
         now: Timestamp,
         expires_at: Timestamp,
+        reuse_grace: Duration,
     ) -> Result<Rotation, StoreError> {
         let mut state = self.write();
         let user_exists = |state: &State, id| state.row(id).is_some();
@@ -235,9 +240,18 @@ impl UserStore for MemoryUserStore {
             return Ok(Rotation::Revoked);
         };
         if entry.live != *presented {
+            if let Some((previous, rotated_at)) = &entry.previous
+                && previous == presented
+                && now < rotated_at.plus(reuse_grace)
+            {
+                return Ok(Rotation::Grace {
+                    live: entry.live.clone(),
+                });
+            }
             entry.revoked = true;
             return Ok(Rotation::Reused);
         }
+        entry.previous = Some((presented.clone(), now));
         entry.live = next.clone();
         entry.expires_at = expires_at;
         Ok(Rotation::Rotated)

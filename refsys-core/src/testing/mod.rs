@@ -147,6 +147,8 @@ macro_rules! user_store_conformance {
                 refresh_rotation_and_reuse_detection,
                 revoked_unknown_and_expired_families_do_not_rotate,
                 concurrent_rotations_of_one_token_succeed_once,
+                a_token_spent_within_the_reuse_grace_gets_the_live_one,
+                concurrent_refreshes_within_the_grace_all_get_the_live_token,
                 ping_answers,
             ]
         );

@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use super::{concurrently, phone, start};
 use crate::store::{Activation, Rotation, UserStore};
-use crate::{FamilyId, InviteCode, TokenId, User};
+use crate::{FamilyId, InviteCode, Timestamp, TokenId, User};
+
+/// The reuse grace the grace cases use (the policy's default).
+const GRACE: Duration = Duration::from_secs(10);
+/// No reuse grace: every spent token that comes back is theft.
+const NO_GRACE: Duration = Duration::ZERO;
 
 async fn create<S: UserStore>(store: &S, n: u32) -> User {
     store
@@ -383,7 +388,7 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
         );
         async move {
             store
-                .rotate_refresh(&family, &presented, &next, now, now.plus(week))
+                .rotate_refresh(&family, &presented, &next, now, now.plus(week), NO_GRACE)
                 .await
                 .unwrap()
         }
@@ -402,7 +407,14 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
         .await
         .unwrap();
     let outcome = store
-        .rotate_refresh(&other, &o1, &TokenId::random(), now, now.plus(week))
+        .rotate_refresh(
+            &other,
+            &o1,
+            &TokenId::random(),
+            now,
+            now.plus(week),
+            NO_GRACE,
+        )
         .await
         .unwrap();
     assert_eq!(outcome, Rotation::Rotated);
@@ -423,7 +435,14 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
     store.revoke_family(&revoked).await.unwrap();
     store.revoke_family(&revoked).await.unwrap();
     let outcome = store
-        .rotate_refresh(&revoked, &r1, &TokenId::random(), now, now.plus(hour))
+        .rotate_refresh(
+            &revoked,
+            &r1,
+            &TokenId::random(),
+            now,
+            now.plus(hour),
+            GRACE,
+        )
         .await
         .unwrap();
     assert_eq!(outcome, Rotation::Revoked);
@@ -431,7 +450,14 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
     let unknown = FamilyId::random();
     store.revoke_family(&unknown).await.unwrap();
     let outcome = store
-        .rotate_refresh(&unknown, &r1, &TokenId::random(), now, now.plus(hour))
+        .rotate_refresh(
+            &unknown,
+            &r1,
+            &TokenId::random(),
+            now,
+            now.plus(hour),
+            GRACE,
+        )
         .await
         .unwrap();
     assert_eq!(outcome, Rotation::Revoked);
@@ -444,13 +470,162 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
         .unwrap();
     let later = now.plus(hour);
     let outcome = store
-        .rotate_refresh(&expiring, &e1, &TokenId::random(), later, later.plus(hour))
+        .rotate_refresh(
+            &expiring,
+            &e1,
+            &TokenId::random(),
+            later,
+            later.plus(hour),
+            GRACE,
+        )
         .await
         .unwrap();
     assert_eq!(outcome, Rotation::Revoked);
 }
 
-/// 20 simultaneous refreshes with one token: exactly one rotates.
+/// The token spent last, presented again less than the grace after it was spent, gets the
+/// live token and changes nothing; at the end of the grace, or once another rotation came
+/// between, it is theft and revokes the family.
+pub async fn a_token_spent_within_the_reuse_grace_gets_the_live_one<S: UserStore>(store: Arc<S>) {
+    let user = create(&*store, 1).await;
+    let now = start();
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let family = FamilyId::random();
+    let [t1, t2, t3, t4] = [(); 4].map(|()| TokenId::random());
+    store
+        .start_family(user.id, &family, &t1, now, now.plus(week))
+        .await
+        .unwrap();
+    let rotate = |presented: &TokenId, next: &TokenId, at: Timestamp| {
+        let (store, family, presented, next) = (
+            store.clone(),
+            family.clone(),
+            presented.clone(),
+            next.clone(),
+        );
+        async move {
+            store
+                .rotate_refresh(&family, &presented, &next, at, at.plus(week), GRACE)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(rotate(&t1, &t2, now).await, Rotation::Rotated);
+    // A retry 9 s later, and again: the live t2 each time, nothing rotates.
+    let retry = now.plus(GRACE - Duration::from_secs(1));
+    for _ in 0..2 {
+        let outcome = rotate(&t1, &TokenId::random(), retry).await;
+        assert_eq!(outcome, Rotation::Grace { live: t2.clone() });
+    }
+    // t2 is still the one to spend.
+    let later = now.plus(Duration::from_secs(60));
+    assert_eq!(rotate(&t2, &t3, later).await, Rotation::Rotated);
+    // t1 is two rotations old now: theft, even within t2's grace.
+    assert_eq!(
+        rotate(&t1, &TokenId::random(), later).await,
+        Rotation::Reused
+    );
+    assert_eq!(rotate(&t3, &t4, later).await, Rotation::Revoked);
+
+    // The grace ends exactly `GRACE` after the spend.
+    let other = FamilyId::random();
+    let (o1, o2) = (TokenId::random(), TokenId::random());
+    store
+        .start_family(user.id, &other, &o1, now, now.plus(week))
+        .await
+        .unwrap();
+    let rotate_other = |presented: &TokenId, next: &TokenId, at: Timestamp| {
+        let (store, other, presented, next) = (
+            store.clone(),
+            other.clone(),
+            presented.clone(),
+            next.clone(),
+        );
+        async move {
+            store
+                .rotate_refresh(&other, &presented, &next, at, at.plus(week), GRACE)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(rotate_other(&o1, &o2, now).await, Rotation::Rotated);
+    let outcome = rotate_other(&o1, &TokenId::random(), now.plus(GRACE)).await;
+    assert_eq!(outcome, Rotation::Reused);
+    let outcome = rotate_other(&o2, &TokenId::random(), now.plus(GRACE)).await;
+    assert_eq!(outcome, Rotation::Revoked);
+
+    // With no grace, a retry a second later is theft.
+    let strict = FamilyId::random();
+    let (s1, s2) = (TokenId::random(), TokenId::random());
+    store
+        .start_family(user.id, &strict, &s1, now, now.plus(week))
+        .await
+        .unwrap();
+    let outcome = store
+        .rotate_refresh(&strict, &s1, &s2, now, now.plus(week), NO_GRACE)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Rotation::Rotated);
+    let outcome = store
+        .rotate_refresh(
+            &strict,
+            &s1,
+            &TokenId::random(),
+            now,
+            now.plus(week),
+            NO_GRACE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, Rotation::Reused);
+}
+
+/// 30 simultaneous refreshes with one token, within the grace: exactly one rotates, the 29
+/// others get the token it made live, and the family lives on.
+pub async fn concurrent_refreshes_within_the_grace_all_get_the_live_token<S: UserStore>(
+    store: Arc<S>,
+) {
+    let user = create(&*store, 1).await;
+    let now = start();
+    let expires = now.plus(Duration::from_secs(3600));
+    let family = FamilyId::random();
+    let first = TokenId::random();
+    store
+        .start_family(user.id, &family, &first, now, expires)
+        .await
+        .unwrap();
+    let outcomes = concurrently(&store, 30, |store, _| {
+        let (family, first, next) = (family.clone(), first.clone(), TokenId::random());
+        async move {
+            let outcome = store
+                .rotate_refresh(&family, &first, &next, now, expires, GRACE)
+                .await
+                .unwrap();
+            (next, outcome)
+        }
+    })
+    .await;
+    let winners: Vec<&TokenId> = outcomes
+        .iter()
+        .filter(|(_, o)| *o == Rotation::Rotated)
+        .map(|(next, _)| next)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let live = winners[0].clone();
+    for (_, outcome) in &outcomes {
+        assert!(
+            *outcome == Rotation::Rotated || *outcome == Rotation::Grace { live: live.clone() },
+            "{outcome:?}"
+        );
+    }
+    let outcome = store
+        .rotate_refresh(&family, &live, &TokenId::random(), now, expires, GRACE)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Rotation::Rotated, "the family survived");
+}
+
+/// 20 simultaneous refreshes with one token and no grace: exactly one rotates.
 pub async fn concurrent_rotations_of_one_token_succeed_once<S: UserStore>(store: Arc<S>) {
     let user = create(&*store, 1).await;
     let now = start();
@@ -465,7 +640,7 @@ pub async fn concurrent_rotations_of_one_token_succeed_once<S: UserStore>(store:
         let (family, first) = (family.clone(), first.clone());
         async move {
             store
-                .rotate_refresh(&family, &first, &TokenId::random(), now, expires)
+                .rotate_refresh(&family, &first, &TokenId::random(), now, expires, NO_GRACE)
                 .await
                 .unwrap()
         }
