@@ -322,6 +322,13 @@ async fn postgres_stopped_under_load_then_restarted() {
     let load_phones: Vec<String> = (10..40).map(test_phone).collect();
     let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
     let load = Load::start(&bases, &data.tokens, &load_phones, 8);
+    // A code sent before the outage, for a login tried during it.
+    let pending = test_phone(8);
+    let sent = clients[0]
+        .post("/login/send_code/", json!({ "phone": pending }))
+        .await;
+    assert_eq!(sent.status, 200, "{}", sent.json());
+    let verify = json!({ "phone": pending, "code": "0000" });
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Stop PostgreSQL.
@@ -353,6 +360,11 @@ async fn postgres_stopped_under_load_then_restarted() {
         );
         assert!(process_alive(servers[0]) && process_alive(servers[1]));
     }
+    // A login during the outage fails with 503, twice, and does not spend its code.
+    for _ in 0..2 {
+        let res = clients[0].post("/login/verify_code/", verify.clone()).await;
+        assert_error(&res, 503, "store_unavailable");
+    }
     // The outage goes on under load for a while.
     tokio::time::sleep(Duration::from_secs(4)).await;
 
@@ -379,6 +391,11 @@ async fn postgres_stopped_under_load_then_restarted() {
         );
     }
     let recovered_all = Instant::now();
+    // The code tried during the outage logs in now, once.
+    let login = clients[0].post("/login/verify_code/", verify.clone()).await;
+    assert_eq!(login.status, 200, "{}", login.json());
+    let again = clients[0].post("/login/verify_code/", verify).await;
+    assert_error(&again, 400, "code_expired");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (samples, logins) = load.finish().await;
 

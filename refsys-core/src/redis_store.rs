@@ -123,6 +123,7 @@ macro_rules! otp_script {
 static ISSUE: LazyLock<Script> = otp_script!("redis_store/issue.lua");
 static CANCEL: LazyLock<Script> = otp_script!("redis_store/cancel.lua");
 static CHECK: LazyLock<Script> = otp_script!("redis_store/check.lua");
+static RESTORE: LazyLock<Script> = otp_script!("redis_store/restore.lua");
 static HIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis_store/hit.lua")));
 
 /// A connection to Redis, shared by both stores: one node, or a Redis Cluster.
@@ -561,6 +562,28 @@ impl OtpStore for RedisOtpStore {
             }),
             other => Err(corrupt_reply("check", other)),
         }
+    }
+
+    async fn restore(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        now: Timestamp,
+        _policy: &OtpPolicy,
+    ) -> Result<(), StoreError> {
+        let [code_key, sends_key, fails_key] = self.keys(phone);
+        let _: i64 = self
+            .redis
+            .run(
+                RESTORE
+                    .key(code_key)
+                    .key(sends_key)
+                    .key(fails_key)
+                    .arg(now.as_unix())
+                    .arg(code.to_hex()),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

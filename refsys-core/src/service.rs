@@ -303,7 +303,9 @@ impl ReferralService {
     /// `POST /login/verify_code/`: trades a code for tokens, creating the user on first login.
     ///
     /// Every refusal is decided by the OTP store before any user is looked up, so it never
-    /// depends on whether the phone belongs to a registered user.
+    /// depends on whether the phone belongs to a registered user. A code is spent only by a
+    /// login that succeeds: if the user store fails after the code matched, the code is
+    /// [restored](crate::OtpStore::restore) and the user can try it again.
     pub async fn verify_code(&self, phone: &str, code: &str) -> Result<Login, Error> {
         let phone = self.parse_phone(phone)?;
         let otp = self.inner.policy.otp();
@@ -327,10 +329,25 @@ impl ReferralService {
                 });
             }
         }
+        match self.log_in(&phone, now).await {
+            Ok(login) => Ok(login),
+            Err(error) => {
+                // Not the user's fault (a store outage): the code stays usable.
+                if let Err(restore) = self.inner.otps.restore(&phone, &hash, now, otp).await {
+                    tracing::warn!(error = %restore, "could not give back a code after a failed login");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The second half of [`verify_code`](Self::verify_code), once the code proved the
+    /// phone: finds or registers its user and starts a token family.
+    async fn log_in(&self, phone: &Phone, now: Timestamp) -> Result<Login, Error> {
         let registration = self
             .inner
             .users
-            .find_or_create(&phone, &InviteCode::generate)
+            .find_or_create(phone, &InviteCode::generate)
             .await?;
         let user = registration.user.id;
         if registration.created {

@@ -194,7 +194,8 @@ pub trait OtpStore: Send + Sync + 'static {
         policy: &OtpPolicy,
     ) -> Result<(), StoreError>;
 
-    /// Checks `code` against the pending code, in one atomic step: a match consumes the code;
+    /// Checks `code` against the pending code, in one atomic step: a match consumes the code
+    /// (it answers [`Check::Missing`] from then on, unless [`restore`](Self::restore)d);
     /// a miss counts an attempt, and the last allowed miss burns the code (it then answers
     /// [`Check::Burned`] to every code, the right one included, until it expires or a new code
     /// is issued).
@@ -213,6 +214,24 @@ pub trait OtpStore: Send + Sync + 'static {
         now: Timestamp,
         policy: &OtpPolicy,
     ) -> Result<Check, StoreError>;
+
+    /// Gives back `code`, which [`check`](Self::check) found valid and consumed, because the
+    /// login it was for could not be completed (the user store did not answer): it is the
+    /// phone's pending code again, with the attempts it had, if it is still the phone's last
+    /// code and has not expired by `now`. Otherwise nothing changes. One atomic step.
+    ///
+    /// The default does nothing: a store without it spends the code on such a failure, and
+    /// the user asks for a new one.
+    async fn restore(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        now: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<(), StoreError> {
+        let _ = (phone, code, now, policy);
+        Ok(())
+    }
 
     /// Checks that the store answers (for `/ready`).
     async fn ping(&self) -> Result<(), StoreError> {
@@ -389,6 +408,15 @@ macro_rules! stores_behind {
                 policy: &OtpPolicy,
             ) -> Result<Check, StoreError> {
                 (**self).check(phone, code, now, policy).await
+            }
+            async fn restore(
+                &self,
+                phone: &Phone,
+                code: &OtpHash,
+                now: Timestamp,
+                policy: &OtpPolicy,
+            ) -> Result<(), StoreError> {
+                (**self).restore(phone, code, now, policy).await
             }
             async fn ping(&self) -> Result<(), StoreError> {
                 (**self).ping().await

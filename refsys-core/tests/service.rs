@@ -699,3 +699,117 @@ fn regions_parse_from_config_strings() {
         "unknown region code `ZZ`"
     );
 }
+
+// ---- a store outage does not spend the code ----
+
+/// A user store that fails while `down` is set (the rest of the time it is the memory store).
+#[derive(Default)]
+struct FlakyUsers {
+    inner: MemoryUserStore,
+    down: std::sync::atomic::AtomicBool,
+    /// Fail only `start_family` (after the user was found or created).
+    only_families: bool,
+}
+
+impl FlakyUsers {
+    fn check(&self) -> Result<(), refsys_core::StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(refsys_core::StoreError::unavailable("down for the test"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl refsys_core::UserStore for FlakyUsers {
+    async fn find_or_create(
+        &self,
+        phone: &refsys_core::Phone,
+        new_code: &(dyn Fn() -> refsys_core::InviteCode + Send + Sync),
+    ) -> Result<refsys_core::Registration, refsys_core::StoreError> {
+        if !self.only_families {
+            self.check()?;
+        }
+        self.inner.find_or_create(phone, new_code).await
+    }
+    async fn profile(
+        &self,
+        user: UserId,
+    ) -> Result<Option<refsys_core::Profile>, refsys_core::StoreError> {
+        self.inner.profile(user).await
+    }
+    async fn activate_invite(
+        &self,
+        user: UserId,
+        code: &refsys_core::InviteCode,
+    ) -> Result<refsys_core::store::Activation, refsys_core::StoreError> {
+        self.inner.activate_invite(user, code).await
+    }
+    async fn start_family(
+        &self,
+        user: UserId,
+        family: &refsys_core::FamilyId,
+        jti: &refsys_core::TokenId,
+        now: refsys_core::Timestamp,
+        expires_at: refsys_core::Timestamp,
+    ) -> Result<(), refsys_core::StoreError> {
+        self.check()?;
+        self.inner
+            .start_family(user, family, jti, now, expires_at)
+            .await
+    }
+    async fn rotate_refresh(
+        &self,
+        family: &refsys_core::FamilyId,
+        presented: &refsys_core::TokenId,
+        next: &refsys_core::TokenId,
+        now: refsys_core::Timestamp,
+        expires_at: refsys_core::Timestamp,
+        reuse_grace: Duration,
+    ) -> Result<refsys_core::store::Rotation, refsys_core::StoreError> {
+        self.inner
+            .rotate_refresh(family, presented, next, now, expires_at, reuse_grace)
+            .await
+    }
+    async fn revoke_family(
+        &self,
+        family: &refsys_core::FamilyId,
+    ) -> Result<(), refsys_core::StoreError> {
+        self.inner.revoke_family(family).await
+    }
+}
+
+#[tokio::test]
+async fn a_user_store_outage_after_the_code_matched_leaves_the_code_usable() {
+    for only_families in [false, true] {
+        let users = Arc::new(FlakyUsers {
+            only_families,
+            ..FlakyUsers::default()
+        });
+        let sms = Arc::new(RecordingSender::new());
+        let service = ReferralService::builder(
+            users.clone(),
+            MemoryOtpStore::new(),
+            sms.clone(),
+            JwtKeys::hs256(SECRET).unwrap(),
+        )
+        .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
+        .build();
+        service.send_code(A).await.unwrap();
+        let phone = service.parse_phone(A).unwrap();
+        let code = sms.last_code(&phone).unwrap();
+        users.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..3 {
+            let error = service.verify_code(A, &code).await.unwrap_err();
+            assert_eq!(error.http(), (503, "store_unavailable"), "{only_families}");
+        }
+        users.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        let login = service.verify_code(A, &code).await.unwrap();
+        assert_eq!(service.authenticate(&login.access).unwrap(), login.user_id);
+        // Spent by the login that succeeded.
+        let error = service.verify_code(A, &code).await.unwrap_err();
+        assert_eq!(error.code(), "code_expired");
+        // The failed tries made one user, not several.
+        assert_eq!(login.user_id.0, 1, "{only_families}");
+    }
+}

@@ -72,3 +72,44 @@ async fn a_url_without_a_mode_creates_the_file_and_mode_rw_does_not() {
     );
     assert!(!dir.path().join("d.db").exists());
 }
+
+/// While another connection holds SQLite's write lock past the busy timeout, a login answers
+/// 503 and its code stays usable: once the lock is gone, the same code logs in.
+#[tokio::test]
+async fn a_held_write_lock_does_not_spend_the_code() {
+    use refsys_core::testing::RecordingSender;
+    use refsys_core::{
+        ClientLimits, JwtKeys, MemoryOtpStore, MemoryRateLimitStore, ReferralService,
+    };
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("refsys.db");
+    let url = format!("sqlite:{}", path.display());
+    let store = SqliteUserStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let sms = std::sync::Arc::new(RecordingSender::new());
+    let service = ReferralService::builder(
+        store,
+        MemoryOtpStore::new(),
+        sms.clone(),
+        JwtKeys::hs256_random(),
+    )
+    .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
+    .build();
+    let phone = "+375291234567";
+    service.send_code(phone).await.unwrap();
+    let code = sms.last_code(&service.parse_phone(phone).unwrap()).unwrap();
+
+    let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let error = service.verify_code(phone, &code).await.unwrap_err();
+    assert_eq!(error.http(), (503, "store_unavailable"));
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+
+    let login = service.verify_code(phone, &code).await.unwrap();
+    assert_eq!(service.authenticate(&login.access).unwrap(), login.user_id);
+}

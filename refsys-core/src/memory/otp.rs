@@ -39,6 +39,8 @@ struct Pending {
     hash: OtpHash,
     expires_at: Timestamp,
     attempts_left: u32,
+    /// Checked and found valid; kept until it expires so that it can be restored.
+    consumed: bool,
 }
 
 impl PhoneState {
@@ -177,6 +179,7 @@ impl OtpStore for MemoryOtpStore {
             hash: *code,
             expires_at: now.plus(policy.code_ttl),
             attempts_left: policy.max_attempts,
+            consumed: false,
         });
         entry.sends.push_back(now);
         Ok(Issue::Stored)
@@ -220,12 +223,12 @@ impl OtpStore for MemoryOtpStore {
         if let Some(retry_after) = entry.lock_left(now) {
             return Ok(Check::Locked { retry_after });
         }
-        let Some(pending) = entry.pending.as_mut() else {
+        let Some(pending) = entry.pending.as_mut().filter(|p| !p.consumed) else {
             return Ok(Check::Missing);
         };
         if pending.attempts_left > 0 {
             if pending.hash == *code {
-                entry.pending = None;
+                pending.consumed = true;
                 entry.failures = 0;
                 entry.failures_expire_at = None;
                 return Ok(Check::Valid);
@@ -250,5 +253,25 @@ impl OtpStore for MemoryOtpStore {
             _ => Duration::from_secs(1),
         };
         Ok(Check::Burned { retry_after })
+    }
+
+    async fn restore(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        now: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if let Some(entry) = state.phones.get_mut(phone) {
+            entry.forget_old(now, policy);
+            if let Some(pending) = entry.pending.as_mut()
+                && pending.consumed
+                && pending.hash == *code
+            {
+                pending.consumed = false;
+            }
+        }
+        Ok(())
     }
 }

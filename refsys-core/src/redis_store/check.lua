@@ -1,6 +1,7 @@
 -- OtpStore::check. ARGV: now, code hash hex, cooldown, max_sends, window, key ttl,
 -- max_failures, lockout. Reply: {0, 0} valid, {1, attempts left} invalid, {2, secs} burned,
--- {3, 0} missing, {4, secs} locked.
+-- {3, 0} missing, {4, secs} locked. A valid code is kept, marked used (u = 1), until it expires,
+-- so that OtpStore::restore can give it back.
 local now = tonumber(ARGV[1])
 local cooldown, max_sends, window = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local max_failures, lockout = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -9,15 +10,16 @@ local failed = forget_old(now, window)
 if failed then return failed end
 local locked = lock_left(now)
 if locked then return {4, locked} end
-local pending = redis.call('HMGET', code_key, 'h', 'left')
+local pending = redis.call('HMGET', code_key, 'h', 'left', 'u')
 local hash, left = pending[1], tonumber(pending[2])
-if not hash then return {3, 0} end
+if not hash or pending[3] then return {3, 0} end
 if not left then return corrupt('attempts left') end
 
 -- A burned code (left = 0) answers every code alike; such checks are not misses.
 if left > 0 then
   if hash == ARGV[2] then
-    redis.call('DEL', code_key, guard_key)
+    redis.call('HSET', code_key, 'u', '1')
+    redis.call('DEL', guard_key)
     return {0, 0}
   end
   left = left - 1

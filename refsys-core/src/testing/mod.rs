@@ -180,6 +180,8 @@ macro_rules! otp_store_conformance {
                 send_window_caps_codes_per_phone,
                 cancel_gives_the_send_back,
                 cancel_leaves_a_newer_code_alone,
+                restore_gives_a_consumed_code_back,
+                restore_leaves_expired_and_replaced_codes_alone,
                 phones_are_independent,
                 concurrent_correct_checks_succeed_once,
                 concurrent_wrong_guesses_never_exceed_the_limit,

@@ -295,6 +295,94 @@ pub async fn cancel_leaves_a_newer_code_alone<S: OtpStore>(store: Arc<S>) {
     );
 }
 
+/// A code given back after a valid check is pending again, with the attempts it had left,
+/// and verifies once more; giving back a code that is not the one consumed changes nothing.
+pub async fn restore_gives_a_consumed_code_back<S: OtpStore>(store: Arc<S>) {
+    let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
+    let (code, wrong) = (hash(&p, "1234"), hash(&p, "0000"));
+    store.issue(&p, &code, now, &policy).await.unwrap();
+    let check = |code: OtpHash, at| {
+        let (store, p, policy) = (store.clone(), p.clone(), policy.clone());
+        async move { store.check(&p, &code, at, &policy).await.unwrap() }
+    };
+    // One miss first: the code has max_attempts - 1 left.
+    assert!(matches!(check(wrong, now).await, Check::Invalid { .. }));
+    assert_eq!(check(code, now).await, Check::Valid);
+    assert_eq!(check(code, now).await, Check::Missing, "consumed");
+    // Another code, or a code never consumed, is not given back.
+    store.restore(&p, &wrong, now, &policy).await.unwrap();
+    assert_eq!(check(code, now).await, Check::Missing);
+    store.restore(&p, &code, now, &policy).await.unwrap();
+    // Pending again, with the attempts it had: max_attempts - 2 misses, then the burn.
+    for left in (1..policy.max_attempts - 1).rev() {
+        assert_eq!(
+            check(wrong, now).await,
+            Check::Invalid {
+                attempts_left: left
+            }
+        );
+    }
+    assert!(matches!(check(wrong, now).await, Check::Burned { .. }));
+    assert!(matches!(check(code, now).await, Check::Burned { .. }));
+
+    // Restored twice, it still verifies only once per restore.
+    let q = phone(2);
+    let code = hash(&q, "4321");
+    store.issue(&q, &code, now, &policy).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            store.check(&q, &code, now, &policy).await.unwrap(),
+            Check::Valid
+        );
+        store.restore(&q, &code, now, &policy).await.unwrap();
+        store.restore(&q, &code, now, &policy).await.unwrap();
+    }
+    assert_eq!(
+        store.check(&q, &code, now, &policy).await.unwrap(),
+        Check::Valid
+    );
+    assert_eq!(
+        store.check(&q, &code, now, &policy).await.unwrap(),
+        Check::Missing
+    );
+}
+
+/// A code is not given back once it expired, nor once a newer code was issued.
+pub async fn restore_leaves_expired_and_replaced_codes_alone<S: OtpStore>(store: Arc<S>) {
+    let (policy, now, p) = (OtpPolicy::default(), start(), phone(1));
+    let code = hash(&p, "1234");
+    store.issue(&p, &code, now, &policy).await.unwrap();
+    assert_eq!(
+        store.check(&p, &code, now, &policy).await.unwrap(),
+        Check::Valid
+    );
+    let expired = now.plus(policy.code_ttl);
+    store.restore(&p, &code, expired, &policy).await.unwrap();
+    assert_eq!(
+        store.check(&p, &code, expired, &policy).await.unwrap(),
+        Check::Missing
+    );
+
+    let q = phone(2);
+    let (old, new) = (hash(&q, "1111"), hash(&q, "2222"));
+    store.issue(&q, &old, now, &policy).await.unwrap();
+    assert_eq!(
+        store.check(&q, &old, now, &policy).await.unwrap(),
+        Check::Valid
+    );
+    let later = now.plus(policy.resend_cooldown);
+    store.issue(&q, &new, later, &policy).await.unwrap();
+    store.restore(&q, &old, later, &policy).await.unwrap();
+    assert!(matches!(
+        store.check(&q, &old, later, &policy).await.unwrap(),
+        Check::Invalid { .. }
+    ));
+    assert_eq!(
+        store.check(&q, &new, later, &policy).await.unwrap(),
+        Check::Valid
+    );
+}
+
 /// One phone's codes, cooldowns and attempts do not touch another's.
 pub async fn phones_are_independent<S: OtpStore>(store: Arc<S>) {
     let (policy, now) = (OtpPolicy::default(), start());
