@@ -12,6 +12,8 @@ use std::time::Duration;
 use refsys_core::{AllowedRegions, JwtKeys, Policy};
 use refsys_core::{ClientLimits, RateLimit, TrustedProxies};
 
+use crate::listen::ConnectionLimits;
+
 /// Where users live.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Database {
@@ -85,8 +87,10 @@ pub(crate) struct Config {
     /// OTP, token and region rules.
     pub policy: Policy,
     /// `RATE_LIMIT_SEND_CODE`, `RATE_LIMIT_VERIFY_CODE`, `RATE_LIMIT_USE_INVITE_CODE`,
-    /// `TRUSTED_PROXIES`.
+    /// `TRUSTED_PROXIES`, `BODY_READ_TIMEOUT`.
     pub client_limits: ClientLimits,
+    /// `HEADER_READ_TIMEOUT`, `MAX_CONNECTIONS`, `LISTEN_BACKLOG`.
+    pub connections: ConnectionLimits,
     /// `SMS_SENDER`.
     pub sms: SmsConfig,
     /// `LOG_FORMAT`.
@@ -238,6 +242,7 @@ impl Config {
             }
         };
         let client_limits = read_client_limits(&env)?;
+        let connections = read_connection_limits(&env)?;
         let log_format = match env.get("LOG_FORMAT").as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -258,6 +263,7 @@ impl Config {
             keys,
             policy,
             client_limits,
+            connections,
             sms,
             log_format,
         })
@@ -375,11 +381,39 @@ fn read_client_limits<F: Fn(&str) -> Option<String>>(
         Some(list) => TrustedProxies::new(list.split(',').map(str::trim).filter(|s| !s.is_empty()))
             .map_err(|e| error("TRUSTED_PROXIES", e))?,
     };
+    let body_read_timeout = env.secs("BODY_READ_TIMEOUT", defaults.body_read_timeout.as_secs())?;
+    if body_read_timeout.is_zero() {
+        return Err(error("BODY_READ_TIMEOUT", "must be at least 1 second"));
+    }
     Ok(ClientLimits {
         send_code: per_minute("RATE_LIMIT_SEND_CODE", defaults.send_code)?,
         verify_code: per_minute("RATE_LIMIT_VERIFY_CODE", defaults.verify_code)?,
         use_invite_code: per_hour("RATE_LIMIT_USE_INVITE_CODE", defaults.use_invite_code)?,
         trusted_proxies: proxies,
+        body_read_timeout,
+    })
+}
+
+fn read_connection_limits<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<ConnectionLimits, ConfigError> {
+    let defaults = ConnectionLimits::default();
+    let header_read_timeout = env.secs(
+        "HEADER_READ_TIMEOUT",
+        defaults.header_read_timeout.as_secs(),
+    )?;
+    if header_read_timeout.is_zero() {
+        return Err(error("HEADER_READ_TIMEOUT", "must be at least 1 second"));
+    }
+    let max_connections: usize = env.parse("MAX_CONNECTIONS", 0)?;
+    let backlog: u32 = env.parse("LISTEN_BACKLOG", defaults.backlog)?;
+    if backlog == 0 {
+        return Err(error("LISTEN_BACKLOG", "must be at least 1"));
+    }
+    Ok(ConnectionLimits {
+        header_read_timeout,
+        max_connections: (max_connections > 0).then_some(max_connections),
+        backlog,
     })
 }
 

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod listen;
 mod serve;
 mod webhook;
 
@@ -92,7 +93,11 @@ fn framework_flag(args: &[String]) -> Result<Option<String>, String> {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: not in files, pipes or `docker logs`.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -140,7 +145,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         },
         "refsys-server starting"
     );
-    serve::serve(config.framework, config.bind, service).await
+    serve::serve(config.framework, config.bind, &config.connections, service).await
 }
 
 async fn build_service(

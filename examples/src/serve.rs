@@ -2,12 +2,13 @@
 //! per request in the log, and graceful shutdown on SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use refsys_core::ReferralService;
 use refsys_core::http::Method;
 
 use crate::config::Framework;
+use crate::listen::ConnectionLimits;
 
 /// A file embedded in the binary and served on `GET` and `HEAD`.
 pub(crate) struct StaticFile {
@@ -124,11 +125,12 @@ fn log_request(id: &str, method: &str, path: &str, status: u16, started: Instant
 pub(crate) async fn serve(
     framework: Framework,
     bind: SocketAddr,
+    limits: &ConnectionLimits,
     service: ReferralService,
 ) -> Result<(), Box<dyn std::error::Error>> {
     match framework {
-        Framework::Axum => axum_server::serve(bind, service).await,
-        Framework::Actix => actix_server::serve(bind, service).await,
+        Framework::Axum => axum_server::serve(bind, limits, service).await,
+        Framework::Actix => actix_server::serve(bind, limits, service).await,
     }
 }
 
@@ -191,6 +193,7 @@ mod axum_server {
 
     pub(super) async fn serve(
         bind: SocketAddr,
+        limits: &ConnectionLimits,
         service: ReferralService,
     ) -> Result<(), Box<dyn std::error::Error>> {
         let mut ui = Router::new();
@@ -223,17 +226,28 @@ mod axum_server {
                 refsys_axum::ApiError(refsys_core::Error::MethodNotAllowed)
             })
             .layer(middleware::from_fn(trace));
-        let listener = tokio::net::TcpListener::bind(bind)
-            .await
+        let listener = listen(bind, limits.backlog)
             .map_err(|e| format!("REFSYS_BIND: cannot listen on {bind}: {e}"))?;
         tracing::info!("listening on http://{}", listener.local_addr()?);
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+        let serve_limits = refsys_axum::ServeLimits {
+            header_read_timeout: limits.header_read_timeout,
+            max_connections: crate::listen::max_connections(limits.max_connections),
+            ..refsys_axum::ServeLimits::default()
+        };
+        refsys_axum::serve(listener, app, serve_limits, shutdown_signal()).await?;
         Ok(())
+    }
+
+    /// A listener on `bind` with a listen backlog of `backlog`.
+    fn listen(bind: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if bind.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(bind)?;
+        socket.listen(backlog)
     }
 }
 
@@ -269,8 +283,11 @@ mod actix_server {
 
     pub(super) async fn serve(
         bind: SocketAddr,
+        limits: &ConnectionLimits,
         service: ReferralService,
     ) -> Result<(), Box<dyn std::error::Error>> {
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let max_connections = crate::listen::max_connections(limits.max_connections);
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .wrap_fn(|request, next| {
@@ -323,6 +340,13 @@ mod actix_server {
             }))
         })
         .shutdown_timeout(30)
+        .workers(workers)
+        // actix-web counts connections per worker.
+        .max_connections(max_connections.div_ceil(workers))
+        .backlog(limits.backlog)
+        .client_request_timeout(limits.header_read_timeout)
+        .keep_alive(limits.header_read_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
         .bind(bind)
         .map_err(|e| format!("REFSYS_BIND: cannot listen on {bind}: {e}"))?;
         for addr in server.addrs() {

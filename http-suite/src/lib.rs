@@ -481,6 +481,7 @@ macro_rules! scenarios {
             logout_revokes_the_family,
             trailing_slashes,
             payload_too_large,
+            slow_body_times_out,
             unsupported_media_type,
             every_answer_carries_the_security_headers,
             not_found,

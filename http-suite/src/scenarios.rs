@@ -615,6 +615,68 @@ pub async fn payload_too_large(framework: Framework) {
     assert_error(&res, 413, "payload_too_large");
 }
 
+/// A body that stops arriving gets `408 request_timeout`, in the error shape and with
+/// `Connection: close`, once the body-read timeout (1 s here) has passed; a body that
+/// arrives in time is served.
+pub async fn slow_body_times_out(framework: Framework) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let limits = ClientLimits::default().body_read_timeout(Duration::from_secs(1));
+    let server = TestServer::start_with(
+        framework,
+        Setup {
+            limits,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let body = format!(r#"{{"phone": "{PHONE}"}}"#);
+    let head = |length: usize| {
+        format!(
+            "POST {SEND} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {length}\r\n\r\n"
+        )
+    };
+    // Announces 100 bytes, sends 1, then waits.
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let started = std::time::Instant::now();
+    stream
+        .write_all(format!("{}{{", head(100)).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+    let waited = started.elapsed();
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 408"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(text.contains(r#""code":"request_timeout""#), "{text}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // The same body sent slowly but within the timeout is served.
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    stream.write_all(head(body.len()).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("an answer")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+}
+
 /// A missing or non-JSON content type gets 415 `unsupported_media_type`; JSON with
 /// parameters is fine.
 pub async fn unsupported_media_type(framework: Framework) {

@@ -55,6 +55,11 @@
 //!   there. Configured on a `web::scope`, the data and the routes belong to that scope.
 //! - Behind a proxy, configure [`TrustedProxies`](refsys_core::TrustedProxies), or the
 //!   per-client limits count every client as the proxy.
+//! - The routes time out a request body that stops arriving
+//!   ([`ClientLimits::body_read_timeout`](refsys_core::ClientLimits::body_read_timeout), 408).
+//!   Connection limits are the server's: set them on `HttpServer`, e.g.
+//!   `.client_request_timeout(Duration::from_secs(10)).keep_alive(Duration::from_secs(10))
+//!   .max_connections(n).backlog(1024)`, with `n` per worker below the open-files limit.
 #![forbid(unsafe_code)]
 
 use std::future::{Ready, ready};
@@ -112,13 +117,16 @@ async fn serve(
     if let Some(reply) = http::refuse_announced_length(length.and_then(|v| v.to_str().ok())) {
         return into_response(reply);
     }
-    let body = match payload.to_bytes_limited(http::MAX_BODY_BYTES).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(error)) => {
+    let timeout = service.client_limits().body_read_timeout;
+    let read = payload.to_bytes_limited(http::MAX_BODY_BYTES);
+    let body = match actix_web::rt::time::timeout(timeout, read).await {
+        Ok(Ok(Ok(body))) => body,
+        Ok(Ok(Err(error))) => {
             let why = format!("The request body could not be read: {error}.");
             return ApiError(Error::InvalidRequest(why)).error_response();
         }
-        Err(_) => return ApiError(Error::PayloadTooLarge).error_response(),
+        Ok(Err(_)) => return ApiError(Error::PayloadTooLarge).error_response(),
+        Err(_) => return into_response(http::body_timed_out()),
     };
     let headers = request.headers();
     let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());

@@ -55,7 +55,16 @@
 //! - The router has a JSON 404 fallback, and answers a wrong method on a contract path with
 //!   the contract's JSON 405 (through [`refsys_core::http::resolve`]). `Router::merge` panics
 //!   when both routers set a fallback: set yours on the merged router instead.
+//! - `axum::serve` has no header-read or idle timeout and no connection cap: a client that
+//!   opens connections and sends nothing holds them. Serve with [`serve`] instead
+//!   (`refsys_axum::serve(listener, app, ServeLimits::default(), shutdown)`): the same
+//!   router, with those limits. The routes themselves time out a request body that stops
+//!   arriving ([`ClientLimits::body_read_timeout`](refsys_core::ClientLimits::body_read_timeout), 408).
 #![forbid(unsafe_code)]
+
+mod server;
+
+pub use server::{ServeLimits, serve};
 
 use std::net::SocketAddr;
 
@@ -79,7 +88,7 @@ pub fn router(service: ReferralService) -> Router {
     for route in http::routes() {
         for &path in route.paths {
             let handler = move |State(service): State<ReferralService>, request: Request| {
-                serve(service, path, request)
+                answer(service, path, request)
             };
             router = router.route(path, any(handler));
         }
@@ -89,8 +98,8 @@ pub fn router(service: ReferralService) -> Router {
         .with_state(service)
 }
 
-/// Serves a request to `path`, a path of the contract.
-async fn serve(service: ReferralService, path: &'static str, request: Request) -> Response {
+/// Answers a request to `path`, a path of the contract.
+async fn answer(service: ReferralService, path: &'static str, request: Request) -> Response {
     let endpoint = match http::resolve(request.method().as_str(), path) {
         Ok(endpoint) => endpoint,
         Err(reply) => return into_response(reply),
@@ -100,9 +109,12 @@ async fn serve(service: ReferralService, path: &'static str, request: Request) -
     {
         return into_response(reply);
     }
-    let body = match body::to_bytes(body, http::MAX_BODY_BYTES).await {
-        Ok(body) => body,
-        Err(error) => return ApiError(body_error(error)).into_response(),
+    let timeout = service.client_limits().body_read_timeout;
+    let body = match tokio::time::timeout(timeout, body::to_bytes(body, http::MAX_BODY_BYTES)).await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => return ApiError(body_error(error)).into_response(),
+        Err(_) => return into_response(http::body_timed_out()),
     };
     let headers = &parts.headers;
     let info = RequestInfo {

@@ -105,6 +105,9 @@ pub enum Error {
     /// The request body is larger than allowed.
     #[error("The request body is too large.")]
     PayloadTooLarge,
+    /// The client did not send the request body within the body-read timeout.
+    #[error("The request body did not arrive in time.")]
+    RequestTimeout,
     /// The request body is not `application/json`.
     #[error("The request body must be JSON (Content-Type: application/json).")]
     UnsupportedMediaType,
@@ -149,6 +152,7 @@ impl Error {
             Error::NotFound => (404, "not_found"),
             Error::MethodNotAllowed => (405, "method_not_allowed"),
             Error::PayloadTooLarge => (413, "payload_too_large"),
+            Error::RequestTimeout => (408, "request_timeout"),
             Error::UnsupportedMediaType => (415, "unsupported_media_type"),
             Error::Store(_) => (503, "store_unavailable"),
             Error::NotReady { .. } => (503, "not_ready"),
@@ -329,6 +333,7 @@ mod tests {
             (Error::InviteCycle, 409, "invite_cycle"),
             (Error::InvalidToken, 401, "invalid_token"),
             (Error::PayloadTooLarge, 413, "payload_too_large"),
+            (Error::RequestTimeout, 408, "request_timeout"),
             (Error::UnsupportedMediaType, 415, "unsupported_media_type"),
             (Error::NotFound, 404, "not_found"),
             (

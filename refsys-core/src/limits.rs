@@ -83,6 +83,10 @@ pub struct ClientLimits {
     pub use_invite_code: Option<RateLimit>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
+    /// How long a client may take to send a request body once its headers arrived; the
+    /// framework crates answer `408 request_timeout` and close the connection after it
+    /// (default 10 s). Not a rate limit: [`disabled`](Self::disabled) keeps it.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ClientLimits {
@@ -92,19 +96,28 @@ impl Default for ClientLimits {
             verify_code: Some(RateLimit::per_minute(30)),
             use_invite_code: Some(RateLimit::per_hour(10)),
             trusted_proxies: TrustedProxies::none(),
+            body_read_timeout: Duration::from_secs(10),
         }
     }
 }
 
 impl ClientLimits {
-    /// No per-client limits (the per-phone limits of the policy still hold).
+    /// No per-client rate limits (the per-phone limits of the policy still hold, and so does
+    /// the default body-read timeout).
     pub fn disabled() -> Self {
         ClientLimits {
             send_code: None,
             verify_code: None,
             use_invite_code: None,
-            trusted_proxies: TrustedProxies::none(),
+            ..ClientLimits::default()
         }
+    }
+
+    /// Replaces the body-read timeout.
+    #[must_use]
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
     }
 
     /// Replaces the trusted proxies.

@@ -125,12 +125,33 @@ impl Drop for Server {
     }
 }
 
+/// The pseudo-variable (read by these helpers, not the server) that starts the server with
+/// that open-files limit (`ulimit -n`).
+pub const OPEN_FILES_LIMIT: &str = "TEST_OPEN_FILES_LIMIT";
+
 fn spawn(env: &[(String, String)], args: &[&str], dir: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_refsys-server"))
+    let binary = env!("CARGO_BIN_EXE_refsys-server");
+    let limit = env.iter().find(|(k, _)| k == OPEN_FILES_LIMIT);
+    let env = env.iter().filter(|(k, _)| k != OPEN_FILES_LIMIT);
+    let mut command = match limit {
+        None => Command::new(binary),
+        Some((_, n)) => {
+            let mut bash = Command::new("bash");
+            bash.args([
+                "-c",
+                r#"ulimit -n "$1" && shift && exec "$@""#,
+                "bash",
+                n,
+                binary,
+            ]);
+            bash
+        }
+    };
+    command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(env.map(|(k, v)| (k, v)))
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

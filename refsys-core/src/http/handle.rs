@@ -30,6 +30,15 @@ pub fn refuse_announced_length(content_length: Option<&str>) -> Option<Reply> {
     })
 }
 
+/// The reply to a request whose body did not arrive within the
+/// [body-read timeout](crate::ClientLimits::body_read_timeout): `408 request_timeout` with
+/// `Connection: close` (the rest of the body is never read).
+pub fn body_timed_out() -> Reply {
+    let mut reply = Reply::error(&Error::RequestTimeout);
+    reply.headers.push(("connection", "close".into()));
+    reply
+}
+
 /// What [`handle`] needs to know about a request besides its body.
 #[derive(Clone, Debug, Default)]
 pub struct RequestInfo<'a> {

@@ -24,7 +24,8 @@ pub(crate) mod reply;
 pub(crate) mod routes;
 
 pub use handle::{
-    MAX_BODY_BYTES, RequestInfo, handle, is_json, json_body, refuse_announced_length,
+    MAX_BODY_BYTES, RequestInfo, body_timed_out, handle, is_json, json_body,
+    refuse_announced_length,
 };
 pub use reply::{Reply, SECURITY_HEADERS};
 pub use routes::{
