@@ -389,6 +389,14 @@ fn read_client_limits<F: Fn(&str) -> Option<String>>(
         send_code: per_minute("RATE_LIMIT_SEND_CODE", defaults.send_code)?,
         verify_code: per_minute("RATE_LIMIT_VERIFY_CODE", defaults.verify_code)?,
         use_invite_code: per_hour("RATE_LIMIT_USE_INVITE_CODE", defaults.use_invite_code)?,
+        send_code_per_phone: per_hour(
+            "RATE_LIMIT_SEND_CODE_PER_PHONE",
+            defaults.send_code_per_phone,
+        )?,
+        verify_code_per_phone: per_hour(
+            "RATE_LIMIT_VERIFY_CODE_PER_PHONE",
+            defaults.verify_code_per_phone,
+        )?,
         trusted_proxies: proxies,
         body_read_timeout,
     })
@@ -498,7 +506,17 @@ mod tests {
             config.client_limits.use_invite_code,
             Some(RateLimit::per_hour(10))
         );
-        assert_eq!(config.policy.otp().max_failures, 20);
+        assert_eq!(config.policy.otp().max_failures, 50);
+        assert_eq!(config.policy.otp().max_sends_per_window, 10);
+        assert_eq!(
+            config.client_limits.send_code_per_phone,
+            Some(RateLimit::per_hour(5))
+        );
+        assert_eq!(
+            config.client_limits.verify_code_per_phone,
+            Some(RateLimit::per_hour(20))
+        );
+        assert_eq!(config.connections, ConnectionLimits::default());
         assert_eq!(config.policy.otp().lockout, Duration::from_secs(3600));
         assert_eq!(config.policy.sms_budget(), Some(RateLimit::per_hour(1000)));
         assert!(!config.production);
@@ -630,8 +648,15 @@ mod tests {
             ("RATE_LIMIT_SEND_CODE", "0"),
             ("RATE_LIMIT_VERIFY_CODE", "100"),
             ("RATE_LIMIT_USE_INVITE_CODE", "5"),
-            ("OTP_MAX_FAILURES", "50"),
+            ("OTP_MAX_FAILURES", "30"),
             ("OTP_LOCKOUT", "900"),
+            ("RATE_LIMIT_SEND_CODE_PER_PHONE", "0"),
+            ("RATE_LIMIT_VERIFY_CODE_PER_PHONE", "7"),
+            ("HEADER_READ_TIMEOUT", "4"),
+            ("BODY_READ_TIMEOUT", "6"),
+            ("MAX_CONNECTIONS", "500"),
+            ("LISTEN_BACKLOG", "64"),
+            ("REFRESH_REUSE_GRACE", "0"),
             ("SMS_BUDGET_PER_HOUR", "0"),
             ("TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
         ])
@@ -640,8 +665,26 @@ mod tests {
             config.client_limits.use_invite_code,
             Some(RateLimit::per_hour(5))
         );
-        assert_eq!(config.policy.otp().max_failures, 50);
+        assert_eq!(config.policy.otp().max_failures, 30);
         assert_eq!(config.policy.otp().lockout, Duration::from_secs(900));
+        assert_eq!(config.client_limits.send_code_per_phone, None);
+        assert_eq!(
+            config.client_limits.verify_code_per_phone,
+            Some(RateLimit::per_hour(7))
+        );
+        assert_eq!(
+            config.client_limits.body_read_timeout,
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            config.connections,
+            ConnectionLimits {
+                header_read_timeout: Duration::from_secs(4),
+                max_connections: Some(500),
+                backlog: 64,
+            }
+        );
+        assert_eq!(config.policy.refresh_reuse_grace(), Duration::ZERO);
         assert_eq!(config.policy.sms_budget(), None, "0 = no budget");
         assert_eq!(config.client_limits.send_code, None);
         assert_eq!(
@@ -669,5 +712,15 @@ mod tests {
         assert_eq!(config.policy.test_code(&test).unwrap().expose(), "1234");
         assert!(matches!(config.sms, SmsConfig::Webhook { .. }));
         assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn zero_timeouts_and_backlog_are_refused_naming_the_variable() {
+        for var in ["HEADER_READ_TIMEOUT", "BODY_READ_TIMEOUT", "LISTEN_BACKLOG"] {
+            let Err(error) = config(&[(var, "0")]) else {
+                panic!("{var}=0 was accepted");
+            };
+            assert_eq!(error.var, var);
+        }
     }
 }

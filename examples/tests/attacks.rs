@@ -165,7 +165,11 @@ async fn brute_force_from_many_ips(args: &[&str]) {
             assert!(
                 matches!(
                     code.as_str(),
-                    "code_invalid" | "too_many_attempts" | "code_expired" | "phone_locked"
+                    "code_invalid"
+                        | "too_many_attempts"
+                        | "code_expired"
+                        | "phone_locked"
+                        | "rate_limited"
                 ),
                 "{body}"
             );
@@ -180,12 +184,12 @@ async fn brute_force_from_many_ips(args: &[&str]) {
             "round {round}: {invalid_this_round} wrong guesses evaluated"
         );
         evaluated_per_code.push(invalid_this_round);
-        // Even the right code, tried after the guesses, no longer logs in.
+        // Even the right code, tried after the guesses (from a network of its own, which no
+        // per-network limit has counted), no longer logs in.
         if let Some(live) = live {
-            next_ip += 1;
             let res = client
                 .post_from(
-                    &ip(next_ip),
+                    &format!("172.16.{round}.1"),
                     "/login/verify_code/",
                     json!({ "phone": victim, "code": live }),
                 )
@@ -217,6 +221,79 @@ async fn brute_force_from_many_ips(args: &[&str]) {
     assert!(invalid <= (MAX_ATTEMPTS - 1) * delivered);
     // The real user still gets in once the window allows (not tested: an hour).
     stack.stop().await;
+}
+
+/// One client (one address, or its /24) tries to lock a chosen phone out: it asks for codes
+/// as fast as it may and sends wrong codes. It gets 5 codes and 20 checks for that phone per
+/// hour (`429 rate_limited`), never the phone's lock; the owner, from another network, gets
+/// a code and logs in.
+async fn one_client_cannot_lock_out_a_phone(args: &[&str]) {
+    let receiver = Receiver::start(Mode::Ok).await;
+    let mut extra = webhook_env(&receiver, HOOK_SECRET);
+    extra.extend([
+        ("TRUSTED_PROXIES", "127.0.0.1".to_owned()),
+        // No cooldown: the attacker is limited by what this test is about, not by time.
+        ("OTP_RESEND_COOLDOWN", "0".to_owned()),
+    ]);
+    let stack = Stack::start(extra, args).await;
+    let client = stack.client();
+    let victim = "+375292000002";
+    let (attacker, owner) = ("198.51.100.23", "192.0.2.44");
+    // The per-network limits count per clock hour: keep the attack inside one.
+    http_suite::away_from_a_window_edge(3600).await;
+    let mut sends = BTreeMap::<u16, usize>::new();
+    for _ in 0..12 {
+        let res = client
+            .post_from(attacker, "/login/send_code/", json!({ "phone": victim }))
+            .await;
+        *sends.entry(res.status).or_default() += 1;
+        if res.status != 200 {
+            assert_error(&res, 429, "rate_limited");
+        }
+    }
+    assert_eq!(sends.get(&200), Some(&5), "{sends:?}");
+    let mut checks = BTreeMap::<String, usize>::new();
+    for guess in 0..40 {
+        let res = client
+            .post_from(
+                attacker,
+                "/login/verify_code/",
+                json!({ "phone": victim, "code": format!("{guess:04}") }),
+            )
+            .await;
+        assert_ne!(res.status, 200, "the attacker guessed the code");
+        *checks.entry(res.str("code")).or_default() += 1;
+    }
+    assert_eq!(checks.get("rate_limited"), Some(&20), "{checks:?}");
+    assert!(!checks.contains_key("phone_locked"), "{checks:?}");
+    // The owner gets a code and logs in.
+    let res = client
+        .post_from(owner, "/login/send_code/", json!({ "phone": victim }))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.json());
+    let code = receiver.last_code(victim);
+    let res = client
+        .post_from(
+            owner,
+            "/login/verify_code/",
+            json!({ "phone": victim, "code": code }),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.json());
+    println!(
+        "METRIC lockout {args:?}: attacker's sends {sends:?}, checks {checks:?}; owner logged in"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_lock_out_a_phone_on_axum() {
+    one_client_cannot_lock_out_a_phone(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_lock_out_a_phone_on_actix() {
+    one_client_cannot_lock_out_a_phone(&["--framework", "actix"]).await;
 }
 
 // ----- tokens -----
@@ -723,6 +800,8 @@ fn arbitrary_requests_get_contract_answers_on_both_frameworks() {
             vec![
                 ("RATE_LIMIT_SEND_CODE", "0".into()),
                 ("RATE_LIMIT_VERIFY_CODE", "0".into()),
+                ("RATE_LIMIT_SEND_CODE_PER_PHONE", "0".into()),
+                ("RATE_LIMIT_VERIFY_CODE_PER_PHONE", "0".into()),
             ]
         };
         (

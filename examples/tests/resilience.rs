@@ -311,6 +311,8 @@ async fn postgres_stopped_under_load_then_restarted() {
         ("OTP_MAX_SENDS", "100000"),
         ("RATE_LIMIT_SEND_CODE", "0"),
         ("RATE_LIMIT_VERIFY_CODE", "0"),
+        ("RATE_LIMIT_SEND_CODE_PER_PHONE", "0"),
+        ("RATE_LIMIT_VERIFY_CODE_PER_PHONE", "0"),
     ]);
     let axum = Server::start(&env, &[]).await;
     let actix = Server::start(&env, &["--framework", "actix"]).await;
@@ -481,6 +483,8 @@ async fn redis_stopped_under_load_then_restarted() {
         ("OTP_MAX_SENDS", "100000"),
         ("RATE_LIMIT_SEND_CODE", "0"),
         ("RATE_LIMIT_VERIFY_CODE", "0"),
+        ("RATE_LIMIT_SEND_CODE_PER_PHONE", "0"),
+        ("RATE_LIMIT_VERIFY_CODE_PER_PHONE", "0"),
     ]);
     env.extend(webhook_env(&receiver, HOOK_SECRET));
     let axum = Server::start(&env, &[]).await;
@@ -924,6 +928,9 @@ async fn scale_out_per_ip_limits_are_shared() {
     let pair = Pair::start(&[
         ("RATE_LIMIT_SEND_CODE", "10"),
         ("RATE_LIMIT_VERIFY_CODE", "30"),
+        // This test is about the per-IP limits: the per-phone ones would stop the 30 checks
+        // of one phone first.
+        ("RATE_LIMIT_VERIFY_CODE_PER_PHONE", "0"),
     ])
     .await;
     // The limits count per real-clock minute: keep the bursts inside one.

@@ -127,6 +127,16 @@ impl RateLimitStore for SwitchableRateStore {
         self.0.inner.hit(key, limit, window, now).await
     }
 
+    async fn take_back(
+        &self,
+        key: &str,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.0.inner.take_back(key, window, now).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()
     }
@@ -496,6 +506,7 @@ macro_rules! scenarios {
             trusted_proxy_forwarded_for,
             auth_user_guards_user_handlers,
             phone_locked_after_wrong_codes_across_resends,
+            one_network_cannot_lock_out_a_phone,
             send_code_sms_budget_exhausted,
             use_invite_code_rate_limited_per_user,
             answers_do_not_reveal_registration

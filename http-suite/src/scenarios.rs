@@ -151,16 +151,76 @@ pub async fn send_code_resend_cooldown(framework: Framework) {
 
 /// 429 `too_many_codes` once the rolling window is full.
 pub async fn send_code_too_many_codes(framework: Framework) {
-    let server = TestServer::start(framework).await;
+    let server = TestServer::start_with(framework, behind_a_proxy()).await;
     let c = &server.client;
     let max = server.service.policy().otp().max_sends_per_window;
-    for _ in 0..max {
-        let res = c.post(SEND, json!({ "phone": PHONE })).await;
+    // From ever new client networks, so that only the phone's own window counts.
+    for i in 0..max {
+        let res = c
+            .post_from(&network(i), SEND, json!({ "phone": PHONE }))
+            .await;
         assert_eq!(res.status, 200, "{}", res.json());
         server.advance(Duration::from_secs(61));
     }
-    let res = c.post(SEND, json!({ "phone": PHONE })).await;
+    let res = c
+        .post_from(&network(max), SEND, json!({ "phone": PHONE }))
+        .await;
     assert_error(&res, 429, "too_many_codes");
+}
+
+/// A setup whose server believes `X-Forwarded-For` from the test client (127.0.0.1 / ::1).
+fn behind_a_proxy() -> Setup {
+    Setup {
+        limits: ClientLimits::default()
+            .trusted_proxies(TrustedProxies::new(["127.0.0.1", "::1"]).unwrap()),
+        ..Setup::default()
+    }
+}
+
+/// A client address in network `i` (a `/24` of its own).
+fn network(i: u32) -> String {
+    format!("198.51.{}.7", i % 256)
+}
+
+/// One client network cannot use up a phone's send window or lock it: it gets at most 5 codes
+/// and 20 `verify_code` calls for the phone per hour (`429 rate_limited`), and the phone's
+/// owner, from another network, still gets a code and logs in.
+pub async fn one_network_cannot_lock_out_a_phone(framework: Framework) {
+    let server = TestServer::start_with(framework, behind_a_proxy()).await;
+    let c = &server.client;
+    let (attacker, other_host, owner) = ("203.0.113.5", "203.0.113.77", "192.0.2.10");
+    for _ in 0..5 {
+        let res = c.post_from(attacker, SEND, json!({ "phone": PHONE })).await;
+        assert_eq!(res.status, 200, "{}", res.json());
+        server.advance(Duration::from_secs(61));
+    }
+    // The sixth, also from another host of the same /24: refused for that network only.
+    for ip in [attacker, other_host] {
+        let res = c.post_from(ip, SEND, json!({ "phone": PHONE })).await;
+        let body = assert_error(&res, 429, "rate_limited");
+        assert!(body["retry_after"].as_u64().unwrap() > 0);
+    }
+    // 20 wrong codes, then refused before the code is even checked.
+    let wrong = wrong_code(&server.last_code(PHONE));
+    for _ in 0..20 {
+        let res = c
+            .post_from(attacker, VERIFY, json!({ "phone": PHONE, "code": wrong }))
+            .await;
+        assert!(res.status == 400 || res.status == 429, "{}", res.json());
+        assert_ne!(res.json()["code"], "phone_locked");
+    }
+    let res = c
+        .post_from(attacker, VERIFY, json!({ "phone": PHONE, "code": wrong }))
+        .await;
+    assert_error(&res, 429, "rate_limited");
+    // The owner gets a code and logs in.
+    let res = c.post_from(owner, SEND, json!({ "phone": PHONE })).await;
+    assert_eq!(res.status, 200, "{}", res.json());
+    let code = server.last_code(PHONE);
+    let res = c
+        .post_from(owner, VERIFY, json!({ "phone": PHONE, "code": code }))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.json());
 }
 
 /// 502 `sms_failed`, and the failed send costs the user nothing.
@@ -1037,27 +1097,30 @@ fn wrong_code(code: &str) -> String {
     format!("{:04}", (code.parse::<u32>().unwrap() + 1) % 10_000)
 }
 
-/// 20 wrong codes in a row across resends: 429 `phone_locked` with `Retry-After` on
+/// 50 wrong codes in a row across resends (from 10 client networks, so that no per-network
+/// limit is reached): 429 `phone_locked` with `Retry-After` on
 /// `verify_code` (the right code too) and `send_code`, until the lock ends.
 pub async fn phone_locked_after_wrong_codes_across_resends(framework: Framework) {
-    let server = TestServer::start(framework).await;
+    let server = TestServer::start_with(framework, behind_a_proxy()).await;
     let c = &server.client;
     let otp = server.service.policy().otp().clone();
-    assert_eq!((otp.max_failures, otp.max_attempts), (20, 5));
-    for round in 0..4 {
-        let sent = c.post(SEND, json!({ "phone": PHONE })).await;
+    assert_eq!((otp.max_failures, otp.max_attempts), (50, 5));
+    // From a new client network each round: the phone's own budget is what locks it.
+    for round in 0..10 {
+        let ip = network(round);
+        let sent = c.post_from(&ip, SEND, json!({ "phone": PHONE })).await;
         assert_eq!(sent.status, 200, "{}", sent.json());
         let wrong = wrong_code(&server.last_code(PHONE));
         for _ in 0..4 {
             let res = c
-                .post(VERIFY, json!({ "phone": PHONE, "code": wrong }))
+                .post_from(&ip, VERIFY, json!({ "phone": PHONE, "code": wrong }))
                 .await;
             assert_error(&res, 400, "code_invalid");
         }
         let res = c
-            .post(VERIFY, json!({ "phone": PHONE, "code": wrong }))
+            .post_from(&ip, VERIFY, json!({ "phone": PHONE, "code": wrong }))
             .await;
-        if round < 3 {
+        if round < 9 {
             assert_error(&res, 429, "too_many_attempts");
         } else {
             let body = assert_error(&res, 429, "phone_locked");
@@ -1066,15 +1129,16 @@ pub async fn phone_locked_after_wrong_codes_across_resends(framework: Framework)
         server.advance(Duration::from_secs(61));
     }
     let code = server.last_code(PHONE);
+    let owner = network(100);
     let res = c
-        .post(VERIFY, json!({ "phone": PHONE, "code": code }))
+        .post_from(&owner, VERIFY, json!({ "phone": PHONE, "code": code }))
         .await;
     let body = assert_error(&res, 429, "phone_locked");
     assert_eq!(body["retry_after"], 3600 - 61);
-    let res = c.post(SEND, json!({ "phone": PHONE })).await;
+    let res = c.post_from(&owner, SEND, json!({ "phone": PHONE })).await;
     assert_error(&res, 429, "phone_locked");
     server.advance(Duration::from_secs(3600 - 61));
-    let res = c.post(SEND, json!({ "phone": PHONE })).await;
+    let res = c.post_from(&owner, SEND, json!({ "phone": PHONE })).await;
     assert_eq!(res.status, 200, "the lock is over: {}", res.json());
 }
 

@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::UserId;
+use crate::{Phone, UserId};
 
 /// An operation limited per client IP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -21,6 +21,10 @@ pub enum ClientAction {
     VerifyCode,
     /// `POST /use_invite_code/` (counted per user, not per IP).
     UseInviteCode,
+    /// `POST /login/send_code/` to one phone, counted per client network.
+    SendCodeToPhone,
+    /// `POST /login/verify_code/` for one phone, counted per client network.
+    VerifyCodeForPhone,
 }
 
 impl ClientAction {
@@ -30,6 +34,8 @@ impl ClientAction {
             ClientAction::SendCode => "send_code",
             ClientAction::VerifyCode => "verify_code",
             ClientAction::UseInviteCode => "use_invite_code",
+            ClientAction::SendCodeToPhone => "send_code_to_phone",
+            ClientAction::VerifyCodeForPhone => "verify_code_for_phone",
         }
     }
 }
@@ -67,8 +73,11 @@ impl RateLimit {
 /// cannot be found by sweeping the code space. Set with
 /// [`ServiceBuilder::client_limits`](crate::ServiceBuilder::client_limits).
 ///
-/// The default is on: **10 `send_code` and 30 `verify_code` per IP per minute, 10
+/// The default is on: **10 `send_code` and 30 `verify_code` per IP per minute, 5 codes to
+/// one phone and 20 `verify_code` calls for one phone per client network per hour, 10
 /// `use_invite_code` per user per hour**, trusting no proxy (the client is the TCP peer).
+/// The per-phone limits keep one client from spending a phone's own budgets (its send window
+/// and failure budget in the [`Policy`](crate::Policy)) and so locking its owner out.
 /// Over a limit the answer is `429 rate_limited` with `Retry-After`. IPv6 clients are counted per `/64`, the block one
 /// subscriber usually gets. Behind a reverse proxy, set [`trusted_proxies`](Self::trusted_proxies),
 /// or every client shares the proxy's budget.
@@ -81,6 +90,15 @@ pub struct ClientLimits {
     /// `use_invite_code` calls per user (counted by the service, whoever calls it, malformed
     /// codes included); `None` for no limit.
     pub use_invite_code: Option<RateLimit>,
+    /// `send_code` calls to one phone from one client network (an IPv4 `/24`, an IPv6
+    /// `/64`); `None` for no limit. Kept below the phone's own window
+    /// ([`OtpPolicy::max_sends_per_window`](crate::OtpPolicy::max_sends_per_window)), so that
+    /// no single client can use that window up and keep the phone's owner from getting codes.
+    pub send_code_per_phone: Option<RateLimit>,
+    /// `verify_code` calls for one phone from one client network; `None` for no limit. Kept
+    /// below the phone's failure budget ([`OtpPolicy::max_failures`](crate::OtpPolicy::max_failures)),
+    /// so that no single client can lock the phone.
+    pub verify_code_per_phone: Option<RateLimit>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// How long a client may take to send a request body once its headers arrived; the
@@ -95,6 +113,8 @@ impl Default for ClientLimits {
             send_code: Some(RateLimit::per_minute(10)),
             verify_code: Some(RateLimit::per_minute(30)),
             use_invite_code: Some(RateLimit::per_hour(10)),
+            send_code_per_phone: Some(RateLimit::per_hour(5)),
+            verify_code_per_phone: Some(RateLimit::per_hour(20)),
             trusted_proxies: TrustedProxies::none(),
             body_read_timeout: Duration::from_secs(10),
         }
@@ -109,6 +129,8 @@ impl ClientLimits {
             send_code: None,
             verify_code: None,
             use_invite_code: None,
+            send_code_per_phone: None,
+            verify_code_per_phone: None,
             ..ClientLimits::default()
         }
     }
@@ -133,7 +155,20 @@ impl ClientLimits {
             ClientAction::SendCode => self.send_code,
             ClientAction::VerifyCode => self.verify_code,
             ClientAction::UseInviteCode => self.use_invite_code,
+            ClientAction::SendCodeToPhone => self.send_code_per_phone,
+            ClientAction::VerifyCodeForPhone => self.verify_code_per_phone,
         }
+    }
+
+    /// The rate-limit store key for `action` on `phone` by the network of `ip`: an IPv4 `/24`
+    /// or an IPv6 `/64`.
+    pub fn phone_key(action: ClientAction, phone: &Phone, ip: IpAddr) -> String {
+        format!(
+            "phone:{}:{}:{}",
+            action.as_str(),
+            network(ip),
+            phone.as_str()
+        )
     }
 
     /// The rate-limit store key for `action` by authenticated user `user`.
@@ -150,6 +185,20 @@ impl ClientLimits {
                 let block = Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)));
                 format!("client:{}:{block}/64", action.as_str())
             }
+        }
+    }
+}
+
+/// The network a client address belongs to, for limits per network: its IPv4 `/24` or its
+/// IPv6 `/64`, e.g. `203.0.113.0/24`.
+pub fn network(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => format!("{}/24", std::net::Ipv4Addr::from(u32::from(v4) & !0xff)),
+        IpAddr::V6(v6) => {
+            format!(
+                "{}/64",
+                Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))
+            )
         }
     }
 }

@@ -113,14 +113,19 @@ pub struct OtpPolicy {
     pub resend_cooldown: Duration,
     /// Wrong tries per code; the last wrong one burns the code. Default 5.
     pub max_attempts: u32,
-    /// Codes per phone per rolling [`send_window`](Self::send_window). Default 5.
+    /// Codes per phone per rolling [`send_window`](Self::send_window), from all clients
+    /// together. Default 10: one client network gets at most
+    /// [`ClientLimits::send_code_per_phone`](crate::ClientLimits::send_code_per_phone) (5) of
+    /// them, so it cannot use up the phone's window alone.
     pub max_sends_per_window: u32,
     /// The rolling window for [`max_sends_per_window`](Self::max_sends_per_window). Default 1 h.
     pub send_window: Duration,
-    /// Consecutive wrong codes per phone, across any number of codes, before the phone is
-    /// locked for [`lockout`](Self::lockout). A successful verification resets the count, and
-    /// so does a quiet `lockout` with no wrong code. Default 20 (NIST SP 800-63B allows at most
-    /// 100).
+    /// Consecutive wrong codes per phone, from all clients together, across any number of
+    /// codes, before the phone is locked for [`lockout`](Self::lockout). A successful
+    /// verification resets the count, and so does a quiet `lockout` with no wrong code.
+    /// Default 50 (NIST SP 800-63B allows at most 100): one client network gets at most
+    /// [`ClientLimits::verify_code_per_phone`](crate::ClientLimits::verify_code_per_phone) (20)
+    /// tries, so it takes three networks to lock a phone.
     pub max_failures: u32,
     /// How long a phone stays locked after [`max_failures`](Self::max_failures) consecutive
     /// wrong codes: no code is sent to it and none is checked. Default 1 h.
@@ -134,9 +139,9 @@ impl Default for OtpPolicy {
             code_ttl: Duration::from_secs(300),
             resend_cooldown: Duration::from_secs(60),
             max_attempts: 5,
-            max_sends_per_window: 5,
+            max_sends_per_window: 10,
             send_window: Duration::from_secs(3600),
-            max_failures: 20,
+            max_failures: 50,
             lockout: Duration::from_secs(3600),
         }
     }

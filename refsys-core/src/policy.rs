@@ -15,8 +15,8 @@ use crate::{AllowedRegions, OtpCode, OtpPolicy, Phone};
 /// | code lifetime | 300 s |
 /// | resend cooldown | 60 s |
 /// | wrong tries per code | 5 (the 5th burns the code) |
-/// | codes per phone per rolling hour | 5 |
-/// | consecutive wrong codes per phone, across codes, before a lock | 20 |
+/// | codes per phone per rolling hour, all clients together | 10 |
+/// | consecutive wrong codes per phone, across codes and clients, before a lock | 50 |
 /// | lock after that many wrong codes | 1 h (no code sent or checked) |
 /// | SMS for the whole deployment per hour | 1000 (test phones not counted) |
 /// | access token lifetime | 20 min |
@@ -24,14 +24,15 @@ use crate::{AllowedRegions, OtpCode, OtpPolicy, Phone};
 /// | allowed regions | all |
 /// | test phones | none |
 ///
-/// With these defaults an attacker gets at most 5 guesses per code and 5 codes per hour, and
-/// the 20th consecutive wrong code locks the phone for an hour: at most 20 guesses per lock
-/// cycle (about 64 minutes) over 10 000 codes, a 0.2 % chance per hour instead of the original
-/// service's unbounded guessing. The failure budget is what keeps that bound if the per-code
-/// or per-window limits are raised; NIST SP 800-63B caps consecutive failures at 100, and
-/// [`PolicyBuilder::max_failures`] refuses more. A lock can be triggered by anyone who can ask
-/// for codes to a phone, so it is a denial-of-service lever against that phone's owner for
-/// the lock's length: keep the lockout moderate.
+/// With these defaults an attacker gets at most 5 guesses per code and 10 codes per hour, and
+/// the 50th consecutive wrong code locks the phone for an hour: at most 50 guesses per lock
+/// cycle over 10 000 codes, a 0.5 % chance per hour instead of the original service's
+/// unbounded guessing. The failure budget is what keeps that bound if the per-code or
+/// per-window limits are raised; NIST SP 800-63B caps consecutive failures at 100, and
+/// [`PolicyBuilder::max_failures`] refuses more. A lock is a denial-of-service lever against
+/// the phone's owner, so the per-phone [`ClientLimits`](crate::ClientLimits) give one client
+/// network at most 5 of the 10 codes and 20 of the 50 wrong tries: it takes several networks
+/// to lock a phone. Keep the lockout moderate.
 ///
 /// The SMS budget caps what the whole deployment sends (SMS pumping: attackers requesting
 /// codes to premium-rate numbers they profit from). It is counted in the service's
@@ -301,9 +302,9 @@ mod tests {
         assert_eq!(otp.code_ttl, Duration::from_secs(300));
         assert_eq!(otp.resend_cooldown, Duration::from_secs(60));
         assert_eq!(otp.max_attempts, 5);
-        assert_eq!(otp.max_sends_per_window, 5);
+        assert_eq!(otp.max_sends_per_window, 10);
         assert_eq!(otp.send_window, Duration::from_secs(3600));
-        assert_eq!(otp.max_failures, 20);
+        assert_eq!(otp.max_failures, 50);
         assert_eq!(otp.lockout, Duration::from_secs(3600));
         assert_eq!(policy.sms_budget(), Some(RateLimit::per_hour(1000)));
         assert_eq!(policy.access_ttl(), Duration::from_secs(1200));

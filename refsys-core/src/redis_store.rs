@@ -125,6 +125,8 @@ static CANCEL: LazyLock<Script> = otp_script!("redis_store/cancel.lua");
 static CHECK: LazyLock<Script> = otp_script!("redis_store/check.lua");
 static RESTORE: LazyLock<Script> = otp_script!("redis_store/restore.lua");
 static HIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis_store/hit.lua")));
+static TAKE_BACK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("redis_store/take_back.lua")));
 
 /// A connection to Redis, shared by both stores: one node, or a Redis Cluster.
 ///
@@ -634,6 +636,22 @@ impl RateLimitStore for RedisRateLimitStore {
             }),
             other => Err(corrupt_reply("hit", other)),
         }
+    }
+
+    async fn take_back(
+        &self,
+        key: &str,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let window_secs = secs(window).max(1);
+        let window_end = (now.as_unix() / window_secs + 1).saturating_mul(window_secs);
+        let counter = format!("{}rate:{{{key}}}", self.redis.prefix);
+        let _: i64 = self
+            .redis
+            .run(TAKE_BACK.key(counter).arg(window_end))
+            .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

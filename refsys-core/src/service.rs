@@ -158,6 +158,46 @@ impl ReferralService {
         limited
     }
 
+    /// Counts one `action` on `phone` by the network of client `ip` against the
+    /// [`ClientLimits`]: `429 rate_limited` (with `retry_after`) when over.
+    async fn check_phone_client(
+        &self,
+        action: ClientAction,
+        phone: &Phone,
+        ip: IpAddr,
+    ) -> Result<(), Error> {
+        let limited = self
+            .count(action, &ClientLimits::phone_key(action, phone, ip))
+            .await;
+        if let Err(Error::RateLimited { .. }) = limited {
+            tracing::info!(
+                phone = %phone.redacted(),
+                network = %crate::limits::network(ip),
+                action = action.as_str(),
+                "per-phone client limit reached"
+            );
+        }
+        limited
+    }
+
+    /// Takes back a count of [`check_phone_client`](Self::check_phone_client) whose call then
+    /// failed for a reason not the client's. A store error here is logged and ignored: the
+    /// count stays, which errs on the safe side.
+    async fn take_back_phone_client(&self, action: ClientAction, phone: &Phone, ip: IpAddr) {
+        let Some(limit) = self.inner.limits.limit(action) else {
+            return;
+        };
+        let key = ClientLimits::phone_key(action, phone, ip);
+        if let Err(error) = self
+            .inner
+            .rate
+            .take_back(&key, limit.window, self.now())
+            .await
+        {
+            tracing::warn!(%error, "could not take back a per-phone client count");
+        }
+    }
+
     /// Counts one `action` by authenticated `user` against the [`ClientLimits`]:
     /// `429 rate_limited` (with `retry_after`) when over.
     async fn check_user(&self, action: ClientAction, user: UserId) -> Result<(), Error> {
@@ -241,8 +281,31 @@ impl ReferralService {
     /// and do not count towards the budget.
     ///
     /// The answer never depends on whether the phone belongs to a registered user.
+    ///
+    /// This counts no client: use [`send_code_from`](Self::send_code_from) when the client's
+    /// address is known (the HTTP adapters do), so that one client cannot use up the phone's
+    /// window.
     pub async fn send_code(&self, phone: &str) -> Result<(), Error> {
         let phone = self.parse_phone(phone)?;
+        self.send_code_to(phone).await
+    }
+
+    /// [`send_code`](Self::send_code) by a client at `ip`: first counts the call against the
+    /// [per-phone client limit](ClientLimits::send_code_per_phone) of the client's network
+    /// (`429 rate_limited` when over). Only codes that went out count: a send refused or
+    /// failed after that is taken back from the count.
+    pub async fn send_code_from(&self, phone: &str, ip: IpAddr) -> Result<(), Error> {
+        let phone = self.parse_phone(phone)?;
+        let action = ClientAction::SendCodeToPhone;
+        self.check_phone_client(action, &phone, ip).await?;
+        let sent = self.send_code_to(phone.clone()).await;
+        if sent.is_err() {
+            self.take_back_phone_client(action, &phone, ip).await;
+        }
+        sent
+    }
+
+    async fn send_code_to(&self, phone: Phone) -> Result<(), Error> {
         let policy = &self.inner.policy;
         let test_code = policy.test_code(&phone);
         let code = test_code
@@ -306,8 +369,36 @@ impl ReferralService {
     /// depends on whether the phone belongs to a registered user. A code is spent only by a
     /// login that succeeds: if the user store fails after the code matched, the code is
     /// [restored](crate::OtpStore::restore) and the user can try it again.
+    ///
+    /// This counts no client: use [`verify_code_from`](Self::verify_code_from) when the
+    /// client's address is known (the HTTP adapters do), so that one client cannot lock the
+    /// phone.
     pub async fn verify_code(&self, phone: &str, code: &str) -> Result<Login, Error> {
         let phone = self.parse_phone(phone)?;
+        self.verify_code_for(phone, code).await
+    }
+
+    /// [`verify_code`](Self::verify_code) by a client at `ip`: first counts the call against
+    /// the [per-phone client limit](ClientLimits::verify_code_per_phone) of the client's
+    /// network (`429 rate_limited` when over; the code is not checked then).
+    pub async fn verify_code_from(
+        &self,
+        phone: &str,
+        code: &str,
+        ip: IpAddr,
+    ) -> Result<Login, Error> {
+        let phone = self.parse_phone(phone)?;
+        let action = ClientAction::VerifyCodeForPhone;
+        self.check_phone_client(action, &phone, ip).await?;
+        let login = self.verify_code_for(phone.clone(), code).await;
+        if let Err(Error::Store(_)) = login {
+            // Not the client's doing: the try does not count.
+            self.take_back_phone_client(action, &phone, ip).await;
+        }
+        login
+    }
+
+    async fn verify_code_for(&self, phone: Phone, code: &str) -> Result<Login, Error> {
         let otp = self.inner.policy.otp();
         let code = OtpCode::parse(code, otp.code_length)
             .map_err(|e| Error::InvalidRequest(format!("Field `code`: {e}.")))?;

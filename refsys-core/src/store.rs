@@ -302,6 +302,20 @@ pub trait RateLimitStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<RateDecision, StoreError>;
 
+    /// Takes back one hit on `key` counted by [`hit`](Self::hit) in the window of length
+    /// `window` that contains `now` (an action that then failed for a reason not the
+    /// client's, such as an SMS gateway error). Never below zero; a counter of another window
+    /// is left alone. The default does nothing: the hit stays counted.
+    async fn take_back(
+        &self,
+        key: &str,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let _ = (key, window, now);
+        Ok(())
+    }
+
     /// Checks that the store answers (for `/ready`).
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
@@ -433,6 +447,14 @@ macro_rules! stores_behind {
                 now: Timestamp,
             ) -> Result<RateDecision, StoreError> {
                 (**self).hit(key, limit, window, now).await
+            }
+            async fn take_back(
+                &self,
+                key: &str,
+                window: Duration,
+                now: Timestamp,
+            ) -> Result<(), StoreError> {
+                (**self).take_back(key, window, now).await
             }
             async fn ping(&self) -> Result<(), StoreError> {
                 (**self).ping().await

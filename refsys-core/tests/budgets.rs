@@ -95,16 +95,16 @@ impl World {
 // ---- per-phone failure budget ----
 
 #[tokio::test]
-async fn twenty_wrong_codes_across_resends_lock_the_phone_for_an_hour() {
+async fn fifty_wrong_codes_across_resends_lock_the_phone_for_an_hour() {
     let w = world();
-    // Codes 1-3: five misses each, the fifth burns the code.
-    for _ in 0..3 {
+    // Codes 1-9: five misses each, the fifth burns the code.
+    for _ in 0..9 {
         w.service.send_code(A).await.unwrap();
         let error = w.miss(A, 5).await;
         assert_eq!(error.http(), (429, "too_many_attempts"));
         w.advance(60);
     }
-    // Code 4: its fifth miss is the 20th in a row, and locks the phone instead of burning.
+    // Code 10: its fifth miss is the 50th in a row, and locks the phone instead of burning.
     w.service.send_code(A).await.unwrap();
     let code = w.code(A);
     let error = w.miss(A, 5).await;

@@ -143,14 +143,55 @@ async fn send_code_within_the_cooldown_is_429_with_retry_after() {
 #[tokio::test]
 async fn send_code_over_the_hourly_window_is_429() {
     let w = world();
-    for _ in 0..5 {
+    for _ in 0..10 {
         w.service.send_code(A).await.unwrap();
         w.advance(60);
     }
     let error = w.service.send_code(A).await.unwrap_err();
     assert_eq!(error.http(), (429, "too_many_codes"));
-    assert_eq!(error.retry_after(), Some(3600 - 300));
-    assert_eq!(w.sms.sent().len(), 5);
+    assert_eq!(error.retry_after(), Some(3600 - 600));
+    assert_eq!(w.sms.sent().len(), 10);
+}
+
+#[tokio::test]
+async fn one_client_network_gets_five_codes_and_twenty_checks_per_phone_per_hour() {
+    let w = world();
+    let attacker: std::net::IpAddr = "203.0.113.5".parse().unwrap();
+    let neighbour: std::net::IpAddr = "203.0.113.200".parse().unwrap();
+    let owner: std::net::IpAddr = "2001:db8:1:2::9".parse().unwrap();
+    // The client limits count in fixed clock hours: start at one.
+    let now = w.clock.now().as_unix();
+    w.advance(3600 - now % 3600);
+    for _ in 0..5 {
+        w.service.send_code_from(A, attacker).await.unwrap();
+        w.advance(60);
+    }
+    for ip in [attacker, neighbour] {
+        let error = w.service.send_code_from(A, ip).await.unwrap_err();
+        assert_eq!(error.http(), (429, "rate_limited"));
+        // What is left of the clock hour (fixed windows).
+        assert!(error.retry_after().is_some_and(|s| (1..=3600).contains(&s)));
+    }
+    assert_eq!(w.sms.sent().len(), 5, "no SMS for a refused send");
+    // Other phones are another count.
+    w.service.send_code_from(B, attacker).await.unwrap();
+    for _ in 0..20 {
+        let error = w.service.verify_code_from(A, "0000", attacker).await;
+        assert!(error.is_err());
+    }
+    let error = w
+        .service
+        .verify_code_from(A, "0000", attacker)
+        .await
+        .unwrap_err();
+    assert_eq!(error.http(), (429, "rate_limited"));
+    // The owner, on another network, gets a code and logs in.
+    w.service.send_code_from(A, owner).await.unwrap();
+    let code = w.code(A);
+    w.service.verify_code_from(A, &code, owner).await.unwrap();
+    // A library caller that names no client is not counted per network.
+    w.advance(60);
+    w.service.send_code(A).await.unwrap();
 }
 
 #[tokio::test]
@@ -277,9 +318,10 @@ async fn wrong_codes_count_down_then_burn_with_429() {
     assert_eq!(user, UserId(1));
 }
 
-/// With the defaults, an attacker guessing codes in order gets 5 guesses at each code and,
-/// across codes, 20 wrong guesses before the phone is locked for an hour: over two hours,
-/// 2 lock cycles of 4 codes and 20 guesses each, 40 of the 10 000 possible codes.
+/// With the defaults, an attacker guessing codes in order (with no client named, so only the
+/// phone's own budgets count) gets 5 guesses at each code and, across codes, 50 wrong guesses
+/// before the phone is locked for an hour: over two hours, 2 lock cycles of 10 codes and 50
+/// guesses each, 100 of the 10 000 possible codes.
 #[tokio::test]
 async fn brute_force_is_capped_by_attempts_window_and_failure_budget() {
     // A fixed code the in-order guessing cannot reach within its budget keeps this
@@ -323,14 +365,14 @@ async fn brute_force_is_capped_by_attempts_window_and_failure_budget() {
         }
         w.advance(60);
     }
-    assert_eq!(locks, 2, "locked at minutes 3 and 66");
-    assert_eq!(sends, 8, "4 codes per lock cycle");
-    assert_eq!(misses, 4 * 4 * 2, "4 misses per code answer code_invalid");
-    assert_eq!(burns, 3 * 2, "3 codes per cycle burn, the 4th locks");
+    assert_eq!(locks, 2, "locked at minutes 9 and 78");
+    assert_eq!(sends, 20, "10 codes per lock cycle");
+    assert_eq!(misses, 2 * 10 * 4, "4 misses per code answer code_invalid");
+    assert_eq!(burns, 2 * 9, "9 codes per cycle burn, the 10th locks");
     assert_eq!(
         misses + burns + locks,
-        2 * 20,
-        "20 wrong guesses per lock cycle"
+        2 * 50,
+        "50 wrong guesses per lock cycle"
     );
 }
 

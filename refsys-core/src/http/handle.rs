@@ -77,15 +77,25 @@ async fn respond(
 ) -> Result<Reply, Error> {
     match endpoint {
         Endpoint::SendCode => {
-            check_client(service, ClientAction::SendCode, request).await?;
+            let client = check_client(service, ClientAction::SendCode, request).await?;
             let input: SendCodeRequest = json_body(request, body)?;
-            service.send_code(&input.phone).await?;
+            match client {
+                Some(ip) => service.send_code_from(&input.phone, ip).await?,
+                None => service.send_code(&input.phone).await?,
+            }
             Ok(Reply::json(200, &MessageResponse::CODE_SENT))
         }
         Endpoint::VerifyCode => {
-            check_client(service, ClientAction::VerifyCode, request).await?;
+            let client = check_client(service, ClientAction::VerifyCode, request).await?;
             let input: VerifyCodeRequest = json_body(request, body)?;
-            let login = service.verify_code(&input.phone, &input.code).await?;
+            let login = match client {
+                Some(ip) => {
+                    service
+                        .verify_code_from(&input.phone, &input.code, ip)
+                        .await?
+                }
+                None => service.verify_code(&input.phone, &input.code).await?,
+            };
             Ok(Reply::json(200, &login))
         }
         Endpoint::Profile => {
@@ -121,13 +131,21 @@ async fn respond(
     }
 }
 
+/// Counts `action` against the client's per-IP limit, if it has one, and returns the client's
+/// address when it is known (or needed: with client limits on, an unknown peer is an error).
 async fn check_client(
     service: &ReferralService,
     action: ClientAction,
     request: &RequestInfo<'_>,
-) -> Result<(), Error> {
-    if service.client_limits().limit(action).is_none() {
-        return Ok(());
+) -> Result<Option<IpAddr>, Error> {
+    let limits = service.client_limits();
+    let needed = limits.limit(action).is_some()
+        || limits.send_code_per_phone.is_some()
+        || limits.verify_code_per_phone.is_some();
+    if !needed {
+        return Ok(request
+            .peer
+            .map(|peer| service.client_ip(peer, &request.forwarded_for)));
     }
     let peer = request.peer.ok_or_else(|| {
         Error::Internal(
@@ -137,7 +155,8 @@ async fn check_client(
         )
     })?;
     let ip = service.client_ip(peer, &request.forwarded_for);
-    service.check_client(action, ip).await
+    service.check_client(action, ip).await?;
+    Ok(Some(ip))
 }
 
 /// Whether `content_type` is JSON: `application/json` or `application/*+json`, parameters

@@ -38,9 +38,7 @@ impl RateLimitStore for MemoryRateLimitStore {
         window: Duration,
         now: Timestamp,
     ) -> Result<RateDecision, StoreError> {
-        let window_secs = window.as_secs().max(1);
-        let window_end =
-            Timestamp::from_unix((now.as_unix() / window_secs + 1).saturating_mul(window_secs));
+        let window_end = window_end(window, now);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.writes += 1;
         if state.writes.is_multiple_of(SWEEP_EVERY) {
@@ -63,4 +61,26 @@ impl RateLimitStore for MemoryRateLimitStore {
             remaining: limit - counter.1,
         })
     }
+
+    async fn take_back(
+        &self,
+        key: &str,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let window_end = window_end(window, now);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(counter) = state.counters.get_mut(key)
+            && counter.0 == window_end
+        {
+            counter.1 = counter.1.saturating_sub(1);
+        }
+        Ok(())
+    }
+}
+
+/// The end of the fixed window of length `window` that contains `now`.
+fn window_end(window: Duration, now: Timestamp) -> Timestamp {
+    let window_secs = window.as_secs().max(1);
+    Timestamp::from_unix((now.as_unix() / window_secs + 1).saturating_mul(window_secs))
 }

@@ -213,6 +213,7 @@ macro_rules! rate_limit_store_conformance {
             $teardown,
             [
                 hits_within_the_limit_are_allowed,
+                a_hit_taken_back_frees_its_place,
                 the_window_resets_the_count,
                 keys_are_independent,
                 concurrent_hits_never_exceed_the_limit,

@@ -31,6 +31,45 @@ pub async fn hits_within_the_limit_are_allowed<S: RateLimitStore>(store: Arc<S>)
     );
 }
 
+/// A hit taken back frees its place in the window; counts never go below zero, and a counter
+/// of an earlier window is not touched by a take-back in a later one.
+pub async fn a_hit_taken_back_frees_its_place<S: RateLimitStore>(store: Arc<S>) {
+    let t = window_start();
+    for _ in 0..2 {
+        store.hit("ip:1", 2, MINUTE, t).await.unwrap();
+    }
+    store.take_back("ip:1", MINUTE, t).await.unwrap();
+    assert_eq!(
+        store.hit("ip:1", 2, MINUTE, t).await.unwrap(),
+        RateDecision::Allowed { remaining: 0 }
+    );
+    assert!(matches!(
+        store.hit("ip:1", 2, MINUTE, t).await.unwrap(),
+        RateDecision::Limited { .. }
+    ));
+    // Never below zero: two take-backs of one hit leave room for one hit only.
+    store.hit("ip:2", 1, MINUTE, t).await.unwrap();
+    for _ in 0..2 {
+        store.take_back("ip:2", MINUTE, t).await.unwrap();
+    }
+    assert_eq!(
+        store.hit("ip:2", 1, MINUTE, t).await.unwrap(),
+        RateDecision::Allowed { remaining: 0 }
+    );
+    assert!(matches!(
+        store.hit("ip:2", 1, MINUTE, t).await.unwrap(),
+        RateDecision::Limited { .. }
+    ));
+    // A key never hit, and a later window: nothing to take back, nothing breaks.
+    store.take_back("ip:3", MINUTE, t).await.unwrap();
+    let next = t.plus(MINUTE);
+    store.take_back("ip:1", MINUTE, next).await.unwrap();
+    assert!(matches!(
+        store.hit("ip:1", 2, MINUTE, t).await.unwrap(),
+        RateDecision::Limited { .. }
+    ));
+}
+
 /// A new window starts from zero.
 pub async fn the_window_resets_the_count<S: RateLimitStore>(store: Arc<S>) {
     let t = window_start();
