@@ -385,6 +385,23 @@ fn read_client_limits<F: Fn(&str) -> Option<String>>(
     if body_read_timeout.is_zero() {
         return Err(error("BODY_READ_TIMEOUT", "must be at least 1 second"));
     }
+    let mut allowed_origins = Vec::new();
+    for origin in env
+        .get("CORS_ALLOWED_ORIGINS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+    {
+        let (scheme, host) = origin.split_once("://").unwrap_or_default();
+        if !matches!(scheme, "http" | "https") || host.is_empty() || host.contains('/') {
+            return Err(error(
+                "CORS_ALLOWED_ORIGINS",
+                format!("`{origin}`: expected an origin such as https://app.example"),
+            ));
+        }
+        allowed_origins.push(origin.to_owned());
+    }
     Ok(ClientLimits {
         send_code: per_minute("RATE_LIMIT_SEND_CODE", defaults.send_code)?,
         verify_code: per_minute("RATE_LIMIT_VERIFY_CODE", defaults.verify_code)?,
@@ -398,6 +415,7 @@ fn read_client_limits<F: Fn(&str) -> Option<String>>(
             defaults.verify_code_per_phone,
         )?,
         trusted_proxies: proxies,
+        allowed_origins,
         body_read_timeout,
     })
 }
@@ -657,6 +675,10 @@ mod tests {
             ("MAX_CONNECTIONS", "500"),
             ("LISTEN_BACKLOG", "64"),
             ("REFRESH_REUSE_GRACE", "0"),
+            (
+                "CORS_ALLOWED_ORIGINS",
+                "https://app.example, http://localhost:3000",
+            ),
             ("SMS_BUDGET_PER_HOUR", "0"),
             ("TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
         ])
@@ -685,6 +707,10 @@ mod tests {
             }
         );
         assert_eq!(config.policy.refresh_reuse_grace(), Duration::ZERO);
+        assert_eq!(
+            config.client_limits.allowed_origins,
+            ["https://app.example", "http://localhost:3000"]
+        );
         assert_eq!(config.policy.sms_budget(), None, "0 = no budget");
         assert_eq!(config.client_limits.send_code, None);
         assert_eq!(
@@ -712,6 +738,16 @@ mod tests {
         assert_eq!(config.policy.test_code(&test).unwrap().expose(), "1234");
         assert!(matches!(config.sms, SmsConfig::Webhook { .. }));
         assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn origins_that_are_not_origins_are_refused() {
+        for bad in ["app.example", "https://app.example/", "ftp://x", "https://"] {
+            let Err(error) = config(&[("CORS_ALLOWED_ORIGINS", bad)]) else {
+                panic!("{bad} was accepted");
+            };
+            assert_eq!(error.var, "CORS_ALLOWED_ORIGINS");
+        }
     }
 
     #[test]

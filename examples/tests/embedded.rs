@@ -145,6 +145,41 @@ async fn pages_are_safe_for_browsers_on_both_frameworks() {
     }
 }
 
+/// `CORS_ALLOWED_ORIGINS` lets exactly the listed origins' pages call the API; a typeless
+/// cross-site POST is refused whatever the origin.
+#[tokio::test]
+async fn cors_allowed_origins_on_both_frameworks() {
+    let mut env = embedded_env();
+    env.push(("CORS_ALLOWED_ORIGINS", "https://app.example".to_owned()));
+    for args in [&[][..], &["--framework", "actix"][..]] {
+        let server = Server::start(&env, args).await;
+        let client = Client::new(&server.base);
+        for (origin, status, allowed) in [
+            ("https://app.example", 204, Some("https://app.example")),
+            ("https://evil.example", 405, None),
+        ] {
+            let headers = [
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+            ];
+            let res = client
+                .request("OPTIONS", "/login/verify_code/", &headers, None)
+                .await;
+            assert_eq!(res.status, status, "{args:?} {origin}");
+            assert_eq!(res.header("access-control-allow-origin"), allowed);
+        }
+        let typeless = client
+            .request(
+                "POST",
+                "/login/send_code/",
+                &[("origin", "https://app.example")],
+                Some(br#"{"phone": "+375291000001"}"#.to_vec()),
+            )
+            .await;
+        assert_eq!(typeless.status, 415, "{args:?}");
+    }
+}
+
 #[tokio::test]
 async fn actix_serves_the_same_flow() {
     let server = Server::start(&embedded_env(), &["--framework", "actix"]).await;

@@ -828,6 +828,93 @@ pub async fn every_answer_carries_the_security_headers(framework: Framework) {
     }
 }
 
+/// CORS is off by default: a cross-origin preflight is refused like any `OPTIONS` (405) and no
+/// answer carries `Access-Control-Allow-Origin`.
+pub async fn cors_is_off_by_default(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let preflight = c
+        .request(
+            "OPTIONS",
+            SEND,
+            &[
+                ("origin", "https://evil.example"),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "content-type"),
+            ],
+            None,
+        )
+        .await;
+    assert_error(&preflight, 405, "method_not_allowed");
+    assert_eq!(preflight.header("access-control-allow-origin"), None);
+    let res = c
+        .request(
+            "POST",
+            SEND,
+            &[
+                ("origin", "https://evil.example"),
+                ("content-type", "application/json"),
+            ],
+            Some(format!(r#"{{"phone": "{PHONE}"}}"#).into_bytes()),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("access-control-allow-origin"), None);
+}
+
+/// With allowed origins, a preflight from one of them gets 204 with the route's methods and
+/// the headers the API reads, and its requests carry `Access-Control-Allow-Origin`; any other
+/// origin (a prefix, another scheme, a subdomain) gets nothing.
+pub async fn cors_for_allowed_origins_only(framework: Framework) {
+    let allowed = "https://app.example";
+    let setup = Setup {
+        limits: ClientLimits::default().allowed_origins([allowed]),
+        ..Setup::default()
+    };
+    let server = TestServer::start_with(framework, setup).await;
+    let c = &server.client;
+    let preflight = |origin: &'static str, path: &'static str| async move {
+        let headers = [
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+        ];
+        c.request("OPTIONS", path, &headers, None).await
+    };
+    let res = preflight(allowed, SEND).await;
+    assert_eq!(res.status, 204, "{:?}", res.headers);
+    assert_eq!(res.header("access-control-allow-origin"), Some(allowed));
+    assert_eq!(res.header("access-control-allow-methods"), Some("POST"));
+    assert_eq!(
+        res.header("access-control-allow-headers"),
+        Some("authorization, content-type")
+    );
+    assert_eq!(res.header("vary"), Some("Origin"));
+    assert!(res.body.is_empty());
+    let res = preflight(allowed, PROFILE).await;
+    assert_eq!(res.status, 204);
+    assert_eq!(res.header("access-control-allow-methods"), Some("GET,HEAD"));
+    for other in [
+        "https://app.example.evil",
+        "http://app.example",
+        "https://sub.app.example",
+        "null",
+    ] {
+        let res = preflight(other, SEND).await;
+        assert_error(&res, 405, "method_not_allowed");
+        assert_eq!(res.header("access-control-allow-origin"), None, "{other}");
+    }
+    // Answers, errors included, name the allowed origin.
+    let res = c
+        .request("GET", PROFILE, &[("origin", allowed)], None)
+        .await;
+    assert_error(&res, 401, "unauthorized");
+    assert_eq!(res.header("access-control-allow-origin"), Some(allowed));
+    let res = c
+        .request("GET", PROFILE, &[("origin", "https://evil.example")], None)
+        .await;
+    assert_eq!(res.header("access-control-allow-origin"), None);
+}
+
 /// Unknown routes get 404 `not_found` in the error shape.
 pub async fn not_found(framework: Framework) {
     let server = TestServer::start(framework).await;

@@ -102,20 +102,46 @@ pub async fn not_found() -> HttpResponse {
     ApiError(Error::NotFound).error_response()
 }
 
-/// Serves a request to `path`, a path of the contract.
+/// Serves a request to `path`, a path of the contract: a CORS preflight, or the route's reply
+/// with `Access-Control-Allow-Origin` for an allowed origin.
 async fn serve(
     service: web::Data<ReferralService>,
     path: &'static str,
     request: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
+    let headers = request.headers();
+    let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let origin = text(header::ORIGIN);
+    if request.method() == actix_web::http::Method::OPTIONS
+        && let Some(reply) = http::preflight(
+            &service,
+            path,
+            origin,
+            text(header::ACCESS_CONTROL_REQUEST_METHOD),
+        )
+    {
+        return into_response(reply);
+    }
+    let mut reply = reply_to(&service, path, &request, payload).await;
+    http::allow_origin(&service, origin, &mut reply);
+    into_response(reply)
+}
+
+/// The route's reply to a request to `path`.
+async fn reply_to(
+    service: &ReferralService,
+    path: &'static str,
+    request: &HttpRequest,
+    payload: web::Payload,
+) -> Reply {
     let endpoint = match http::resolve(request.method().as_str(), path) {
         Ok(endpoint) => endpoint,
-        Err(reply) => return into_response(reply),
+        Err(reply) => return reply,
     };
     let length = request.headers().get(header::CONTENT_LENGTH);
     if let Some(reply) = http::refuse_announced_length(length.and_then(|v| v.to_str().ok())) {
-        return into_response(reply);
+        return reply;
     }
     let timeout = service.client_limits().body_read_timeout;
     let read = payload.to_bytes_limited(http::MAX_BODY_BYTES);
@@ -123,10 +149,10 @@ async fn serve(
         Ok(Ok(Ok(body))) => body,
         Ok(Ok(Err(error))) => {
             let why = format!("The request body could not be read: {error}.");
-            return ApiError(Error::InvalidRequest(why)).error_response();
+            return Reply::from(Error::InvalidRequest(why));
         }
-        Ok(Err(_)) => return ApiError(Error::PayloadTooLarge).error_response(),
-        Err(_) => return into_response(http::body_timed_out()),
+        Ok(Err(_)) => return Reply::from(Error::PayloadTooLarge),
+        Err(_) => return http::body_timed_out(),
     };
     let headers = request.headers();
     let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
@@ -139,7 +165,7 @@ async fn serve(
         content_type: text(header::CONTENT_TYPE),
         authorization: text(header::AUTHORIZATION),
     };
-    into_response(http::handle(&service, endpoint, &info, &body).await)
+    http::handle(service, endpoint, &info, &body).await
 }
 
 fn into_response(reply: Reply) -> HttpResponse {

@@ -98,23 +98,43 @@ pub fn router(service: ReferralService) -> Router {
         .with_state(service)
 }
 
-/// Answers a request to `path`, a path of the contract.
+/// Answers a request to `path`, a path of the contract: a CORS preflight, or the route's
+/// reply with `Access-Control-Allow-Origin` for an allowed origin.
 async fn answer(service: ReferralService, path: &'static str, request: Request) -> Response {
+    let headers = request.headers();
+    let origin = text(headers, header::ORIGIN).map(str::to_owned);
+    if request.method() == axum::http::Method::OPTIONS
+        && let Some(reply) = http::preflight(
+            &service,
+            path,
+            origin.as_deref(),
+            text(headers, header::ACCESS_CONTROL_REQUEST_METHOD),
+        )
+    {
+        return into_response(reply);
+    }
+    let mut reply = reply_to(&service, path, request).await;
+    http::allow_origin(&service, origin.as_deref(), &mut reply);
+    into_response(reply)
+}
+
+/// The route's reply to a request to `path`.
+async fn reply_to(service: &ReferralService, path: &'static str, request: Request) -> Reply {
     let endpoint = match http::resolve(request.method().as_str(), path) {
         Ok(endpoint) => endpoint,
-        Err(reply) => return into_response(reply),
+        Err(reply) => return reply,
     };
     let (parts, body) = request.into_parts();
     if let Some(reply) = http::refuse_announced_length(text(&parts.headers, header::CONTENT_LENGTH))
     {
-        return into_response(reply);
+        return reply;
     }
     let timeout = service.client_limits().body_read_timeout;
     let body = match tokio::time::timeout(timeout, body::to_bytes(body, http::MAX_BODY_BYTES)).await
     {
         Ok(Ok(body)) => body,
-        Ok(Err(error)) => return ApiError(body_error(error)).into_response(),
-        Err(_) => return into_response(http::body_timed_out()),
+        Ok(Err(error)) => return Reply::from(body_error(error)),
+        Err(_) => return http::body_timed_out(),
     };
     let headers = &parts.headers;
     let info = RequestInfo {
@@ -130,7 +150,7 @@ async fn answer(service: ReferralService, path: &'static str, request: Request) 
         content_type: text(headers, header::CONTENT_TYPE),
         authorization: text(headers, header::AUTHORIZATION),
     };
-    into_response(http::handle(&service, endpoint, &info, &body).await)
+    http::handle(service, endpoint, &info, &body).await
 }
 
 fn body_error(error: axum::Error) -> Error {

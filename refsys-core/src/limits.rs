@@ -101,6 +101,10 @@ pub struct ClientLimits {
     pub verify_code_per_phone: Option<RateLimit>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
+    /// Web origins (`https://app.example`) whose pages may call the API from a browser (CORS);
+    /// empty by default: no CORS headers at all, so browsers keep other sites' pages from
+    /// reading the API's answers.
+    pub allowed_origins: Vec<String>,
     /// How long a client may take to send a request body once its headers arrived; the
     /// framework crates answer `408 request_timeout` and close the connection after it
     /// (default 10 s). Not a rate limit: [`disabled`](Self::disabled) keeps it.
@@ -116,6 +120,7 @@ impl Default for ClientLimits {
             send_code_per_phone: Some(RateLimit::per_hour(5)),
             verify_code_per_phone: Some(RateLimit::per_hour(20)),
             trusted_proxies: TrustedProxies::none(),
+            allowed_origins: Vec::new(),
             body_read_timeout: Duration::from_secs(10),
         }
     }
@@ -133,6 +138,23 @@ impl ClientLimits {
             verify_code_per_phone: None,
             ..ClientLimits::default()
         }
+    }
+
+    /// Replaces the origins allowed to call the API from a browser (exact match, e.g.
+    /// `https://app.example`; no trailing slash).
+    #[must_use]
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether `origin` (an `Origin` header's value) may call the API from a browser.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|allowed| allowed == origin)
     }
 
     /// Replaces the body-read timeout.

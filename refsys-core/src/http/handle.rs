@@ -39,6 +39,49 @@ pub fn body_timed_out() -> Reply {
     reply
 }
 
+/// The answer to a CORS preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) for contract path `path`, when the origin is
+/// [allowed](crate::ClientLimits::allowed_origins): `204` with the route's methods, the
+/// request headers the API reads, and a 10-minute cache. `None` otherwise: the request is then
+/// answered as any other (`OPTIONS` is `405`), with no CORS headers.
+pub fn preflight(
+    service: &ReferralService,
+    path: &str,
+    origin: Option<&str>,
+    request_method: Option<&str>,
+) -> Option<Reply> {
+    let origin = origin.filter(|o| service.client_limits().allows_origin(o))?;
+    request_method?;
+    let allow = match crate::http::routes::resolve("OPTIONS", path) {
+        Err(refused) => refused.header("allow")?.to_owned(),
+        Ok(_) => return None,
+    };
+    let mut reply = Reply::no_content();
+    reply.headers.extend([
+        ("access-control-allow-origin", origin.to_owned().into()),
+        ("access-control-allow-methods", allow.into()),
+        (
+            "access-control-allow-headers",
+            "authorization, content-type".into(),
+        ),
+        ("access-control-max-age", "600".into()),
+        ("vary", "Origin".into()),
+    ]);
+    Some(reply)
+}
+
+/// Adds `Access-Control-Allow-Origin` (and `Vary: Origin`) to `reply` when the request's
+/// `origin` is [allowed](crate::ClientLimits::allowed_origins); the framework crates call it
+/// on every answer of the contract's routes.
+pub fn allow_origin(service: &ReferralService, origin: Option<&str>, reply: &mut Reply) {
+    if let Some(origin) = origin.filter(|o| service.client_limits().allows_origin(o)) {
+        reply
+            .headers
+            .push(("access-control-allow-origin", origin.to_owned().into()));
+        reply.headers.push(("vary", "Origin".into()));
+    }
+}
+
 /// What [`handle`] needs to know about a request besides its body.
 #[derive(Clone, Debug, Default)]
 pub struct RequestInfo<'a> {

@@ -24,8 +24,8 @@ pub(crate) mod reply;
 pub(crate) mod routes;
 
 pub use handle::{
-    MAX_BODY_BYTES, RequestInfo, body_timed_out, handle, is_json, json_body,
-    refuse_announced_length,
+    MAX_BODY_BYTES, RequestInfo, allow_origin, body_timed_out, handle, is_json, json_body,
+    preflight, refuse_announced_length,
 };
 pub use reply::{Reply, SECURITY_HEADERS};
 pub use routes::{
