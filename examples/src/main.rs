@@ -92,7 +92,10 @@ fn framework_flag(args: &[String]) -> Result<Option<String>, String> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // actix-web's HTTP/1 dispatcher logs every request it cannot parse at ERROR, though it has
+    // answered 400 and the mistake is the client's: off unless RUST_LOG says otherwise.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,actix_http::h1::dispatcher=off"));
     // Colours only on a terminal: not in files, pipes or `docker logs`.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()

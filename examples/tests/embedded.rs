@@ -145,6 +145,45 @@ async fn pages_are_safe_for_browsers_on_both_frameworks() {
     }
 }
 
+/// Requests the HTTP layer cannot parse get 400 and leave no ERROR line in the log: the
+/// mistake is the client's.
+#[tokio::test]
+async fn malformed_requests_are_not_logged_as_errors() {
+    use std::io::{Read, Write};
+    for args in [&[][..], &["--framework", "actix"][..]] {
+        let server = Server::start(&embedded_env(), args).await;
+        let addr = server.base.trim_start_matches("http://").to_owned();
+        for request in [
+            &b"GARBAGE\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+            b"POST /login/send_code/ HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+        ] {
+            let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            stream.write_all(request).unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            let text = String::from_utf8_lossy(&answer);
+            assert!(text.starts_with("HTTP/1.1 400"), "{args:?}: {text}");
+        }
+        // A request after them: once its line is in the log, theirs (if any) are too.
+        assert_eq!(
+            Client::new(&server.base).get("/health", None).await.status,
+            200
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !server.log().contains("/health") {
+            assert!(std::time::Instant::now() < deadline, "no request line");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let log = server.log();
+        assert!(!log.contains(" ERROR "), "{args:?}:\n{log}");
+    }
+}
+
 /// `CORS_ALLOWED_ORIGINS` lets exactly the listed origins' pages call the API; a typeless
 /// cross-site POST is refused whatever the origin.
 #[tokio::test]

@@ -183,6 +183,24 @@ async fn timed(what: &'static str, req: reqwest::RequestBuilder) -> (Sample, Val
     (sample, body)
 }
 
+/// The outage is in the server's log once per store, not once per request: one ERROR when it
+/// began (at most two stores went down), a WARN at most every 10 s of `down_for` per store,
+/// and an INFO when the store answered again.
+fn assert_outage_logged_once(server: &Server, down_for: Duration) {
+    let log = server.log();
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    let (errors, warnings) = (count(" ERROR "), count("store still unavailable"));
+    let back = count("store answers again");
+    println!(
+        "METRIC outage-log {}: {errors} ERROR lines, {warnings} 'still unavailable', {back} 'answers again'",
+        server.base
+    );
+    assert!((1..=2).contains(&errors), "one ERROR per store:\n{log}");
+    let bound = usize::try_from(down_for.as_secs() / 10 + 1).unwrap() * 2;
+    assert!(warnings <= bound, "{warnings} warnings:\n{log}");
+    assert!(back >= 1, "{log}");
+}
+
 /// Polls `GET path` until it answers `status`; returns the time it took and the answer.
 async fn poll_until(
     client: &Client,
@@ -458,6 +476,9 @@ async fn postgres_stopped_under_load_then_restarted() {
     assert_referrals_intact(&clients[1], &data).await;
     assert_logins_kept(&clients[0], &logins, stop_began).await;
     assert!(process_alive(&axum) && process_alive(&actix));
+    for server in [&axum, &actix] {
+        assert_outage_logged_once(server, pg_down_for);
+    }
     drop(pg);
 }
 
@@ -673,6 +694,9 @@ async fn redis_stopped_under_load_then_restarted() {
     assert_referrals_intact(&clients[0], &data).await;
     assert_logins_kept(&clients[1], &logins, stop_began).await;
     assert!(process_alive(&axum) && process_alive(&actix));
+    for server in [&axum, &actix] {
+        assert_outage_logged_once(server, redis_down_for);
+    }
     drop(redis);
     database.drop_database().await;
 }

@@ -103,6 +103,7 @@ pub mod testing;
 mod time;
 mod token;
 mod user;
+mod watch;
 
 pub use error::{Error, ErrorBody, NotReady, StoreError};
 pub use invite::{INVITE_ALPHABET, INVITE_CODE_LEN, InviteCode, InviteCodeError};

@@ -8,6 +8,7 @@ use crate::store::{
     Activation, Check, Issue, OtpStore, RateDecision, RateLimitStore, Rotation, UserStore,
 };
 use crate::token::{FamilyId, JwtKeys, TokenId, TokenKind, TokenPair};
+use crate::watch::Watched;
 use crate::{
     Clock, Error, InviteCode, MemoryRateLimitStore, NotReady, OtpCode, OtpHash, Phone, PhoneError,
     Policy, Profile, Sms, SmsSender, SystemClock, Timestamp, UserId,
@@ -54,6 +55,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     rate: Arc<dyn RateLimitStore>,
     limits: ClientLimits,
+    /// The end of the last budget window whose exhaustion was logged (one line per window).
+    budget_logged: std::sync::Mutex<Option<Timestamp>>,
 }
 
 impl std::fmt::Debug for ReferralService {
@@ -100,8 +103,13 @@ impl ServiceBuilder {
 
     /// Builds the service.
     pub fn build(self) -> ReferralService {
+        let mut inner = self.inner;
+        // Store outages are logged once each, not once per request (`watch`).
+        inner.users = Arc::new(Watched::new("user", inner.users));
+        inner.otps = Arc::new(Watched::new("otp", inner.otps));
+        inner.rate = Arc::new(Watched::new("rate_limit", inner.rate));
         ReferralService {
-            inner: Arc::new(self.inner),
+            inner: Arc::new(inner),
         }
     }
 }
@@ -124,6 +132,7 @@ impl ReferralService {
                 clock: Arc::new(SystemClock),
                 rate: Arc::new(MemoryRateLimitStore::new()),
                 limits: ClientLimits::default(),
+                budget_logged: std::sync::Mutex::new(None),
             },
         }
     }
@@ -243,11 +252,20 @@ impl ReferralService {
         {
             RateDecision::Allowed { .. } => Ok(()),
             RateDecision::Limited { retry_after } => {
-                tracing::error!(
-                    budget = budget.max,
-                    window_secs = budget.window.as_secs(),
-                    "SMS budget exhausted: no codes are sent until the window ends"
-                );
+                let window_end = now.plus(retry_after);
+                let mut logged = self
+                    .inner
+                    .budget_logged
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if *logged != Some(window_end) {
+                    *logged = Some(window_end);
+                    tracing::error!(
+                        budget = budget.max,
+                        window_secs = budget.window.as_secs(),
+                        "SMS budget exhausted: no codes are sent until the window ends"
+                    );
+                }
                 Err(Error::SmsBudgetExhausted {
                     retry_after: retry_after.as_secs().max(1),
                 })

@@ -67,12 +67,16 @@ impl Reply {
     }
 
     /// The contract's response for `error`: its status, the [`ErrorBody`](crate::ErrorBody)
-    /// as JSON, `WWW-Authenticate: Bearer` on 401 and `Retry-After` on 429. Server-side
-    /// failures (5xx) are logged here, with their cause.
+    /// as JSON, `WWW-Authenticate: Bearer` on 401 and `Retry-After` on 429. Internal errors
+    /// are logged here at ERROR, with their cause; store outages are logged by the service
+    /// once per outage, and the other 5xx (SMS gateway, budget) where they arise, so that no
+    /// request writes an ERROR line of its own.
     pub fn error(error: &Error) -> Reply {
         let (status, code) = error.http();
-        if status >= 500 {
+        if let Error::Internal(_) = error {
             tracing::error!(code, error = ?error, "request failed");
+        } else if status >= 500 {
+            tracing::debug!(code, error = %error, "request refused by the server side");
         }
         let mut reply = Reply::json(status, &error.body());
         if error.is_unauthorized() {

@@ -1,0 +1,228 @@
+//! Store outages in the log: one ERROR when a store stops answering, a WARN at most every
+//! 10 s while it stays down (with how many calls failed), one INFO when it answers again. Not
+//! one line per request: an outage under load would otherwise write thousands.
+//!
+//! [`Watched`] wraps each store the service is built with and reports every call's outcome
+//! to its [`Outage`].
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::store::{
+    Activation, Check, Issue, OtpStore, RateDecision, RateLimitStore, Rotation, UserStore,
+};
+use crate::{
+    FamilyId, InviteCode, OtpHash, OtpPolicy, Phone, Profile, Registration, StoreError, Timestamp,
+    TokenId, UserId,
+};
+
+/// The shortest time between two "still unavailable" warnings.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The state of one store's outage, if it has one.
+#[derive(Debug)]
+pub(crate) struct Outage {
+    store: &'static str,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// When the outage began, while there is one.
+    since: Option<Instant>,
+    /// Calls that failed since then.
+    failures: u64,
+    /// The last line logged about it.
+    last_logged: Option<Instant>,
+}
+
+impl Outage {
+    pub(crate) fn new(store: &'static str) -> Self {
+        Outage {
+            store,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Notes the outcome of one call; logs when an outage begins, lasts or ends.
+    pub(crate) fn record<T>(&self, outcome: &Result<T, StoreError>) {
+        let store = self.store;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(_) => {
+                if let Some(since) = state.since.take() {
+                    tracing::info!(
+                        store,
+                        failed_calls = state.failures,
+                        outage_ms = since.elapsed().as_millis(),
+                        "store answers again"
+                    );
+                    state.failures = 0;
+                }
+            }
+            Err(StoreError::Unavailable(error)) => {
+                let now = Instant::now();
+                state.failures += 1;
+                if state.since.is_none() {
+                    state.since = Some(now);
+                    state.failures = 1;
+                    state.last_logged = Some(now);
+                    tracing::error!(store, %error, "store unavailable");
+                } else if state
+                    .last_logged
+                    .is_none_or(|at| now.duration_since(at) >= WARN_EVERY)
+                {
+                    state.last_logged = Some(now);
+                    tracing::warn!(store, failed_calls = state.failures, %error, "store still unavailable");
+                }
+            }
+            // Not an outage: a bug or bad data, worth a line each time.
+            Err(error) => tracing::error!(store, %error, "store call failed"),
+        }
+    }
+}
+
+/// A store whose calls are reported to an [`Outage`].
+pub(crate) struct Watched<S: ?Sized> {
+    inner: Arc<S>,
+    outage: Outage,
+}
+
+impl<S: ?Sized> Watched<S> {
+    pub(crate) fn new(store: &'static str, inner: Arc<S>) -> Self {
+        Watched {
+            inner,
+            outage: Outage::new(store),
+        }
+    }
+
+    fn seen<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.outage.record(&outcome);
+        outcome
+    }
+}
+
+#[async_trait]
+impl<S: UserStore + ?Sized> UserStore for Watched<S> {
+    async fn find_or_create(
+        &self,
+        phone: &Phone,
+        new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+    ) -> Result<Registration, StoreError> {
+        self.seen(self.inner.find_or_create(phone, new_code).await)
+    }
+    async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
+        self.seen(self.inner.profile(user).await)
+    }
+    async fn activate_invite(
+        &self,
+        user: UserId,
+        code: &InviteCode,
+    ) -> Result<Activation, StoreError> {
+        self.seen(self.inner.activate_invite(user, code).await)
+    }
+    async fn start_family(
+        &self,
+        user: UserId,
+        family: &FamilyId,
+        jti: &TokenId,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.seen(
+            self.inner
+                .start_family(user, family, jti, now, expires_at)
+                .await,
+        )
+    }
+    async fn rotate_refresh(
+        &self,
+        family: &FamilyId,
+        presented: &TokenId,
+        next: &TokenId,
+        now: Timestamp,
+        expires_at: Timestamp,
+        reuse_grace: Duration,
+    ) -> Result<Rotation, StoreError> {
+        self.seen(
+            self.inner
+                .rotate_refresh(family, presented, next, now, expires_at, reuse_grace)
+                .await,
+        )
+    }
+    async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
+        self.seen(self.inner.revoke_family(family).await)
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.seen(self.inner.ping().await)
+    }
+}
+
+#[async_trait]
+impl<S: OtpStore + ?Sized> OtpStore for Watched<S> {
+    async fn issue(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        now: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<Issue, StoreError> {
+        self.seen(self.inner.issue(phone, code, now, policy).await)
+    }
+    async fn cancel(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        issued_at: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<(), StoreError> {
+        self.seen(self.inner.cancel(phone, code, issued_at, policy).await)
+    }
+    async fn check(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        now: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<Check, StoreError> {
+        self.seen(self.inner.check(phone, code, now, policy).await)
+    }
+    async fn restore(
+        &self,
+        phone: &Phone,
+        code: &OtpHash,
+        now: Timestamp,
+        policy: &OtpPolicy,
+    ) -> Result<(), StoreError> {
+        self.seen(self.inner.restore(phone, code, now, policy).await)
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.seen(self.inner.ping().await)
+    }
+}
+
+#[async_trait]
+impl<S: RateLimitStore + ?Sized> RateLimitStore for Watched<S> {
+    async fn hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<RateDecision, StoreError> {
+        self.seen(self.inner.hit(key, limit, window, now).await)
+    }
+    async fn take_back(
+        &self,
+        key: &str,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.seen(self.inner.take_back(key, window, now).await)
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.seen(self.inner.ping().await)
+    }
+}
