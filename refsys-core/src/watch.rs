@@ -5,6 +5,7 @@
 //! [`Watched`] wraps each store the service is built with and reports every call's outcome
 //! to its [`Outage`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(crate) struct Outage {
     store: &'static str,
+    /// Whether an outage is on: the one thing a successful call reads (no lock).
+    down: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -42,17 +45,22 @@ impl Outage {
     pub(crate) fn new(store: &'static str) -> Self {
         Outage {
             store,
+            down: AtomicBool::new(false),
             state: Mutex::new(State::default()),
         }
     }
 
     /// Notes the outcome of one call; logs when an outage begins, lasts or ends.
     pub(crate) fn record<T>(&self, outcome: &Result<T, StoreError>) {
+        if outcome.is_ok() && !self.down.load(Ordering::Relaxed) {
+            return;
+        }
         let store = self.store;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match outcome {
             Ok(_) => {
                 if let Some(since) = state.since.take() {
+                    self.down.store(false, Ordering::Relaxed);
                     tracing::info!(
                         store,
                         failed_calls = state.failures,
@@ -66,6 +74,7 @@ impl Outage {
                 let now = Instant::now();
                 state.failures += 1;
                 if state.since.is_none() {
+                    self.down.store(true, Ordering::Relaxed);
                     state.since = Some(now);
                     state.failures = 1;
                     state.last_logged = Some(now);
@@ -224,5 +233,31 @@ impl<S: RateLimitStore + ?Sized> RateLimitStore for Watched<S> {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.seen(self.inner.ping().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failures(outage: &Outage) -> (bool, u64) {
+        let state = outage.state.lock().unwrap();
+        (outage.down.load(Ordering::Relaxed), state.failures)
+    }
+
+    #[test]
+    fn an_outage_begins_with_unavailable_and_ends_with_a_success() {
+        let outage = Outage::new("test");
+        outage.record::<()>(&Ok(()));
+        assert_eq!(failures(&outage), (false, 0));
+        for n in 1..=3 {
+            outage.record::<()>(&Err(StoreError::unavailable("refused")));
+            assert_eq!(failures(&outage), (true, n));
+        }
+        outage.record::<()>(&Ok(()));
+        assert_eq!(failures(&outage), (false, 0));
+        // Bad data is not an outage.
+        outage.record::<()>(&Err(StoreError::corrupt("garbage")));
+        assert_eq!(failures(&outage), (false, 0));
     }
 }
