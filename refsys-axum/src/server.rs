@@ -129,7 +129,9 @@ impl Connections {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish
 /// (up to 30 s). Requests carry [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), as
-/// with `into_make_service_with_connect_info`.
+/// with `into_make_service_with_connect_info`; HTTP/1 upgrades (WebSocket) work. HTTP/2 is
+/// not served. When the connection cap is full, finding the connection to close scans the
+/// open ones (cheap for thousands, noticeable for hundreds of thousands).
 ///
 /// ```no_run
 /// # async fn run(app: axum::Router) -> std::io::Result<()> {
@@ -182,7 +184,9 @@ pub async fn serve(
                 response
             }
         });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
         let (connections, mut stop) = (Arc::clone(&connections), stop_rx.clone());
         tokio::spawn(async move {
             tokio::pin!(connection);
