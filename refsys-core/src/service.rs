@@ -175,6 +175,9 @@ impl ReferralService {
         phone: &Phone,
         ip: IpAddr,
     ) -> Result<(), Error> {
+        if self.inner.limits.limit(action).is_none() {
+            return Ok(());
+        }
         let limited = self
             .count(action, &ClientLimits::phone_key(action, phone, ip))
             .await;
