@@ -3,8 +3,6 @@
 //! `JWT_SECRET=$(head -c 32 /dev/urandom | base64) cargo run -p refsys-server --example embed_axum`,
 //! then log in (the code is in the log) and call `GET /api/me` with the access token.
 
-use std::net::SocketAddr;
-
 use axum::{Json, Router, routing::get};
 use refsys_axum::AuthUser;
 use refsys_core::{JwtKeys, LogSender, MemoryOtpStore, MemoryUserStore, ReferralService};
@@ -34,8 +32,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .merge(refsys_axum::router(service));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
-    // The peer address is what the per-client rate limits count.
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).await?;
+    // axum::serve with header, idle and connection limits; requests carry the peer address
+    // that the per-client rate limits count.
+    let limits = refsys_axum::ServeLimits::default();
+    refsys_axum::serve(listener, app, limits, std::future::pending()).await?;
     Ok(())
 }

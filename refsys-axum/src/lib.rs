@@ -14,8 +14,6 @@
 //! # Quick start
 //!
 //! ```no_run
-//! use std::net::SocketAddr;
-//!
 //! use axum::{Json, Router, routing::get};
 //! use refsys_axum::AuthUser;
 //! use refsys_core::{JwtKeys, LogSender, MemoryOtpStore, MemoryUserStore, ReferralService};
@@ -40,18 +38,20 @@
 //!     .merge(refsys_axum::router(service));
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
-//! // The peer address is needed for the per-client rate limits.
-//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//! // Like axum::serve, with header, idle and connection limits; each request carries the
+//! // peer address the per-client rate limits need.
+//! refsys_axum::serve(listener, app, refsys_axum::ServeLimits::default(), std::future::pending())
+//!     .await?;
 //! # Ok(())
 //! # }
 //! ```
 //!
 //! # Notes
 //!
-//! - Serve with [`into_make_service_with_connect_info::<SocketAddr>()`](axum::Router::into_make_service_with_connect_info):
-//!   the client limits key on the peer address, and without it `send_code` and `verify_code`
-//!   answer 500 (unless the limits are disabled). Behind a proxy, configure
-//!   [`TrustedProxies`](refsys_core::TrustedProxies).
+//! - The client limits key on the peer address: [`serve`] provides it, and with `axum::serve`
+//!   use [`into_make_service_with_connect_info::<SocketAddr>()`](axum::Router::into_make_service_with_connect_info);
+//!   without it `send_code` and `verify_code` answer 500 (unless the limits are disabled).
+//!   Behind a proxy, configure [`TrustedProxies`](refsys_core::TrustedProxies).
 //! - The router has a JSON 404 fallback, and answers a wrong method on a contract path with
 //!   the contract's JSON 405 (through [`refsys_core::http::resolve`]). `Router::merge` panics
 //!   when both routers set a fallback: set yours on the merged router instead.
