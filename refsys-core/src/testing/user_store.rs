@@ -12,6 +12,8 @@ use crate::{FamilyId, InviteCode, Timestamp, TokenId, User};
 const GRACE: Duration = Duration::from_secs(10);
 /// No reuse grace: every spent token that comes back is theft.
 const NO_GRACE: Duration = Duration::ZERO;
+/// A refresh family's lifetime in these cases.
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 
 async fn create<S: UserStore>(store: &S, n: u32) -> User {
     store
@@ -489,95 +491,78 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
 pub async fn a_token_spent_within_the_reuse_grace_gets_the_live_one<S: UserStore>(store: Arc<S>) {
     let user = create(&*store, 1).await;
     let now = start();
-    let week = Duration::from_secs(7 * 24 * 3600);
-    let family = FamilyId::random();
-    let [t1, t2, t3, t4] = [(); 4].map(|()| TokenId::random());
-    store
-        .start_family(user.id, &family, &t1, now, now.plus(week))
-        .await
-        .unwrap();
-    let rotate = |presented: &TokenId, next: &TokenId, at: Timestamp| {
-        let (store, family, presented, next) = (
-            store.clone(),
-            family.clone(),
-            presented.clone(),
-            next.clone(),
-        );
-        async move {
-            store
-                .rotate_refresh(&family, &presented, &next, at, at.plus(week), GRACE)
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(rotate(&t1, &t2, now).await, Rotation::Rotated);
+    let [family, other, strict] = [(); 3].map(|()| FamilyId::random());
+    let [t1, t2, t3, t4, o1, o2, s1, s2] = [(); 8].map(|()| TokenId::random());
+    for (family, first) in [(&family, &t1), (&other, &o1), (&strict, &s1)] {
+        store
+            .start_family(user.id, family, first, now, now.plus(WEEK))
+            .await
+            .unwrap();
+    }
+    let fresh = TokenId::random;
+
+    assert_eq!(
+        rotate_at(&*store, &family, &t1, &t2, now, GRACE).await,
+        Rotation::Rotated
+    );
     // A retry 9 s later, and again: the live t2 each time, nothing rotates.
     let retry = now.plus(GRACE - Duration::from_secs(1));
     for _ in 0..2 {
-        let outcome = rotate(&t1, &TokenId::random(), retry).await;
+        let outcome = rotate_at(&*store, &family, &t1, &fresh(), retry, GRACE).await;
         assert_eq!(outcome, Rotation::Grace { live: t2.clone() });
     }
     // t2 is still the one to spend.
     let later = now.plus(Duration::from_secs(60));
-    assert_eq!(rotate(&t2, &t3, later).await, Rotation::Rotated);
-    // t1 is two rotations old now: theft, even within t2's grace.
     assert_eq!(
-        rotate(&t1, &TokenId::random(), later).await,
-        Rotation::Reused
+        rotate_at(&*store, &family, &t2, &t3, later, GRACE).await,
+        Rotation::Rotated
     );
-    assert_eq!(rotate(&t3, &t4, later).await, Rotation::Revoked);
+    // t1 is two rotations old now: theft, even within t2's grace.
+    let outcome = rotate_at(&*store, &family, &t1, &fresh(), later, GRACE).await;
+    assert_eq!(outcome, Rotation::Reused);
+    assert_eq!(
+        rotate_at(&*store, &family, &t3, &t4, later, GRACE).await,
+        Rotation::Revoked
+    );
 
     // The grace ends exactly `GRACE` after the spend.
-    let other = FamilyId::random();
-    let (o1, o2) = (TokenId::random(), TokenId::random());
-    store
-        .start_family(user.id, &other, &o1, now, now.plus(week))
-        .await
-        .unwrap();
-    let rotate_other = |presented: &TokenId, next: &TokenId, at: Timestamp| {
-        let (store, other, presented, next) = (
-            store.clone(),
-            other.clone(),
-            presented.clone(),
-            next.clone(),
-        );
-        async move {
-            store
-                .rotate_refresh(&other, &presented, &next, at, at.plus(week), GRACE)
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(rotate_other(&o1, &o2, now).await, Rotation::Rotated);
-    let outcome = rotate_other(&o1, &TokenId::random(), now.plus(GRACE)).await;
-    assert_eq!(outcome, Rotation::Reused);
-    let outcome = rotate_other(&o2, &TokenId::random(), now.plus(GRACE)).await;
-    assert_eq!(outcome, Rotation::Revoked);
+    assert_eq!(
+        rotate_at(&*store, &other, &o1, &o2, now, GRACE).await,
+        Rotation::Rotated
+    );
+    let end = now.plus(GRACE);
+    assert_eq!(
+        rotate_at(&*store, &other, &o1, &fresh(), end, GRACE).await,
+        Rotation::Reused
+    );
+    assert_eq!(
+        rotate_at(&*store, &other, &o2, &fresh(), end, GRACE).await,
+        Rotation::Revoked
+    );
 
     // With no grace, a retry a second later is theft.
-    let strict = FamilyId::random();
-    let (s1, s2) = (TokenId::random(), TokenId::random());
-    store
-        .start_family(user.id, &strict, &s1, now, now.plus(week))
-        .await
-        .unwrap();
-    let outcome = store
-        .rotate_refresh(&strict, &s1, &s2, now, now.plus(week), NO_GRACE)
-        .await
-        .unwrap();
-    assert_eq!(outcome, Rotation::Rotated);
-    let outcome = store
-        .rotate_refresh(
-            &strict,
-            &s1,
-            &TokenId::random(),
-            now,
-            now.plus(week),
-            NO_GRACE,
-        )
-        .await
-        .unwrap();
+    assert_eq!(
+        rotate_at(&*store, &strict, &s1, &s2, now, NO_GRACE).await,
+        Rotation::Rotated
+    );
+    let second = now.plus(Duration::from_secs(1));
+    let outcome = rotate_at(&*store, &strict, &s1, &fresh(), second, NO_GRACE).await;
     assert_eq!(outcome, Rotation::Reused);
+}
+
+/// One rotation of `family` at `at`, with `grace`, for a week.
+async fn rotate_at<S: UserStore>(
+    store: &S,
+    family: &FamilyId,
+    presented: &TokenId,
+    next: &TokenId,
+    at: Timestamp,
+    grace: Duration,
+) -> Rotation {
+    store
+        .rotate_refresh(family, presented, next, at, at.plus(WEEK), grace)
+        .await
+        .unwrap()
 }
 
 /// 30 simultaneous refreshes with one token, within the grace: exactly one rotates, the 29
