@@ -447,11 +447,16 @@ pub struct RedisOtpStore {
 }
 
 impl RedisOtpStore {
-    fn keys(&self, phone: &Phone) -> [String; 3] {
+    /// `script` invoked on `phone`'s three keys (code, sends, failures: one hash slot), ready
+    /// for its arguments.
+    fn invoke<'a>(&self, script: &'a Script, phone: &Phone) -> ScriptInvocation<'a> {
         let code = format!("{}otp:{{{}}}", self.redis.prefix, phone.as_str());
-        let sends = format!("{code}:sends");
-        let fails = format!("{code}:fails");
-        [code, sends, fails]
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&code)
+            .key(format!("{code}:sends"))
+            .key(format!("{code}:fails"));
+        invocation
     }
 
     /// The code and sends keys expire after the longer of the code's life and the send window.
@@ -469,15 +474,11 @@ impl OtpStore for RedisOtpStore {
         now: Timestamp,
         policy: &OtpPolicy,
     ) -> Result<Issue, StoreError> {
-        let [code_key, sends_key, fails_key] = self.keys(phone);
         let expires_at = now.as_unix().saturating_add(secs(policy.code_ttl));
         let reply: (u8, u64) = self
             .redis
             .run(
-                ISSUE
-                    .key(code_key)
-                    .key(sends_key)
-                    .key(fails_key)
+                self.invoke(&ISSUE, phone)
                     .arg(now.as_unix())
                     .arg(code.to_hex())
                     .arg(expires_at)
@@ -510,14 +511,10 @@ impl OtpStore for RedisOtpStore {
         issued_at: Timestamp,
         _policy: &OtpPolicy,
     ) -> Result<(), StoreError> {
-        let [code_key, sends_key, fails_key] = self.keys(phone);
         let _: i64 = self
             .redis
             .run(
-                CANCEL
-                    .key(code_key)
-                    .key(sends_key)
-                    .key(fails_key)
+                self.invoke(&CANCEL, phone)
                     .arg(code.to_hex())
                     .arg(issued_at.as_unix()),
             )
@@ -532,14 +529,10 @@ impl OtpStore for RedisOtpStore {
         now: Timestamp,
         policy: &OtpPolicy,
     ) -> Result<Check, StoreError> {
-        let [code_key, sends_key, fails_key] = self.keys(phone);
         let reply: (u8, u64) = self
             .redis
             .run(
-                CHECK
-                    .key(code_key)
-                    .key(sends_key)
-                    .key(fails_key)
+                self.invoke(&CHECK, phone)
                     .arg(now.as_unix())
                     .arg(code.to_hex())
                     .arg(secs(policy.resend_cooldown))
@@ -573,14 +566,10 @@ impl OtpStore for RedisOtpStore {
         now: Timestamp,
         _policy: &OtpPolicy,
     ) -> Result<(), StoreError> {
-        let [code_key, sends_key, fails_key] = self.keys(phone);
         let _: i64 = self
             .redis
             .run(
-                RESTORE
-                    .key(code_key)
-                    .key(sends_key)
-                    .key(fails_key)
+                self.invoke(&RESTORE, phone)
                     .arg(now.as_unix())
                     .arg(code.to_hex()),
             )
