@@ -90,8 +90,9 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; \
                    frame-ancestors 'none'";
 
-/// The headers every answer of the server carries that it does not have yet: the contract's
-/// security headers, and for an HTML page its CSP and `X-Frame-Options: DENY`.
+/// The headers a page, asset or redirect of the server carries (the API's replies have the
+/// contract's security headers already): the security headers, and for an HTML page its CSP
+/// and `X-Frame-Options: DENY`.
 fn edge_headers(content_type: Option<&str>) -> impl Iterator<Item = (&'static str, &'static str)> {
     let html = content_type.is_some_and(|t| t.starts_with("text/html"));
     let page = [
@@ -176,17 +177,6 @@ mod axum_server {
         if let Ok(value) = HeaderValue::from_str(&id) {
             response.headers_mut().insert("x-request-id", value);
         }
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        for (name, value) in super::edge_headers(content_type.as_deref()) {
-            let headers = response.headers_mut();
-            if !headers.contains_key(name) {
-                headers.insert(name, HeaderValue::from_static(value));
-            }
-        }
         log_request(&id, &method, &path, response.status().as_u16(), started);
         response
     }
@@ -212,12 +202,27 @@ mod axum_server {
                             HeaderValue::from_static(cache_control),
                         );
                     }
+                    for (name, value) in edge_headers(Some(content_type)) {
+                        headers.insert(name, HeaderValue::from_static(value));
+                    }
                     response
                 }),
             );
         }
         let (from, to) = SWAGGER_UI_REDIRECT;
-        ui = ui.route(from, get(move || async move { Redirect::permanent(to) }));
+        ui = ui.route(
+            from,
+            get(move || async move {
+                let mut response =
+                    axum::response::IntoResponse::into_response(Redirect::permanent(to));
+                for (name, value) in edge_headers(None) {
+                    response
+                        .headers_mut()
+                        .insert(name, HeaderValue::from_static(value));
+                }
+                response
+            }),
+        );
         // The API's routes answer a wrong method with the contract's JSON 405 themselves; this
         // gives the UI's routes the same answer.
         let app = ui
@@ -303,18 +308,6 @@ mod actix_server {
                                 .headers_mut()
                                 .insert(HeaderName::from_static("x-request-id"), value);
                         }
-                        let content_type = response
-                            .headers()
-                            .get(header::CONTENT_TYPE)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned);
-                        for (name, value) in super::edge_headers(content_type.as_deref()) {
-                            let headers = response.headers_mut();
-                            let name = HeaderName::from_static(name);
-                            if !headers.contains_key(&name) {
-                                headers.insert(name, HeaderValue::from_static(value));
-                            }
-                        }
                         log_request(&id, &method, &path, response.status().as_u16(), started);
                         Ok(response)
                     }
@@ -329,14 +322,20 @@ mod actix_server {
                     if let Some(cache_control) = cache_control {
                         response.insert_header((header::CACHE_CONTROL, cache_control));
                     }
+                    for header in edge_headers(Some(content_type)) {
+                        response.insert_header(header);
+                    }
                     response.body(body)
                 }));
             }
             let (from, to) = SWAGGER_UI_REDIRECT;
             app.service(get_only(from, move || async move {
-                HttpResponse::PermanentRedirect()
-                    .insert_header((header::LOCATION, to))
-                    .finish()
+                let mut response = HttpResponse::PermanentRedirect();
+                response.insert_header((header::LOCATION, to));
+                for header in edge_headers(None) {
+                    response.insert_header(header);
+                }
+                response.finish()
             }))
         })
         .shutdown_timeout(30)
