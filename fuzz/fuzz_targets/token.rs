@@ -89,9 +89,13 @@ fn check(service: &ReferralService, real: &TokenPair, token: &str, model: Option
         service.authenticate(token.trim()).as_ref().ok(),
         "header and bare token disagree on {token:?}"
     );
-    // The whole input as the header value.
+    // The whole input as the header value: the scheme is case-insensitive (RFC 9110), then
+    // one space, then the token.
     if let Ok(user) = service.authenticate_header(Some(token)) {
-        let bare = token.strip_prefix("Bearer ").map(str::trim).unwrap_or("");
+        let bare = token
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, rest)| rest.trim());
         assert!(
             is_signed_access(bare) || model.is_some(),
             "accepted header {token:?}"
