@@ -127,6 +127,17 @@ impl RateLimitStore for SwitchableRateStore {
         self.0.inner.hit(key, limit, window, now).await
     }
 
+    async fn hit_sliding(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<RateDecision, StoreError> {
+        self.check()?;
+        self.0.inner.hit_sliding(key, limit, window, now).await
+    }
+
     async fn take_back(
         &self,
         key: &str,

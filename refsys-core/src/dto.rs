@@ -15,6 +15,10 @@ pub struct SendCodeRequest {
     /// The phone, international form; spaces, dashes and brackets are accepted.
     #[cfg_attr(feature = "openapi", schema(example = "+375333478282"))]
     pub phone: String,
+    /// The answer to the challenge of a `428 human_check_required`, when the deployment asked
+    /// for one.
+    #[serde(default)]
+    pub human_check: Option<crate::human::HumanCheckAnswer>,
 }
 
 /// `POST /login/verify_code/`.

@@ -50,6 +50,19 @@ pub enum Error {
         /// Seconds until the budget's window ends.
         retry_after: u64,
     },
+    /// The deployment asks for a human check before it sends this code (SMS-pumping defence,
+    /// under pressure): retry with an answer to `challenge` in the body's `human_check`.
+    #[error("Prove you are a person to get a code: solve the challenge and send the answer.")]
+    HumanCheckRequired {
+        /// What to solve.
+        challenge: Box<crate::human::Challenge>,
+    },
+    /// The `human_check` answer is wrong, stale, already used or of another kind of check.
+    #[error("The human check was not passed. Ask for a new challenge.")]
+    HumanCheckFailed,
+    /// The human check's verifier (a captcha provider) could not be asked.
+    #[error("The human check cannot be verified right now. Try again later.")]
+    HumanCheckUnavailable,
     /// Too many consecutive wrong codes for this phone, across codes: it is locked, and no
     /// code is sent to it or checked for it until the lock ends.
     #[error("Too many wrong codes for this phone. Try again later.")]
@@ -138,6 +151,9 @@ impl Error {
             Error::TooManyCodes { .. } => (429, "too_many_codes"),
             Error::SmsFailed => (502, "sms_failed"),
             Error::SmsBudgetExhausted { .. } => (503, "sms_budget_exhausted"),
+            Error::HumanCheckRequired { .. } => (428, "human_check_required"),
+            Error::HumanCheckFailed => (400, "human_check_failed"),
+            Error::HumanCheckUnavailable => (502, "human_check_unavailable"),
             Error::PhoneLocked { .. } => (429, "phone_locked"),
             Error::CodeExpired => (400, "code_expired"),
             Error::CodeInvalid { .. } => (400, "code_invalid"),
@@ -204,6 +220,10 @@ impl Error {
                 Error::NotReady { store, .. } => Some(store),
                 _ => None,
             },
+            challenge: match self {
+                Error::HumanCheckRequired { challenge } => Some((**challenge).clone()),
+                _ => None,
+            },
         }
     }
 }
@@ -255,6 +275,9 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub store: Option<&'static str>,
+    /// What to solve (`human_check_required` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<crate::human::Challenge>,
 }
 
 /// A failure of a [`UserStore`](crate::UserStore) or [`OtpStore`](crate::OtpStore).
@@ -315,6 +338,17 @@ mod tests {
             ),
             (Error::PhoneLocked { retry_after: 1 }, 429, "phone_locked"),
             (Error::RateLimited { retry_after: 1 }, 429, "rate_limited"),
+            (
+                Error::HumanCheckRequired {
+                    challenge: Box::new(crate::human::Challenge::Turnstile {
+                        site_key: "key".into(),
+                    }),
+                },
+                428,
+                "human_check_required",
+            ),
+            (Error::HumanCheckFailed, 400, "human_check_failed"),
+            (Error::HumanCheckUnavailable, 502, "human_check_unavailable"),
             (Error::CodeExpired, 400, "code_expired"),
             (Error::CodeInvalid { attempts_left: 1 }, 400, "code_invalid"),
             (
@@ -365,6 +399,18 @@ mod tests {
         let limited = serde_json::to_value(Error::TooManyCodes { retry_after: 42 }.body()).unwrap();
         assert_eq!(limited["retry_after"], 42);
         assert!(limited.get("attempts_left").is_none());
+        let challenge = Error::HumanCheckRequired {
+            challenge: Box::new(crate::human::Challenge::Turnstile {
+                site_key: "0x4AAA".into(),
+            }),
+        };
+        let body = serde_json::to_value(challenge.body()).unwrap();
+        assert_eq!(body["code"], "human_check_required");
+        assert_eq!(
+            body["challenge"],
+            serde_json::json!({"kind": "turnstile", "site_key": "0x4AAA"})
+        );
+        assert!(plain.get("challenge").is_none());
     }
 
     #[test]

@@ -74,9 +74,13 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "captcha")]
+#[cfg_attr(docsrs, doc(cfg(feature = "captcha")))]
+pub mod captcha;
 pub mod dto;
 mod error;
 pub mod http;
+pub mod human;
 mod invite;
 pub mod limits;
 pub mod memory;
@@ -106,13 +110,14 @@ mod user;
 mod watch;
 
 pub use error::{Error, ErrorBody, NotReady, StoreError};
+pub use human::{Challenge, HumanCheck, HumanCheckAnswer, ProofOfWork};
 pub use invite::{INVITE_ALPHABET, INVITE_CODE_LEN, InviteCode, InviteCodeError};
 pub use limits::{ClientAction, ClientLimits, InvalidCidr, RateLimit, TrustedProxies};
 pub use memory::{MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore};
 pub use otp::{OtpCode, OtpCodeError, OtpHash, OtpPolicy};
 pub use phone::{AllowedRegions, Phone, PhoneError, Region};
 pub use policy::{Policy, PolicyBuilder, PolicyError};
-pub use service::{Login, ReferralService, SMS_BUDGET_KEY, ServiceBuilder};
+pub use service::{Login, ReferralService, SMS_BUDGET_KEY, ServiceBuilder, sms_prefix_key};
 pub use sms::{LogSender, Sms, SmsError, SmsSender};
 pub use store::{OtpStore, RateLimitStore, UserStore};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -78,6 +78,20 @@ impl Phone {
         std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
     }
 
+    /// The destination prefix the SMS budget is shared out by: the country calling code and
+    /// the next two digits (three after a one-digit code, `+1` and `+7`, so that the area code
+    /// is in it), e.g. `+37529` for `+375291234567`, `+1201` for `+12015550123`.
+    /// Numbers of one operator range share a prefix, so an SMS-pumping attack on a range of
+    /// numbers it profits from stays within one.
+    pub fn prefix(&self) -> &str {
+        let number = self.as_str();
+        let country = phonenumber::parse(None, number)
+            .map(|n| n.code().value().to_string().len())
+            .unwrap_or(3);
+        let national = if country == 1 { 3 } else { 2 };
+        &number[..(1 + country + national).min(number.len())]
+    }
+
     /// A form safe for logs: country prefix and last two digits, e.g. `+3753*******82`.
     pub fn redacted(&self) -> String {
         let number = self.as_str();
@@ -252,6 +266,25 @@ impl FromStr for AllowedRegions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_are_the_country_code_and_two_digits() {
+        let all = AllowedRegions::all();
+        for (number, prefix) in [
+            ("+375291234567", "+37529"),
+            ("+375331234567", "+37533"),
+            ("+12015550123", "+1201"),
+            ("+447911123456", "+4479"),
+            ("+4915123456789", "+4915"),
+            ("+79161234567", "+7916"),
+        ] {
+            assert_eq!(
+                Phone::parse(number, &all).expect(number).prefix(),
+                prefix,
+                "{number}"
+            );
+        }
+    }
 
     #[test]
     fn normalises_decorated_input_to_e164() {

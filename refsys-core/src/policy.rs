@@ -18,7 +18,9 @@ use crate::{AllowedRegions, OtpCode, OtpPolicy, Phone};
 /// | codes per phone per rolling hour, all clients together | 10 |
 /// | consecutive wrong codes per phone, across codes and clients, before a lock | 50 |
 /// | lock after that many wrong codes | 1 h (no code sent or checked) |
-/// | SMS for the whole deployment per hour | 1000 (test phones not counted) |
+/// | SMS for the whole deployment per sliding hour | 1000 (test phones not counted) |
+/// | share of that budget one destination prefix may use | 25 % |
+/// | human check asked for (if the service has one) once this share of a budget is used | 50 % |
 /// | access token lifetime | 20 min |
 /// | refresh token lifetime | 7 days |
 /// | allowed regions | all |
@@ -35,9 +37,19 @@ use crate::{AllowedRegions, OtpCode, OtpPolicy, Phone};
 /// to lock a phone. Keep the lockout moderate.
 ///
 /// The SMS budget caps what the whole deployment sends (SMS pumping: attackers requesting
-/// codes to premium-rate numbers they profit from). It is counted in the service's
-/// [`RateLimitStore`](crate::RateLimitStore), so it holds across instances only when that
-/// store is shared (e.g. Redis). Size it above your peak legitimate hourly volume.
+/// codes to premium-rate numbers they profit from). It is counted in a sliding window in the
+/// service's [`RateLimitStore`](crate::RateLimitStore), so it holds across instances only
+/// when that store is shared (e.g. Redis). Size it above your peak legitimate hourly volume.
+///
+/// So that an attack cannot spend the whole budget and shut every login out, each destination
+/// prefix ([`Phone::prefix`]: country code and the next two digits, e.g. `+37529`) may use
+/// only a [share](PolicyBuilder::sms_prefix_share) of it, and once a budget (the deployment's,
+/// or the prefix's share) is half used, a service with a
+/// [`HumanCheck`](crate::human::HumanCheck) asks every `send_code` for one
+/// ([`human_check_at`](PolicyBuilder::human_check_at)). An attack on the numbers of one range
+/// then spends at most half of that range's share before it has to solve a challenge for
+/// each code, and never more than the share; numbers elsewhere are not affected. Size the
+/// share so that your busiest prefix's peak fits in it.
 #[derive(Clone, Debug)]
 pub struct Policy {
     otp: OtpPolicy,
@@ -47,6 +59,8 @@ pub struct Policy {
     regions: AllowedRegions,
     test_phones: HashMap<Phone, OtpCode>,
     sms_budget: Option<RateLimit>,
+    sms_prefix_share: u8,
+    human_check_at: u8,
 }
 
 impl Default for Policy {
@@ -73,6 +87,8 @@ impl Policy {
             regions: AllowedRegions::all(),
             test_phones: HashMap::new(),
             sms_budget: Some(RateLimit::per_hour(1000)),
+            sms_prefix_share: 25,
+            human_check_at: 50,
         }
     }
 
@@ -107,9 +123,26 @@ impl Policy {
         self.test_phones.get(phone)
     }
 
-    /// SMS the whole deployment may send per window (fixed windows), if limited.
+    /// SMS the whole deployment may send per sliding window, if limited.
     pub fn sms_budget(&self) -> Option<RateLimit> {
         self.sms_budget
+    }
+
+    /// The SMS one destination prefix may use per window: its share of the
+    /// [budget](Self::sms_budget), at least 1; `None` when the budget is off or the share is
+    /// 100 %.
+    pub fn sms_prefix_budget(&self) -> Option<RateLimit> {
+        let budget = self.sms_budget?;
+        (self.sms_prefix_share < 100).then(|| RateLimit {
+            max: (u64::from(budget.max) * u64::from(self.sms_prefix_share) / 100).max(1) as u32,
+            window: budget.window,
+        })
+    }
+
+    /// The share (percent) of the SMS budget, or of a prefix's share of it, in use from which
+    /// `send_code` asks for a human check (when the service has one); 0 asks always.
+    pub fn human_check_at(&self) -> u8 {
+        self.human_check_at
     }
 }
 
@@ -171,6 +204,24 @@ impl PolicyBuilder {
     /// not count. Over the budget, `send_code` answers `503 sms_budget_exhausted`.
     pub fn sms_budget(mut self, budget: Option<RateLimit>) -> Self {
         self.policy.sms_budget = budget;
+        self
+    }
+
+    /// The share of the [SMS budget](Self::sms_budget), in percent (1–100, default 25), that
+    /// the numbers of one destination prefix ([`Phone::prefix`]) may use per window; over it,
+    /// `send_code` to that prefix answers `503 sms_budget_exhausted` while other prefixes
+    /// still get codes. 100 turns prefix budgets off.
+    pub fn sms_prefix_share(mut self, percent: u8) -> Self {
+        self.policy.sms_prefix_share = percent;
+        self
+    }
+
+    /// From which share of a budget in use (percent, 0–100, default 50) a `send_code` must
+    /// pass the service's [`HumanCheck`](crate::human::HumanCheck): the deployment's budget or
+    /// the prefix's share, whichever is fuller. 0 asks every time; 100 only once a budget is
+    /// full (never, in effect). Without a human check on the service this does nothing.
+    pub fn human_check_at(mut self, percent: u8) -> Self {
+        self.policy.human_check_at = percent;
         self
     }
 
@@ -250,6 +301,12 @@ impl PolicyBuilder {
                 "must allow at least 1 SMS in a window of at least 1 s (None for no limit)",
             );
         }
+        if !(1..=100).contains(&policy.sms_prefix_share) {
+            return bad("sms_prefix_share", "must be 1 to 100 percent");
+        }
+        if policy.human_check_at > 100 {
+            return bad("human_check_at", "must be 0 to 100 percent");
+        }
         if policy.access_ttl.as_secs() == 0 {
             return bad("access_ttl", "must be at least 1 second");
         }
@@ -307,6 +364,8 @@ mod tests {
         assert_eq!(otp.max_failures, 50);
         assert_eq!(otp.lockout, Duration::from_secs(3600));
         assert_eq!(policy.sms_budget(), Some(RateLimit::per_hour(1000)));
+        assert_eq!(policy.sms_prefix_budget(), Some(RateLimit::per_hour(250)));
+        assert_eq!(policy.human_check_at(), 50);
         assert_eq!(policy.access_ttl(), Duration::from_secs(1200));
         assert_eq!(policy.refresh_ttl(), Duration::from_secs(604_800));
         assert_eq!(policy.regions(), &AllowedRegions::all());
@@ -330,6 +389,9 @@ mod tests {
                 Policy::builder().sms_budget(Some(RateLimit::per_hour(0))),
                 "sms_budget",
             ),
+            (Policy::builder().sms_prefix_share(0), "sms_prefix_share"),
+            (Policy::builder().sms_prefix_share(101), "sms_prefix_share"),
+            (Policy::builder().human_check_at(101), "human_check_at"),
             (Policy::builder().access_ttl(Duration::ZERO), "access_ttl"),
             (
                 Policy::builder().refresh_ttl(Duration::from_secs(60)),
@@ -344,6 +406,28 @@ mod tests {
         for (builder, setting) in cases {
             assert_eq!(builder.build().unwrap_err().setting, setting);
         }
+    }
+
+    #[test]
+    fn prefix_budgets_are_a_share_of_the_budget() {
+        let share = |budget, percent| {
+            Policy::builder()
+                .sms_budget(budget)
+                .sms_prefix_share(percent)
+                .build()
+                .unwrap()
+                .sms_prefix_budget()
+        };
+        assert_eq!(
+            share(Some(RateLimit::per_hour(100)), 30),
+            Some(RateLimit::per_hour(30))
+        );
+        assert_eq!(
+            share(Some(RateLimit::per_hour(3)), 10),
+            Some(RateLimit::per_hour(1))
+        );
+        assert_eq!(share(Some(RateLimit::per_hour(100)), 100), None);
+        assert_eq!(share(None, 25), None);
     }
 
     #[test]

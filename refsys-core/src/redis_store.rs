@@ -16,7 +16,7 @@
 //! | `otp:{<phone>}` | hash | the pending code: `h` (hex of the [`OtpHash`]), `exp` (expiry, Unix seconds), `left` (misses left) |
 //! | `otp:{<phone>}:sends` | list | Unix seconds of the codes sent in the rolling window, oldest first |
 //! | `otp:{<phone>}:fails` | hash | the failure budget: `n` (consecutive wrong codes) and `exp` (when `n` is forgotten), or `until` (end of the lock) while the phone is locked |
-//! | `rate:{<key>}` | hash | `end` (end of the current fixed window, Unix seconds), `n` (hits in it) |
+//! | `rate:{<key>}` | hash | `end` (end of the current fixed window, Unix seconds), `n` (hits in it); sliding counters also `p` (hits in the window before) |
 //!
 //! for example `refsys:otp:{+375291234567}`. Codes are never stored, only their keyed hash.
 //!
@@ -26,7 +26,7 @@
 //! sends keys to expire after the longer of [`OtpPolicy::code_ttl`] and
 //! [`OtpPolicy::send_window`]: by then every code and every send the keys hold is dead anyway.
 //! The `fails` key expires [`OtpPolicy::lockout`] after its last write (a miss or a lock), when
-//! its count is forgotten or its lock ends. A rate-limit key expires when its window ends. TTLs only collect garbage; the decisions themselves use `now`.
+//! its count is forgotten or its lock ends. A rate-limit key expires when its window ends (a sliding one a window later). TTLs only collect garbage; the decisions themselves use `now`.
 //!
 //! # Redis Cluster
 //!
@@ -93,7 +93,7 @@ use redis::{
     ServerErrorKind, Value,
 };
 
-use crate::store::{Check, Issue, OtpStore, RateDecision, RateLimitStore};
+use crate::store::{Check, Issue, OtpStore, RateDecision, RateLimitStore, sliding_estimate};
 use crate::{OtpHash, OtpPolicy, Phone, StoreError, Timestamp};
 
 /// The key prefix used unless `with_prefix` says otherwise.
@@ -125,6 +125,8 @@ static CANCEL: LazyLock<Script> = otp_script!("redis_store/cancel.lua");
 static CHECK: LazyLock<Script> = otp_script!("redis_store/check.lua");
 static RESTORE: LazyLock<Script> = otp_script!("redis_store/restore.lua");
 static HIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis_store/hit.lua")));
+static SLIDE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("redis_store/slide.lua")));
 static TAKE_BACK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("redis_store/take_back.lua")));
 
@@ -386,7 +388,7 @@ fn secs(duration: Duration) -> u64 {
     duration.as_secs().min(MAX_SECS)
 }
 
-fn corrupt_reply(script: &str, reply: (u8, u64)) -> StoreError {
+fn corrupt_reply(script: &str, reply: impl std::fmt::Debug) -> StoreError {
     StoreError::corrupt(format_args!(
         "unexpected reply {reply:?} from the {script} script"
     ))
@@ -624,6 +626,50 @@ impl RateLimitStore for RedisRateLimitStore {
                 retry_after: Duration::from_secs(until_end),
             }),
             other => Err(corrupt_reply("hit", other)),
+        }
+    }
+
+    async fn hit_sliding(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<RateDecision, StoreError> {
+        let window_secs = secs(window).max(1);
+        let window_end =
+            Timestamp::from_unix((now.as_unix() / window_secs + 1).saturating_mul(window_secs));
+        // Kept a window longer than `hit`'s: its hits are the next window's `p`.
+        let ttl = now.secs_until(window_end).max(1) + window_secs;
+        let counter = format!("{}rate:{{{key}}}", self.redis.prefix);
+        let reply: (u8, u64, u64) = self
+            .redis
+            .run(
+                SLIDE
+                    .key(counter)
+                    .arg(limit)
+                    .arg(window_end.as_unix())
+                    .arg(window_secs)
+                    .arg(now.as_unix())
+                    .arg(ttl.min(MAX_SECS)),
+            )
+            .await?;
+        let (allowed, previous, current) = reply;
+        let count = |n: u64| u32::try_from(n).map_err(|_| corrupt_reply("hit_sliding", reply));
+        let decision = sliding_estimate(
+            limit,
+            Duration::from_secs(window_secs),
+            window_end,
+            now,
+            count(previous)?,
+            // Allowed: the count before this hit decided.
+            count(current)?
+                .checked_sub(u32::from(allowed == 1))
+                .ok_or_else(|| corrupt_reply("hit_sliding", reply))?,
+        );
+        match (allowed, decision) {
+            (1, RateDecision::Allowed { .. }) | (0, RateDecision::Limited { .. }) => Ok(decision),
+            _ => Err(corrupt_reply("hit_sliding", reply)),
         }
     }
 

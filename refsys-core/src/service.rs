@@ -2,8 +2,10 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::limits::{ClientAction, ClientLimits};
+use crate::human::{HumanCheck, HumanCheckAnswer, HumanCheckError, Passed};
+use crate::limits::{ClientAction, ClientLimits, RateLimit};
 use crate::store::{
     Activation, Check, Issue, OtpStore, RateDecision, RateLimitStore, Rotation, UserStore,
 };
@@ -16,6 +18,11 @@ use crate::{
 
 /// The [`RateLimitStore`] key the deployment-wide SMS budget is counted under.
 pub const SMS_BUDGET_KEY: &str = "sms:global";
+
+/// The [`RateLimitStore`] key a destination prefix's share of the SMS budget is counted under.
+pub fn sms_prefix_key(phone: &Phone) -> String {
+    format!("sms:prefix:{}", phone.prefix())
+}
 
 /// A successful login: the body of `POST /login/verify_code/`.
 #[derive(Clone, PartialEq, Eq, serde::Serialize)]
@@ -55,6 +62,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     rate: Arc<dyn RateLimitStore>,
     limits: ClientLimits,
+    human: Option<Arc<dyn HumanCheck>>,
     /// The end of the last budget window whose exhaustion was logged (one line per window).
     budget_logged: std::sync::Mutex<Option<Timestamp>>,
 }
@@ -101,6 +109,16 @@ impl ServiceBuilder {
         self
     }
 
+    /// Sets the human check that `send_code` asks for once the SMS budget, or a destination
+    /// prefix's share of it, is [in use past a mark](crate::PolicyBuilder::human_check_at)
+    /// (default: none, and no `send_code` is ever asked). The built-in one is
+    /// [`ProofOfWork`](crate::ProofOfWork); with the `captcha` feature,
+    /// [`SiteVerify`](crate::captcha::SiteVerify) checks Turnstile or hCaptcha.
+    pub fn human_check(mut self, check: impl HumanCheck) -> Self {
+        self.inner.human = Some(Arc::new(check));
+        self
+    }
+
     /// Builds the service.
     pub fn build(self) -> ReferralService {
         let mut inner = self.inner;
@@ -132,6 +150,7 @@ impl ReferralService {
                 clock: Arc::new(SystemClock),
                 rate: Arc::new(MemoryRateLimitStore::new()),
                 limits: ClientLimits::default(),
+                human: None,
                 budget_logged: std::sync::Mutex::new(None),
             },
         }
@@ -241,37 +260,152 @@ impl ReferralService {
         }
     }
 
-    /// Takes one SMS from the deployment-wide [budget](Policy::sms_budget):
-    /// `503 sms_budget_exhausted` when it is spent.
-    async fn take_sms_budget(&self, now: Timestamp) -> Result<(), Error> {
-        let Some(budget) = self.inner.policy.sms_budget() else {
-            return Ok(());
+    /// Takes one SMS for `phone` from its destination prefix's
+    /// [share](Policy::sms_prefix_budget) of the budget, then from the deployment-wide
+    /// [budget](Policy::sms_budget), both sliding windows: `503 sms_budget_exhausted` when
+    /// either is spent (nothing is taken then). Answers whether either is in use past the
+    /// [human-check mark](Policy::human_check_at).
+    async fn take_sms_budget(&self, phone: &Phone, now: Timestamp) -> Result<bool, Error> {
+        let policy = &self.inner.policy;
+        let Some(budget) = policy.sms_budget() else {
+            return Ok(false);
         };
+        let mut pressed = false;
+        let prefix = policy
+            .sms_prefix_budget()
+            .map(|limit| (sms_prefix_key(phone), limit));
+        if let Some((key, limit)) = &prefix {
+            match self
+                .inner
+                .rate
+                .hit_sliding(key, limit.max, limit.window, now)
+                .await?
+            {
+                RateDecision::Allowed { remaining } => {
+                    if remaining == 0 {
+                        tracing::warn!(
+                            prefix = phone.prefix(),
+                            budget = limit.max,
+                            "a destination prefix used up its share of the SMS budget; \
+                             its numbers get no codes until the window frees room"
+                        );
+                    }
+                    pressed |= self.past_human_check_mark(*limit, remaining);
+                }
+                RateDecision::Limited { retry_after } => {
+                    return Err(Error::SmsBudgetExhausted {
+                        retry_after: retry_after.as_secs().max(1),
+                    });
+                }
+            }
+        }
         match self
             .inner
             .rate
-            .hit(SMS_BUDGET_KEY, budget.max, budget.window, now)
-            .await?
+            .hit_sliding(SMS_BUDGET_KEY, budget.max, budget.window, now)
+            .await
         {
-            RateDecision::Allowed { .. } => Ok(()),
-            RateDecision::Limited { retry_after } => {
-                let window_end = now.plus(retry_after);
-                let mut logged = self
-                    .inner
-                    .budget_logged
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if *logged != Some(window_end) {
-                    *logged = Some(window_end);
-                    tracing::error!(
-                        budget = budget.max,
-                        window_secs = budget.window.as_secs(),
-                        "SMS budget exhausted: no codes are sent until the window ends"
-                    );
+            Ok(RateDecision::Allowed { remaining }) => {
+                Ok(pressed | self.past_human_check_mark(budget, remaining))
+            }
+            Ok(RateDecision::Limited { retry_after }) => {
+                if let Some((key, limit)) = &prefix {
+                    self.give_back(key, limit.window, now).await;
                 }
+                self.log_budget_exhausted(budget, now.plus(retry_after));
                 Err(Error::SmsBudgetExhausted {
                     retry_after: retry_after.as_secs().max(1),
                 })
+            }
+            Err(error) => {
+                if let Some((key, limit)) = &prefix {
+                    self.give_back(key, limit.window, now).await;
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Gives back one SMS taken by [`take_sms_budget`](Self::take_sms_budget) for `phone`.
+    async fn give_back_sms_budget(&self, phone: &Phone, now: Timestamp) {
+        let policy = &self.inner.policy;
+        if let Some(budget) = policy.sms_budget() {
+            self.give_back(SMS_BUDGET_KEY, budget.window, now).await;
+        }
+        if let Some(limit) = policy.sms_prefix_budget() {
+            self.give_back(&sms_prefix_key(phone), limit.window, now)
+                .await;
+        }
+    }
+
+    /// Takes back one hit on `key`; a store error is logged, and the hit stays counted (the
+    /// safe side).
+    async fn give_back(&self, key: &str, window: Duration, now: Timestamp) {
+        if let Err(error) = self.inner.rate.take_back(key, window, now).await {
+            tracing::warn!(%error, "could not take back a budget count");
+        }
+    }
+
+    /// Whether a budget of `limit` with `remaining` places left is in use past the
+    /// [human-check mark](Policy::human_check_at).
+    fn past_human_check_mark(&self, limit: RateLimit, remaining: u32) -> bool {
+        let used = u64::from(limit.max.saturating_sub(remaining));
+        used * 100 >= u64::from(self.inner.policy.human_check_at()) * u64::from(limit.max)
+    }
+
+    /// Logs an exhausted SMS budget at ERROR, once for each time it runs out (a 5xx that
+    /// operators must see, but not one line per refused request).
+    fn log_budget_exhausted(&self, budget: RateLimit, free_again: Timestamp) {
+        let mut logged = self
+            .inner
+            .budget_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Within one window of the last line, the same exhaustion.
+        if logged.is_some_and(|last| free_again.as_unix() < last.plus(budget.window).as_unix()) {
+            return;
+        }
+        *logged = Some(free_again);
+        tracing::error!(
+            budget = budget.max,
+            window_secs = budget.window.as_secs(),
+            "SMS budget exhausted: no codes are sent until the sliding window frees room"
+        );
+    }
+
+    /// Checks a client's answer to the human check; a proof of work is spent in the
+    /// rate-limit store, so the same answer passes once on every instance that shares it.
+    async fn pass_human_check(
+        &self,
+        check: &dyn HumanCheck,
+        answer: &HumanCheckAnswer,
+        phone: &Phone,
+        client: Option<IpAddr>,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        match check.verify(answer, phone, client, now).await {
+            Ok(Passed { single_use: None }) => Ok(()),
+            Ok(Passed {
+                single_use: Some((key, until)),
+            }) => {
+                // One hit allowed in the fixed window [0, until): a mark that lives as long
+                // as the answer would stay valid.
+                let window = Duration::from_secs(until.as_unix().max(now.as_unix() + 1));
+                match self.inner.rate.hit(&key, 1, window, now).await? {
+                    RateDecision::Allowed { .. } => Ok(()),
+                    RateDecision::Limited { .. } => {
+                        tracing::info!(phone = %phone.redacted(), "human check answer used again");
+                        Err(Error::HumanCheckFailed)
+                    }
+                }
+            }
+            Err(HumanCheckError::Failed(reason)) => {
+                tracing::info!(phone = %phone.redacted(), %reason, "human check failed");
+                Err(Error::HumanCheckFailed)
+            }
+            Err(HumanCheckError::Unavailable(reason)) => {
+                tracing::warn!(%reason, "human check could not be verified");
+                Err(Error::HumanCheckUnavailable)
             }
         }
     }
@@ -297,8 +431,8 @@ impl ReferralService {
     /// lock, cooldown and window), then one SMS is taken from the deployment's
     /// [budget](Policy::sms_budget); if the budget is spent or the sender fails, the
     /// reservation is taken back, so the user's cooldown and window are not used. (An SMS the
-    /// sender failed still counts towards the budget: the rate-limit store cannot give a hit
-    /// back, and erring that way is the safe side.) Test phones get their fixed code, no SMS,
+    /// sender failed still counts towards the budget: the gateway may have sent it, and
+    /// erring that way is the safe side.) Test phones get their fixed code, no SMS,
     /// and do not count towards the budget.
     ///
     /// The answer never depends on whether the phone belongs to a registered user.
@@ -307,8 +441,7 @@ impl ReferralService {
     /// address is known (the HTTP adapters do), so that one client cannot use up the phone's
     /// window.
     pub async fn send_code(&self, phone: &str) -> Result<(), Error> {
-        let phone = self.parse_phone(phone)?;
-        self.send_code_to(phone).await
+        self.send_code_with(phone, None, None).await
     }
 
     /// [`send_code`](Self::send_code) by a client at `ip`: first counts the call against the
@@ -316,24 +449,58 @@ impl ReferralService {
     /// (`429 rate_limited` when over). Only codes that went out count: a send refused or
     /// failed after that is taken back from the count.
     pub async fn send_code_from(&self, phone: &str, ip: IpAddr) -> Result<(), Error> {
+        self.send_code_with(phone, Some(ip), None).await
+    }
+
+    /// [`send_code`](Self::send_code) by a client at `client` (counted as in
+    /// [`send_code_from`](Self::send_code_from) when known), with the client's answer to a
+    /// human check, if it sent one.
+    ///
+    /// With a [human check](ServiceBuilder::human_check) on the service, once the SMS budget or
+    /// the phone's prefix share of it is [in use past its mark](Policy::human_check_at), a call
+    /// without a passing answer gets `428 human_check_required` carrying the challenge, and
+    /// nothing is sent or counted. A wrong, stale or reused answer gets
+    /// `400 human_check_failed` whatever the pressure (it is checked first).
+    pub async fn send_code_with(
+        &self,
+        phone: &str,
+        client: Option<IpAddr>,
+        human_check: Option<&HumanCheckAnswer>,
+    ) -> Result<(), Error> {
         let phone = self.parse_phone(phone)?;
         let action = ClientAction::SendCodeToPhone;
-        self.check_phone_client(action, &phone, ip).await?;
-        let sent = self.send_code_to(phone.clone()).await;
-        if sent.is_err() {
+        if let Some(ip) = client {
+            self.check_phone_client(action, &phone, ip).await?;
+        }
+        let sent = self.send_code_to(phone.clone(), client, human_check).await;
+        if let (Err(_), Some(ip)) = (&sent, client) {
             self.take_back_phone_client(action, &phone, ip).await;
         }
         sent
     }
 
-    async fn send_code_to(&self, phone: Phone) -> Result<(), Error> {
+    async fn send_code_to(
+        &self,
+        phone: Phone,
+        client: Option<IpAddr>,
+        human_check: Option<&HumanCheckAnswer>,
+    ) -> Result<(), Error> {
+        let now = self.now();
+        let human = self.inner.human.as_deref();
+        let passed = match (human, human_check) {
+            (Some(check), Some(answer)) => {
+                self.pass_human_check(check, answer, &phone, client, now)
+                    .await?;
+                true
+            }
+            _ => false,
+        };
         let policy = &self.inner.policy;
         let test_code = policy.test_code(&phone);
         let code = test_code
             .cloned()
             .unwrap_or_else(|| OtpCode::generate(policy.otp().code_length));
         let hash = self.hash(&phone, &code);
-        let now = self.now();
         match self
             .inner
             .otps
@@ -361,12 +528,26 @@ impl ReferralService {
             tracing::debug!(phone = %phone.redacted(), "code issued for a test phone; no SMS sent");
             return Ok(());
         }
-        if let Err(refused) = self.take_sms_budget(now).await {
+        let pressed = match self.take_sms_budget(&phone, now).await {
+            Ok(pressed) => pressed,
+            Err(refused) => {
+                self.inner
+                    .otps
+                    .cancel(&phone, &hash, now, policy.otp())
+                    .await?;
+                return Err(refused);
+            }
+        };
+        if let (Some(check), true, false) = (human, pressed, passed) {
+            // Under pressure: nothing goes out, nothing stays counted, until a person answers.
+            self.give_back_sms_budget(&phone, now).await;
             self.inner
                 .otps
                 .cancel(&phone, &hash, now, policy.otp())
                 .await?;
-            return Err(refused);
+            return Err(Error::HumanCheckRequired {
+                challenge: Box::new(check.challenge(&phone, now)),
+            });
         }
         let sms = Sms {
             text: format!("Your verification code: {}", code.expose()),

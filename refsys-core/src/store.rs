@@ -302,6 +302,29 @@ pub trait RateLimitStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<RateDecision, StoreError>;
 
+    /// Counts one hit on `key` in a sliding window of length `window` ending at `now`, in one
+    /// atomic step, and says whether it is within `limit` hits. Hits over the limit are not
+    /// counted.
+    ///
+    /// The window is estimated from two fixed windows, as [`hit`](Self::hit) counts them: the
+    /// hits of the current one, plus the hits of the one before weighted by the share of it
+    /// that still lies within `window` of `now` (rounded up) — see [`sliding_estimate`]. So a
+    /// full count does not drop to zero when a fixed window ends but frees its places
+    /// gradually, and a burst at the end of one window and the start of the next cannot pass
+    /// twice the limit. [`take_back`](Self::take_back) takes back from the current window.
+    ///
+    /// The default counts in fixed windows ([`hit`](Self::hit)); the memory and Redis stores
+    /// slide.
+    async fn hit_sliding(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<RateDecision, StoreError> {
+        self.hit(key, limit, window, now).await
+    }
+
     /// Takes back one hit on `key` counted by [`hit`](Self::hit) in the window of length
     /// `window` that contains `now` (an action that then failed for a reason not the
     /// client's, such as an SMS gateway error). Never below zero; a counter of another window
@@ -335,6 +358,50 @@ pub enum RateDecision {
         /// Time until the window ends.
         retry_after: Duration,
     },
+}
+
+/// The sliding-window estimate of [`RateLimitStore::hit_sliding`] at `now`, from the hits of
+/// the fixed window that contains `now` (`current`, a window ending at `window_end`) and of
+/// the one before (`previous`), and whether one more hit fits in `limit`.
+///
+/// Estimate: `current + ceil(previous × (window_end − now) / window)`. Allowed when it is below
+/// `limit`; otherwise `retry_after` is the time until it will be (assuming no new hits).
+pub fn sliding_estimate(
+    limit: u32,
+    window: Duration,
+    window_end: Timestamp,
+    now: Timestamp,
+    previous: u32,
+    current: u32,
+) -> RateDecision {
+    let w = window.as_secs().max(1);
+    let left = now.secs_until(window_end).min(w);
+    let carried = (u64::from(previous) * left).div_ceil(w);
+    let estimate = carried + u64::from(current);
+    if estimate < u64::from(limit) {
+        let remaining = u64::from(limit) - estimate - 1;
+        return RateDecision::Allowed {
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+        };
+    }
+    // The first second at which the estimate is below `limit`. Within this window, the carried
+    // part must fit in `limit - current - 1`; if the current window alone is full, in the next
+    // window its hits are the carried part, and `limit - 1` must hold them.
+    let wait = if current < limit {
+        let room = u64::from(limit - current - 1);
+        // ceil(previous * left' / w) <= room  <=>  left' <= room * w / previous
+        let left_then = (room * w) / u64::from(previous.max(1));
+        left - left_then.min(left)
+    } else if limit == 0 {
+        w
+    } else {
+        let room = u64::from(limit - 1);
+        let left_then = (room * w) / u64::from(current);
+        left + (w - left_then.min(w))
+    };
+    RateDecision::Limited {
+        retry_after: Duration::from_secs(wait.max(1)),
+    }
 }
 
 /// Implements every store trait for a smart pointer to a store, so that a caller can keep a
@@ -447,6 +514,15 @@ macro_rules! stores_behind {
                 now: Timestamp,
             ) -> Result<RateDecision, StoreError> {
                 (**self).hit(key, limit, window, now).await
+            }
+            async fn hit_sliding(
+                &self,
+                key: &str,
+                limit: u32,
+                window: Duration,
+                now: Timestamp,
+            ) -> Result<RateDecision, StoreError> {
+                (**self).hit_sliding(key, limit, window, now).await
             }
             async fn take_back(
                 &self,

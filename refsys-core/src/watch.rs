@@ -223,6 +223,15 @@ impl<S: RateLimitStore + ?Sized> RateLimitStore for Watched<S> {
     ) -> Result<RateDecision, StoreError> {
         self.seen(self.inner.hit(key, limit, window, now).await)
     }
+    async fn hit_sliding(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<RateDecision, StoreError> {
+        self.seen(self.inner.hit_sliding(key, limit, window, now).await)
+    }
     async fn take_back(
         &self,
         key: &str,

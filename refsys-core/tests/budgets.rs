@@ -203,6 +203,8 @@ async fn the_sms_budget_caps_the_deployment_and_takes_the_send_back() {
     let w = world_with(
         Policy::builder()
             .sms_budget(Some(RateLimit::per_hour(3)))
+            // One budget for every prefix here (prefix shares: tests/pumping.rs).
+            .sms_prefix_share(100)
             .test_phone(TEST_PHONE, "1234")
             .build()
             .unwrap(),
@@ -215,17 +217,20 @@ async fn the_sms_budget_caps_the_deployment_and_takes_the_send_back() {
     w.advance(10);
     let error = w.service.send_code(D).await.unwrap_err();
     assert_eq!(error.http(), (503, "sms_budget_exhausted"));
+    // A sliding window, estimated from two fixed ones: the three sends of this hour count
+    // whole until it ends, then as the share of it still within an hour. 2 of 3 fit once
+    // 3 × left / 3600 <= 2, 1,200 s into the next hour.
     assert_eq!(
         error.retry_after(),
-        Some(3590),
-        "until the hour's window ends"
+        Some(3590 + 1200),
+        "until the window has slid past enough of the three sends"
     );
     let reply = Reply::from(error);
     assert_eq!(reply.status, 503);
-    assert_eq!(reply.header("retry-after"), Some("3590"));
+    assert_eq!(reply.header("retry-after"), Some("4790"));
     let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(body["code"], "sms_budget_exhausted");
-    assert_eq!(body["retry_after"], 3590);
+    assert_eq!(body["retry_after"], 4790);
     assert_eq!(w.sms.sent().len(), 3);
     // Refused again, still no SMS; D's own window and cooldown were not used.
     for _ in 0..10 {
@@ -235,10 +240,15 @@ async fn the_sms_budget_caps_the_deployment_and_takes_the_send_back() {
     // No code is pending for D.
     let error = w.service.verify_code(D, "0000").await.unwrap_err();
     assert_eq!(error.code(), "code_expired");
-    // A new window: D gets a code at once, no cooldown from the refused sends, and can use
-    // its whole per-phone window.
-    // (Had the 11 refused sends counted, D's rolling window of 5 would still be full.)
-    w.advance(3590);
+    // A second before the room it was promised, still none; then D gets a code at once, no
+    // cooldown from the refused sends.
+    w.advance(4789);
+    let error = w.service.send_code(D).await.unwrap_err();
+    assert_eq!(
+        (error.code(), error.retry_after()),
+        ("sms_budget_exhausted", Some(1))
+    );
+    w.advance(1);
     w.service.send_code(D).await.unwrap();
     assert_eq!(w.sms.sent().len(), 4);
 }
@@ -277,6 +287,7 @@ async fn the_sms_budget_is_shared_by_services_sharing_a_rate_store() {
         .policy(
             Policy::builder()
                 .sms_budget(Some(RateLimit::per_hour(2)))
+                .sms_prefix_share(100)
                 .build()
                 .unwrap(),
         )

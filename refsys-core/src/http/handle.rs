@@ -122,10 +122,9 @@ async fn respond(
         Endpoint::SendCode => {
             let client = check_client(service, ClientAction::SendCode, request).await?;
             let input: SendCodeRequest = json_body(request, body)?;
-            match client {
-                Some(ip) => service.send_code_from(&input.phone, ip).await?,
-                None => service.send_code(&input.phone).await?,
-            }
+            service
+                .send_code_with(&input.phone, client, input.human_check.as_ref())
+                .await?;
             Ok(Reply::json(200, &MessageResponse::CODE_SENT))
         }
         Endpoint::VerifyCode => {

@@ -217,6 +217,9 @@ macro_rules! rate_limit_store_conformance {
                 the_window_resets_the_count,
                 keys_are_independent,
                 concurrent_hits_never_exceed_the_limit,
+                a_sliding_window_frees_places_gradually,
+                a_sliding_window_holds_across_the_window_edge,
+                sliding_hits_are_atomic_and_can_be_taken_back,
             ]
         );
     };
