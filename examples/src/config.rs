@@ -57,6 +57,29 @@ pub(crate) enum SmsConfig {
     },
 }
 
+/// `HUMAN_CHECK`: what `send_code` asks for under SMS-budget pressure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum HumanCheckConfig {
+    /// Never ask.
+    Off,
+    /// The built-in proof of work, `HUMAN_CHECK_POW_DIFFICULTY` bits.
+    Pow {
+        /// Leading zero bits.
+        difficulty: u8,
+    },
+    /// Cloudflare Turnstile or hCaptcha, checked with the provider.
+    Captcha {
+        /// `turnstile` or `hcaptcha`.
+        provider: &'static str,
+        /// The widget's site key.
+        site_key: String,
+        /// The secret for `siteverify`.
+        secret: String,
+        /// `HUMAN_CHECK_VERIFY_URL`: another `siteverify` URL (a proxy).
+        verify_url: Option<String>,
+    },
+}
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LogFormat {
@@ -93,6 +116,8 @@ pub(crate) struct Config {
     pub connections: ConnectionLimits,
     /// `SMS_SENDER`.
     pub sms: SmsConfig,
+    /// `HUMAN_CHECK` and its settings.
+    pub human_check: HumanCheckConfig,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
 }
@@ -243,6 +268,7 @@ impl Config {
         };
         let client_limits = read_client_limits(&env)?;
         let connections = read_connection_limits(&env)?;
+        let human_check = read_human_check(&env)?;
         let log_format = match env.get("LOG_FORMAT").as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -265,8 +291,56 @@ impl Config {
             client_limits,
             connections,
             sms,
+            human_check,
             log_format,
         })
+    }
+}
+
+/// `HUMAN_CHECK` (`pow`, the default; `turnstile`; `hcaptcha`; `off`) and its settings.
+fn read_human_check<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<HumanCheckConfig, ConfigError> {
+    let captcha = |provider: &'static str, site_var: &'static str, secret_var: &'static str| {
+        let required = |var: &'static str| {
+            env.get(var)
+                .ok_or_else(|| error(var, format!("required with HUMAN_CHECK={provider}")))
+        };
+        let verify_url = env.get("HUMAN_CHECK_VERIFY_URL");
+        if verify_url
+            .as_deref()
+            .is_some_and(|u| !u.starts_with("https://") && !u.starts_with("http://"))
+        {
+            return Err(error("HUMAN_CHECK_VERIFY_URL", "expected an http(s) URL"));
+        }
+        Ok(HumanCheckConfig::Captcha {
+            provider,
+            site_key: required(site_var)?,
+            secret: required(secret_var)?,
+            verify_url,
+        })
+    };
+    match env.get("HUMAN_CHECK").as_deref() {
+        None | Some("pow") => {
+            let difficulty: u8 = env.parse("HUMAN_CHECK_POW_DIFFICULTY", 16)?;
+            if !(1..=refsys_core::human::MAX_POW_DIFFICULTY).contains(&difficulty) {
+                return Err(error(
+                    "HUMAN_CHECK_POW_DIFFICULTY",
+                    format!(
+                        "must be 1 to {} bits",
+                        refsys_core::human::MAX_POW_DIFFICULTY
+                    ),
+                ));
+            }
+            Ok(HumanCheckConfig::Pow { difficulty })
+        }
+        Some("turnstile") => captcha("turnstile", "TURNSTILE_SITE_KEY", "TURNSTILE_SECRET_KEY"),
+        Some("hcaptcha") => captcha("hcaptcha", "HCAPTCHA_SITE_KEY", "HCAPTCHA_SECRET"),
+        Some("off") => Ok(HumanCheckConfig::Off),
+        Some(other) => Err(error(
+            "HUMAN_CHECK",
+            format!("`{other}`: expected pow, turnstile, hcaptcha or off"),
+        )),
     }
 }
 
@@ -463,6 +537,8 @@ fn read_policy<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Policy, Co
         .max_failures(env.parse("OTP_MAX_FAILURES", otp.max_failures)?)
         .lockout(env.secs("OTP_LOCKOUT", otp.lockout.as_secs())?)
         .sms_budget((sms_budget > 0).then(|| RateLimit::per_hour(sms_budget)))
+        .sms_prefix_share(env.parse("SMS_BUDGET_PREFIX_SHARE", 25)?)
+        .human_check_at(env.parse("HUMAN_CHECK_AT", defaults.human_check_at())?)
         .access_ttl(env.secs("ACCESS_TOKEN_TTL", defaults.access_ttl().as_secs())?)
         .refresh_ttl(env.secs("REFRESH_TOKEN_TTL", defaults.refresh_ttl().as_secs())?)
         .refresh_reuse_grace(env.secs(
@@ -487,6 +563,8 @@ fn read_policy<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Policy, Co
             "max_failures" => "OTP_MAX_FAILURES",
             "lockout" => "OTP_LOCKOUT",
             "sms_budget" => "SMS_BUDGET_PER_HOUR",
+            "sms_prefix_share" => "SMS_BUDGET_PREFIX_SHARE",
+            "human_check_at" => "HUMAN_CHECK_AT",
             "access_ttl" => "ACCESS_TOKEN_TTL",
             "refresh_ttl" => "REFRESH_TOKEN_TTL",
             _ => "TEST_PHONES",

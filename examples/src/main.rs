@@ -13,14 +13,15 @@ mod webhook;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use config::{Config, Database, LogFormat, RedisConfig, SmsConfig};
+use config::{Config, Database, HumanCheckConfig, LogFormat, RedisConfig, SmsConfig};
+use refsys_core::captcha::SiteVerify;
 #[cfg(feature = "postgres")]
 use refsys_core::postgres::PgUserStore;
 #[cfg(feature = "redis")]
 use refsys_core::redis_store::{RedisOtpStore, RedisRateLimitStore};
 use refsys_core::{
-    JwtKeys, LogSender, MemoryOtpStore, MemoryRateLimitStore, OtpStore, RateLimitStore,
-    ReferralService, SmsSender, StoreError, UserStore, sqlite::SqliteUserStore,
+    JwtKeys, LogSender, MemoryOtpStore, MemoryRateLimitStore, OtpStore, ProofOfWork,
+    RateLimitStore, ReferralService, SmsSender, StoreError, UserStore, sqlite::SqliteUserStore,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -202,8 +203,32 @@ async fn build_service(
             Arc::new(MemoryRateLimitStore::new()),
         ),
     };
-    Ok(ReferralService::builder(users, otps, sms, keys)
+    let human_check: Option<Box<dyn refsys_core::HumanCheck>> = match &config.human_check {
+        HumanCheckConfig::Off => None,
+        HumanCheckConfig::Pow { difficulty } => {
+            Some(Box::new(ProofOfWork::new(&keys).difficulty(*difficulty)))
+        }
+        HumanCheckConfig::Captcha {
+            provider,
+            site_key,
+            secret,
+            verify_url,
+        } => {
+            let mut check = match *provider {
+                "turnstile" => SiteVerify::turnstile(site_key, secret),
+                _ => SiteVerify::hcaptcha(site_key, secret),
+            };
+            if let Some(url) = verify_url {
+                check = check.verify_url(url);
+            }
+            Some(Box::new(check))
+        }
+    };
+    let mut builder = ReferralService::builder(users, otps, sms, keys)
         .policy(config.policy.clone())
-        .client_limits(rate, config.client_limits.clone())
-        .build())
+        .client_limits(rate, config.client_limits.clone());
+    if let Some(check) = human_check {
+        builder = builder.human_check(check);
+    }
+    Ok(builder.build())
 }

@@ -28,6 +28,7 @@
       this.status = status;
       this.code = code;
       this.attemptsLeft = typeof body.attempts_left === 'number' ? body.attempts_left : null;
+      this.challenge = body.challenge && typeof body.challenge === 'object' ? body.challenge : null;
       const retry = typeof body.retry_after === 'number' ? body.retry_after : parseInt(retryHeader, 10);
       this.retryAfter = Number.isFinite(retry) && retry > 0 ? retry : null;
     }
@@ -51,6 +52,51 @@
       throw new ApiError(res.status, code, info, res.headers.get('Retry-After'));
     }
     return data;
+  }
+
+  // ---------- human check (asked for by send_code when the server's SMS budget is busy) ----------
+
+  const encoder = new TextEncoder();
+  function zeroBits(hash) {
+    let bits = 0;
+    for (const byte of hash) {
+      if (byte !== 0) return bits + Math.clz32(byte) - 24;
+      bits += 8;
+    }
+    return bits;
+  }
+  // The smallest decimal n with SHA-256(challenge + ":" + n) starting with `difficulty` zero
+  // bits, hashed in batches so that WebCrypto's promises overlap.
+  async function solvePow(challenge, difficulty) {
+    if (!window.crypto || !window.crypto.subtle) throw new ApiError(0, 'human_check_unsupported');
+    const BATCH = 512;
+    for (let start = 0; start < 1e9; start += BATCH) {
+      const tries = [];
+      for (let n = start; n < start + BATCH; n++) {
+        tries.push(crypto.subtle.digest('SHA-256', encoder.encode(`${challenge}:${n}`)));
+      }
+      const hashes = await Promise.all(tries);
+      const found = hashes.findIndex((h) => zeroBits(new Uint8Array(h)) >= difficulty);
+      if (found >= 0) return String(start + found);
+    }
+    throw new ApiError(0, 'human_check_failed');
+  }
+  // send_code, answering a proof-of-work challenge when the server asks for one.
+  async function sendCode(value) {
+    try {
+      return await call('POST', '/login/send_code/', { phone: value });
+    } catch (e) {
+      if (e.code !== 'human_check_required') throw e;
+      const ch = e.challenge;
+      if (!ch || ch.kind !== 'pow') throw new ApiError(428, 'human_check_unsupported');
+      notice('Checking that you are a person. This takes a few seconds.');
+      try {
+        const solution = await solvePow(ch.challenge, ch.difficulty);
+        return await call('POST', '/login/send_code/', {
+          phone: value, human_check: { kind: 'pow', challenge: ch.challenge, solution },
+        });
+      } finally { notice(''); }
+    }
   }
 
   const tokens = () => ({ access: store.getItem(KEY.access), refresh: store.getItem(KEY.refresh) });
@@ -113,6 +159,10 @@
       case 'rate_limited': return `Too many requests. ${wait}`;
       case 'too_many_attempts': return `Too many wrong tries, so that code no longer works. Ask for a new one${e.retryAfter ? ` in ${seconds(e.retryAfter)}` : ''}.`;
       case 'sms_failed': return 'We could not send the text message. Please try again later.';
+      case 'sms_budget_exhausted': return `We cannot send codes to this number right now. ${wait}`;
+      case 'human_check_failed': return 'The check that you are a person did not pass. Please try again.';
+      case 'human_check_unavailable': return 'The check that you are a person cannot be done right now. Please try again later.';
+      case 'human_check_unsupported': return 'The server asks for a check that this page cannot show. Please use the app.';
       case 'code_expired': return 'That code has expired or was already used. Ask for a new one.';
       case 'code_invalid':
         if (e.attemptsLeft === null) return 'That code is not right.';
@@ -204,7 +254,7 @@
     if (!value) { setError('phone-error', 'Enter your phone number.'); $('phone').focus(); return; }
     busy($('send-code'), async () => {
       try {
-        await call('POST', '/login/send_code/', { phone: value });
+        await sendCode(value);
         phone = value;
         store.setItem(KEY.phone, phone);
         goToCode();
@@ -249,7 +299,7 @@
     setError('code-error', '');
     const button = $('resend');
     button.disabled = true;
-    call('POST', '/login/send_code/', { phone }).then(() => {
+    sendCode(phone).then(() => {
       startCooldown(RESEND_SECONDS);
       notice('A new code is on its way.');
       $('code').value = '';

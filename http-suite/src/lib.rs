@@ -86,7 +86,16 @@ pub struct Setup {
     pub limits: ClientLimits,
     /// SMS per hour for the whole deployment (default `None`: the policy's default budget).
     pub sms_budget: Option<u32>,
+    /// The share of it one destination prefix may use, in percent (default `None`: the
+    /// policy's default).
+    pub sms_prefix_share: Option<u8>,
+    /// Ask for a proof of work (8 bits) once this share of a budget is used (default `None`:
+    /// no human check). Also passed to a [`Framework::Binary`], as `HUMAN_CHECK_AT`.
+    pub human_check_at: Option<u8>,
 }
+
+/// The proof-of-work difficulty of [`Setup::human_check_at`].
+pub const POW_DIFFICULTY: u8 = 8;
 
 /// A [`RateLimitStore`] over the memory store that can be switched off, to test `/ready` and
 /// store failures.
@@ -209,21 +218,36 @@ impl TestServer {
         if let Some(max) = setup.sms_budget {
             policy = policy.sms_budget(Some(refsys_core::RateLimit::per_hour(max)));
         }
-        let service = ReferralService::builder(
+        if let Some(share) = setup.sms_prefix_share {
+            policy = policy.sms_prefix_share(share);
+        }
+        if let Some(at) = setup.human_check_at {
+            policy = policy.human_check_at(at);
+        }
+        let keys = JwtKeys::hs256(SECRET).expect("the secret is long enough");
+        let mut builder = ReferralService::builder(
             MemoryUserStore::new(),
             MemoryOtpStore::new(),
             Arc::clone(&sms),
-            JwtKeys::hs256(SECRET).expect("the secret is long enough"),
+            keys.clone(),
         )
         .policy(policy.build().expect("a valid policy"))
         .clock(Arc::clone(&clock))
-        .client_limits(rate_store.clone(), setup.limits)
-        .build();
+        .client_limits(rate_store.clone(), setup.limits);
+        if setup.human_check_at.is_some() {
+            builder = builder
+                .human_check(refsys_core::ProofOfWork::new(&keys).difficulty(POW_DIFFICULTY));
+        }
+        let service = builder.build();
         let mut gateway = None;
         let (addr, stop) = match framework {
             Framework::Binary(binary) => {
                 let receiver = gateway::Receiver::start(gateway::Mode::Ok).await;
-                let sms_env = gateway::webhook_env(&receiver, GATEWAY_SECRET);
+                let mut sms_env = gateway::webhook_env(&receiver, GATEWAY_SECRET);
+                if let Some(at) = setup.human_check_at {
+                    sms_env.push(("HUMAN_CHECK_AT", at.to_string()));
+                    sms_env.push(("HUMAN_CHECK_POW_DIFFICULTY", POW_DIFFICULTY.to_string()));
+                }
                 gateway = Some(receiver);
                 servers::start_binary(binary, sms_env).await
             }
@@ -451,6 +475,10 @@ pub fn assert_error(res: &Res, status: u16, code: &str) -> Value {
     if code == "code_invalid" {
         expected.push("attempts_left");
     }
+    if code == "human_check_required" {
+        expected.push("challenge");
+        assert!(body["challenge"]["kind"].is_string(), "{body}");
+    }
     if status == 429 || code == "sms_budget_exhausted" {
         expected.push("retry_after");
         let seconds = body["retry_after"].as_u64().expect("retry_after");
@@ -521,6 +549,8 @@ macro_rules! scenarios {
             phone_locked_after_wrong_codes_across_resends,
             one_network_cannot_lock_out_a_phone,
             send_code_sms_budget_exhausted,
+            send_code_sms_budget_per_prefix,
+            send_code_human_check,
             use_invite_code_rate_limited_per_user,
             answers_do_not_reveal_registration
         );
@@ -557,6 +587,7 @@ macro_rules! binary_scenarios {
             schema,
             swagger_ui,
             rate_limit_verify_code,
+            send_code_human_check,
             use_invite_code_rate_limited_per_user
         );
     };

@@ -1234,6 +1234,7 @@ pub async fn phone_locked_after_wrong_codes_across_resends(framework: Framework)
 pub async fn send_code_sms_budget_exhausted(framework: Framework) {
     let setup = Setup {
         sms_budget: Some(2),
+        sms_prefix_share: Some(100),
         ..Setup::default()
     };
     let server = TestServer::start_with(framework, setup).await;
@@ -1244,13 +1245,107 @@ pub async fn send_code_sms_budget_exhausted(framework: Framework) {
     server.advance(Duration::from_secs(100));
     let res = c.post(SEND, json!({ "phone": phone(2) })).await;
     let body = assert_error(&res, 503, "sms_budget_exhausted");
-    assert_eq!(body["retry_after"], 3500);
+    // A sliding hour: the two sends count whole until their clock hour ends (3,500 s), then
+    // as the share of it still within an hour: one of two has slid out 1,800 s later.
+    assert_eq!(body["retry_after"], 5300);
+    assert_eq!(res.header("retry-after"), Some("5300"));
     let res = c.post(SEND, json!({ "phone": TEST_PHONES[0].0 })).await;
     assert_eq!(res.status, 200, "test phones send no SMS");
     assert_eq!(server.sms.sent().len(), 2);
-    server.advance(Duration::from_secs(3500));
+    server.advance(Duration::from_secs(5299));
     let res = c.post(SEND, json!({ "phone": phone(2) })).await;
-    assert_eq!(res.status, 200, "no cooldown from the refused send");
+    assert_error(&res, 503, "sms_budget_exhausted");
+    server.advance(Duration::from_secs(1));
+    let res = c.post(SEND, json!({ "phone": phone(2) })).await;
+    assert_eq!(res.status, 200, "no cooldown from the refused sends");
+}
+
+/// One destination prefix gets its share of the SMS budget (here 2 of 8): over it, its numbers
+/// get 503 `sms_budget_exhausted` while numbers of other prefixes still get codes.
+pub async fn send_code_sms_budget_per_prefix(framework: Framework) {
+    let setup = Setup {
+        sms_budget: Some(8),
+        sms_prefix_share: Some(25),
+        ..Setup::default()
+    };
+    let server = TestServer::start_with(framework, setup).await;
+    let c = &server.client;
+    for i in 0..2 {
+        assert_eq!(c.post(SEND, json!({ "phone": phone(i) })).await.status, 200);
+    }
+    let res = c.post(SEND, json!({ "phone": phone(2) })).await;
+    let body = assert_error(&res, 503, "sms_budget_exhausted");
+    assert!(body["retry_after"].as_u64().unwrap() > 0);
+    // Another Belarusian range and a US area code: their own shares.
+    for other in ["+375331000001", "+375441000001", "+12012000001"] {
+        let res = c.post(SEND, json!({ "phone": other })).await;
+        assert_eq!(res.status, 200, "{other}: {}", res.json());
+    }
+    assert_eq!(server.sms.sent().len(), 5);
+}
+
+/// A deployment that asks for a human check (here always: `human_check_at` 0) answers
+/// `send_code` with 428 `human_check_required` and a proof-of-work challenge, sends nothing,
+/// and sends the code once the same body comes back with the answer. An answer is spent once
+/// and bound to its phone; a wrong one is 400 `human_check_failed`, a malformed one 400
+/// `invalid_request`. Test phones are never asked (they send no SMS).
+pub async fn send_code_human_check(framework: Framework) {
+    let setup = Setup {
+        human_check_at: Some(0),
+        ..Setup::default()
+    };
+    let server = TestServer::start_with(framework, setup).await;
+    let c = &server.client;
+    let me = phone(0);
+    let res = c.post(SEND, json!({ "phone": me })).await;
+    let body = assert_error(&res, 428, "human_check_required");
+    let challenge = &body["challenge"];
+    assert_eq!(challenge["kind"], "pow", "{body}");
+    assert_eq!(challenge["algorithm"], "sha256");
+    assert_eq!(challenge["difficulty"], u64::from(crate::POW_DIFFICULTY));
+    assert_eq!(challenge["expires_in"], 120);
+    assert_eq!(res.header("retry-after"), None);
+    let text = challenge["challenge"].as_str().expect("the string to hash");
+    let solution = refsys_core::human::solve_pow(text, crate::POW_DIFFICULTY);
+    let answer = json!({ "kind": "pow", "challenge": text, "solution": solution });
+    // A wrong solution, and one for another phone, are refused; neither spends the answer.
+    let wrong = (0u64..)
+        .map(|n| n.to_string())
+        .find(|n| refsys_core::human::leading_zero_bits(text, n) < u32::from(crate::POW_DIFFICULTY))
+        .unwrap();
+    let res = c
+        .post(SEND, json!({ "phone": me, "human_check": { "kind": "pow", "challenge": text, "solution": wrong } }))
+        .await;
+    assert_error(&res, 400, "human_check_failed");
+    let res = c
+        .post(SEND, json!({ "phone": phone(1), "human_check": answer }))
+        .await;
+    assert_error(&res, 400, "human_check_failed");
+    for malformed in [
+        json!({ "kind": "nope" }),
+        json!("pow"),
+        json!({ "kind": "pow" }),
+    ] {
+        let res = c
+            .post(SEND, json!({ "phone": me, "human_check": malformed }))
+            .await;
+        assert_error(&res, 400, "invalid_request");
+    }
+    // The answer sends the code, once.
+    let res = c
+        .post(SEND, json!({ "phone": me, "human_check": answer }))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.json());
+    let code = server.last_code(&me);
+    let res = c
+        .post(SEND, json!({ "phone": me, "human_check": answer }))
+        .await;
+    assert_error(&res, 400, "human_check_failed");
+    let res = c.post(VERIFY, json!({ "phone": me, "code": code })).await;
+    assert_eq!(res.status, 200, "{}", res.json());
+    // Test phones send no SMS and are not asked.
+    let res = c.post(SEND, json!({ "phone": TEST_PHONES[0].0 })).await;
+    assert_eq!(res.status, 200);
 }
 
 /// 10 `use_invite_code` calls per user per hour by default, then 429 `rate_limited`.

@@ -137,6 +137,29 @@ pub trait HumanCheck: Send + Sync + 'static {
     ) -> Result<Passed, HumanCheckError>;
 }
 
+/// A check picked at run time: `Box<dyn HumanCheck>`, `Arc<dyn HumanCheck>`.
+macro_rules! human_check_behind {
+    ($($pointer:ty),+) => {$(
+        #[async_trait]
+        impl<C: HumanCheck + ?Sized> HumanCheck for $pointer {
+            fn challenge(&self, phone: &Phone, now: Timestamp) -> Challenge {
+                (**self).challenge(phone, now)
+            }
+            async fn verify(
+                &self,
+                answer: &HumanCheckAnswer,
+                phone: &Phone,
+                client: Option<IpAddr>,
+                now: Timestamp,
+            ) -> Result<Passed, HumanCheckError> {
+                (**self).verify(answer, phone, client, now).await
+            }
+        }
+    )+};
+}
+
+human_check_behind!(Box<C>, std::sync::Arc<C>);
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// A self-hosted proof of work: no third party, works offline.

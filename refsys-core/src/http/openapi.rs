@@ -59,6 +59,8 @@ pub fn document() -> OpenApi {
         .schema_from::<Profile>()
         .schema_from::<TokenPair>()
         .schema_from::<ErrorBody>()
+        .schema_from::<crate::human::Challenge>()
+        .schema_from::<crate::human::HumanCheckAnswer>()
         .security_scheme("bearer", SecurityScheme::Http(bearer))
         .build();
     OpenApiBuilder::new()
@@ -111,7 +113,11 @@ fn operation(endpoint: Endpoint) -> Operation {
                 "The phone is normalised to E.164 (spaces, dashes and brackets accepted). The \
                  code goes to the SMS sender, never into the response. Limited per phone \
                  (lock after too many wrong codes, cooldown, rolling window), per client IP, and by \
-                 the deployment's SMS budget (503 `sms_budget_exhausted`).",
+                 the deployment's SMS budget and its share per destination prefix \
+                 (503 `sms_budget_exhausted`). Once a budget is busy, a deployment with a human \
+                 check answers 428 `human_check_required` with a `challenge`; send the same body \
+                 again with `human_check` holding the answer (400 `human_check_failed` when it \
+                 does not pass).",
             )),
             Some((
                 "SendCodeRequest",
@@ -126,6 +132,16 @@ fn operation(endpoint: Endpoint) -> Operation {
                 limited,
                 Error::SmsFailed,
                 Error::SmsBudgetExhausted { retry_after: 1800 },
+                Error::HumanCheckRequired {
+                    challenge: Box::new(crate::human::Challenge::Pow {
+                        algorithm: "sha256",
+                        challenge: "v1.1800000120.16.pV1vS0Fzb6xP6a2h5u8i3Q.q3lQ0zGd4Jq1kD8rXm0m7Ew3o1y1bH7kR9p5cN2t6sA".into(),
+                        difficulty: 16,
+                        expires_in: 120,
+                    }),
+                },
+                Error::HumanCheckFailed,
+                Error::HumanCheckUnavailable,
                 store,
             ]),
             false,
