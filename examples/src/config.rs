@@ -615,7 +615,80 @@ mod tests {
         assert_eq!(config.connections, ConnectionLimits::default());
         assert_eq!(config.policy.otp().lockout, Duration::from_secs(3600));
         assert_eq!(config.policy.sms_budget(), Some(RateLimit::per_hour(1000)));
+        assert_eq!(
+            config.policy.sms_prefix_budget(),
+            Some(RateLimit::per_hour(250))
+        );
+        assert_eq!(config.policy.human_check_at(), 50);
+        assert_eq!(config.human_check, HumanCheckConfig::Pow { difficulty: 16 });
         assert!(!config.production);
+    }
+
+    #[test]
+    fn human_checks_are_read_with_their_keys() {
+        let off = config(&[("HUMAN_CHECK", "off"), ("HUMAN_CHECK_AT", "0")]).unwrap();
+        assert_eq!(off.human_check, HumanCheckConfig::Off);
+        assert_eq!(off.policy.human_check_at(), 0);
+        let pow = config(&[("HUMAN_CHECK_POW_DIFFICULTY", "20")]).unwrap();
+        assert_eq!(pow.human_check, HumanCheckConfig::Pow { difficulty: 20 });
+        let turnstile = config(&[
+            ("HUMAN_CHECK", "turnstile"),
+            ("TURNSTILE_SITE_KEY", "1x00000000000000000000AA"),
+            (
+                "TURNSTILE_SECRET_KEY",
+                "1x0000000000000000000000000000000AA",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            turnstile.human_check,
+            HumanCheckConfig::Captcha {
+                provider: "turnstile",
+                site_key: "1x00000000000000000000AA".into(),
+                secret: "1x0000000000000000000000000000000AA".into(),
+                verify_url: None,
+            }
+        );
+        let hcaptcha = config(&[
+            ("HUMAN_CHECK", "hcaptcha"),
+            ("HCAPTCHA_SITE_KEY", "site"),
+            ("HCAPTCHA_SECRET", "secret"),
+            ("HUMAN_CHECK_VERIFY_URL", "http://127.0.0.1:9/siteverify"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            hcaptcha.human_check,
+            HumanCheckConfig::Captcha {
+                provider: "hcaptcha",
+                verify_url: Some(_),
+                ..
+            }
+        ));
+        let share = config(&[("SMS_BUDGET_PREFIX_SHARE", "100")]).unwrap();
+        assert_eq!(share.policy.sms_prefix_budget(), None);
+        let missing = [
+            (&[("HUMAN_CHECK", "turnstile")][..], "TURNSTILE_SITE_KEY"),
+            (
+                &[("HUMAN_CHECK", "turnstile"), ("TURNSTILE_SITE_KEY", "k")][..],
+                "TURNSTILE_SECRET_KEY",
+            ),
+            (
+                &[("HUMAN_CHECK", "hcaptcha"), ("HCAPTCHA_SITE_KEY", "k")][..],
+                "HCAPTCHA_SECRET",
+            ),
+            (
+                &[
+                    ("HUMAN_CHECK", "hcaptcha"),
+                    ("HCAPTCHA_SITE_KEY", "k"),
+                    ("HCAPTCHA_SECRET", "s"),
+                    ("HUMAN_CHECK_VERIFY_URL", "ftp://x"),
+                ][..],
+                "HUMAN_CHECK_VERIFY_URL",
+            ),
+        ];
+        for (vars, var) in missing {
+            assert_eq!(config(vars).unwrap_err().var, var, "{vars:?}");
+        }
     }
 
     #[test]
@@ -656,6 +729,12 @@ mod tests {
             ("OTP_LOCKOUT", "0"),
             ("SMS_BUDGET_PER_HOUR", "lots"),
             ("TRUSTED_PROXIES", "10.0.0.0/99"),
+            ("HUMAN_CHECK", "recaptcha"),
+            ("HUMAN_CHECK_AT", "101"),
+            ("HUMAN_CHECK_POW_DIFFICULTY", "0"),
+            ("HUMAN_CHECK_POW_DIFFICULTY", "25"),
+            ("SMS_BUDGET_PREFIX_SHARE", "0"),
+            ("SMS_BUDGET_PREFIX_SHARE", "150"),
         ];
         for (var, value) in cases {
             let e = config(&[(var, value)]).unwrap_err();
