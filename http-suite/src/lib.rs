@@ -359,8 +359,18 @@ impl Res {
 impl Client {
     /// A client for `base` that follows no redirects.
     pub fn new(base: &str) -> Client {
+        Client::with(base, reqwest::Client::builder())
+    }
+
+    /// A client whose connections come from local address `source` (any of 127.0.0.0/8 on
+    /// loopback), so that the server sees that client address without trusting a proxy.
+    pub fn bound(base: &str, source: std::net::IpAddr) -> Client {
+        Client::with(base, reqwest::Client::builder().local_address(source))
+    }
+
+    fn with(base: &str, builder: reqwest::ClientBuilder) -> Client {
         Client {
-            http: reqwest::Client::builder()
+            http: builder
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(30))
                 .build()
