@@ -1,7 +1,8 @@
 //! The web UI end to end in headless Chromium, against the real server binary: log in with a
 //! test phone, see a wrong code explained, apply an invite code as a second user, see the
 //! invitee on the first user's profile, and survive an access-token expiry (transparent
-//! refresh). Screenshots land in `target/ui-screenshots/`.
+//! refresh), and answer a proof-of-work human check. Screenshots land in
+//! `target/ui-screenshots/`.
 //!
 //! Needs `chromium` and `chromedriver` (Debian packages `chromium`, `chromium-driver`); runs
 //! with the `browser` feature (`.ci/run` installs them).
@@ -172,6 +173,52 @@ async fn web_ui_on_postgres_and_redis() {
     drop(server);
     redis.cleanup().await;
     database.drop_database().await;
+}
+
+/// Under SMS-budget pressure (here always: `HUMAN_CHECK_AT=0`), `send_code` answers 428 with a
+/// proof of work at the default difficulty; the UI solves it with WebCrypto, resends, and the
+/// user logs in as usual.
+#[tokio::test]
+async fn web_ui_answers_the_human_check() {
+    let mut env = ui_env();
+    env.push(("HUMAN_CHECK_AT", "0".to_owned()));
+    let server = Server::start(&env, &[]).await;
+    let (_driver, client, _profile) = browser().await;
+    let phone = "+375291234567";
+    client.goto(&server.base).await.expect("open the UI");
+    wait_for_screen(&client, "screen-phone").await;
+    fill(&client, "#phone", phone).await;
+    let started = Instant::now();
+    click(&client, "#send-code").await;
+    wait_for_screen(&client, "screen-code").await;
+    eprintln!(
+        "METRIC browser proof of work (16 bits) solved and code sent in {:?}",
+        started.elapsed()
+    );
+    let log = server.log();
+    assert!(
+        log.contains("status=428"),
+        "the server asked for the check:\n{log}"
+    );
+    let code = log
+        .lines()
+        .rev()
+        .find(|line| line.contains("verification code") && line.contains(phone))
+        .and_then(|line| line.split("code=").nth(1))
+        .map(|rest| {
+            rest.trim_start_matches('"')
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .filter(|code| code.len() == 4)
+        .expect("the code in the log");
+    fill(&client, "#code", &code).await;
+    click(&client, "#verify-code").await;
+    wait_for_screen(&client, "screen-profile").await;
+    assert_eq!(visible_text(&client, "#profile-phone").await, phone);
+    screenshot(&client, "human-check-profile.png").await;
+    client.close().await.expect("close the browser");
 }
 
 async fn web_ui_login_invite_and_transparent_refresh(server: &Server, config: &str) {
