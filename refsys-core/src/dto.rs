@@ -16,9 +16,26 @@ pub struct SendCodeRequest {
     #[cfg_attr(feature = "openapi", schema(example = "+375333478282"))]
     pub phone: String,
     /// The answer to the challenge of a `428 human_check_required`, when the deployment asked
-    /// for one.
-    #[serde(default)]
+    /// for one. A JSON object (an array is refused, as for the body itself).
+    #[serde(default, deserialize_with = "object_only")]
     pub human_check: Option<crate::human::HumanCheckAnswer>,
+}
+
+/// Reads an optional JSON object into `T`: serde would also read a tagged enum or a struct
+/// from a JSON array.
+fn object_only<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let object: Option<serde_json::Map<String, serde_json::Value>> =
+        Option::deserialize(deserializer)?;
+    object
+        .map(|object| {
+            serde_json::from_value(serde_json::Value::Object(object))
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
 }
 
 /// `POST /login/verify_code/`.
@@ -111,11 +128,19 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
                 // string``): keep only what was expected.
                 let message = e.to_string();
                 let message = message.split(" at line ").next().unwrap_or_default();
+                // So do unknown variants and fields (``unknown variant `<what was sent>`,
+                // expected one of ...``).
                 match message.split_once(", expected ") {
                     Some((found, expected)) if found.starts_with("invalid ") => {
                         format!(
                             "Invalid request body: a value has the wrong type, expected {expected}."
                         )
+                    }
+                    Some((found, expected)) if found.starts_with("unknown variant") => {
+                        format!("Invalid request body: an unknown value, expected {expected}.")
+                    }
+                    Some((found, expected)) if found.starts_with("unknown field") => {
+                        format!("Invalid request body: an unknown field, expected {expected}.")
                     }
                     _ => format!("Invalid request body: {message}."),
                 }
@@ -157,6 +182,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(missing.contains("phone"), "{missing}");
+    }
+
+    #[test]
+    fn human_check_answers_are_objects_and_never_echoed() {
+        let phone = r#""phone": "+375333478282""#;
+        let ok: SendCodeRequest = parse_body(
+            format!(r#"{{{phone}, "human_check": {{"kind": "pow", "challenge": "c", "solution": "1"}}}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert!(matches!(
+            ok.human_check,
+            Some(crate::HumanCheckAnswer::Pow { .. })
+        ));
+        let none: SendCodeRequest =
+            parse_body(format!(r#"{{{phone}, "human_check": null}}"#).as_bytes()).unwrap();
+        assert!(none.human_check.is_none());
+        for (answer, expected) in [
+            (r#"["pow", "c", "1"]"#, "wrong type"),
+            (r#"{"kind": "s3cr3t-<script>"}"#, "unknown value"),
+            (
+                r#"{"kind": "pow", "challenge": "c", "solution": "1", "s3cr3t-key": 1}"#,
+                "unknown field",
+            ),
+            (r#"{"kind": "turnstile", "token": 7}"#, "wrong type"),
+        ] {
+            let body = format!(r#"{{{phone}, "human_check": {answer}}}"#);
+            let error = parse_body::<SendCodeRequest>(body.as_bytes()).unwrap_err();
+            let message = error.to_string();
+            assert_eq!(error.code(), "invalid_request", "{answer}");
+            assert!(message.contains(expected), "{answer}: {message}");
+            assert!(
+                !message.contains("s3cr3t") && !message.contains('7'),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::token::{FamilyId, JwtKeys, TokenId, TokenKind, TokenPair};
 use crate::watch::Watched;
 use crate::{
     Clock, Error, InviteCode, MemoryRateLimitStore, NotReady, OtpCode, OtpHash, Phone, PhoneError,
-    Policy, Profile, Sms, SmsSender, SystemClock, Timestamp, UserId,
+    Policy, Profile, Sms, SmsSender, StoreError, SystemClock, Timestamp, UserId,
 };
 
 /// The [`RateLimitStore`] key the deployment-wide SMS budget is counted under.
@@ -22,6 +22,22 @@ pub const SMS_BUDGET_KEY: &str = "sms:global";
 /// The [`RateLimitStore`] key a destination prefix's share of the SMS budget is counted under.
 pub fn sms_prefix_key(phone: &Phone) -> String {
     format!("sms:prefix:{}", phone.prefix())
+}
+
+/// Why [`ReferralService::take_sms_budget`] took nothing.
+enum BudgetRefusal {
+    /// The send owes a human check and the budget is past its mark.
+    NeedsHumanCheck,
+    /// The budget is spent; room again after `retry_after`.
+    Spent { retry_after: Duration },
+    /// The rate-limit store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for BudgetRefusal {
+    fn from(error: StoreError) -> Self {
+        BudgetRefusal::Store(error)
+    }
 }
 
 /// A successful login: the body of `POST /login/verify_code/`.
@@ -262,27 +278,33 @@ impl ReferralService {
 
     /// Takes one SMS for `phone` from its destination prefix's
     /// [share](Policy::sms_prefix_budget) of the budget, then from the deployment-wide
-    /// [budget](Policy::sms_budget), both sliding windows: `503 sms_budget_exhausted` when
-    /// either is spent (nothing is taken then). Answers whether either is in use past the
-    /// [human-check mark](Policy::human_check_at).
-    async fn take_sms_budget(&self, phone: &Phone, now: Timestamp) -> Result<bool, Error> {
+    /// [budget](Policy::sms_budget), both sliding windows. A send that `owes_check` (the
+    /// service has a human check and the request passed none) may only use what lies below
+    /// each budget's [human-check mark](Policy::human_check_at). Nothing stays taken when
+    /// the answer is a refusal.
+    async fn take_sms_budget(
+        &self,
+        phone: &Phone,
+        now: Timestamp,
+        owes_check: bool,
+    ) -> Result<(), BudgetRefusal> {
         let policy = &self.inner.policy;
         let Some(budget) = policy.sms_budget() else {
-            return Ok(false);
+            return Ok(());
         };
-        let mut pressed = false;
         let prefix = policy
             .sms_prefix_budget()
             .map(|limit| (sms_prefix_key(phone), limit));
         if let Some((key, limit)) = &prefix {
+            let allowed = self.allowance(*limit, owes_check);
             match self
                 .inner
                 .rate
-                .hit_sliding(key, limit.max, limit.window, now)
+                .hit_sliding(key, allowed, limit.window, now)
                 .await?
             {
                 RateDecision::Allowed { remaining } => {
-                    if remaining == 0 {
+                    if remaining == 0 && allowed == limit.max {
                         tracing::warn!(
                             prefix = phone.prefix(),
                             budget = limit.max,
@@ -290,52 +312,38 @@ impl ReferralService {
                              its numbers get no codes until the window frees room"
                         );
                     }
-                    pressed |= self.past_human_check_mark(*limit, remaining);
+                }
+                RateDecision::Limited { .. } if owes_check => {
+                    return Err(BudgetRefusal::NeedsHumanCheck);
                 }
                 RateDecision::Limited { retry_after } => {
-                    return Err(Error::SmsBudgetExhausted {
-                        retry_after: retry_after.as_secs().max(1),
-                    });
+                    return Err(BudgetRefusal::Spent { retry_after });
                 }
             }
         }
-        match self
+        let decision = self
             .inner
             .rate
-            .hit_sliding(SMS_BUDGET_KEY, budget.max, budget.window, now)
-            .await
-        {
-            Ok(RateDecision::Allowed { remaining }) => {
-                Ok(pressed | self.past_human_check_mark(budget, remaining))
-            }
+            .hit_sliding(
+                SMS_BUDGET_KEY,
+                self.allowance(budget, owes_check),
+                budget.window,
+                now,
+            )
+            .await;
+        let refusal = match decision {
+            Ok(RateDecision::Allowed { .. }) => return Ok(()),
+            Ok(RateDecision::Limited { .. }) if owes_check => BudgetRefusal::NeedsHumanCheck,
             Ok(RateDecision::Limited { retry_after }) => {
-                if let Some((key, limit)) = &prefix {
-                    self.give_back(key, limit.window, now).await;
-                }
                 self.log_budget_exhausted(budget, now.plus(retry_after));
-                Err(Error::SmsBudgetExhausted {
-                    retry_after: retry_after.as_secs().max(1),
-                })
+                BudgetRefusal::Spent { retry_after }
             }
-            Err(error) => {
-                if let Some((key, limit)) = &prefix {
-                    self.give_back(key, limit.window, now).await;
-                }
-                Err(error.into())
-            }
+            Err(error) => BudgetRefusal::Store(error),
+        };
+        if let Some((key, limit)) = &prefix {
+            self.give_back(key, limit.window, now).await;
         }
-    }
-
-    /// Gives back one SMS taken by [`take_sms_budget`](Self::take_sms_budget) for `phone`.
-    async fn give_back_sms_budget(&self, phone: &Phone, now: Timestamp) {
-        let policy = &self.inner.policy;
-        if let Some(budget) = policy.sms_budget() {
-            self.give_back(SMS_BUDGET_KEY, budget.window, now).await;
-        }
-        if let Some(limit) = policy.sms_prefix_budget() {
-            self.give_back(&sms_prefix_key(phone), limit.window, now)
-                .await;
-        }
+        Err(refusal)
     }
 
     /// Takes back one hit on `key`; a store error is logged, and the hit stays counted (the
@@ -346,11 +354,16 @@ impl ReferralService {
         }
     }
 
-    /// Whether a budget of `limit` with `remaining` places left is in use past the
-    /// [human-check mark](Policy::human_check_at).
-    fn past_human_check_mark(&self, limit: RateLimit, remaining: u32) -> bool {
-        let used = u64::from(limit.max.saturating_sub(remaining));
-        used * 100 >= u64::from(self.inner.policy.human_check_at()) * u64::from(limit.max)
+    /// How much of a budget of `limit` a send may use: all of it, or, when it owes a human
+    /// check, what lies below the [mark](Policy::human_check_at) (the send that reaches the
+    /// mark is the first one asked).
+    fn allowance(&self, limit: RateLimit, owes_check: bool) -> u32 {
+        if !owes_check {
+            return limit.max;
+        }
+        let at = u64::from(self.inner.policy.human_check_at());
+        let mark = (u64::from(limit.max) * at).div_ceil(100);
+        u32::try_from(mark.saturating_sub(1)).unwrap_or(u32::MAX)
     }
 
     /// Logs an exhausted SMS budget at ERROR, once for each time it runs out (a 5xx that
@@ -528,25 +541,25 @@ impl ReferralService {
             tracing::debug!(phone = %phone.redacted(), "code issued for a test phone; no SMS sent");
             return Ok(());
         }
-        let pressed = match self.take_sms_budget(&phone, now).await {
-            Ok(pressed) => pressed,
-            Err(refused) => {
-                self.inner
-                    .otps
-                    .cancel(&phone, &hash, now, policy.otp())
-                    .await?;
-                return Err(refused);
-            }
-        };
-        if let (Some(check), true, false) = (human, pressed, passed) {
-            // Under pressure: nothing goes out, nothing stays counted, until a person answers.
-            self.give_back_sms_budget(&phone, now).await;
+        let owes_check = human.is_some() && !passed;
+        if let Err(refused) = self.take_sms_budget(&phone, now, owes_check).await {
             self.inner
                 .otps
                 .cancel(&phone, &hash, now, policy.otp())
                 .await?;
-            return Err(Error::HumanCheckRequired {
-                challenge: Box::new(check.challenge(&phone, now)),
+            return Err(match (refused, human) {
+                // Under pressure: nothing goes out, nothing stays counted, until a person
+                // answers.
+                (BudgetRefusal::NeedsHumanCheck, Some(check)) => Error::HumanCheckRequired {
+                    challenge: Box::new(check.challenge(&phone, now)),
+                },
+                (BudgetRefusal::NeedsHumanCheck, None) => {
+                    Error::Internal("a human check owed without one".into())
+                }
+                (BudgetRefusal::Spent { retry_after }, _) => Error::SmsBudgetExhausted {
+                    retry_after: retry_after.as_secs().max(1),
+                },
+                (BudgetRefusal::Store(error), _) => Error::Store(error),
             });
         }
         let sms = Sms {

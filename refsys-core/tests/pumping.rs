@@ -238,3 +238,39 @@ async fn without_a_human_check_the_mark_changes_nothing() {
     let refused = w.send(&number(0, 10), None).await.unwrap_err();
     assert_eq!(refused.code(), "sms_budget_exhausted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_that_get_a_428_never_hold_a_place_in_the_budget() {
+    // Asked always; 8 SMS, one left after 7 solved sends. 200 unanswered sends at once all
+    // get 428 (none a 503 for a place another one holds for a moment), and the last place is
+    // still there for a person who answers.
+    let policy = Policy::builder()
+        .sms_budget(Some(RateLimit::per_hour(8)))
+        .sms_prefix_share(100)
+        .human_check_at(0)
+        .build()
+        .unwrap();
+    let w = Arc::new(world(policy, true));
+    for n in 0..7 {
+        w.send_solving(&number(n as usize % RANGES.len(), n))
+            .await
+            .unwrap();
+    }
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let w = Arc::clone(&w);
+            tokio::spawn(async move {
+                w.send(&number(n % RANGES.len(), 100 + n as u32 % 90), None)
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let refused = task.await.unwrap().unwrap_err();
+        assert_eq!(refused.code(), "human_check_required");
+    }
+    w.send_solving(&number(0, 199)).await.unwrap();
+    let spent = w.send_solving(&number(1, 199)).await.unwrap_err();
+    assert_eq!(spent.code(), "sms_budget_exhausted");
+    assert_eq!(w.sms.sent().len(), 8);
+}
