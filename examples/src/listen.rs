@@ -1,8 +1,9 @@
 //! The connection layer: how many connections the server keeps open and how long a client may
 //! take, on both frameworks.
 //!
-//! actix-web has these settings itself; on axum the server uses [`refsys_axum::serve`], whose
-//! full connection cap closes the oldest idle connection for each new one.
+//! On axum the server uses [`refsys_axum::serve`], on actix-web its own settings plus
+//! [`refsys_actix::ConnectionCap`]; on both a full connection cap closes the oldest idle
+//! connection for each new one.
 
 use std::time::Duration;
 
@@ -34,10 +35,12 @@ impl Default for ConnectionLimits {
 const RESERVED_FILES: u64 = 128;
 
 /// The cap on open connections: `configured`, or what the open-files limit leaves after
-/// [`RESERVED_FILES`] (the soft limit is raised to the hard one first). Logs what it chose.
-pub(crate) fn max_connections(configured: Option<usize>) -> usize {
+/// [`RESERVED_FILES`] when every `connections` connections cost `files` descriptors (the soft
+/// limit is raised to the hard one first). Logs what it chose.
+pub(crate) fn max_connections(configured: Option<usize>, files: u64, connections: u64) -> usize {
     let open_files = rlimit::increase_nofile_limit(u64::MAX).ok();
-    let room = open_files.map(|n| n.saturating_sub(RESERVED_FILES).max(16));
+    let room = open_files
+        .map(|n| (n.saturating_sub(RESERVED_FILES) * connections.max(1) / files.max(1)).max(16));
     let max = match (configured, room) {
         (Some(max), Some(room)) if max as u64 > room => {
             tracing::warn!(

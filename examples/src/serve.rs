@@ -236,7 +236,8 @@ mod axum_server {
         tracing::info!("listening on http://{}", listener.local_addr()?);
         let serve_limits = refsys_axum::ServeLimits {
             header_read_timeout: limits.header_read_timeout,
-            max_connections: crate::listen::max_connections(limits.max_connections),
+            // A quarter of room for connections accepted while evicted ones still close.
+            max_connections: crate::listen::max_connections(limits.max_connections, 5, 4),
             ..refsys_axum::ServeLimits::default()
         };
         refsys_axum::serve(listener, app, serve_limits, shutdown_signal()).await?;
@@ -292,9 +293,17 @@ mod actix_server {
         service: ReferralService,
     ) -> Result<(), Box<dyn std::error::Error>> {
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
-        let max_connections = crate::listen::max_connections(limits.max_connections);
+        // Each connection the cap holds takes two descriptors (it keeps one to close it by),
+        // and actix-web may hold a quarter more before the evicted ones are gone
+        // (`actix_max_connections`): 9 descriptors for every 4 connections of the cap.
+        let cap = refsys_actix::ConnectionCap::new(crate::listen::max_connections(
+            limits.max_connections,
+            9,
+            4,
+        ));
         let server = HttpServer::new(move || {
             let mut app = App::new()
+                .wrap(actix_web::middleware::from_fn(refsys_actix::track_requests))
                 .wrap_fn(|request, next| {
                     let started = Instant::now();
                     let id = super::request_id();
@@ -340,8 +349,10 @@ mod actix_server {
         })
         .shutdown_timeout(30)
         .workers(workers)
-        // actix-web counts connections per worker.
-        .max_connections(max_connections.div_ceil(workers))
+        // A full cap closes the oldest idle connection for each new one; actix-web's own cap
+        // (per worker, and it stops accepting) stays above it.
+        .on_connect(cap.on_connect())
+        .max_connections(cap.actix_max_connections(workers))
         .backlog(limits.backlog)
         .client_request_timeout(limits.header_read_timeout)
         .keep_alive(limits.header_read_timeout)

@@ -180,21 +180,23 @@ async fn floods_do_not_keep_health_down(args: &[&str], health_bound: Duration) {
         .iter()
         .any(|status| text.starts_with(&format!("HTTP/1.1 {status}")));
     assert!(text.is_empty() || refused, "{name}: {text}");
+    // An attack is not an ERROR: on actix-web, an accept that fails for want of file
+    // descriptors would be one (actix-server logs it so); the cap keeps the floods within the
+    // open-files limit. (axum's accept loop logs such a failure as a rate-limited WARN.)
+    let log = server.log();
+    assert!(!log.contains(" ERROR "), "{name}:\n{log}");
 }
 
-/// axum (the server's own accept loop): a full connection cap closes the oldest idle
-/// connection for each new one, so `/health` answers at once.
+/// axum (`refsys_axum::serve`): a full connection cap closes the oldest idle connection for
+/// each new one, so `/health` answers at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axum_holds_under_connection_floods() {
     floods_do_not_keep_health_down(&[], Duration::from_secs(1)).await;
 }
 
-/// actix-web stops accepting at its connection cap until its own timeouts close
-/// connections: `/health` answers once the header-read or body-read timeout has freed room,
-/// not at once. (Closing the oldest connection for a new one, as on axum, needs an accept
-/// loop of our own in front of actix-web: not done yet.)
+/// actix-web with `refsys_actix::ConnectionCap`: the same (without it, actix-web stops
+/// accepting at its cap until its timeouts free room, and `/health` waited 1.9-3 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actix_holds_under_connection_floods() {
-    floods_do_not_keep_health_down(&["--framework", "actix"], Duration::from_secs(TIMEOUT + 2))
-        .await;
+    floods_do_not_keep_health_down(&["--framework", "actix"], Duration::from_secs(1)).await;
 }
