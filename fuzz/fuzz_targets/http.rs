@@ -325,7 +325,7 @@ fn scalars(value: &Value, out: &mut Vec<String>) {
 fn status_of(code: &str) -> Option<u16> {
     Some(match code {
         "invalid_request" | "invalid_phone" | "code_expired" | "code_invalid"
-        | "own_invite_code" => 400,
+        | "own_invite_code" | "human_check_failed" => 400,
         "unauthorized" | "invalid_token" => 401,
         "not_found" | "invite_code_not_found" => 404,
         "method_not_allowed" => 405,
@@ -334,7 +334,8 @@ fn status_of(code: &str) -> Option<u16> {
         "unsupported_media_type" => 415,
         "resend_cooldown" | "too_many_codes" | "phone_locked" | "too_many_attempts"
         | "rate_limited" => 429,
-        "sms_failed" => 502,
+        "human_check_required" => 428,
+        "sms_failed" | "human_check_unavailable" => 502,
         "sms_budget_exhausted" | "store_unavailable" | "not_ready" => 503,
         "internal_error" => 500,
         _ => return None,
