@@ -1,36 +1,5 @@
-//! [`ConnectionCap`]: a cap on open connections that, when full, closes the oldest idle
-//! connection for each new one.
-//!
-//! actix-web's own cap ([`HttpServer::max_connections`](actix_web::HttpServer::max_connections))
-//! stops accepting when it is reached, so a flood of idle or slow connections keeps everyone
-//! else out until its timeouts free room. With a `ConnectionCap` the flood costs the attacker
-//! its own oldest connections instead: every new connection is let in, and if that makes one
-//! too many, the oldest connection with no request in flight (past a second's grace to send
-//! its first one), or else the oldest of all, is shut down.
-//!
-//! It needs two hooks, both one line:
-//!
-//! ```no_run
-//! use actix_web::{App, HttpServer, middleware};
-//! use refsys_actix::ConnectionCap;
-//!
-//! # async fn run() -> std::io::Result<()> {
-//! let cap = ConnectionCap::new(4_000);
-//! HttpServer::new(|| App::new().wrap(middleware::from_fn(refsys_actix::track_requests)))
-//!     .on_connect(cap.on_connect())
-//!     .workers(2)
-//!     .max_connections(cap.actix_max_connections(2))
-//!     .bind("127.0.0.1:8000")?
-//!     .run()
-//!     .await
-//! # }
-//! ```
-//!
-//! Each connection the cap holds costs one more file descriptor (a duplicate of the socket,
-//! which is what lets the cap shut it down), and actix-web may hold a quarter more connections
-//! before the evicted ones are gone: keep `max` below the open-files limit, less what the
-//! process needs, divided by 2.25. On platforms without file descriptors (Windows) the cap
-//! counts but closes nothing.
+//! [`ConnectionCap`]: a connection cap for actix-web that closes the oldest idle connection
+//! for each new one.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -42,8 +11,39 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 
-/// A cap on open connections that closes the oldest idle one to let a new one in; see the
-/// [module docs](self).
+/// A cap on open connections that, when full, closes the oldest idle connection for each new
+/// one.
+///
+/// actix-web's own cap ([`HttpServer::max_connections`](actix_web::HttpServer::max_connections))
+/// stops accepting when it is reached, so a flood of idle or slow connections keeps everyone
+/// else out until its timeouts free room. With a `ConnectionCap` the flood costs the attacker
+/// its own oldest connections instead: every new connection is let in, and if that makes one
+/// too many, the oldest connection with no request in flight (past a second's grace to send
+/// its first one), or else the oldest of all, is shut down.
+///
+/// It needs three lines: the middleware, the connect hook, and actix-web's own cap above it:
+///
+/// ```no_run
+/// use actix_web::{App, HttpServer, middleware};
+/// use refsys_actix::ConnectionCap;
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let cap = ConnectionCap::new(4_000);
+/// HttpServer::new(|| App::new().wrap(middleware::from_fn(refsys_actix::track_requests)))
+///     .on_connect(cap.on_connect())
+///     .workers(2)
+///     .max_connections(cap.actix_max_connections(2))
+///     .bind("127.0.0.1:8000")?
+///     .run()
+///     .await
+/// # }
+/// ```
+///
+/// Each connection the cap holds costs one more file descriptor (a duplicate of the socket,
+/// which is what lets the cap shut it down), and actix-web may hold a quarter more connections
+/// before the evicted ones are gone: keep `max` below the open-files limit, less what the
+/// process needs, divided by 2.25. On platforms without file descriptors (Windows) the cap
+/// counts but closes nothing.
 #[derive(Clone, Debug)]
 pub struct ConnectionCap {
     inner: Arc<Registry>,
