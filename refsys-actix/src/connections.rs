@@ -42,8 +42,10 @@ use actix_web::middleware::Next;
 /// Each connection the cap holds costs one more file descriptor (a duplicate of the socket,
 /// which is what lets the cap shut it down), and actix-web may hold a quarter more connections
 /// before the evicted ones are gone: keep `max` below the open-files limit, less what the
-/// process needs, divided by 2.25. On platforms without file descriptors (Windows) the cap
-/// counts but closes nothing.
+/// process needs, divided by 2.25. It can only close plain TCP connections on Unix: TLS
+/// streams (which `on_connect` sees as another type), connections on other platforms and any
+/// whose socket could not be duplicated are counted but never chosen, so with only those the
+/// cap closes nothing.
 #[derive(Clone, Debug)]
 pub struct ConnectionCap {
     inner: Arc<Registry>,
@@ -146,10 +148,11 @@ impl Registry {
         let victim = {
             let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
             let victim = if open.len() >= self.max {
-                let oldest = open
-                    .iter()
+                // Only a connection the cap can shut down leaves it.
+                let closable = || open.iter().filter(|(_, held)| held.can_close());
+                let oldest = closable()
                     .find(|(_, held)| held.is_idle(now))
-                    .or_else(|| open.iter().next())
+                    .or_else(|| closable().next())
                     .map(|(id, _)| *id);
                 oldest.and_then(|id| open.remove(&id))
             } else {
@@ -175,6 +178,15 @@ impl Registry {
 const GRACE: Duration = Duration::from_secs(1);
 
 impl Held {
+    /// Whether the cap holds a handle to shut this connection down with (a plain TCP
+    /// connection on Unix whose socket could be duplicated).
+    fn can_close(&self) -> bool {
+        #[cfg(unix)]
+        return self.socket.is_some();
+        #[cfg(not(unix))]
+        return false;
+    }
+
     /// Idle: no request in flight, and past its [`GRACE`].
     fn is_idle(&self, now: Instant) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0 && now.duration_since(self.since) >= GRACE
@@ -245,27 +257,58 @@ mod tests {
         }
     }
 
+    /// A connection the cap can close: a real loopback socket in its entry.
+    fn admit_closable(cap: &ConnectionCap, listener: &std::net::TcpListener) -> ConnectionSlot {
+        let slot = cap.inner.admit(None);
+        let socket = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        cap.inner
+            .open
+            .lock()
+            .unwrap()
+            .get_mut(&slot.id)
+            .unwrap()
+            .socket = Some(socket);
+        slot
+    }
+
     #[test]
     fn a_full_cap_evicts_the_oldest_idle_connection_first() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let cap = ConnectionCap::new(2);
-        let a = cap.inner.admit(None);
-        let b = cap.inner.admit(None);
+        let a = admit_closable(&cap, &listener);
+        let b = admit_closable(&cap, &listener);
         let _a_busy = Busy::new(Arc::clone(&a.in_flight));
         // Full; b is idle but within its grace: the oldest of all (a, busy) goes.
-        let c = cap.inner.admit(None);
+        let c = admit_closable(&cap, &listener);
         assert_eq!(open(&cap), [b.id, c.id]);
         // Past the grace, the oldest idle one goes (b), not the older busy one (c).
         age_all(&cap);
         let _c_busy = Busy::new(Arc::clone(&c.in_flight));
-        let d = cap.inner.admit(None);
+        let d = admit_closable(&cap, &listener);
         assert_eq!(open(&cap), [c.id, d.id]);
         // No idle one past its grace (d is new): the oldest of all (c) goes.
-        let e = cap.inner.admit(None);
+        let e = admit_closable(&cap, &listener);
         assert_eq!(open(&cap), [d.id, e.id]);
         // A connection actix-web drops leaves.
         drop(e);
         assert_eq!(cap.len(), 1);
         drop((a, b, c, d));
         assert!(cap.is_empty());
+    }
+
+    #[test]
+    fn connections_it_cannot_close_are_never_chosen() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let cap = ConnectionCap::new(2);
+        let tls = cap.inner.admit(None);
+        let plain = admit_closable(&cap, &listener);
+        age_all(&cap);
+        // Full: the older, idle one cannot be closed, so the closable one goes.
+        let next = cap.inner.admit(None);
+        assert_eq!(open(&cap), [tls.id, next.id]);
+        // Nothing closable left: the cap lets the new one in and closes nothing.
+        let more = cap.inner.admit(None);
+        assert_eq!(open(&cap), [tls.id, next.id, more.id]);
+        drop(plain);
     }
 }

@@ -59,7 +59,7 @@
 //!   ([`ClientLimits::body_read_timeout`](refsys_core::ClientLimits::body_read_timeout), 408).
 //!   Connection limits are the server's: set them on `HttpServer`, e.g.
 //!   `.client_request_timeout(Duration::from_secs(10)).keep_alive(Duration::from_secs(10))
-//!   .backlog(1024)`, and cap the open connections with a [`ConnectionCap`] (two lines: it
+//!   .backlog(1024)`, and cap the open connections with a [`ConnectionCap`] (three lines: it
 //!   closes the oldest idle connection for each new one when full, where actix-web's own
 //!   `max_connections` would stop accepting).
 #![forbid(unsafe_code)]

@@ -97,6 +97,13 @@ async fn a_full_cap_closes_the_oldest_idle_connection_for_a_new_one() {
         flood.push(TcpStream::connect(addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = fds();
+    assert!(
+        // The flood's 100 client sockets, and at most the cap's 3 connections (a socket and
+        // its duplicate each) on the server's side: not the flood's 100 more.
+        after <= before + 100 + 2 * 3,
+        "{before} descriptors before, {after} after: the server kept the sockets it closed"
+    );
     eprintln!(
         "fds: {before} before, {} after 100 more connections (100 of them the client's)",
         fds()
