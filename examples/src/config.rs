@@ -537,7 +537,7 @@ fn read_policy<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Policy, Co
         .max_failures(env.parse("OTP_MAX_FAILURES", otp.max_failures)?)
         .lockout(env.secs("OTP_LOCKOUT", otp.lockout.as_secs())?)
         .sms_budget((sms_budget > 0).then(|| RateLimit::per_hour(sms_budget)))
-        .sms_prefix_share(env.parse("SMS_BUDGET_PREFIX_SHARE", 25)?)
+        .sms_prefix_share(env.parse("SMS_BUDGET_PREFIX_SHARE", defaults.sms_prefix_share())?)
         .human_check_at(env.parse("HUMAN_CHECK_AT", defaults.human_check_at())?)
         .access_ttl(env.secs("ACCESS_TOKEN_TTL", defaults.access_ttl().as_secs())?)
         .refresh_ttl(env.secs("REFRESH_TOKEN_TTL", defaults.refresh_ttl().as_secs())?)

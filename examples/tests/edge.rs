@@ -195,7 +195,7 @@ async fn axum_holds_under_connection_floods() {
 }
 
 /// actix-web with `refsys_actix::ConnectionCap`: the same (without it, actix-web stops
-/// accepting at its cap until its timeouts free room, and `/health` waited 1.9-3 s).
+/// accepting at its cap until its timeouts free room, and `/health` waited 1.9-3.9 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actix_holds_under_connection_floods() {
     floods_do_not_keep_health_down(&["--framework", "actix"], Duration::from_secs(1)).await;

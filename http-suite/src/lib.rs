@@ -620,11 +620,16 @@ macro_rules! __scenario_tests {
 /// seconds (on the real clock, as the binary counts) are left, so that a burst of calls counted
 /// in it does not straddle two windows.
 pub async fn away_from_a_window_edge(window: u64) {
+    away_from_a_window_edge_by(window, 10).await;
+}
+
+/// [`away_from_a_window_edge`] with `margin` seconds instead of 10, for a longer burst.
+pub async fn away_from_a_window_edge_by(window: u64, margin: u64) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("a clock after 1970");
     let left = window - now.as_secs() % window;
-    if left < 10 {
+    if left < margin.min(window) {
         tokio::time::sleep(Duration::from_secs(left) + Duration::from_millis(100)).await;
     }
 }

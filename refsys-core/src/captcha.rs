@@ -75,7 +75,7 @@ impl SiteVerify {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
-            .unwrap_or_default();
+            .expect("a reqwest client with a timeout and rustls");
         SiteVerify {
             provider,
             site_key,
@@ -158,9 +158,11 @@ impl HumanCheck for SiteVerify {
             return Ok(Passed { single_use: None });
         }
         // The provider refusing its own secret is ours to fix, not the client's.
-        if verdict.error_codes.iter().any(|c| {
-            c.contains("secret") || c == "internal-error" || c == "sitekey-secret-mismatch"
-        }) {
+        if verdict
+            .error_codes
+            .iter()
+            .any(|c| c.contains("secret") || c == "internal-error")
+        {
             return Err(HumanCheckError::Unavailable(format!(
                 "siteverify refused our configuration: {:?}",
                 verdict.error_codes

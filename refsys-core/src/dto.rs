@@ -122,34 +122,44 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     }
     serde_json::from_slice(body).map_err(|e| {
         let why = match e.classify() {
-            serde_json::error::Category::Data => {
-                // serde's data errors name the field and the expected type, but a type error
-                // also quotes what it found (``invalid type: integer `1111`, expected a
-                // string``): keep only what was expected.
-                let message = e.to_string();
-                let message = message.split(" at line ").next().unwrap_or_default();
-                // So do unknown variants and fields (``unknown variant `<what was sent>`,
-                // expected one of ...``).
-                match message.split_once(", expected ") {
-                    Some((found, expected)) if found.starts_with("invalid ") => {
-                        format!(
-                            "Invalid request body: a value has the wrong type, expected {expected}."
-                        )
-                    }
-                    Some((found, expected)) if found.starts_with("unknown variant") => {
-                        format!("Invalid request body: an unknown value, expected {expected}.")
-                    }
-                    Some((found, expected)) if found.starts_with("unknown field") => {
-                        format!("Invalid request body: an unknown field, expected {expected}.")
-                    }
-                    _ => format!("Invalid request body: {message}."),
-                }
-            }
+            serde_json::error::Category::Data => data_error(&e.to_string()),
             serde_json::error::Category::Eof => "The request body is empty or cut short.".into(),
             _ => "The request body is not valid JSON.".into(),
         };
         Error::InvalidRequest(why)
     })
+}
+
+/// The sentence for one of serde's data errors, made only of what the contract's own types
+/// say: serde's messages quote what was sent (``invalid type: string "<sent>", expected ...``,
+/// ``unknown variant `<sent>`, expected ...``), so only the kind of error, and the names and
+/// types serde expected, are kept. What serde expected comes last in its message, before
+/// ` at line N column M`.
+fn data_error(message: &str) -> String {
+    let message = message.rsplit_once(" at line ").map_or(message, |(m, _)| m);
+    let expected = message.rsplit_once(", expected ").map(|(_, e)| e);
+    let kind = [
+        ("invalid type", "a value has the wrong type"),
+        ("invalid value", "a value is not allowed"),
+        ("invalid length", "a value has the wrong length"),
+        ("unknown variant", "an unknown value"),
+        ("unknown field", "an unknown field"),
+    ]
+    .into_iter()
+    .find(|(prefix, _)| message.starts_with(prefix));
+    match (kind, expected) {
+        (Some((_, what)), Some(expected)) => {
+            format!("Invalid request body: {what}, expected {expected}.")
+        }
+        (Some((_, what)), None) => format!("Invalid request body: {what}."),
+        // Field names are the contract's own: `missing field `phone``, `duplicate field ...`.
+        (None, _)
+            if message.starts_with("missing field") || message.starts_with("duplicate field") =>
+        {
+            format!("Invalid request body: {message}.")
+        }
+        (None, _) => "Invalid request body: a field has an invalid value.".into(),
+    }
 }
 
 #[cfg(test)]
@@ -207,6 +217,13 @@ mod tests {
                 "unknown field",
             ),
             (r#"{"kind": "turnstile", "token": 7}"#, "wrong type"),
+            // What was sent may look like serde's own words: it is still not repeated.
+            (r#"{"kind": "s3cr3t at line 1"}"#, "unknown value"),
+            (r#"{"kind": "a, expected s3cr3t"}"#, "unknown value"),
+            (
+                r#"{"kind": "pow", "challenge": ["s3cr3t, expected x"], "solution": "1"}"#,
+                "wrong type",
+            ),
         ] {
             let body = format!(r#"{{{phone}, "human_check": {answer}}}"#);
             let error = parse_body::<SendCodeRequest>(body.as_bytes()).unwrap_err();

@@ -255,7 +255,8 @@ impl From<StoreError> for Error {
 }
 
 /// The JSON shape of every error response: `{"error": "...", "code": "..."}`, plus
-/// `attempts_left` for `code_invalid` and `retry_after` for 429s and `sms_budget_exhausted`.
+/// `attempts_left` for `code_invalid`, `retry_after` for 429s and `sms_budget_exhausted`, and
+/// `challenge` for `human_check_required`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {

@@ -139,6 +139,11 @@ impl Policy {
         })
     }
 
+    /// The share (percent) of the SMS budget one destination prefix may use.
+    pub fn sms_prefix_share(&self) -> u8 {
+        self.sms_prefix_share
+    }
+
     /// The share (percent) of the SMS budget, or of a prefix's share of it, in use from which
     /// `send_code` asks for a human check (when the service has one); 0 asks always.
     pub fn human_check_at(&self) -> u8 {
@@ -218,8 +223,9 @@ impl PolicyBuilder {
 
     /// From which share of a budget in use (percent, 0–100, default 50) a `send_code` must
     /// pass the service's [`HumanCheck`](crate::human::HumanCheck): the deployment's budget or
-    /// the prefix's share, whichever is fuller. 0 asks every time; 100 only once a budget is
-    /// full (never, in effect). Without a human check on the service this does nothing.
+    /// the prefix's share, whichever is fuller (a send is asked once at least this share of
+    /// one is used). 0 asks every time; 100 never (the budget is spent first). Without a human
+    /// check on the service, or without an SMS budget, this does nothing.
     pub fn human_check_at(mut self, percent: u8) -> Self {
         self.policy.human_check_at = percent;
         self

@@ -13,7 +13,7 @@ use crate::token::{FamilyId, JwtKeys, TokenId, TokenKind, TokenPair};
 use crate::watch::Watched;
 use crate::{
     Clock, Error, InviteCode, MemoryRateLimitStore, NotReady, OtpCode, OtpHash, Phone, PhoneError,
-    Policy, Profile, Sms, SmsSender, StoreError, SystemClock, Timestamp, UserId,
+    Policy, Profile, Sms, SmsSender, SystemClock, Timestamp, UserId,
 };
 
 /// The [`RateLimitStore`] key the deployment-wide SMS budget is counted under.
@@ -22,22 +22,6 @@ pub const SMS_BUDGET_KEY: &str = "sms:global";
 /// The [`RateLimitStore`] key a destination prefix's share of the SMS budget is counted under.
 pub fn sms_prefix_key(phone: &Phone) -> String {
     format!("sms:prefix:{}", phone.prefix())
-}
-
-/// Why [`ReferralService::take_sms_budget`] took nothing.
-enum BudgetRefusal {
-    /// The send owes a human check and the budget is past its mark.
-    NeedsHumanCheck,
-    /// The budget is spent; room again after `retry_after`.
-    Spent { retry_after: Duration },
-    /// The rate-limit store failed.
-    Store(StoreError),
-}
-
-impl From<StoreError> for BudgetRefusal {
-    fn from(error: StoreError) -> Self {
-        BudgetRefusal::Store(error)
-    }
 }
 
 /// A successful login: the body of `POST /login/verify_code/`.
@@ -278,25 +262,34 @@ impl ReferralService {
 
     /// Takes one SMS for `phone` from its destination prefix's
     /// [share](Policy::sms_prefix_budget) of the budget, then from the deployment-wide
-    /// [budget](Policy::sms_budget), both sliding windows. A send that `owes_check` (the
-    /// service has a human check and the request passed none) may only use what lies below
-    /// each budget's [human-check mark](Policy::human_check_at). Nothing stays taken when
-    /// the answer is a refusal.
+    /// [budget](Policy::sms_budget), both sliding windows: `503 sms_budget_exhausted` when one
+    /// is spent. A send that owes the human check `owed` (the service has one and the request
+    /// passed none) may only use what lies below each budget's
+    /// [mark](Policy::human_check_at): past it, `428 human_check_required`. Nothing stays
+    /// taken when the answer is a refusal.
     async fn take_sms_budget(
         &self,
         phone: &Phone,
         now: Timestamp,
-        owes_check: bool,
-    ) -> Result<(), BudgetRefusal> {
+        owed: Option<&dyn HumanCheck>,
+    ) -> Result<(), Error> {
         let policy = &self.inner.policy;
         let Some(budget) = policy.sms_budget() else {
             return Ok(());
+        };
+        let refusal = |retry_after: Duration| match owed {
+            Some(check) => Error::HumanCheckRequired {
+                challenge: Box::new(check.challenge(phone, now)),
+            },
+            None => Error::SmsBudgetExhausted {
+                retry_after: retry_after.as_secs().max(1),
+            },
         };
         let prefix = policy
             .sms_prefix_budget()
             .map(|limit| (sms_prefix_key(phone), limit));
         if let Some((key, limit)) = &prefix {
-            let allowed = self.allowance(*limit, owes_check);
+            let allowed = self.allowance(*limit, owed.is_some());
             match self
                 .inner
                 .rate
@@ -313,12 +306,7 @@ impl ReferralService {
                         );
                     }
                 }
-                RateDecision::Limited { .. } if owes_check => {
-                    return Err(BudgetRefusal::NeedsHumanCheck);
-                }
-                RateDecision::Limited { retry_after } => {
-                    return Err(BudgetRefusal::Spent { retry_after });
-                }
+                RateDecision::Limited { retry_after } => return Err(refusal(retry_after)),
             }
         }
         let decision = self
@@ -326,24 +314,37 @@ impl ReferralService {
             .rate
             .hit_sliding(
                 SMS_BUDGET_KEY,
-                self.allowance(budget, owes_check),
+                self.allowance(budget, owed.is_some()),
                 budget.window,
                 now,
             )
             .await;
-        let refusal = match decision {
+        let refused = match decision {
             Ok(RateDecision::Allowed { .. }) => return Ok(()),
-            Ok(RateDecision::Limited { .. }) if owes_check => BudgetRefusal::NeedsHumanCheck,
             Ok(RateDecision::Limited { retry_after }) => {
-                self.log_budget_exhausted(budget, now.plus(retry_after));
-                BudgetRefusal::Spent { retry_after }
+                if owed.is_none() {
+                    self.log_budget_exhausted(budget, now.plus(retry_after));
+                }
+                refusal(retry_after)
             }
-            Err(error) => BudgetRefusal::Store(error),
+            Err(error) => Error::Store(error),
         };
         if let Some((key, limit)) = &prefix {
             self.give_back(key, limit.window, now).await;
         }
-        Err(refusal)
+        Err(refused)
+    }
+
+    /// Gives back the SMS [`take_sms_budget`](Self::take_sms_budget) took for `phone`.
+    async fn give_back_sms_budget(&self, phone: &Phone, now: Timestamp) {
+        let policy = &self.inner.policy;
+        if let Some(budget) = policy.sms_budget() {
+            self.give_back(SMS_BUDGET_KEY, budget.window, now).await;
+        }
+        if let Some(limit) = policy.sms_prefix_budget() {
+            self.give_back(&sms_prefix_key(phone), limit.window, now)
+                .await;
+        }
     }
 
     /// Takes back one hit on `key`; a store error is logged, and the hit stays counted (the
@@ -355,15 +356,15 @@ impl ReferralService {
     }
 
     /// How much of a budget of `limit` a send may use: all of it, or, when it owes a human
-    /// check, what lies below the [mark](Policy::human_check_at) (the send that reaches the
-    /// mark is the first one asked).
+    /// check, up to the [mark](Policy::human_check_at): a send is asked once at least that
+    /// share of the budget is used.
     fn allowance(&self, limit: RateLimit, owes_check: bool) -> u32 {
         if !owes_check {
             return limit.max;
         }
         let at = u64::from(self.inner.policy.human_check_at());
         let mark = (u64::from(limit.max) * at).div_ceil(100);
-        u32::try_from(mark.saturating_sub(1)).unwrap_or(u32::MAX)
+        u32::try_from(mark).unwrap_or(u32::MAX)
     }
 
     /// Logs an exhausted SMS budget at ERROR, once for each time it runs out (a 5xx that
@@ -404,6 +405,8 @@ impl ReferralService {
                 // One hit allowed in the fixed window [0, until): a mark that lives as long
                 // as the answer would stay valid.
                 let window = Duration::from_secs(until.as_unix().max(now.as_unix() + 1));
+                // Under a key of its own, whatever the check named it.
+                let key = format!("human_check:spent:{key}");
                 match self.inner.rate.hit(&key, 1, window, now).await? {
                     RateDecision::Allowed { .. } => Ok(()),
                     RateDecision::Limited { .. } => {
@@ -440,13 +443,18 @@ impl ReferralService {
 
     /// `POST /login/send_code/`: makes a code for `phone` and hands it to the SMS sender.
     ///
-    /// The send is reserved in the OTP store first (one atomic step that enforces the phone's
-    /// lock, cooldown and window), then one SMS is taken from the deployment's
-    /// [budget](Policy::sms_budget); if the budget is spent or the sender fails, the
-    /// reservation is taken back, so the user's cooldown and window are not used. (An SMS the
-    /// sender failed still counts towards the budget: the gateway may have sent it, and
-    /// erring that way is the safe side.) Test phones get their fixed code, no SMS,
-    /// and do not count towards the budget.
+    /// One SMS is taken from the phone's destination prefix's
+    /// [share](Policy::sms_prefix_budget) and from the deployment's
+    /// [budget](Policy::sms_budget) first (`503 sms_budget_exhausted` when either is spent;
+    /// with a [human check](ServiceBuilder::human_check), `428 human_check_required` once
+    /// a budget is past its [mark](Policy::human_check_at)); then the send is reserved in the
+    /// OTP store (one atomic step that enforces the phone's lock, cooldown and window, and
+    /// replaces its pending code), and the SMS given back if that refuses; then the sender is
+    /// called, and the reservation taken back if it fails, so the user's cooldown and window
+    /// are not used. A refused budget leaves the phone's pending code alone. (An SMS the
+    /// sender failed still counts towards the budgets: the gateway may have sent it, and
+    /// erring that way is the safe side.) Test phones get their fixed code, no SMS, and do
+    /// not count towards the budgets.
     ///
     /// The answer never depends on whether the phone belongs to a registered user.
     ///
@@ -514,53 +522,40 @@ impl ReferralService {
             .cloned()
             .unwrap_or_else(|| OtpCode::generate(policy.otp().code_length));
         let hash = self.hash(&phone, &code);
-        match self
+        // The budgets first, so that a send they refuse (or that owes a human check) leaves
+        // the phone's pending code, cooldown and window as they were. Test phones send no SMS.
+        let budgeted = test_code.is_none();
+        if budgeted {
+            let owed = if passed { None } else { human };
+            self.take_sms_budget(&phone, now, owed).await?;
+        }
+        let issued = self
             .inner
             .otps
             .issue(&phone, &hash, now, policy.otp())
-            .await?
-        {
-            Issue::Stored => {}
-            Issue::Cooldown { retry_after } => {
-                return Err(Error::ResendCooldown {
-                    retry_after: retry_after.as_secs().max(1),
-                });
+            .await;
+        let refused = match issued {
+            Ok(Issue::Stored) => None,
+            Ok(Issue::Cooldown { retry_after }) => Some(Error::ResendCooldown {
+                retry_after: retry_after.as_secs().max(1),
+            }),
+            Ok(Issue::WindowFull { retry_after }) => Some(Error::TooManyCodes {
+                retry_after: retry_after.as_secs().max(1),
+            }),
+            Ok(Issue::Locked { retry_after }) => Some(Error::PhoneLocked {
+                retry_after: retry_after.as_secs().max(1),
+            }),
+            Err(error) => Some(Error::Store(error)),
+        };
+        if let Some(refused) = refused {
+            if budgeted {
+                self.give_back_sms_budget(&phone, now).await;
             }
-            Issue::WindowFull { retry_after } => {
-                return Err(Error::TooManyCodes {
-                    retry_after: retry_after.as_secs().max(1),
-                });
-            }
-            Issue::Locked { retry_after } => {
-                return Err(Error::PhoneLocked {
-                    retry_after: retry_after.as_secs().max(1),
-                });
-            }
+            return Err(refused);
         }
         if test_code.is_some() {
             tracing::debug!(phone = %phone.redacted(), "code issued for a test phone; no SMS sent");
             return Ok(());
-        }
-        let owes_check = human.is_some() && !passed;
-        if let Err(refused) = self.take_sms_budget(&phone, now, owes_check).await {
-            self.inner
-                .otps
-                .cancel(&phone, &hash, now, policy.otp())
-                .await?;
-            return Err(match (refused, human) {
-                // Under pressure: nothing goes out, nothing stays counted, until a person
-                // answers.
-                (BudgetRefusal::NeedsHumanCheck, Some(check)) => Error::HumanCheckRequired {
-                    challenge: Box::new(check.challenge(&phone, now)),
-                },
-                (BudgetRefusal::NeedsHumanCheck, None) => {
-                    Error::Internal("a human check owed without one".into())
-                }
-                (BudgetRefusal::Spent { retry_after }, _) => Error::SmsBudgetExhausted {
-                    retry_after: retry_after.as_secs().max(1),
-                },
-                (BudgetRefusal::Store(error), _) => Error::Store(error),
-            });
         }
         let sms = Sms {
             text: format!("Your verification code: {}", code.expose()),

@@ -376,8 +376,11 @@ pub fn sliding_estimate(
 ) -> RateDecision {
     let w = window.as_secs().max(1);
     let left = now.secs_until(window_end).min(w);
-    let carried = (u64::from(previous) * left).div_ceil(w);
-    let estimate = carried + u64::from(current);
+    // u128: a window of up to 2^64 s times 2^32 hits does not overflow.
+    let (w128, left128) = (u128::from(w), u128::from(left));
+    let carried = (u128::from(previous) * left128).div_ceil(w128);
+    let carried = u64::try_from(carried).unwrap_or(u64::MAX);
+    let estimate = carried.saturating_add(u64::from(current));
     if estimate < u64::from(limit) {
         let remaining = u64::from(limit) - estimate - 1;
         return RateDecision::Allowed {
@@ -388,16 +391,16 @@ pub fn sliding_estimate(
     // part must fit in `limit - current - 1`; if the current window alone is full, in the next
     // window its hits are the carried part, and `limit - 1` must hold them.
     let wait = if current < limit {
-        let room = u64::from(limit - current - 1);
+        let room = u128::from(limit - current - 1);
         // ceil(previous * left' / w) <= room  <=>  left' <= room * w / previous
-        let left_then = (room * w) / u64::from(previous.max(1));
-        left - left_then.min(left)
+        let left_then = (room * w128) / u128::from(previous.max(1));
+        left - u64::try_from(left_then).unwrap_or(u64::MAX).min(left)
     } else if limit == 0 {
         w
     } else {
-        let room = u64::from(limit - 1);
-        let left_then = (room * w) / u64::from(current);
-        left + (w - left_then.min(w))
+        let room = u128::from(limit - 1);
+        let left_then = (room * w128) / u128::from(current);
+        left.saturating_add(w - u64::try_from(left_then).unwrap_or(u64::MAX).min(w))
     };
     RateDecision::Limited {
         retry_after: Duration::from_secs(wait.max(1)),

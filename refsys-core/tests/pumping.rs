@@ -137,34 +137,63 @@ async fn an_attack_on_one_prefix_spends_its_share_and_other_prefixes_still_get_c
 
 #[tokio::test]
 async fn under_pressure_send_code_asks_for_a_human_check_and_sends_once_it_is_passed() {
-    // A prefix's share is 25 of 100; the check switches on when half of it is used.
+    // A prefix's share is 25 of 100; sends are asked once half of it (12.5) is used: the
+    // 14th.
     let w = world(budget(100), true);
-    for n in 0..12 {
+    for n in 0..13 {
         w.send(&number(0, n), None).await.unwrap();
     }
-    let asked = w.send(&number(0, 12), None).await.unwrap_err();
+    let asked = w.send(&number(0, 13), None).await.unwrap_err();
     assert_eq!(asked.http(), (428, "human_check_required"));
-    assert_eq!(w.sms.sent().len(), 12, "nothing sent for a 428");
+    assert_eq!(w.sms.sent().len(), 13, "nothing sent for a 428");
     // Nothing was counted either: still 428 (not a cooldown), and other ranges get codes.
-    let again = w.send(&number(0, 12), None).await.unwrap_err();
+    let again = w.send(&number(0, 13), None).await.unwrap_err();
     assert_eq!(again.code(), "human_check_required");
     w.send(&number(1, 1), None).await.unwrap();
     // The answer sends the code.
     let answer = solve(&asked);
-    w.send(&number(0, 12), Some(&answer)).await.unwrap();
-    assert_eq!(w.sms.sent().len(), 14);
-    // An answer is spent once, and is bound to its phone.
+    w.send(&number(0, 13), Some(&answer)).await.unwrap();
+    assert_eq!(w.sms.sent().len(), 15);
+    // An answer is spent once: again for its own phone (checked before the cooldown) it is
+    // refused.
     let reused = w.send(&number(0, 13), Some(&answer)).await.unwrap_err();
     assert_eq!(reused.http(), (400, "human_check_failed"));
+    // It is bound to its phone, and a try for another phone does not spend it.
     let for_another = solve(&w.send(&number(0, 14), None).await.unwrap_err());
     let refused = w.send(&number(0, 15), Some(&for_another)).await;
     assert_eq!(refused.unwrap_err().code(), "human_check_failed");
+    w.send(&number(0, 14), Some(&for_another)).await.unwrap();
     // It expires.
     let stale = solve(&w.send(&number(0, 16), None).await.unwrap_err());
     w.clock.advance(Duration::from_secs(121));
     let refused = w.send(&number(0, 16), Some(&stale)).await;
     assert_eq!(refused.unwrap_err().code(), "human_check_failed");
-    assert_eq!(w.sms.sent().len(), 14);
+    assert_eq!(w.sms.sent().len(), 16);
+}
+
+#[tokio::test]
+async fn a_428_leaves_the_phones_pending_code_alone() {
+    // Past the mark, a stranger's unanswered send_code for a phone must not replace or
+    // cancel the code its owner is about to type.
+    let policy = Policy::builder()
+        .sms_budget(Some(RateLimit::per_hour(10)))
+        .sms_prefix_share(100)
+        .resend_cooldown(Duration::ZERO)
+        .build()
+        .unwrap();
+    let w = world(policy, true);
+    let owner = number(0, 1);
+    w.send(&owner, None).await.unwrap();
+    let code = w
+        .sms
+        .last_code(&w.service.parse_phone(&owner).unwrap())
+        .unwrap();
+    for n in 2..6 {
+        w.send(&number(1, n), None).await.unwrap();
+    }
+    let asked = w.send(&owner, None).await.unwrap_err();
+    assert_eq!(asked.code(), "human_check_required");
+    w.service.verify_code(&owner, &code).await.unwrap();
 }
 
 #[tokio::test]
@@ -189,10 +218,10 @@ async fn the_deployment_mark_asks_every_prefix() {
         .build()
         .unwrap();
     let w = world(policy, true);
-    for range in 0..4 {
+    for range in 0..5 {
         w.send(&number(range, 1), None).await.unwrap();
     }
-    // The 5th SMS of 10 is the half mark.
+    // 5 of 10 used: the half mark, from which every prefix is asked.
     let asked = w.send(&number(0, 2), None).await.unwrap_err();
     assert_eq!(asked.code(), "human_check_required");
     let asked = w.send(&number(1, 2), None).await.unwrap_err();
@@ -260,8 +289,9 @@ async fn requests_that_get_a_428_never_hold_a_place_in_the_budget() {
         .map(|n| {
             let w = Arc::clone(&w);
             tokio::spawn(async move {
-                w.send(&number(n % RANGES.len(), 100 + n as u32 % 90), None)
-                    .await
+                // 200 distinct numbers: 20 in each range.
+                let (range, serial) = (n % RANGES.len(), 100 + n / RANGES.len());
+                w.send(&number(range, serial as u32), None).await
             })
         })
         .collect();

@@ -21,6 +21,6 @@ local left = math.min(window_end - now, window)
 local carried = math.floor((p * left + window - 1) / window)
 if carried + n >= limit then return {0, p, n} end
 n = n + 1
-redis.call('HSET', KEYS[1], 'end', window_end, 'n', n, 'p', p)
+redis.call('HSET', KEYS[1], 'end', ARGV[2], 'n', n, 'p', p)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return {1, p, n}

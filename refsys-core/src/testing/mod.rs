@@ -219,6 +219,7 @@ macro_rules! rate_limit_store_conformance {
                 concurrent_hits_never_exceed_the_limit,
                 a_sliding_window_frees_places_gradually,
                 a_sliding_window_holds_across_the_window_edge,
+                a_sliding_window_rounds_the_carried_share_up,
                 sliding_hits_are_atomic_and_can_be_taken_back,
             ]
         );

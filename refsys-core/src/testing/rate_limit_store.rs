@@ -151,6 +151,23 @@ pub async fn a_sliding_window_frees_places_gradually<S: RateLimitStore>(store: A
     assert_eq!(allowed_in_a_row(&*store, "sms", 10, later).await, 10);
 }
 
+/// The last window's share is rounded up, as [`sliding_estimate`](crate::store::sliding_estimate)
+/// says, whatever divides evenly: 7 hits, 13 s of their window still inside the sliding one:
+/// ceil(7 × 13 / 60) = 2 carried, so 8 of 10 fit.
+pub async fn a_sliding_window_rounds_the_carried_share_up<S: RateLimitStore>(store: Arc<S>) {
+    let t = window_start();
+    assert_eq!(allowed_in_a_row(&*store, "odd", 7, t).await, 7);
+    let later = t.plus(MINUTE).plus(Duration::from_secs(47));
+    assert_eq!(allowed_in_a_row(&*store, "odd", 10, later).await, 8);
+    // 8 this window + ceil(7 × 13 / 60) = 10: full until ceil(7 × left / 60) <= 1, left <= 8.
+    assert_eq!(
+        store.hit_sliding("odd", 10, MINUTE, later).await.unwrap(),
+        RateDecision::Limited {
+            retry_after: Duration::from_secs(5)
+        }
+    );
+}
+
 /// A burst at the end of one fixed window and another at the start of the next pass the
 /// limit once, not twice (fixed windows would let both through).
 pub async fn a_sliding_window_holds_across_the_window_edge<S: RateLimitStore>(store: Arc<S>) {
