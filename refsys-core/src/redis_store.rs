@@ -388,6 +388,14 @@ fn secs(duration: Duration) -> u64 {
     duration.as_secs().min(MAX_SECS)
 }
 
+/// The length in seconds (at least 1) of `window`, and the end of the fixed window of that
+/// length that contains `now` (windows start at multiples of the length since the epoch).
+fn fixed_window(window: Duration, now: Timestamp) -> (u64, Timestamp) {
+    let window_secs = secs(window).max(1);
+    let end = Timestamp::from_unix((now.as_unix() / window_secs + 1).saturating_mul(window_secs));
+    (window_secs, end)
+}
+
 fn corrupt_reply(script: &str, reply: impl std::fmt::Debug) -> StoreError {
     StoreError::corrupt(format_args!(
         "unexpected reply {reply:?} from the {script} script"
@@ -602,9 +610,7 @@ impl RateLimitStore for RedisRateLimitStore {
         window: Duration,
         now: Timestamp,
     ) -> Result<RateDecision, StoreError> {
-        let window_secs = secs(window).max(1);
-        let window_end =
-            Timestamp::from_unix((now.as_unix() / window_secs + 1).saturating_mul(window_secs));
+        let (_, window_end) = fixed_window(window, now);
         let until_end = now.secs_until(window_end).max(1);
         let counter = format!("{}rate:{{{key}}}", self.redis.prefix);
         let reply: (u8, u64) = self
@@ -636,9 +642,7 @@ impl RateLimitStore for RedisRateLimitStore {
         window: Duration,
         now: Timestamp,
     ) -> Result<RateDecision, StoreError> {
-        let window_secs = secs(window).max(1);
-        let window_end =
-            Timestamp::from_unix((now.as_unix() / window_secs + 1).saturating_mul(window_secs));
+        let (window_secs, window_end) = fixed_window(window, now);
         // Kept a window longer than `hit`'s: its hits are the next window's `p`.
         let ttl = now.secs_until(window_end).max(1) + window_secs;
         let counter = format!("{}rate:{{{key}}}", self.redis.prefix);
@@ -679,8 +683,8 @@ impl RateLimitStore for RedisRateLimitStore {
         window: Duration,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let window_secs = secs(window).max(1);
-        let window_end = (now.as_unix() / window_secs + 1).saturating_mul(window_secs);
+        let (_, window_end) = fixed_window(window, now);
+        let window_end = window_end.as_unix();
         let counter = format!("{}rate:{{{key}}}", self.redis.prefix);
         let _: i64 = self
             .redis
