@@ -479,8 +479,9 @@ impl ReferralService {
     ///
     /// With a [human check](ServiceBuilder::human_check) on the service, once the SMS budget or
     /// the phone's prefix share of it is [in use past its mark](Policy::human_check_at), a call
-    /// without a passing answer gets `428 human_check_required` carrying the challenge, and
-    /// nothing is sent or counted. A wrong, stale or reused answer gets
+    /// without a passing answer gets `428 human_check_required` carrying the challenge;
+    /// nothing is sent, and the phone and the budgets are left as they were. A wrong, stale
+    /// or reused answer gets
     /// `400 human_check_failed` whatever the pressure (it is checked first).
     pub async fn send_code_with(
         &self,
