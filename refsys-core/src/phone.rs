@@ -85,8 +85,15 @@ impl Phone {
     /// numbers it profits from stays within one.
     pub fn prefix(&self) -> &str {
         let number = self.as_str();
-        let country = phonenumber::parse(None, number)
-            .map(|n| n.code().value().to_string().len())
+        // Country calling codes are prefix-free (ITU-T E.164): the first 1, 2 or 3 digits
+        // that name one is the code. A table lookup, not a second parse of the number.
+        let country = (1..=3)
+            .find(|&len| {
+                number
+                    .get(1..=len)
+                    .and_then(|digits| digits.parse::<u16>().ok())
+                    .is_some_and(|code| phonenumber::metadata::DATABASE.by_code(&code).is_some())
+            })
             .unwrap_or(3);
         let national = if country == 1 { 3 } else { 2 };
         &number[..(1 + country + national).min(number.len())]
@@ -277,12 +284,16 @@ mod tests {
             ("+447911123456", "+4479"),
             ("+4915123456789", "+4915"),
             ("+79161234567", "+7916"),
+            ("+8613912345678", "+8613"),
+            ("+380501234567", "+38050"),
         ] {
             assert_eq!(
                 Phone::parse(number, &all).expect(number).prefix(),
                 prefix,
                 "{number}"
             );
+            // The same for a number read back from a store, which was never parsed.
+            assert_eq!(Phone::from_trusted_e164(number).unwrap().prefix(), prefix);
         }
     }
 
