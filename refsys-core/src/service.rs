@@ -219,14 +219,7 @@ impl ReferralService {
             return;
         };
         let key = ClientLimits::phone_key(action, phone, ip);
-        if let Err(error) = self
-            .inner
-            .rate
-            .take_back(&key, limit.window, self.now())
-            .await
-        {
-            tracing::warn!(%error, "could not take back a per-phone client count");
-        }
+        self.give_back(&key, limit.window, self.now()).await;
     }
 
     /// Counts one `action` by authenticated `user` against the [`ClientLimits`]:
@@ -351,7 +344,7 @@ impl ReferralService {
     /// safe side).
     async fn give_back(&self, key: &str, window: Duration, now: Timestamp) {
         if let Err(error) = self.inner.rate.take_back(key, window, now).await {
-            tracing::warn!(%error, "could not take back a budget count");
+            tracing::warn!(%error, "could not take back a rate-limit count");
         }
     }
 
