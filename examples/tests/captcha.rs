@@ -12,8 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -37,27 +36,10 @@ struct Provider {
     down: Arc<Mutex<bool>>,
 }
 
-fn decode(part: &str) -> String {
-    let bytes = part.replace('+', " ").into_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-            out.push(u8::from_str_radix(hex, 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
 async fn siteverify(
     State(provider): State<Provider>,
     headers: HeaderMap,
-    body: Bytes,
+    Form(form): Form<BTreeMap<String, String>>,
 ) -> (StatusCode, Json<Value>) {
     if *provider.down.lock().unwrap() {
         return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({})));
@@ -67,15 +49,6 @@ async fn siteverify(
         headers.get("content-type").and_then(|v| v.to_str().ok()),
         Some("application/x-www-form-urlencoded")
     );
-    let form: BTreeMap<String, String> = std::str::from_utf8(&body)
-        .unwrap()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').expect("key=value");
-            (decode(k), decode(v))
-        })
-        .collect();
     provider.requests.lock().unwrap().push(form.clone());
     if form.get("secret").map(String::as_str) != Some(SECRET) {
         return (

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use http_suite::gateway::{Mode, Receiver, webhook_env};
 use http_suite::{Client, Res};
-use refsys_core::human::solve_pow;
+use refsys_core::Phone;
 use serde_json::json;
 use support::Server;
 
@@ -49,13 +49,8 @@ fn number(range: u32, n: usize) -> String {
 fn sent_per_prefix(receiver: &Receiver) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for sms in receiver.all() {
-        let phone = sms.phone();
-        let prefix = if phone.starts_with("+375") {
-            &phone[..6]
-        } else {
-            &phone[..5]
-        };
-        *counts.entry(prefix.to_owned()).or_default() += 1;
+        let phone = Phone::from_trusted_e164(sms.phone()).expect("an E.164 number");
+        *counts.entry(phone.prefix().to_owned()).or_default() += 1;
     }
     counts
 }
@@ -111,11 +106,8 @@ async fn send_solving(client: &Client, phone: &str) -> Res {
         return res;
     }
     let challenge = &res.json()["challenge"];
-    assert_eq!(challenge["kind"], "pow");
     assert_eq!(challenge["difficulty"], u64::from(DIFFICULTY));
-    let text = challenge["challenge"].as_str().unwrap().to_owned();
-    let answer =
-        json!({ "kind": "pow", "challenge": text, "solution": solve_pow(&text, DIFFICULTY) });
+    let answer = http_suite::pow_answer(challenge);
     client
         .post(SEND, json!({ "phone": phone, "human_check": answer }))
         .await

@@ -457,9 +457,22 @@ impl Client {
     }
 }
 
+/// The `human_check` answer to a proof-of-work `challenge` of a `428 human_check_required`
+/// body: `{"kind": "pow", "challenge", "solution"}`, solved at the challenge's difficulty.
+pub fn pow_answer(challenge: &Value) -> Value {
+    assert_eq!(challenge["kind"], "pow", "{challenge}");
+    let text = challenge["challenge"].as_str().expect("the string to hash");
+    let difficulty = challenge["difficulty"]
+        .as_u64()
+        .and_then(|d| u8::try_from(d).ok())
+        .expect("a difficulty");
+    let solution = refsys_core::human::solve_pow(text, difficulty);
+    serde_json::json!({ "kind": "pow", "challenge": text, "solution": solution })
+}
+
 /// Asserts that `res` is the contract's error `code` with `status`: JSON content type, a body
 /// of exactly `error` (a sentence) and `code` (plus `attempts_left` for `code_invalid`,
-/// `retry_after` for 429s and `sms_budget_exhausted`, `store` for `not_ready`),
+/// `retry_after` for 429s and `sms_budget_exhausted`, `store` for `not_ready`, `challenge` for `human_check_required`),
 /// `WWW-Authenticate: Bearer` on 401 and a `Retry-After` equal to the body's `retry_after`
 /// with it. Returns the body.
 #[track_caller]

@@ -1306,8 +1306,7 @@ pub async fn send_code_human_check(framework: Framework) {
     assert_eq!(challenge["expires_in"], 120);
     assert_eq!(res.header("retry-after"), None);
     let text = challenge["challenge"].as_str().expect("the string to hash");
-    let solution = refsys_core::human::solve_pow(text, crate::POW_DIFFICULTY);
-    let answer = json!({ "kind": "pow", "challenge": text, "solution": solution });
+    let answer = crate::pow_answer(challenge);
     // A wrong solution, and one for another phone, are refused; neither spends the answer.
     let wrong = (0u64..)
         .map(|n| n.to_string())
