@@ -176,16 +176,28 @@ fn store_with_invitees(rt: &tokio::runtime::Runtime, invitees: usize) -> Arc<Mem
         // The owner is test phone 0, so a login with it (code 0000) is the owner's.
         let owner_phone = Phone::parse(&test_phone(0), &all).expect("phone");
         let owner = store
-            .find_or_create(&owner_phone, &InviteCode::generate)
+            .find_or_create(
+                &owner_phone,
+                &InviteCode::generate,
+                refsys_core::Change::unrecorded(refsys_core::Timestamp::from_unix(0)),
+            )
             .await
             .expect("owner");
         for i in 1..=invitees {
             let user = store
-                .find_or_create(&phone(i), &InviteCode::generate)
+                .find_or_create(
+                    &phone(i),
+                    &InviteCode::generate,
+                    refsys_core::Change::unrecorded(refsys_core::Timestamp::from_unix(0)),
+                )
                 .await
                 .expect("user");
             store
-                .activate_invite(user.user.id, &owner.user.invite_code)
+                .activate_invite(
+                    user.user.id,
+                    &owner.user.invite_code,
+                    refsys_core::Change::unrecorded(refsys_core::Timestamp::from_unix(0)),
+                )
                 .await
                 .expect("activate");
         }
@@ -259,7 +271,11 @@ fn invites(c: &mut Criterion) {
                     next += 1;
                     let phone = fresh_phone(next, &all);
                     let user = store
-                        .find_or_create(&phone, &InviteCode::generate)
+                        .find_or_create(
+                            &phone,
+                            &InviteCode::generate,
+                            refsys_core::Change::unrecorded(refsys_core::Timestamp::from_unix(0)),
+                        )
                         .await
                         .expect("user");
                     let started = Instant::now();

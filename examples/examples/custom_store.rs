@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use refsys_core::event::{Claim, EventRecord, EventStatus, Redeliver, Settlement};
 use refsys_core::store::{Activation, Rotation};
 use refsys_core::{
-    FamilyId, InviteCode, JwtKeys, LogSender, MemoryOtpStore, MemoryUserStore, Phone, Profile,
-    ReferralService, Registration, StoreError, Timestamp, TokenId, UserId, UserStore,
+    Change, FamilyId, InviteCode, JwtKeys, LogSender, MemoryOtpStore, MemoryUserStore, Phone,
+    Profile, ReferralService, Registration, SessionEndReason, StoreError, Timestamp, TokenId,
+    UserId, UserStore,
 };
 
 /// Counts logins and new users, and delegates everything to `inner`.
@@ -47,8 +49,9 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         &self,
         phone: &Phone,
         new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+        change: Change,
     ) -> Result<Registration, StoreError> {
-        let registration = self.inner.find_or_create(phone, new_code).await?;
+        let registration = self.inner.find_or_create(phone, new_code, change).await?;
         self.logins.fetch_add(1, Ordering::Relaxed);
         if registration.created {
             self.registrations.fetch_add(1, Ordering::Relaxed);
@@ -64,8 +67,9 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         &self,
         user: UserId,
         code: &InviteCode,
+        change: Change,
     ) -> Result<Activation, StoreError> {
-        self.inner.activate_invite(user, code).await
+        self.inner.activate_invite(user, code, change).await
     }
 
     async fn start_family(
@@ -73,11 +77,11 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         user: UserId,
         family: &FamilyId,
         jti: &TokenId,
-        now: Timestamp,
+        change: Change,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
         self.inner
-            .start_family(user, family, jti, now, expires_at)
+            .start_family(user, family, jti, change, expires_at)
             .await
     }
 
@@ -86,17 +90,71 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         family: &FamilyId,
         presented: &TokenId,
         next: &TokenId,
-        now: Timestamp,
+        change: Change,
         expires_at: Timestamp,
         reuse_grace: Duration,
     ) -> Result<Rotation, StoreError> {
         self.inner
-            .rotate_refresh(family, presented, next, now, expires_at, reuse_grace)
+            .rotate_refresh(family, presented, next, change, expires_at, reuse_grace)
             .await
     }
 
-    async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
-        self.inner.revoke_family(family).await
+    async fn revoke_family(
+        &self,
+        family: &FamilyId,
+        reason: SessionEndReason,
+        change: Change,
+    ) -> Result<(), StoreError> {
+        self.inner.revoke_family(family, reason, change).await
+    }
+
+    // The event log: a wrapper delegates it all, or its events are never delivered.
+
+    fn keeps_event_log(&self) -> bool {
+        self.inner.keeps_event_log()
+    }
+
+    async fn phone_locked(
+        &self,
+        phone: &Phone,
+        until: Timestamp,
+        change: Change,
+    ) -> Result<(), StoreError> {
+        self.inner.phone_locked(phone, until, change).await
+    }
+
+    async fn claim_events(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.inner.claim_events(now, lease, max).await
+    }
+
+    async fn settle_event(
+        &self,
+        claim: &Claim,
+        settlement: &Settlement,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.settle_event(claim, settlement, now).await
+    }
+
+    async fn events(
+        &self,
+        status: EventStatus,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        self.inner.events(status, limit).await
+    }
+
+    async fn redeliver_events(&self, which: &Redeliver, now: Timestamp) -> Result<u64, StoreError> {
+        self.inner.redeliver_events(which, now).await
+    }
+
+    async fn prune_events(&self, before: Timestamp, max: usize) -> Result<u64, StoreError> {
+        self.inner.prune_events(before, max).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

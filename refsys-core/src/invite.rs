@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use rand::RngExt;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The invite-code alphabet: digits and capital letters without `0`/`O` and `1`/`I`.
 /// Its 32 symbols make each character exactly 5 random bits (no modulo bias).
@@ -75,6 +75,14 @@ impl fmt::Debug for InviteCode {
 impl Serialize for InviteCode {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Reads a code as [`InviteCode::parse`] does (any case), refusing anything else.
+impl<'de> Deserialize<'de> for InviteCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 

@@ -77,8 +77,10 @@
 #[cfg(feature = "captcha")]
 #[cfg_attr(docsrs, doc(cfg(feature = "captcha")))]
 pub mod captcha;
+pub mod dispatch;
 pub mod dto;
 mod error;
+pub mod event;
 pub mod http;
 pub mod human;
 mod invite;
@@ -109,7 +111,9 @@ mod token;
 mod user;
 mod watch;
 
+pub use dispatch::{EventDelivery, EventHandler, HandlerError};
 pub use error::{Error, ErrorBody, NotReady, StoreError};
+pub use event::{Change, Event, EventData, EventId, SessionEndReason};
 pub use human::{Challenge, HumanCheck, HumanCheckAnswer, ProofOfWork};
 pub use invite::{INVITE_ALPHABET, INVITE_CODE_LEN, InviteCode, InviteCodeError};
 pub use limits::{ClientAction, ClientLimits, InvalidCidr, RateLimit, TrustedProxies};

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use phonenumber::Mode;
 pub use phonenumber::country::Id as Region;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest input accepted before parsing; E.164 numbers have at most 15 digits, so anything
 /// longer than this is junk and is refused without running the parser on it.
@@ -177,6 +177,16 @@ impl AsRef<str> for Phone {
 impl Serialize for Phone {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Reads a phone in E.164 as [`Phone::from_trusted_e164`] does: for data this library wrote
+/// (an event read back), not for user input, which [`Phone::parse`] checks against the
+/// allowed regions.
+impl<'de> Deserialize<'de> for Phone {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::from_trusted_e164(&text).map_err(serde::de::Error::custom)
     }
 }
 

@@ -56,8 +56,13 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
 use tokio::sync::oneshot;
 
+use crate::event::{
+    Change, Claim, Event, EventData, EventId, EventRecord, EventStatus, Redeliver,
+    SessionEndReason, Settlement,
+};
 use crate::sql::{
-    self, invite_code, migrate_error, phone, registered, registration, store_error, unix,
+    self, ClaimRow, RotationRow, invite_code, migrate_error, phone, registered, registration,
+    rotate_statement, store_error, unix,
 };
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
@@ -265,6 +270,7 @@ impl UserStore for PgUserStore {
         &self,
         phone_number: &Phone,
         new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+        change: Change,
     ) -> Result<Registration, StoreError> {
         // One connection for all the statements: each use of the pool costs a round trip
         // when the connection goes back (sqlx checks it).
@@ -278,12 +284,25 @@ impl UserStore for PgUserStore {
             // A concurrent insert of the same phone makes this wait for it, then do nothing;
             // the read after it (a new statement, so a new snapshot) then sees that user. A
             // taken code fails the unique constraint and is replaced. Nothing is checked first.
+            // The user and its `user.created` are one statement, so one transaction; the
+            // event's data is built by the statement, which alone knows the new id.
             let inserted = sqlx::query_scalar::<_, i64>(
-                "INSERT INTO users (phone, invite_code) VALUES ($1, $2) \
-                 ON CONFLICT (phone) DO NOTHING RETURNING id",
+                "WITH u AS ( \
+                   INSERT INTO users (phone, invite_code) VALUES ($1, $2) \
+                   ON CONFLICT (phone) DO NOTHING RETURNING id), \
+                 e AS ( \
+                   INSERT INTO events \
+                     (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
+                   SELECT $3, 'user.created', id, $4, \
+                          json_build_object('user_id', id, 'phone', $1::text)::text, $4, $4 \
+                   FROM u WHERE $5) \
+                 SELECT id FROM u",
             )
             .bind(phone_number.as_str())
             .bind(code.as_str())
+            .bind(EventId::random().as_str().to_owned())
+            .bind(unix(change.now))
+            .bind(change.record)
             .fetch_optional(&mut *conn)
             .await;
             match inserted {
@@ -322,13 +341,18 @@ impl UserStore for PgUserStore {
         &self,
         user: UserId,
         code: &InviteCode,
+        change: Change,
     ) -> Result<Activation, StoreError> {
-        let outcome = sqlx::query_scalar::<_, String>("SELECT refsys_activate_invite($1, $2)")
-            .bind(user.0)
-            .bind(code.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)?;
+        let event = change.record.then(|| EventId::random().as_str().to_owned());
+        let outcome =
+            sqlx::query_scalar::<_, String>("SELECT refsys_activate_invite($1, $2, $3, $4)")
+                .bind(user.0)
+                .bind(code.as_str())
+                .bind(event)
+                .bind(unix(change.now))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)?;
         Ok(match outcome.as_str() {
             "unknown_user" => Activation::UnknownUser,
             "not_found" => Activation::NotFound,
@@ -349,24 +373,38 @@ impl UserStore for PgUserStore {
         user: UserId,
         family: &FamilyId,
         jti: &TokenId,
-        now: Timestamp,
+        change: Change,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
         // Families past their expiry can never rotate again; each new family sweeps out a few
-        // (an index range scan), so the table stays bounded by live families.
+        // (an index range scan), so the table stays bounded by live families. The family and
+        // its `session.created` are one statement.
+        let event = Event::new(
+            EventData::SessionCreated {
+                user_id: user,
+                session_id: family.as_str().to_owned(),
+            },
+            change.now,
+        );
         sqlx::query(
             "WITH swept AS ( \
                DELETE FROM refresh_families WHERE family_id IN ( \
                  SELECT family_id FROM refresh_families WHERE expires_at <= $4 LIMIT 16 \
-                 FOR UPDATE SKIP LOCKED)) \
-             INSERT INTO refresh_families (family_id, user_id, live_jti, started_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+                 FOR UPDATE SKIP LOCKED)), \
+             f AS ( \
+               INSERT INTO refresh_families (family_id, user_id, live_jti, started_at, expires_at) \
+               VALUES ($1, $2, $3, $4, $5) RETURNING user_id) \
+             INSERT INTO events (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
+             SELECT $6, 'session.created', user_id, $4, $7, $4, $4 FROM f WHERE $8",
         )
         .bind(family.as_str())
         .bind(user.0)
         .bind(jti.as_str())
-        .bind(unix(now))
+        .bind(unix(change.now))
         .bind(unix(expires_at))
+        .bind(event.id.as_str())
+        .bind(event.data.data_json())
+        .bind(change.record)
         .execute(&self.pool)
         .await
         .map(drop)
@@ -378,24 +416,151 @@ impl UserStore for PgUserStore {
         family: &FamilyId,
         presented: &TokenId,
         next: &TokenId,
-        now: Timestamp,
+        change: Change,
         expires_at: Timestamp,
         reuse_grace: Duration,
     ) -> Result<Rotation, StoreError> {
-        sql::rotate_refresh(
-            &self.pool,
-            family,
-            presented,
-            next,
-            now,
-            expires_at,
-            reuse_grace,
-        )
+        // The rotation and, when it revokes the family, `session.revoked`: one statement.
+        let row = sqlx::query_as::<_, RotationRow>(concat!(
+            "WITH r AS (",
+            rotate_statement!(),
+            "), e AS ( \
+               INSERT INTO events \
+                 (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
+               SELECT $7, 'session.revoked', user_id, $4, \
+                      json_build_object('user_id', user_id, 'session_id', $1::text, \
+                                        'reason', 'reuse_detected')::text, $4, $4 \
+               FROM r WHERE revoked AND $8) \
+             SELECT revoked, live_jti, user_id FROM r"
+        ))
+        .bind(family.as_str())
+        .bind(presented.as_str())
+        .bind(next.as_str())
+        .bind(unix(change.now))
+        .bind(unix(expires_at))
+        .bind(i64::try_from(reuse_grace.as_secs()).unwrap_or(i64::MAX))
+        .bind(EventId::random().as_str().to_owned())
+        .bind(change.record)
+        .fetch_optional(&self.pool)
         .await
+        .map_err(store_error)?;
+        Ok(sql::rotation(row.as_ref(), next))
     }
 
-    async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
-        sql::revoke_family(&self.pool, family).await
+    async fn revoke_family(
+        &self,
+        family: &FamilyId,
+        reason: SessionEndReason,
+        change: Change,
+    ) -> Result<(), StoreError> {
+        // Only a family that was live is revoked, and records its event, in one statement.
+        sqlx::query(
+            "WITH r AS ( \
+               UPDATE refresh_families SET revoked = TRUE \
+               WHERE family_id = $1 AND NOT revoked RETURNING user_id) \
+             INSERT INTO events (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
+             SELECT $2, 'session.revoked', user_id, $3, \
+                    json_build_object('user_id', user_id, 'session_id', $1::text, \
+                                      'reason', $4::text)::text, $3, $3 \
+             FROM r WHERE $5",
+        )
+        .bind(family.as_str())
+        .bind(EventId::random().as_str().to_owned())
+        .bind(unix(change.now))
+        .bind(reason.as_str())
+        .bind(change.record)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(store_error)
+    }
+
+    fn keeps_event_log(&self) -> bool {
+        true
+    }
+
+    async fn phone_locked(
+        &self,
+        phone_number: &Phone,
+        until: Timestamp,
+        change: Change,
+    ) -> Result<(), StoreError> {
+        if !change.record {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await.map_err(store_error)?;
+        let user = find_user(&mut conn, phone_number).await?;
+        let data = EventData::PhoneLocked {
+            user_id: user.map(|found| found.user.id),
+            locked_until: until,
+        };
+        sql::insert_event(&mut *conn, &Event::new(data, change.now))
+            .await
+            .map_err(store_error)
+    }
+
+    async fn claim_events(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        // SKIP LOCKED: a concurrent claim (another instance) passes over the rows this one is
+        // leasing instead of waiting for them, and the NOT EXISTS, which still sees them
+        // pending, keeps it off those users' later events. Only each user's oldest pending
+        // event is due, so one user's events go in order.
+        let mut rows = sqlx::query_as::<_, (i64, String, String, i64, String, i64, i64, String)>(
+            "WITH due AS ( \
+               SELECT e.seq FROM events e \
+               WHERE e.status = 'pending' AND e.next_attempt_at <= $1 \
+                 AND (e.lease_until IS NULL OR e.lease_until <= $1) \
+                 AND NOT EXISTS (SELECT 1 FROM events p WHERE p.status = 'pending' \
+                                 AND p.user_id = e.user_id AND p.seq < e.seq) \
+               ORDER BY e.seq LIMIT $4 \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE events SET lease_token = $3, lease_until = $2, attempts = attempts + 1 \
+             FROM due WHERE events.seq = due.seq \
+             RETURNING events.seq, id, type, occurred_at, data, attempts, queued_at, lease_token",
+        )
+        .bind(unix(now))
+        .bind(unix(now.plus(lease)))
+        .bind(sql::lease_token())
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.sort_by_key(|row| row.0);
+        rows.into_iter()
+            .map(|(_, id, kind, at, data, attempts, queued, lease)| {
+                let row: ClaimRow = (id, kind, at, data, attempts, queued, lease);
+                sql::claim(row)
+            })
+            .collect()
+    }
+
+    async fn settle_event(
+        &self,
+        claim: &Claim,
+        settlement: &Settlement,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        sql::settle_event(&self.pool, claim, settlement, now).await
+    }
+
+    async fn events(
+        &self,
+        status: EventStatus,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        sql::list_events(&self.pool, status, limit).await
+    }
+
+    async fn redeliver_events(&self, which: &Redeliver, now: Timestamp) -> Result<u64, StoreError> {
+        sql::redeliver_events(&self.pool, which, now).await
+    }
+
+    async fn prune_events(&self, before: Timestamp, max: usize) -> Result<u64, StoreError> {
+        sql::prune_events(&self.pool, before, max).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

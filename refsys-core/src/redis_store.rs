@@ -565,6 +565,9 @@ impl OtpStore for RedisOtpStore {
             (4, wait) => Ok(Check::Locked {
                 retry_after: Duration::from_secs(wait),
             }),
+            (5, wait) => Ok(Check::LockedNow {
+                retry_after: Duration::from_secs(wait),
+            }),
             other => Err(corrupt_reply("check", other)),
         }
     }

@@ -4,6 +4,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dispatch::{Dispatcher, EventDelivery, EventHandler};
+use crate::event::{Change, SessionEndReason};
 use crate::human::{HumanCheck, HumanCheckAnswer, HumanCheckError, Passed};
 use crate::limits::{ClientAction, ClientLimits, RateLimit};
 use crate::store::{
@@ -65,6 +67,10 @@ struct Inner {
     human: Option<Arc<dyn HumanCheck>>,
     /// The end of the last budget window whose exhaustion was logged (one line per window).
     budget_logged: std::sync::Mutex<Option<Timestamp>>,
+    /// Where events go, and how; changes record events when there is a handler.
+    events: Option<(Arc<dyn EventHandler>, EventDelivery)>,
+    /// Wakes this instance's dispatcher when a change recorded an event.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for ReferralService {
@@ -119,16 +125,55 @@ impl ServiceBuilder {
         self
     }
 
-    /// Builds the service.
+    /// Registers the handler that takes every event (`user.created`, `referral.created`,
+    /// `session.created`, `session.revoked`, `phone.locked`): from then on each change records
+    /// its event in the user store, in the same transaction, and [`build`](Self::build) starts
+    /// the dispatcher that delivers them, at least once, with `delivery`'s lease, backoff,
+    /// maximum age and retention. See [`crate::dispatch`].
+    ///
+    /// Without a handler (the default) no event is recorded.
+    pub fn event_handler(mut self, handler: impl EventHandler, delivery: EventDelivery) -> Self {
+        self.inner.events = Some((Arc::new(handler), delivery));
+        self
+    }
+
+    /// Builds the service. With an [event handler](Self::event_handler), this starts the
+    /// dispatcher as a Tokio task (so call it inside a Tokio runtime; without one, events are
+    /// recorded but not delivered, and an error is logged). The task ends when the last
+    /// handle on the service is dropped.
     pub fn build(self) -> ReferralService {
         let mut inner = self.inner;
         // Store outages are logged once each, not once per request (`watch`).
         inner.users = Arc::new(Watched::new("user", inner.users));
         inner.otps = Arc::new(Watched::new("otp", inner.otps));
         inner.rate = Arc::new(Watched::new("rate_limit", inner.rate));
-        ReferralService {
-            inner: Arc::new(inner),
+        let inner = Arc::new(inner);
+        if let Some((handler, delivery)) = &inner.events {
+            if !inner.users.keeps_event_log() {
+                tracing::error!(
+                    "the user store keeps no event log (a wrapper that does not delegate \
+                     UserStore::keeps_event_log and the event-log methods?): no event is \
+                     recorded or delivered"
+                );
+            }
+            let dispatcher = Dispatcher {
+                users: Arc::clone(&inner.users),
+                clock: Arc::clone(&inner.clock),
+                handler: Arc::clone(handler),
+                delivery: delivery.clone(),
+                wake: Arc::clone(&inner.wake),
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(dispatcher.run(Arc::downgrade(&inner)));
+                }
+                Err(_) => tracing::error!(
+                    "ReferralService built outside a Tokio runtime: events are recorded but \
+                     not delivered"
+                ),
+            }
         }
+        ReferralService { inner }
     }
 }
 
@@ -152,6 +197,8 @@ impl ReferralService {
                 limits: ClientLimits::default(),
                 human: None,
                 budget_logged: std::sync::Mutex::new(None),
+                events: None,
+                wake: Arc::default(),
             },
         }
     }
@@ -430,6 +477,21 @@ impl ReferralService {
         self.inner.clock.now()
     }
 
+    /// A change at `now`, recording its event when there is an event handler.
+    fn change(&self, now: Timestamp) -> Change {
+        Change {
+            now,
+            record: self.inner.events.is_some(),
+        }
+    }
+
+    /// Wakes this instance's dispatcher after a change that may have recorded an event.
+    fn recorded(&self) {
+        if self.inner.events.is_some() {
+            self.inner.wake.notify_one();
+        }
+    }
+
     fn hash(&self, phone: &Phone, code: &OtpCode) -> OtpHash {
         OtpHash::new(self.inner.keys.otp_pepper(), phone, code)
     }
@@ -623,6 +685,28 @@ impl ReferralService {
                     retry_after: retry_after.as_secs().max(1),
                 });
             }
+            Check::LockedNow { retry_after } => {
+                tracing::info!(phone = %phone.redacted(), "too many wrong codes: phone locked");
+                if self.inner.events.is_some() {
+                    // The lock is the OTP store's; the event is recorded after it (a failure
+                    // here is logged, and the lock stands).
+                    let until = now.plus(retry_after);
+                    match self
+                        .inner
+                        .users
+                        .phone_locked(&phone, until, self.change(now))
+                        .await
+                    {
+                        Ok(()) => self.recorded(),
+                        Err(error) => {
+                            tracing::warn!(%error, "could not record phone.locked");
+                        }
+                    }
+                }
+                return Err(Error::PhoneLocked {
+                    retry_after: retry_after.as_secs().max(1),
+                });
+            }
         }
         match self.log_in(&phone, now).await {
             Ok(login) => Ok(login),
@@ -642,7 +726,7 @@ impl ReferralService {
         let registration = self
             .inner
             .users
-            .find_or_create(phone, &InviteCode::generate)
+            .find_or_create(phone, &InviteCode::generate, self.change(now))
             .await?;
         let user = registration.user.id;
         if registration.created {
@@ -653,8 +737,9 @@ impl ReferralService {
         let refresh_expires = now.plus(self.inner.policy.refresh_ttl());
         self.inner
             .users
-            .start_family(user, &family, &jti, now, refresh_expires)
+            .start_family(user, &family, &jti, self.change(now), refresh_expires)
             .await?;
+        self.recorded();
         let tokens = self.sign_pair(user, &family, &jti, now)?;
         Ok(Login {
             refresh: tokens.refresh,
@@ -739,8 +824,15 @@ impl ReferralService {
         self.check_user(ClientAction::UseInviteCode, user).await?;
         let code = InviteCode::parse(code)
             .map_err(|e| Error::InvalidRequest(format!("Field `invite_code`: {e}.")))?;
-        match self.inner.users.activate_invite(user, &code).await? {
+        let change = self.change(self.now());
+        match self
+            .inner
+            .users
+            .activate_invite(user, &code, change)
+            .await?
+        {
             Activation::Activated => {
+                self.recorded();
                 tracing::info!(user_id = %user, "invite code applied");
                 Ok(())
             }
@@ -777,7 +869,7 @@ impl ReferralService {
                 &family,
                 &presented,
                 &next,
-                now,
+                self.change(now),
                 expires_at,
                 self.inner.policy.refresh_reuse_grace(),
             )
@@ -787,6 +879,7 @@ impl ReferralService {
             // The token was spent a moment ago: the caller gets the family's live token.
             Rotation::Grace { live } => self.sign_pair(user, &family, &live, now),
             Rotation::Reused => {
+                self.recorded();
                 tracing::warn!(user_id = %user, "spent refresh token presented again; family revoked");
                 Err(Error::InvalidToken)
             }
@@ -796,15 +889,21 @@ impl ReferralService {
 
     /// `POST /api/token/logout/`: revokes the refresh token's family.
     pub async fn logout(&self, refresh: &str) -> Result<(), Error> {
+        let now = self.now();
         let claims = self
             .inner
             .keys
-            .decode(refresh, TokenKind::Refresh, self.now())
+            .decode(refresh, TokenKind::Refresh, now)
             .ok_or(Error::InvalidToken)?;
         self.inner
             .users
-            .revoke_family(&FamilyId::from_string(claims.fam))
+            .revoke_family(
+                &FamilyId::from_string(claims.fam),
+                SessionEndReason::Logout,
+                self.change(now),
+            )
             .await?;
+        self.recorded();
         Ok(())
     }
 

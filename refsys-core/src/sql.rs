@@ -7,10 +7,57 @@ use std::time::Duration;
 use sqlx::migrate::MigrateError;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
+use crate::event::{
+    Claim, Event, EventData, EventId, EventRecord, EventStatus, Redeliver, Settlement,
+};
 use crate::store::Rotation;
 use crate::{
     FamilyId, InviteCode, Phone, Registration, StoreError, Timestamp, TokenId, User, UserId,
 };
+
+/// The rotation statement of [`rotate_refresh`], `$1`–`$6`, for backends that wrap it (the
+/// PostgreSQL store appends the reuse event in the same statement).
+macro_rules! rotate_statement {
+    () => {
+        "UPDATE refresh_families \
+         SET live_jti = CASE WHEN live_jti = $2 THEN $3 ELSE live_jti END, \
+             previous_jti = CASE WHEN live_jti = $2 THEN $2 ELSE previous_jti END, \
+             rotated_at = CASE WHEN live_jti = $2 THEN $4 ELSE rotated_at END, \
+             expires_at = CASE WHEN live_jti = $2 THEN $5 ELSE expires_at END, \
+             revoked = (live_jti <> $2 \
+                 AND NOT COALESCE(previous_jti = $2 AND rotated_at > $4 - $6, FALSE)) \
+         WHERE family_id = $1 AND NOT revoked AND expires_at > $4 \
+         RETURNING revoked, live_jti, user_id"
+    };
+}
+pub(crate) use rotate_statement;
+
+/// The columns an [`EventRecord`] is read from, in this order.
+macro_rules! record_columns {
+    () => {
+        "id, type, occurred_at, data, status, attempts, queued_at, next_attempt_at, last_error"
+    };
+}
+
+/// A row of `record_columns!()`.
+pub(crate) type RecordRow = (
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+);
+
+/// A claimed row: `id, type, occurred_at, data, attempts, queued_at, lease_token`.
+pub(crate) type ClaimRow = (String, String, i64, String, i64, i64, String);
+
+/// The outcome of a rotation statement: whether it revoked the family, its live token, and
+/// its user.
+pub(crate) type RotationRow = (bool, String, i64);
 
 /// Rotates the live refresh token of `family` from `presented` to `next`; answers with the
 /// live token when `presented` is the one spent last, less than `reuse_grace` ago; or revokes
@@ -38,53 +85,260 @@ where
     E: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
-    (bool, String): for<'r> FromRow<'r, DB::Row>,
+    RotationRow: for<'r> FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
-    let row = sqlx::query_as::<DB, (bool, String)>(
-        "UPDATE refresh_families \
-         SET live_jti = CASE WHEN live_jti = $2 THEN $3 ELSE live_jti END, \
-             previous_jti = CASE WHEN live_jti = $2 THEN $2 ELSE previous_jti END, \
-             rotated_at = CASE WHEN live_jti = $2 THEN $4 ELSE rotated_at END, \
-             expires_at = CASE WHEN live_jti = $2 THEN $5 ELSE expires_at END, \
-             revoked = (live_jti <> $2 \
-                 AND NOT COALESCE(previous_jti = $2 AND rotated_at > $4 - $6, FALSE)) \
-         WHERE family_id = $1 AND NOT revoked AND expires_at > $4 \
-         RETURNING revoked, live_jti",
-    )
-    .bind(family.as_str())
-    .bind(presented.as_str())
-    .bind(next.as_str())
-    .bind(unix(now))
-    .bind(unix(expires_at))
-    .bind(i64::try_from(reuse_grace.as_secs()).unwrap_or(i64::MAX))
-    .fetch_optional(db)
-    .await
-    .map_err(store_error)?;
-    Ok(match row {
-        None => Rotation::Revoked,
-        Some((true, _)) => Rotation::Reused,
-        Some((false, live)) if live == next.as_str() => Rotation::Rotated,
-        Some((false, live)) => Rotation::Grace {
-            live: TokenId::from_string(live),
-        },
-    })
+    let row = sqlx::query_as::<DB, RotationRow>(rotate_statement!())
+        .bind(family.as_str())
+        .bind(presented.as_str())
+        .bind(next.as_str())
+        .bind(unix(now))
+        .bind(unix(expires_at))
+        .bind(i64::try_from(reuse_grace.as_secs()).unwrap_or(i64::MAX))
+        .fetch_optional(db)
+        .await
+        .map_err(store_error)?;
+    Ok(rotation(row.as_ref(), next))
 }
 
-/// Revokes `family` (logout): its tokens never rotate again.
-pub(crate) async fn revoke_family<'c, DB, E>(db: E, family: &FamilyId) -> Result<(), StoreError>
+/// What a rotation statement's row says happened.
+pub(crate) fn rotation(row: Option<&RotationRow>, next: &TokenId) -> Rotation {
+    match row {
+        None => Rotation::Revoked,
+        Some((true, _, _)) => Rotation::Reused,
+        Some((false, live, _)) if live == next.as_str() => Rotation::Rotated,
+        Some((false, live, _)) => Rotation::Grace {
+            live: TokenId::from_string(live.clone()),
+        },
+    }
+}
+
+/// Appends `event` to the log, pending and due at once.
+pub(crate) async fn insert_event<'c, DB, E>(db: E, event: &Event) -> Result<(), sqlx::Error>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    sqlx::query::<DB>(
+        "INSERT INTO events (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
+         VALUES ($1, $2, $3, $4, $5, $4, $4)",
+    )
+    .bind(event.id.as_str())
+    .bind(event.data.kind())
+    .bind(event.data.user_id().map(|user| user.0))
+    .bind(unix(event.timestamp))
+    .bind(event.data.data_json())
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// Settles the event of `claim` if its lease is still `claim`'s and it is pending.
+pub(crate) async fn settle_event<'c, DB, E>(
+    db: E,
+    claim: &Claim,
+    settlement: &Settlement,
+    now: Timestamp,
+) -> Result<bool, StoreError>
 where
     DB: Database,
     E: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+    <DB as Database>::QueryResult: RowsAffected,
+{
+    let (status, next_at, delivered_at, error) = match settlement {
+        Settlement::Delivered => (EventStatus::Delivered, None, Some(unix(now)), None),
+        Settlement::Retry { at, error } => (
+            EventStatus::Pending,
+            Some(unix(*at)),
+            None,
+            Some(error.as_str()),
+        ),
+        Settlement::Failed { error } => (EventStatus::Failed, None, None, Some(error.as_str())),
+    };
+    let done = sqlx::query::<DB>(
+        "UPDATE events SET status = $3, next_attempt_at = COALESCE($4, next_attempt_at), \
+             delivered_at = $5, last_error = $6, lease_token = NULL, lease_until = NULL \
+         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
+    )
+    .bind(claim.event.id.as_str())
+    .bind(claim.lease.as_str())
+    .bind(status.as_str())
+    .bind(next_at)
+    .bind(delivered_at)
+    .bind(error)
+    .execute(db)
+    .await
+    .map_err(store_error)?;
+    Ok(done.rows() > 0)
+}
+
+/// Up to `limit` events with `status`, oldest first.
+pub(crate) async fn list_events<'c, DB, E>(
+    db: E,
+    status: EventStatus,
+    limit: usize,
+) -> Result<Vec<EventRecord>, StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    RecordRow: for<'r> FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
-    sqlx::query::<DB>("UPDATE refresh_families SET revoked = TRUE WHERE family_id = $1")
-        .bind(family.as_str())
+    sqlx::query_as::<DB, RecordRow>(concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM events WHERE status = $1 ORDER BY seq LIMIT $2"
+    ))
+    .bind(status.as_str())
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(db)
+    .await
+    .map_err(store_error)?
+    .into_iter()
+    .map(record)
+    .collect()
+}
+
+/// Queues events again at `now`; answers how many.
+pub(crate) async fn redeliver_events<'c, DB, E>(
+    db: E,
+    which: &Redeliver,
+    now: Timestamp,
+) -> Result<u64, StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+    <DB as Database>::QueryResult: RowsAffected,
+{
+    macro_rules! requeue {
+        ($filter:literal) => {
+            concat!(
+                "UPDATE events SET status = 'pending', attempts = 0, queued_at = $1, \
+                     next_attempt_at = $1, lease_token = NULL, lease_until = NULL, \
+                     delivered_at = NULL, last_error = NULL WHERE ",
+                $filter
+            )
+        };
+    }
+    let (statement, id) = match which {
+        Redeliver::One(id) => (requeue!("id = $2"), id.as_str()),
+        // $2 is bound either way; here it matches nothing.
+        Redeliver::Failed => (requeue!("status = 'failed' AND id <> $2"), ""),
+    };
+    let done = sqlx::query::<DB>(statement)
+        .bind(unix(now))
+        .bind(id)
         .execute(db)
         .await
-        .map(drop)
-        .map_err(store_error)
+        .map_err(store_error)?;
+    Ok(done.rows())
+}
+
+/// Deletes up to `max` events delivered before `before`; answers how many.
+pub(crate) async fn prune_events<'c, DB, E>(
+    db: E,
+    before: Timestamp,
+    max: usize,
+) -> Result<u64, StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+    <DB as Database>::QueryResult: RowsAffected,
+{
+    let done = sqlx::query::<DB>(
+        "DELETE FROM events WHERE seq IN ( \
+           SELECT seq FROM events WHERE status = 'delivered' AND delivered_at < $1 \
+           ORDER BY delivered_at LIMIT $2)",
+    )
+    .bind(unix(before))
+    .bind(i64::try_from(max).unwrap_or(i64::MAX))
+    .execute(db)
+    .await
+    .map_err(store_error)?;
+    Ok(done.rows())
+}
+
+/// The rows a statement changed, whichever the database.
+pub(crate) trait RowsAffected {
+    /// How many rows it changed.
+    fn rows(&self) -> u64;
+}
+
+#[cfg(feature = "postgres")]
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// An event read back from its id, type, time and data.
+fn event(id: String, kind: &str, occurred_at: i64, data: &str) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: EventId::from_string(id),
+        timestamp: timestamp(occurred_at),
+        data: EventData::from_stored(kind, data).ok_or_else(|| {
+            StoreError::corrupt(format_args!("stored event {kind:?} is malformed"))
+        })?,
+    })
+}
+
+/// An [`EventRecord`] read back from a row of `record_columns!()`.
+pub(crate) fn record(row: RecordRow) -> Result<EventRecord, StoreError> {
+    let (id, kind, occurred_at, data, status, attempts, queued_at, next_at, last_error) = row;
+    Ok(EventRecord {
+        event: event(id, &kind, occurred_at, &data)?,
+        status: EventStatus::parse(&status)
+            .ok_or_else(|| StoreError::corrupt("stored event status is unknown"))?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        queued_at: timestamp(queued_at),
+        next_attempt_at: timestamp(next_at),
+        last_error,
+    })
+}
+
+/// A [`Claim`] read back from a claimed row.
+pub(crate) fn claim(row: ClaimRow) -> Result<Claim, StoreError> {
+    let (id, kind, occurred_at, data, attempts, queued_at, lease) = row;
+    Ok(Claim {
+        event: event(id, &kind, occurred_at, &data)?,
+        attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+        queued_at: timestamp(queued_at),
+        lease,
+    })
+}
+
+/// A fresh lease token.
+pub(crate) fn lease_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Unix seconds read back from a column (a negative value, which no store writes, is the
+/// epoch).
+pub(crate) fn timestamp(secs: i64) -> Timestamp {
+    Timestamp::from_unix(u64::try_from(secs).unwrap_or(0))
 }
 
 /// Checks that the database answers.

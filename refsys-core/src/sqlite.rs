@@ -28,8 +28,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use crate::event::{
+    Change, Claim, Event, EventData, EventRecord, EventStatus, Redeliver, SessionEndReason,
+    Settlement,
+};
 use crate::sql::{
-    self, invite_code, migrate_error, phone, registered, registration, store_error, unix,
+    self, ClaimRow, RotationRow, invite_code, migrate_error, phone, registered, registration,
+    rotate_statement, store_error, unix,
 };
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
@@ -123,6 +128,54 @@ impl SqliteUserStore {
     }
 }
 
+impl SqliteUserStore {
+    /// A write transaction that takes the database's write lock first (`BEGIN IMMEDIATE`),
+    /// so it never fails to upgrade from reading to writing.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)
+    }
+
+    /// Inserts a user and its `user.created` in one transaction; `None` if the phone has a
+    /// user.
+    async fn insert_user_recorded(
+        &self,
+        phone_number: &Phone,
+        code: &InviteCode,
+        change: Change,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(id) = insert_user(&mut *tx, phone_number, code).await? else {
+            return Ok(None);
+        };
+        let data = EventData::UserCreated {
+            user_id: UserId(id),
+            phone: phone_number.clone(),
+        };
+        sql::insert_event(&mut *tx, &Event::new(data, change.now)).await?;
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+}
+
+/// Inserts a user unless the phone has one; its id if it did.
+async fn insert_user<'c, E: sqlx::Executor<'c, Database = sqlx::Sqlite>>(
+    db: E,
+    phone_number: &Phone,
+    code: &InviteCode,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar::<_, i64>(
+        "INSERT INTO users (phone, invite_code) VALUES (?1, ?2) \
+         ON CONFLICT (phone) DO NOTHING RETURNING id",
+    )
+    .bind(phone_number.as_str())
+    .bind(code.as_str())
+    .fetch_optional(db)
+    .await
+}
+
 /// Whether `error` is a unique violation on the invite code. (SQLite names the column, not
 /// the constraint: "UNIQUE constraint failed: users.invite_code".)
 fn is_taken_code(error: &sqlx::Error) -> bool {
@@ -137,6 +190,7 @@ impl UserStore for SqliteUserStore {
         &self,
         phone_number: &Phone,
         new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+        change: Change,
     ) -> Result<Registration, StoreError> {
         let existing = || async {
             sqlx::query_as::<_, (i64, String)>("SELECT id, invite_code FROM users WHERE phone = ?1")
@@ -155,15 +209,13 @@ impl UserStore for SqliteUserStore {
             let code = new_code();
             // One writer at a time: a concurrent insert of the same phone either committed
             // before this statement (then it does nothing, and the read below finds that user)
-            // or waits for it. A taken code fails the unique constraint and is replaced.
-            let inserted = sqlx::query_scalar::<_, i64>(
-                "INSERT INTO users (phone, invite_code) VALUES (?1, ?2) \
-                 ON CONFLICT (phone) DO NOTHING RETURNING id",
-            )
-            .bind(phone_number.as_str())
-            .bind(code.as_str())
-            .fetch_optional(&self.pool)
-            .await;
+            // or waits for it. A taken code fails the unique constraint and is replaced. With
+            // its event, the user and `user.created` are one transaction.
+            let inserted = if change.record {
+                self.insert_user_recorded(phone_number, &code, change).await
+            } else {
+                insert_user(&self.pool, phone_number, &code).await
+            };
             match inserted {
                 Ok(Some(id)) => {
                     return Ok(registration(phone_number, id, code, true));
@@ -215,6 +267,7 @@ impl UserStore for SqliteUserStore {
         &self,
         user: UserId,
         code: &InviteCode,
+        change: Change,
     ) -> Result<Activation, StoreError> {
         // Why this cannot close a cycle: `BEGIN IMMEDIATE` takes the database's write lock
         // before the transaction reads anything, so it waits (busy timeout) for any other
@@ -270,6 +323,16 @@ impl UserStore for SqliteUserStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(store_error)?;
+                if change.record {
+                    let data = EventData::ReferralCreated {
+                        user_id: user,
+                        referrer_id: UserId(owner),
+                        invite_code: *code,
+                    };
+                    sql::insert_event(&mut *tx, &Event::new(data, change.now))
+                        .await
+                        .map_err(store_error)?;
+                }
                 Activation::Activated
             }
         };
@@ -283,10 +346,11 @@ impl UserStore for SqliteUserStore {
         user: UserId,
         family: &FamilyId,
         jti: &TokenId,
-        now: Timestamp,
+        change: Change,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let now = change.now;
+        let insert = sqlx::query(
             "INSERT INTO refresh_families (family_id, user_id, live_jti, started_at, expires_at) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
@@ -294,10 +358,22 @@ impl UserStore for SqliteUserStore {
         .bind(user.0)
         .bind(jti.as_str())
         .bind(unix(now))
-        .bind(unix(expires_at))
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
+        .bind(unix(expires_at));
+        if change.record {
+            // The family and `session.created`, one transaction.
+            let mut tx = self.begin().await?;
+            insert.execute(&mut *tx).await.map_err(store_error)?;
+            let data = EventData::SessionCreated {
+                user_id: user,
+                session_id: family.as_str().to_owned(),
+            };
+            sql::insert_event(&mut *tx, &Event::new(data, now))
+                .await
+                .map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
+        } else {
+            insert.execute(&self.pool).await.map_err(store_error)?;
+        }
         // Families past their expiry can never rotate again; each new family sweeps out a few
         // (an index range scan), so the table stays bounded by live families.
         sqlx::query(
@@ -317,24 +393,163 @@ impl UserStore for SqliteUserStore {
         family: &FamilyId,
         presented: &TokenId,
         next: &TokenId,
-        now: Timestamp,
+        change: Change,
         expires_at: Timestamp,
         reuse_grace: Duration,
     ) -> Result<Rotation, StoreError> {
-        sql::rotate_refresh(
-            &self.pool,
-            family,
-            presented,
-            next,
-            now,
-            expires_at,
-            reuse_grace,
-        )
-        .await
+        if !change.record {
+            return sql::rotate_refresh(
+                &self.pool,
+                family,
+                presented,
+                next,
+                change.now,
+                expires_at,
+                reuse_grace,
+            )
+            .await;
+        }
+        // The rotation and, if it revoked the family, `session.revoked`: one transaction.
+        let mut tx = self.begin().await?;
+        let row = sqlx::query_as::<_, RotationRow>(rotate_statement!())
+            .bind(family.as_str())
+            .bind(presented.as_str())
+            .bind(next.as_str())
+            .bind(unix(change.now))
+            .bind(unix(expires_at))
+            .bind(i64::try_from(reuse_grace.as_secs()).unwrap_or(i64::MAX))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if let Some((true, _, user)) = &row {
+            let data = EventData::SessionRevoked {
+                user_id: UserId(*user),
+                session_id: family.as_str().to_owned(),
+                reason: SessionEndReason::ReuseDetected,
+            };
+            sql::insert_event(&mut *tx, &Event::new(data, change.now))
+                .await
+                .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(sql::rotation(row.as_ref(), next))
     }
 
-    async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
-        sql::revoke_family(&self.pool, family).await
+    async fn revoke_family(
+        &self,
+        family: &FamilyId,
+        reason: SessionEndReason,
+        change: Change,
+    ) -> Result<(), StoreError> {
+        let revoke = sqlx::query_scalar::<_, i64>(
+            "UPDATE refresh_families SET revoked = TRUE WHERE family_id = ?1 AND NOT revoked \
+             RETURNING user_id",
+        )
+        .bind(family.as_str());
+        if !change.record {
+            return revoke
+                .fetch_optional(&self.pool)
+                .await
+                .map(drop)
+                .map_err(store_error);
+        }
+        let mut tx = self.begin().await?;
+        if let Some(user) = revoke.fetch_optional(&mut *tx).await.map_err(store_error)? {
+            let data = EventData::SessionRevoked {
+                user_id: UserId(user),
+                session_id: family.as_str().to_owned(),
+                reason,
+            };
+            sql::insert_event(&mut *tx, &Event::new(data, change.now))
+                .await
+                .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    fn keeps_event_log(&self) -> bool {
+        true
+    }
+
+    async fn phone_locked(
+        &self,
+        phone_number: &Phone,
+        until: Timestamp,
+        change: Change,
+    ) -> Result<(), StoreError> {
+        if !change.record {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        let user = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE phone = ?1")
+            .bind(phone_number.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let data = EventData::PhoneLocked {
+            user_id: user.map(UserId),
+            locked_until: until,
+        };
+        sql::insert_event(&mut *tx, &Event::new(data, change.now))
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn claim_events(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        // One statement, and SQLite runs one writer at a time: two claims never take the
+        // same event. Only each user's oldest pending event is due (see the index).
+        sqlx::query_as::<_, ClaimRow>(
+            "UPDATE events SET lease_token = ?3, lease_until = ?2, attempts = attempts + 1 \
+             WHERE seq IN ( \
+               SELECT e.seq FROM events e \
+               WHERE e.status = 'pending' AND e.next_attempt_at <= ?1 \
+                 AND (e.lease_until IS NULL OR e.lease_until <= ?1) \
+                 AND NOT EXISTS (SELECT 1 FROM events p WHERE p.status = 'pending' \
+                                 AND p.user_id = e.user_id AND p.seq < e.seq) \
+               ORDER BY e.seq LIMIT ?4) \
+             RETURNING id, type, occurred_at, data, attempts, queued_at, lease_token",
+        )
+        .bind(unix(now))
+        .bind(unix(now.plus(lease)))
+        .bind(sql::lease_token())
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(sql::claim)
+        .collect()
+    }
+
+    async fn settle_event(
+        &self,
+        claim: &Claim,
+        settlement: &Settlement,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        sql::settle_event(&self.pool, claim, settlement, now).await
+    }
+
+    async fn events(
+        &self,
+        status: EventStatus,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        sql::list_events(&self.pool, status, limit).await
+    }
+
+    async fn redeliver_events(&self, which: &Redeliver, now: Timestamp) -> Result<u64, StoreError> {
+        sql::redeliver_events(&self.pool, which, now).await
+    }
+
+    async fn prune_events(&self, before: Timestamp, max: usize) -> Result<u64, StoreError> {
+        sql::prune_events(&self.pool, before, max).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -18,8 +18,8 @@
 //! use async_trait::async_trait;
 //! use refsys_core::{
 //!     store::{Activation, Rotation},
-//!     FamilyId, InviteCode, MemoryUserStore, Phone, Profile, Registration, StoreError, Timestamp,
-//!     TokenId, UserId, UserStore,
+//!     Change, FamilyId, InviteCode, MemoryUserStore, Phone, Profile, Registration,
+//!     SessionEndReason, StoreError, Timestamp, TokenId, UserId, UserStore,
 //! };
 //!
 //! /// Counts logins, delegates everything to an inner store.
@@ -32,25 +32,29 @@
 //!         &self,
 //!         phone: &Phone,
 //!         new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+//!         change: Change,
 //!     ) -> Result<Registration, StoreError> {
 //!         self.logins.fetch_add(1, Ordering::Relaxed);
-//!         self.inner.find_or_create(phone, new_code).await
+//!         self.inner.find_or_create(phone, new_code, change).await
 //!     }
 //!     async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
 //!         self.inner.profile(user).await
 //!     }
-//!     async fn activate_invite(&self, user: UserId, code: &InviteCode) -> Result<Activation, StoreError> {
-//!         self.inner.activate_invite(user, code).await
+//!     async fn activate_invite(&self, user: UserId, code: &InviteCode, change: Change) -> Result<Activation, StoreError> {
+//!         self.inner.activate_invite(user, code, change).await
 //!     }
-//!     async fn start_family(&self, user: UserId, family: &FamilyId, jti: &TokenId, now: Timestamp, expires_at: Timestamp) -> Result<(), StoreError> {
-//!         self.inner.start_family(user, family, jti, now, expires_at).await
+//!     async fn start_family(&self, user: UserId, family: &FamilyId, jti: &TokenId, change: Change, expires_at: Timestamp) -> Result<(), StoreError> {
+//!         self.inner.start_family(user, family, jti, change, expires_at).await
 //!     }
-//!     async fn rotate_refresh(&self, family: &FamilyId, presented: &TokenId, next: &TokenId, now: Timestamp, expires_at: Timestamp, reuse_grace: Duration) -> Result<Rotation, StoreError> {
-//!         self.inner.rotate_refresh(family, presented, next, now, expires_at, reuse_grace).await
+//!     async fn rotate_refresh(&self, family: &FamilyId, presented: &TokenId, next: &TokenId, change: Change, expires_at: Timestamp, reuse_grace: Duration) -> Result<Rotation, StoreError> {
+//!         self.inner.rotate_refresh(family, presented, next, change, expires_at, reuse_grace).await
 //!     }
-//!     async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
-//!         self.inner.revoke_family(family).await
+//!     async fn revoke_family(&self, family: &FamilyId, reason: SessionEndReason, change: Change) -> Result<(), StoreError> {
+//!         self.inner.revoke_family(family, reason, change).await
 //!     }
+//!     // For its events to be delivered, a wrapper also delegates `keeps_event_log` and the
+//!     // event-log methods (`phone_locked`, `claim_events`, ...), as
+//!     // `examples/examples/custom_store.rs` does.
 //! }
 //!
 //! // In a test module: refsys_core::user_store_conformance!(|| async { Counting::<MemoryUserStore>::default() });
@@ -61,6 +65,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::event::{
+    Change, Claim, EventRecord, EventStatus, Redeliver, SessionEndReason, Settlement,
+};
 use crate::{
     FamilyId, InviteCode, OtpHash, OtpPolicy, Phone, Profile, Registration, StoreError, Timestamp,
     TokenId, UserId,
@@ -71,7 +78,13 @@ use crate::{
 /// wrong with the generator, not bad luck.
 pub const INVITE_CODE_TRIES: usize = 8;
 
-/// Durable state: users, invite codes, referrals, refresh-token families.
+/// Durable state: users, invite codes, referrals, refresh-token families, and the event log.
+///
+/// Every method that changes something takes a [`Change`]: when it happens and whether it
+/// records its event. The event is appended in the same atomic step as the change (no change
+/// without its event, no event without its change); the dispatcher then
+/// [claims](Self::claim_events) events with a lease, delivers them and
+/// [settles](Self::settle_event) each.
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
     /// Returns the user with `phone`, creating it if there is none.
@@ -81,10 +94,14 @@ pub trait UserStore: Send + Sync + 'static {
     /// [`StoreError::Exhausted`], and no user is created). Uniqueness is the store's to
     /// enforce (a unique constraint, not check-then-insert). Concurrent calls for one phone
     /// create exactly one user.
+    ///
+    /// A user created records `user.created` when `change.record` says so, in the same
+    /// transaction: no user without its event, no event without its user.
     async fn find_or_create(
         &self,
         phone: &Phone,
         new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+        change: Change,
     ) -> Result<Registration, StoreError>;
 
     /// The user's profile, invitees oldest first; `None` for an unknown user.
@@ -93,19 +110,23 @@ pub trait UserStore: Send + Sync + 'static {
     /// Applies invite code `code` for `user`, in one atomic step, unless (checked in this order)
     /// the user does not exist, no user has the code, it is the user's own, the user already
     /// applied a code, or the code's owner was invited (directly or transitively) by the user.
+    /// An activation records `referral.created` (when `change.record`) in the same step; a
+    /// refusal records nothing.
     async fn activate_invite(
         &self,
         user: UserId,
         code: &InviteCode,
+        change: Change,
     ) -> Result<Activation, StoreError>;
 
-    /// Records a new refresh-token family for `user` whose live token is `jti`, at `now`.
+    /// Records a new refresh-token family for `user` whose live token is `jti`, at
+    /// `change.now`, and its `session.created` (when `change.record`) in the same step.
     async fn start_family(
         &self,
         user: UserId,
         family: &FamilyId,
         jti: &TokenId,
-        now: Timestamp,
+        change: Change,
         expires_at: Timestamp,
     ) -> Result<(), StoreError>;
 
@@ -114,19 +135,103 @@ pub trait UserStore: Send + Sync + 'static {
     /// `now`, nothing changes and [`Rotation::Grace`] names the live token (a client that
     /// retried, or two tabs at once). If `presented` is otherwise not the live token (it was
     /// spent before), the whole family is revoked and [`Rotation::Reused`] returned: theft
-    /// detection.
+    /// detection, which records `session.revoked` with reason `reuse_detected` (when
+    /// `change.record`) in the same step. A rotation records nothing. `now` is `change.now`.
     async fn rotate_refresh(
         &self,
         family: &FamilyId,
         presented: &TokenId,
         next: &TokenId,
-        now: Timestamp,
+        change: Change,
         expires_at: Timestamp,
         reuse_grace: Duration,
     ) -> Result<Rotation, StoreError>;
 
-    /// Revokes a family (logout). Revoking an unknown or revoked family is not an error.
-    async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError>;
+    /// Revokes a family (logout) and records `session.revoked` with `reason` (when
+    /// `change.record`) in the same step. Revoking an unknown or revoked family is not an
+    /// error, and records nothing.
+    async fn revoke_family(
+        &self,
+        family: &FamilyId,
+        reason: SessionEndReason,
+        change: Change,
+    ) -> Result<(), StoreError>;
+
+    /// Whether the store keeps an event log: the built-in stores do. The default says no,
+    /// and the event-log methods below then do nothing, so a store that wraps another must
+    /// delegate them all (and this) for its events to be delivered; the service logs an
+    /// error when it is built with an event handler over a store without a log.
+    fn keeps_event_log(&self) -> bool {
+        false
+    }
+
+    /// Records `phone.locked` for `phone`, locked until `until` by the OTP store (when
+    /// `change.record`), naming the phone's user if it has one. Default: nothing.
+    async fn phone_locked(
+        &self,
+        phone: &Phone,
+        until: Timestamp,
+        change: Change,
+    ) -> Result<(), StoreError> {
+        let _ = (phone, until, change);
+        Ok(())
+    }
+
+    /// Leases up to `max` events that are due at `now` to the caller until `now + lease`, in
+    /// one atomic step, oldest first: pending events whose next attempt is due and whose
+    /// lease (if any) ran out, and of those only the oldest pending event of each user, so
+    /// that one user's events are delivered in order, one at a time. Each claim counts an
+    /// attempt and gets a new lease token. Concurrent callers (other instances) never get
+    /// the same event while its lease lasts.
+    ///
+    /// Default: none.
+    async fn claim_events(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let _ = (now, lease, max);
+        Ok(Vec::new())
+    }
+
+    /// Settles a claimed event, if `claim`'s lease is still the event's (it was not taken
+    /// over after the lease ran out) and it is pending: delivered, due again later, or failed.
+    /// Answers whether it did. Default: it did not.
+    async fn settle_event(
+        &self,
+        claim: &Claim,
+        settlement: &Settlement,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let _ = (claim, settlement, now);
+        Ok(false)
+    }
+
+    /// Up to `limit` events with `status`, oldest first (for the admin command). Default:
+    /// none.
+    async fn events(
+        &self,
+        status: EventStatus,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let _ = (status, limit);
+        Ok(Vec::new())
+    }
+
+    /// Queues events again, due at `now`, with their attempts counted from zero and their
+    /// maximum age from `now`; answers how many. Default: none.
+    async fn redeliver_events(&self, which: &Redeliver, now: Timestamp) -> Result<u64, StoreError> {
+        let _ = (which, now);
+        Ok(0)
+    }
+
+    /// Deletes up to `max` events delivered before `before` (the retention period); answers
+    /// how many. Default: none.
+    async fn prune_events(&self, before: Timestamp, max: usize) -> Result<u64, StoreError> {
+        let _ = (before, max);
+        Ok(0)
+    }
 
     /// Checks that the store answers (for `/ready`).
     async fn ping(&self) -> Result<(), StoreError> {
@@ -202,7 +307,8 @@ pub trait OtpStore: Send + Sync + 'static {
     ///
     /// A miss also counts towards the phone's failure budget, across codes: the
     /// [`max_failures`](OtpPolicy::max_failures)-th consecutive miss locks the phone for
-    /// [`lockout`](OtpPolicy::lockout) and drops its pending code. While locked, `check`
+    /// [`lockout`](OtpPolicy::lockout), drops its pending code and answers
+    /// [`Check::LockedNow`]. While locked, `check`
     /// answers [`Check::Locked`] (to the right code too) and [`issue`](Self::issue)
     /// [`Issue::Locked`]. A match resets the count, and so does a `lockout` with no miss
     /// (the count is forgotten then, as a served lock would reset it). Checks without a live
@@ -279,9 +385,13 @@ pub enum Check {
     },
     /// No live code: never issued, expired, or consumed.
     Missing,
-    /// The phone is locked after too many consecutive wrong codes (this miss may have been
-    /// the one that locked it).
+    /// The phone is locked after too many consecutive wrong codes, by an earlier miss.
     Locked {
+        /// Time until the lock ends.
+        retry_after: Duration,
+    },
+    /// This miss was the one that locked the phone (the service records `phone.locked`).
+    LockedNow {
         /// Time until the lock ends.
         retry_after: Duration,
     },
@@ -418,8 +528,9 @@ macro_rules! stores_behind {
                 &self,
                 phone: &Phone,
                 new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+                change: Change,
             ) -> Result<Registration, StoreError> {
-                (**self).find_or_create(phone, new_code).await
+                (**self).find_or_create(phone, new_code, change).await
             }
             async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
                 (**self).profile(user).await
@@ -428,19 +539,20 @@ macro_rules! stores_behind {
                 &self,
                 user: UserId,
                 code: &InviteCode,
+                change: Change,
             ) -> Result<Activation, StoreError> {
-                (**self).activate_invite(user, code).await
+                (**self).activate_invite(user, code, change).await
             }
             async fn start_family(
                 &self,
                 user: UserId,
                 family: &FamilyId,
                 jti: &TokenId,
-                now: Timestamp,
+                change: Change,
                 expires_at: Timestamp,
             ) -> Result<(), StoreError> {
                 (**self)
-                    .start_family(user, family, jti, now, expires_at)
+                    .start_family(user, family, jti, change, expires_at)
                     .await
             }
             async fn rotate_refresh(
@@ -448,16 +560,69 @@ macro_rules! stores_behind {
                 family: &FamilyId,
                 presented: &TokenId,
                 next: &TokenId,
-                now: Timestamp,
+                change: Change,
                 expires_at: Timestamp,
                 reuse_grace: Duration,
             ) -> Result<Rotation, StoreError> {
                 (**self)
-                    .rotate_refresh(family, presented, next, now, expires_at, reuse_grace)
+                    .rotate_refresh(family, presented, next, change, expires_at, reuse_grace)
                     .await
             }
-            async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
-                (**self).revoke_family(family).await
+            async fn revoke_family(
+                &self,
+                family: &FamilyId,
+                reason: SessionEndReason,
+                change: Change,
+            ) -> Result<(), StoreError> {
+                (**self).revoke_family(family, reason, change).await
+            }
+            fn keeps_event_log(&self) -> bool {
+                (**self).keeps_event_log()
+            }
+            async fn phone_locked(
+                &self,
+                phone: &Phone,
+                until: Timestamp,
+                change: Change,
+            ) -> Result<(), StoreError> {
+                (**self).phone_locked(phone, until, change).await
+            }
+            async fn claim_events(
+                &self,
+                now: Timestamp,
+                lease: Duration,
+                max: usize,
+            ) -> Result<Vec<Claim>, StoreError> {
+                (**self).claim_events(now, lease, max).await
+            }
+            async fn settle_event(
+                &self,
+                claim: &Claim,
+                settlement: &Settlement,
+                now: Timestamp,
+            ) -> Result<bool, StoreError> {
+                (**self).settle_event(claim, settlement, now).await
+            }
+            async fn events(
+                &self,
+                status: EventStatus,
+                limit: usize,
+            ) -> Result<Vec<EventRecord>, StoreError> {
+                (**self).events(status, limit).await
+            }
+            async fn redeliver_events(
+                &self,
+                which: &Redeliver,
+                now: Timestamp,
+            ) -> Result<u64, StoreError> {
+                (**self).redeliver_events(which, now).await
+            }
+            async fn prune_events(
+                &self,
+                before: Timestamp,
+                max: usize,
+            ) -> Result<u64, StoreError> {
+                (**self).prune_events(before, max).await
             }
             async fn ping(&self) -> Result<(), StoreError> {
                 (**self).ping().await

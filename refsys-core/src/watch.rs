@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::event::{
+    Change, Claim, EventRecord, EventStatus, Redeliver, SessionEndReason, Settlement,
+};
 use crate::store::{
     Activation, Check, Issue, OtpStore, RateDecision, RateLimitStore, Rotation, UserStore,
 };
@@ -119,8 +122,9 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         &self,
         phone: &Phone,
         new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+        change: Change,
     ) -> Result<Registration, StoreError> {
-        self.seen(self.inner.find_or_create(phone, new_code).await)
+        self.seen(self.inner.find_or_create(phone, new_code, change).await)
     }
     async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
         self.seen(self.inner.profile(user).await)
@@ -129,20 +133,21 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         &self,
         user: UserId,
         code: &InviteCode,
+        change: Change,
     ) -> Result<Activation, StoreError> {
-        self.seen(self.inner.activate_invite(user, code).await)
+        self.seen(self.inner.activate_invite(user, code, change).await)
     }
     async fn start_family(
         &self,
         user: UserId,
         family: &FamilyId,
         jti: &TokenId,
-        now: Timestamp,
+        change: Change,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
         self.seen(
             self.inner
-                .start_family(user, family, jti, now, expires_at)
+                .start_family(user, family, jti, change, expires_at)
                 .await,
         )
     }
@@ -151,18 +156,63 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         family: &FamilyId,
         presented: &TokenId,
         next: &TokenId,
-        now: Timestamp,
+        change: Change,
         expires_at: Timestamp,
         reuse_grace: Duration,
     ) -> Result<Rotation, StoreError> {
         self.seen(
             self.inner
-                .rotate_refresh(family, presented, next, now, expires_at, reuse_grace)
+                .rotate_refresh(family, presented, next, change, expires_at, reuse_grace)
                 .await,
         )
     }
-    async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
-        self.seen(self.inner.revoke_family(family).await)
+    async fn revoke_family(
+        &self,
+        family: &FamilyId,
+        reason: SessionEndReason,
+        change: Change,
+    ) -> Result<(), StoreError> {
+        self.seen(self.inner.revoke_family(family, reason, change).await)
+    }
+    fn keeps_event_log(&self) -> bool {
+        self.inner.keeps_event_log()
+    }
+    async fn phone_locked(
+        &self,
+        phone: &Phone,
+        until: Timestamp,
+        change: Change,
+    ) -> Result<(), StoreError> {
+        self.seen(self.inner.phone_locked(phone, until, change).await)
+    }
+    async fn claim_events(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.seen(self.inner.claim_events(now, lease, max).await)
+    }
+    async fn settle_event(
+        &self,
+        claim: &Claim,
+        settlement: &Settlement,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.seen(self.inner.settle_event(claim, settlement, now).await)
+    }
+    async fn events(
+        &self,
+        status: EventStatus,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        self.seen(self.inner.events(status, limit).await)
+    }
+    async fn redeliver_events(&self, which: &Redeliver, now: Timestamp) -> Result<u64, StoreError> {
+        self.seen(self.inner.redeliver_events(which, now).await)
+    }
+    async fn prune_events(&self, before: Timestamp, max: usize) -> Result<u64, StoreError> {
+        self.seen(self.inner.prune_events(before, max).await)
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.seen(self.inner.ping().await)

@@ -768,11 +768,12 @@ impl refsys_core::UserStore for FlakyUsers {
         &self,
         phone: &refsys_core::Phone,
         new_code: &(dyn Fn() -> refsys_core::InviteCode + Send + Sync),
+        change: refsys_core::Change,
     ) -> Result<refsys_core::Registration, refsys_core::StoreError> {
         if !self.only_families {
             self.check()?;
         }
-        self.inner.find_or_create(phone, new_code).await
+        self.inner.find_or_create(phone, new_code, change).await
     }
     async fn profile(
         &self,
@@ -784,15 +785,16 @@ impl refsys_core::UserStore for FlakyUsers {
         &self,
         user: UserId,
         code: &refsys_core::InviteCode,
+        change: refsys_core::Change,
     ) -> Result<refsys_core::store::Activation, refsys_core::StoreError> {
-        self.inner.activate_invite(user, code).await
+        self.inner.activate_invite(user, code, change).await
     }
     async fn start_family(
         &self,
         user: UserId,
         family: &refsys_core::FamilyId,
         jti: &refsys_core::TokenId,
-        now: refsys_core::Timestamp,
+        now: refsys_core::Change,
         expires_at: refsys_core::Timestamp,
     ) -> Result<(), refsys_core::StoreError> {
         self.check()?;
@@ -805,7 +807,7 @@ impl refsys_core::UserStore for FlakyUsers {
         family: &refsys_core::FamilyId,
         presented: &refsys_core::TokenId,
         next: &refsys_core::TokenId,
-        now: refsys_core::Timestamp,
+        now: refsys_core::Change,
         expires_at: refsys_core::Timestamp,
         reuse_grace: Duration,
     ) -> Result<refsys_core::store::Rotation, refsys_core::StoreError> {
@@ -816,8 +818,10 @@ impl refsys_core::UserStore for FlakyUsers {
     async fn revoke_family(
         &self,
         family: &refsys_core::FamilyId,
+        reason: refsys_core::SessionEndReason,
+        change: refsys_core::Change,
     ) -> Result<(), refsys_core::StoreError> {
-        self.inner.revoke_family(family).await
+        self.inner.revoke_family(family, reason, change).await
     }
 }
 

@@ -113,7 +113,11 @@ async fn a_database_that_is_down_is_unavailable_quickly() {
     let (connect, ping, login, migrate, profiles) = tokio::join!(
         PgUserStore::connect(DOWN),
         store.ping(),
-        store.find_or_create(&phone, &InviteCode::generate),
+        store.find_or_create(
+            &phone,
+            &InviteCode::generate,
+            refsys_core::Change::recorded(refsys_core::testing::start())
+        ),
         store.migrate(),
         // Two reads in one batch: each gets the batch's error.
         futures_join(store.profile(user), store.profile(user)),
@@ -170,12 +174,20 @@ async fn a_call_cancelled_while_its_statement_waits_takes_effect_whole() {
     let store = PgUserStore::new(pool);
     store.migrate().await.expect("migrate");
     let owner = store
-        .find_or_create(&refsys_core::testing::phone(1), &InviteCode::generate)
+        .find_or_create(
+            &refsys_core::testing::phone(1),
+            &InviteCode::generate,
+            refsys_core::Change::recorded(refsys_core::testing::start()),
+        )
         .await
         .unwrap()
         .user;
     let guest = store
-        .find_or_create(&refsys_core::testing::phone(2), &InviteCode::generate)
+        .find_or_create(
+            &refsys_core::testing::phone(2),
+            &InviteCode::generate,
+            refsys_core::Change::recorded(refsys_core::testing::start()),
+        )
         .await
         .unwrap()
         .user;
@@ -191,7 +203,11 @@ async fn a_call_cancelled_while_its_statement_waits_takes_effect_whole() {
         .unwrap();
     let cancelled = tokio::time::timeout(
         Duration::from_millis(500),
-        store.activate_invite(guest.id, &owner.invite_code),
+        store.activate_invite(
+            guest.id,
+            &owner.invite_code,
+            refsys_core::Change::recorded(refsys_core::testing::start()),
+        ),
     )
     .await;
     assert!(cancelled.is_err(), "the activation should still be waiting");
@@ -228,7 +244,11 @@ async fn a_call_cancelled_while_its_statement_waits_takes_effect_whole() {
     // It took effect once: applying the code again is refused, and the profile lists the
     // guest once.
     let again = store
-        .activate_invite(guest.id, &owner.invite_code)
+        .activate_invite(
+            guest.id,
+            &owner.invite_code,
+            refsys_core::Change::recorded(refsys_core::testing::start()),
+        )
         .await
         .unwrap();
     assert_eq!(again, refsys_core::store::Activation::AlreadyActivated);
@@ -247,7 +267,11 @@ async fn a_connection_the_server_closed_is_replaced() {
     use sqlx::Connection as _;
     let (store, database) = setup().await;
     let user = store
-        .find_or_create(&refsys_core::testing::phone(1), &InviteCode::generate)
+        .find_or_create(
+            &refsys_core::testing::phone(1),
+            &InviteCode::generate,
+            refsys_core::Change::recorded(refsys_core::testing::start()),
+        )
         .await
         .unwrap()
         .user;
@@ -296,10 +320,20 @@ async fn batched_profile_reads_each_get_their_own() {
     let mut users = Vec::new();
     for i in 0..4 {
         let phone = refsys_core::testing::phone(i);
-        let user = store.find_or_create(&phone, &InviteCode::generate).await;
+        let user = store
+            .find_or_create(
+                &phone,
+                &InviteCode::generate,
+                refsys_core::Change::recorded(refsys_core::testing::start()),
+            )
+            .await;
         users.push(user.unwrap().user);
     }
-    let activated = store.activate_invite(users[1].id, &users[0].invite_code);
+    let activated = store.activate_invite(
+        users[1].id,
+        &users[0].invite_code,
+        refsys_core::Change::recorded(refsys_core::testing::start()),
+    );
     assert_eq!(
         activated.await.unwrap(),
         refsys_core::store::Activation::Activated
@@ -349,7 +383,13 @@ fn a_batch_whose_runtime_shut_down_does_not_stall_later_reads() {
         let store = PgUserStore::new(pool.clone());
         store.migrate().await.expect("migrate");
         let phone = refsys_core::testing::phone(1);
-        let user = store.find_or_create(&phone, &InviteCode::generate).await;
+        let user = store
+            .find_or_create(
+                &phone,
+                &InviteCode::generate,
+                refsys_core::Change::recorded(refsys_core::testing::start()),
+            )
+            .await;
         // The pool's one connection, held: the next batch waits for it.
         let held = pool.acquire().await.expect("the connection");
         (store, held, user.unwrap().user)

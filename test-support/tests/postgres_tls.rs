@@ -198,7 +198,11 @@ async fn the_store_speaks_tls_as_sslmode_says() {
     store.migrate().await.expect("migrate over TLS");
     let phone = refsys_core::testing::phone(1);
     let user = store
-        .find_or_create(&phone, &InviteCode::generate)
+        .find_or_create(
+            &phone,
+            &InviteCode::generate,
+            refsys_core::Change::recorded(refsys_core::testing::start()),
+        )
         .await
         .expect("login over TLS")
         .user;
@@ -212,7 +216,11 @@ async fn the_store_speaks_tls_as_sslmode_says() {
         .await
         .expect("connect with sslmode=verify-full");
     let again = verified
-        .find_or_create(&phone, &InviteCode::generate)
+        .find_or_create(
+            &phone,
+            &InviteCode::generate,
+            refsys_core::Change::recorded(refsys_core::testing::start()),
+        )
         .await
         .unwrap();
     assert!(!again.created);

@@ -236,7 +236,7 @@ impl OtpStore for MemoryOtpStore {
             pending.attempts_left -= 1;
             let code_left = pending.attempts_left;
             let Some(budget_left) = entry.count_failure(now, policy) else {
-                return Ok(Check::Locked {
+                return Ok(Check::LockedNow {
                     retry_after: Duration::from_secs(policy.lockout.as_secs().max(1)),
                 });
             };

@@ -1,9 +1,13 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::event::{
+    Change, Claim, Event, EventData, EventId, EventRecord, EventStatus, Redeliver,
+    SessionEndReason, Settlement,
+};
 use crate::memory::sweep::SWEEP_EVERY;
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
@@ -26,6 +30,19 @@ struct State {
     by_code: HashMap<InviteCode, UserId>,
     families: HashMap<FamilyId, Family>,
     family_writes: u64,
+    /// The event log, by sequence number (the order of the changes).
+    events: BTreeMap<u64, StoredEvent>,
+    /// The sequence numbers of pending events.
+    pending: BTreeSet<u64>,
+    by_event_id: HashMap<EventId, u64>,
+    next_seq: u64,
+}
+
+#[derive(Debug)]
+struct StoredEvent {
+    record: EventRecord,
+    lease: Option<(String, Timestamp)>,
+    delivered_at: Option<Timestamp>,
 }
 
 #[derive(Debug)]
@@ -60,6 +77,48 @@ impl State {
             .ok()
             .and_then(|i| i.checked_sub(1))
             .and_then(|i| self.users.get_mut(i))
+    }
+
+    /// Appends the event of a change, if the change records one; in the same critical
+    /// section as the change, so both happen or neither.
+    fn record(&mut self, change: Change, data: EventData) {
+        if !change.record {
+            return;
+        }
+        let event = Event::new(data, change.now);
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.by_event_id.insert(event.id.clone(), seq);
+        self.pending.insert(seq);
+        self.events.insert(
+            seq,
+            StoredEvent {
+                record: EventRecord {
+                    event,
+                    status: EventStatus::Pending,
+                    attempts: 0,
+                    queued_at: change.now,
+                    next_attempt_at: change.now,
+                    last_error: None,
+                },
+                lease: None,
+                delivered_at: None,
+            },
+        );
+    }
+
+    /// Queues event `seq` again at `now`.
+    fn requeue(&mut self, seq: u64, now: Timestamp) {
+        if let Some(stored) = self.events.get_mut(&seq) {
+            stored.record.status = EventStatus::Pending;
+            stored.record.attempts = 0;
+            stored.record.queued_at = now;
+            stored.record.next_attempt_at = now;
+            stored.record.last_error = None;
+            stored.lease = None;
+            stored.delivered_at = None;
+            self.pending.insert(seq);
+        }
     }
 
     /// Whether `descendant` was invited, directly or transitively, by `ancestor`.
@@ -103,6 +162,7 @@ impl UserStore for MemoryUserStore {
         &self,
         phone: &Phone,
         new_code: &(dyn Fn() -> InviteCode + Send + Sync),
+        change: Change,
     ) -> Result<Registration, StoreError> {
         let existing = |state: &State| {
             let id = *state.by_phone.get(phone)?;
@@ -138,6 +198,13 @@ impl UserStore for MemoryUserStore {
             invited_by: None,
             invitees: Vec::new(),
         });
+        state.record(
+            change,
+            EventData::UserCreated {
+                user_id: id,
+                phone: phone.clone(),
+            },
+        );
         Ok(Registration {
             user,
             created: true,
@@ -165,6 +232,7 @@ impl UserStore for MemoryUserStore {
         &self,
         user: UserId,
         code: &InviteCode,
+        change: Change,
     ) -> Result<Activation, StoreError> {
         let mut state = self.write();
         let Some(row) = state.row(user) else {
@@ -189,6 +257,14 @@ impl UserStore for MemoryUserStore {
         if let Some(owner_row) = state.row_mut(owner) {
             owner_row.invitees.push(user);
         }
+        state.record(
+            change,
+            EventData::ReferralCreated {
+                user_id: user,
+                referrer_id: owner,
+                invite_code: *code,
+            },
+        );
         Ok(Activation::Activated)
     }
 
@@ -197,9 +273,10 @@ impl UserStore for MemoryUserStore {
         user: UserId,
         family: &FamilyId,
         jti: &TokenId,
-        now: Timestamp,
+        change: Change,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
+        let now = change.now;
         let mut state = self.write();
         state.family_writes += 1;
         if state.family_writes.is_multiple_of(SWEEP_EVERY) {
@@ -216,6 +293,13 @@ impl UserStore for MemoryUserStore {
                 revoked: false,
             },
         );
+        state.record(
+            change,
+            EventData::SessionCreated {
+                user_id: user,
+                session_id: family.as_str().to_owned(),
+            },
+        );
         Ok(())
     }
 
@@ -224,10 +308,11 @@ impl UserStore for MemoryUserStore {
         family: &FamilyId,
         presented: &TokenId,
         next: &TokenId,
-        now: Timestamp,
+        change: Change,
         expires_at: Timestamp,
         reuse_grace: Duration,
     ) -> Result<Rotation, StoreError> {
+        let now = change.now;
         let mut state = self.write();
         let user_exists = |state: &State, id| state.row(id).is_some();
         let Some(entry) = state.families.get(family) else {
@@ -249,6 +334,15 @@ impl UserStore for MemoryUserStore {
                 });
             }
             entry.revoked = true;
+            let user_id = entry.user;
+            state.record(
+                change,
+                EventData::SessionRevoked {
+                    user_id,
+                    session_id: family.as_str().to_owned(),
+                    reason: SessionEndReason::ReuseDetected,
+                },
+            );
             return Ok(Rotation::Reused);
         }
         entry.previous = Some((presented.clone(), now));
@@ -257,10 +351,180 @@ impl UserStore for MemoryUserStore {
         Ok(Rotation::Rotated)
     }
 
-    async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
-        if let Some(entry) = self.write().families.get_mut(family) {
-            entry.revoked = true;
-        }
+    async fn revoke_family(
+        &self,
+        family: &FamilyId,
+        reason: SessionEndReason,
+        change: Change,
+    ) -> Result<(), StoreError> {
+        let mut state = self.write();
+        let Some(entry) = state.families.get_mut(family).filter(|f| !f.revoked) else {
+            return Ok(());
+        };
+        entry.revoked = true;
+        let user_id = entry.user;
+        state.record(
+            change,
+            EventData::SessionRevoked {
+                user_id,
+                session_id: family.as_str().to_owned(),
+                reason,
+            },
+        );
         Ok(())
+    }
+
+    fn keeps_event_log(&self) -> bool {
+        true
+    }
+
+    async fn phone_locked(
+        &self,
+        phone: &Phone,
+        until: Timestamp,
+        change: Change,
+    ) -> Result<(), StoreError> {
+        let mut state = self.write();
+        let user_id = state.by_phone.get(phone).copied();
+        state.record(
+            change,
+            EventData::PhoneLocked {
+                user_id,
+                locked_until: until,
+            },
+        );
+        Ok(())
+    }
+
+    async fn claim_events(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let mut guard = self.write();
+        let state = &mut *guard;
+        let mut waiting_users = HashSet::new();
+        let mut claimed = Vec::new();
+        for seq in &state.pending {
+            if claimed.len() >= max {
+                break;
+            }
+            let Some(stored) = state.events.get(seq) else {
+                continue;
+            };
+            // Only the oldest pending event of each user may go.
+            let user = stored.record.event.data.user_id();
+            let first_of_user = user.is_none_or(|user| waiting_users.insert(user));
+            let leased = stored.lease.as_ref().is_some_and(|(_, until)| *until > now);
+            if first_of_user && !leased && stored.record.next_attempt_at <= now {
+                claimed.push(*seq);
+            }
+        }
+        Ok(claimed
+            .into_iter()
+            .filter_map(|seq| {
+                let stored = state.events.get_mut(&seq)?;
+                let token = uuid::Uuid::new_v4().simple().to_string();
+                stored.record.attempts += 1;
+                stored.lease = Some((token.clone(), now.plus(lease)));
+                Some(Claim {
+                    event: stored.record.event.clone(),
+                    attempt: stored.record.attempts,
+                    queued_at: stored.record.queued_at,
+                    lease: token,
+                })
+            })
+            .collect())
+    }
+
+    async fn settle_event(
+        &self,
+        claim: &Claim,
+        settlement: &Settlement,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.write();
+        let Some(&seq) = state.by_event_id.get(&claim.event.id) else {
+            return Ok(false);
+        };
+        let Some(stored) = state.events.get_mut(&seq) else {
+            return Ok(false);
+        };
+        let ours = stored
+            .lease
+            .as_ref()
+            .is_some_and(|(token, _)| *token == claim.lease);
+        if !ours || stored.record.status != EventStatus::Pending {
+            return Ok(false);
+        }
+        stored.lease = None;
+        match settlement {
+            Settlement::Delivered => {
+                stored.record.status = EventStatus::Delivered;
+                stored.record.last_error = None;
+                stored.delivered_at = Some(now);
+            }
+            Settlement::Retry { at, error } => {
+                stored.record.next_attempt_at = *at;
+                stored.record.last_error = Some(error.clone());
+            }
+            Settlement::Failed { error } => {
+                stored.record.status = EventStatus::Failed;
+                stored.record.last_error = Some(error.clone());
+            }
+        }
+        if stored.record.status != EventStatus::Pending {
+            state.pending.remove(&seq);
+        }
+        Ok(true)
+    }
+
+    async fn events(
+        &self,
+        status: EventStatus,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let state = self.read();
+        Ok(state
+            .events
+            .values()
+            .filter(|stored| stored.record.status == status)
+            .take(limit)
+            .map(|stored| stored.record.clone())
+            .collect())
+    }
+
+    async fn redeliver_events(&self, which: &Redeliver, now: Timestamp) -> Result<u64, StoreError> {
+        let mut state = self.write();
+        let seqs: Vec<u64> = match which {
+            Redeliver::One(id) => state.by_event_id.get(id).copied().into_iter().collect(),
+            Redeliver::Failed => state
+                .events
+                .iter()
+                .filter(|(_, stored)| stored.record.status == EventStatus::Failed)
+                .map(|(seq, _)| *seq)
+                .collect(),
+        };
+        for &seq in &seqs {
+            state.requeue(seq, now);
+        }
+        Ok(u64::try_from(seqs.len()).unwrap_or(u64::MAX))
+    }
+
+    async fn prune_events(&self, before: Timestamp, max: usize) -> Result<u64, StoreError> {
+        let mut state = self.write();
+        let old: Vec<(u64, EventId)> = state
+            .events
+            .iter()
+            .filter(|(_, stored)| stored.delivered_at.is_some_and(|at| at < before))
+            .take(max)
+            .map(|(seq, stored)| (*seq, stored.record.event.id.clone()))
+            .collect();
+        for (seq, id) in &old {
+            state.events.remove(seq);
+            state.by_event_id.remove(id);
+        }
+        Ok(u64::try_from(old.len()).unwrap_or(u64::MAX))
     }
 }

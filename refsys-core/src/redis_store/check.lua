@@ -1,6 +1,6 @@
 -- OtpStore::check. ARGV: now, code hash hex, cooldown, max_sends, window, key ttl,
 -- max_failures, lockout. Reply: {0, 0} valid, {1, attempts left} invalid, {2, secs} burned,
--- {3, 0} missing, {4, secs} locked. A valid code is kept, marked used (u = 1), until it expires,
+-- {3, 0} missing, {4, secs} locked, {5, secs} locked by this miss. A valid code is kept, marked used (u = 1), until it expires,
 -- so that OtpStore::restore can give it back.
 local now = tonumber(ARGV[1])
 local cooldown, max_sends, window = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -24,7 +24,7 @@ if left > 0 then
   end
   left = left - 1
   local budget = count_failure(now, max_failures, lockout)
-  if not budget then return {4, math.max(lockout, 1)} end
+  if not budget then return {5, math.max(lockout, 1)} end
   redis.call('HSET', code_key, 'left', left)
   redis.call('EXPIRE', code_key, ARGV[6])
   if left > 0 then return {1, math.min(left, budget)} end

@@ -20,6 +20,7 @@
 //! The cases use real time as their starting point (`now` is the system clock) and move
 //! forward by passing later instants, so stores with real TTLs work unchanged.
 
+pub mod event_log;
 pub mod otp_store;
 pub mod rate_limit_store;
 mod sms;
@@ -150,6 +151,20 @@ macro_rules! user_store_conformance {
                 a_token_spent_within_the_reuse_grace_gets_the_live_one,
                 concurrent_refreshes_within_the_grace_all_get_the_live_token,
                 ping_answers,
+            ]
+        );
+        $crate::__conformance_cases!(
+            event_log,
+            $setup,
+            $teardown,
+            [
+                each_change_records_exactly_its_event,
+                refused_and_unrecorded_changes_record_nothing,
+                concurrent_changes_record_one_event_each,
+                claims_lease_events_one_user_at_a_time,
+                retries_wait_and_failed_events_can_be_redelivered,
+                prune_deletes_only_old_delivered_events,
+                concurrent_claims_never_share_an_event,
             ]
         );
     };

@@ -558,7 +558,7 @@ pub async fn failures_across_codes_lock_the_phone<S: OtpStore>(store: Arc<S>) {
         .unwrap();
     assert_eq!(
         miss(t).await.unwrap(),
-        Check::Locked {
+        Check::LockedNow {
             retry_after: secs(600)
         }
     );
@@ -628,6 +628,13 @@ pub async fn attempts_left_is_the_nearer_of_code_and_budget<S: OtpStore>(store: 
     assert_eq!(miss().await.unwrap(), Check::Invalid { attempts_left: 1 });
     assert_eq!(
         miss().await.unwrap(),
+        Check::LockedNow {
+            retry_after: secs(60)
+        }
+    );
+    // The next miss finds the phone locked by that one.
+    assert_eq!(
+        miss().await.unwrap(),
         Check::Locked {
             retry_after: secs(60)
         }
@@ -677,7 +684,7 @@ pub async fn success_resets_the_failure_count<S: OtpStore>(store: Arc<S>) {
         .unwrap();
     // The fourth miss since the last success locks.
     let outcome = store.check(&p, &hash(&p, "0000"), t2, &policy).await;
-    assert!(matches!(outcome.unwrap(), Check::Locked { .. }));
+    assert!(matches!(outcome.unwrap(), Check::LockedNow { .. }));
 }
 
 /// The count of misses is forgotten after a `lockout` without a miss.
@@ -710,12 +717,13 @@ pub async fn failure_count_is_forgotten_after_a_quiet_lockout<S: OtpStore>(store
     );
     assert!(matches!(
         miss(quiet.plus(secs(99))).await.unwrap(),
-        Check::Locked { .. }
+        Check::LockedNow { .. }
     ));
 }
 
 /// 100 simultaneous wrong guesses against a budget of 10: exactly 9 misses answer
-/// `Invalid` (each count once), every other one `Locked`; then nothing gets through.
+/// `Invalid` (each count once), one `LockedNow` (the miss that locked) and every other one
+/// `Locked`; then nothing gets through.
 pub async fn concurrent_wrong_guesses_never_exceed_the_budget<S: OtpStore>(store: Arc<S>) {
     let (policy, now, p) = (budget_policy(1000, 10, 3600), start(), phone(1));
     store
@@ -747,7 +755,14 @@ pub async fn concurrent_wrong_guesses_never_exceed_the_budget<S: OtpStore>(store
             .iter()
             .filter(|o| matches!(o, Check::Locked { .. }))
             .count(),
-        91
+        90
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Check::LockedNow { .. }))
+            .count(),
+        1
     );
     let right = store.check(&p, &hash(&p, "1234"), now, &policy).await;
     assert!(matches!(right.unwrap(), Check::Locked { .. }));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{concurrently, phone, start};
 use crate::store::{Activation, Rotation, UserStore};
-use crate::{FamilyId, InviteCode, Timestamp, TokenId, User};
+use crate::{Change, FamilyId, InviteCode, SessionEndReason, Timestamp, TokenId, User};
 
 /// The reuse grace the grace cases use (the policy's default).
 const GRACE: Duration = Duration::from_secs(10);
@@ -17,7 +17,7 @@ const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 
 async fn create<S: UserStore>(store: &S, n: u32) -> User {
     store
-        .find_or_create(&phone(n), &InviteCode::generate)
+        .find_or_create(&phone(n), &InviteCode::generate, Change::recorded(start()))
         .await
         .expect("find_or_create")
         .user
@@ -26,12 +26,12 @@ async fn create<S: UserStore>(store: &S, n: u32) -> User {
 /// Logging in twice with one phone finds the same user.
 pub async fn find_or_create_is_idempotent_per_phone<S: UserStore>(store: Arc<S>) {
     let first = store
-        .find_or_create(&phone(1), &InviteCode::generate)
+        .find_or_create(&phone(1), &InviteCode::generate, Change::recorded(start()))
         .await
         .unwrap();
     assert!(first.created);
     let second = store
-        .find_or_create(&phone(1), &InviteCode::generate)
+        .find_or_create(&phone(1), &InviteCode::generate, Change::recorded(start()))
         .await
         .unwrap();
     assert!(!second.created);
@@ -66,7 +66,7 @@ pub async fn find_or_create_retries_invite_code_collisions<S: UserStore>(store: 
         }
     };
     let second = store
-        .find_or_create(&phone(2), &colliding_first)
+        .find_or_create(&phone(2), &colliding_first, Change::recorded(start()))
         .await
         .unwrap();
     assert!(second.created);
@@ -82,7 +82,9 @@ pub async fn find_or_create_gives_up_after_bounded_collisions<S: UserStore>(stor
         calls.fetch_add(1, Ordering::SeqCst);
         taken
     };
-    let result = store.find_or_create(&phone(2), &always_taken).await;
+    let result = store
+        .find_or_create(&phone(2), &always_taken, Change::recorded(start()))
+        .await;
     assert!(
         matches!(result, Err(crate::StoreError::Exhausted(_))),
         "must give up, got {result:?}"
@@ -93,7 +95,7 @@ pub async fn find_or_create_gives_up_after_bounded_collisions<S: UserStore>(stor
         "tries should be bounded, were {tries}"
     );
     let later = store
-        .find_or_create(&phone(2), &InviteCode::generate)
+        .find_or_create(&phone(2), &InviteCode::generate, Change::recorded(start()))
         .await
         .unwrap();
     assert!(
@@ -106,7 +108,7 @@ pub async fn find_or_create_gives_up_after_bounded_collisions<S: UserStore>(stor
 pub async fn concurrent_find_or_create_creates_one_user<S: UserStore>(store: Arc<S>) {
     let outcomes = concurrently(&store, 50, |store, _| async move {
         store
-            .find_or_create(&phone(7), &InviteCode::generate)
+            .find_or_create(&phone(7), &InviteCode::generate, Change::recorded(start()))
             .await
             .unwrap()
     })
@@ -149,7 +151,7 @@ pub async fn invitees_are_listed_oldest_first<S: UserStore>(store: Arc<S>) {
     ];
     for guest in [&guests[2], &guests[0], &guests[1]] {
         let outcome = store
-            .activate_invite(guest.id, &owner.invite_code)
+            .activate_invite(guest.id, &owner.invite_code, Change::recorded(start()))
             .await
             .unwrap();
         assert_eq!(outcome, Activation::Activated);
@@ -178,7 +180,12 @@ pub async fn activation_refusals_in_documented_order<S: UserStore>(store: Arc<S>
 
     let activate = |user, code| {
         let store = store.clone();
-        async move { store.activate_invite(user, &code).await.unwrap() }
+        async move {
+            store
+                .activate_invite(user, &code, Change::recorded(start()))
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(
         activate(nobody, b.invite_code).await,
@@ -235,7 +242,7 @@ pub async fn activation_refuses_direct_and_transitive_cycles<S: UserStore>(store
     for (guest, host) in [(&b, &a), (&c, &b), (&d, &c)] {
         assert_eq!(
             store
-                .activate_invite(guest.id, &host.invite_code)
+                .activate_invite(guest.id, &host.invite_code, Change::recorded(start()))
                 .await
                 .unwrap(),
             Activation::Activated
@@ -244,20 +251,26 @@ pub async fn activation_refuses_direct_and_transitive_cycles<S: UserStore>(store
     for descendant in [&b, &c, &d] {
         assert_eq!(
             store
-                .activate_invite(a.id, &descendant.invite_code)
+                .activate_invite(a.id, &descendant.invite_code, Change::recorded(start()))
                 .await
                 .unwrap(),
             Activation::Cycle
         );
     }
     assert_eq!(
-        store.activate_invite(b.id, &d.invite_code).await.unwrap(),
+        store
+            .activate_invite(b.id, &d.invite_code, Change::recorded(start()))
+            .await
+            .unwrap(),
         Activation::AlreadyActivated
     );
     // Someone outside the chain is fine.
     let e = create(&*store, 5).await;
     assert_eq!(
-        store.activate_invite(a.id, &e.invite_code).await.unwrap(),
+        store
+            .activate_invite(a.id, &e.invite_code, Change::recorded(start()))
+            .await
+            .unwrap(),
         Activation::Activated
     );
 }
@@ -274,7 +287,7 @@ pub async fn concurrent_activations_by_one_user_succeed_once<S: UserStore>(store
         let codes = codes.clone();
         async move {
             store
-                .activate_invite(user.id, &codes[i % codes.len()])
+                .activate_invite(user.id, &codes[i % codes.len()], Change::recorded(start()))
                 .await
                 .unwrap()
         }
@@ -295,7 +308,11 @@ pub async fn concurrent_activations_by_one_user_succeed_once<S: UserStore>(store
     let mut invitee_counts = 0;
     for n in 1..=10 {
         let host = store
-            .find_or_create(&super::phone(n), &InviteCode::generate)
+            .find_or_create(
+                &super::phone(n),
+                &InviteCode::generate,
+                Change::recorded(start()),
+            )
             .await
             .unwrap();
         let invited = store
@@ -324,7 +341,12 @@ pub async fn concurrent_mutual_activations_never_make_a_cycle<S: UserStore>(stor
             } else {
                 (b.id, a.invite_code)
             };
-            async move { store.activate_invite(who, &code).await.unwrap() }
+            async move {
+                store
+                    .activate_invite(who, &code, Change::recorded(start()))
+                    .await
+                    .unwrap()
+            }
         })
         .await;
         let mut sorted = outcomes.clone();
@@ -353,7 +375,10 @@ pub async fn concurrent_ring_activations_never_make_a_cycle<S: UserStore>(store:
             let ring = ring.clone();
             async move {
                 let code = ring[(i + 1) % 3].invite_code;
-                store.activate_invite(ring[i].id, &code).await.unwrap()
+                store
+                    .activate_invite(ring[i].id, &code, Change::recorded(start()))
+                    .await
+                    .unwrap()
             }
         })
         .await;
@@ -377,7 +402,7 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
     let family = FamilyId::random();
     let (t1, t2, t3) = (TokenId::random(), TokenId::random(), TokenId::random());
     store
-        .start_family(user.id, &family, &t1, now, now.plus(week))
+        .start_family(user.id, &family, &t1, Change::recorded(now), now.plus(week))
         .await
         .unwrap();
 
@@ -390,7 +415,14 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
         );
         async move {
             store
-                .rotate_refresh(&family, &presented, &next, now, now.plus(week), NO_GRACE)
+                .rotate_refresh(
+                    &family,
+                    &presented,
+                    &next,
+                    Change::recorded(now),
+                    now.plus(week),
+                    NO_GRACE,
+                )
                 .await
                 .unwrap()
         }
@@ -405,7 +437,7 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
     let other = FamilyId::random();
     let o1 = TokenId::random();
     store
-        .start_family(user.id, &other, &o1, now, now.plus(week))
+        .start_family(user.id, &other, &o1, Change::recorded(now), now.plus(week))
         .await
         .unwrap();
     let outcome = store
@@ -413,7 +445,7 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
             &other,
             &o1,
             &TokenId::random(),
-            now,
+            Change::recorded(now),
             now.plus(week),
             NO_GRACE,
         )
@@ -431,17 +463,37 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
     let revoked = FamilyId::random();
     let r1 = TokenId::random();
     store
-        .start_family(user.id, &revoked, &r1, now, now.plus(hour))
+        .start_family(
+            user.id,
+            &revoked,
+            &r1,
+            Change::recorded(now),
+            now.plus(hour),
+        )
         .await
         .unwrap();
-    store.revoke_family(&revoked).await.unwrap();
-    store.revoke_family(&revoked).await.unwrap();
+    store
+        .revoke_family(
+            &revoked,
+            SessionEndReason::Logout,
+            Change::recorded(start()),
+        )
+        .await
+        .unwrap();
+    store
+        .revoke_family(
+            &revoked,
+            SessionEndReason::Logout,
+            Change::recorded(start()),
+        )
+        .await
+        .unwrap();
     let outcome = store
         .rotate_refresh(
             &revoked,
             &r1,
             &TokenId::random(),
-            now,
+            Change::recorded(now),
             now.plus(hour),
             GRACE,
         )
@@ -450,13 +502,20 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
     assert_eq!(outcome, Rotation::Revoked);
 
     let unknown = FamilyId::random();
-    store.revoke_family(&unknown).await.unwrap();
+    store
+        .revoke_family(
+            &unknown,
+            SessionEndReason::Logout,
+            Change::recorded(start()),
+        )
+        .await
+        .unwrap();
     let outcome = store
         .rotate_refresh(
             &unknown,
             &r1,
             &TokenId::random(),
-            now,
+            Change::recorded(now),
             now.plus(hour),
             GRACE,
         )
@@ -467,7 +526,13 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
     let expiring = FamilyId::random();
     let e1 = TokenId::random();
     store
-        .start_family(user.id, &expiring, &e1, now, now.plus(hour))
+        .start_family(
+            user.id,
+            &expiring,
+            &e1,
+            Change::recorded(now),
+            now.plus(hour),
+        )
         .await
         .unwrap();
     let later = now.plus(hour);
@@ -476,7 +541,7 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
             &expiring,
             &e1,
             &TokenId::random(),
-            later,
+            Change::recorded(later),
             later.plus(hour),
             GRACE,
         )
@@ -495,7 +560,13 @@ pub async fn a_token_spent_within_the_reuse_grace_gets_the_live_one<S: UserStore
     let [t1, t2, t3, t4, o1, o2, s1, s2] = [(); 8].map(|()| TokenId::random());
     for (family, first) in [(&family, &t1), (&other, &o1), (&strict, &s1)] {
         store
-            .start_family(user.id, family, first, now, now.plus(WEEK))
+            .start_family(
+                user.id,
+                family,
+                first,
+                Change::recorded(now),
+                now.plus(WEEK),
+            )
             .await
             .unwrap();
     }
@@ -560,7 +631,14 @@ async fn rotate_at<S: UserStore>(
     grace: Duration,
 ) -> Rotation {
     store
-        .rotate_refresh(family, presented, next, at, at.plus(WEEK), grace)
+        .rotate_refresh(
+            family,
+            presented,
+            next,
+            Change::recorded(at),
+            at.plus(WEEK),
+            grace,
+        )
         .await
         .unwrap()
 }
@@ -576,14 +654,21 @@ pub async fn concurrent_refreshes_within_the_grace_all_get_the_live_token<S: Use
     let family = FamilyId::random();
     let first = TokenId::random();
     store
-        .start_family(user.id, &family, &first, now, expires)
+        .start_family(user.id, &family, &first, Change::recorded(now), expires)
         .await
         .unwrap();
     let outcomes = concurrently(&store, 30, |store, _| {
         let (family, first, next) = (family.clone(), first.clone(), TokenId::random());
         async move {
             let outcome = store
-                .rotate_refresh(&family, &first, &next, now, expires, GRACE)
+                .rotate_refresh(
+                    &family,
+                    &first,
+                    &next,
+                    Change::recorded(now),
+                    expires,
+                    GRACE,
+                )
                 .await
                 .unwrap();
             (next, outcome)
@@ -604,7 +689,14 @@ pub async fn concurrent_refreshes_within_the_grace_all_get_the_live_token<S: Use
         );
     }
     let outcome = store
-        .rotate_refresh(&family, &live, &TokenId::random(), now, expires, GRACE)
+        .rotate_refresh(
+            &family,
+            &live,
+            &TokenId::random(),
+            Change::recorded(now),
+            expires,
+            GRACE,
+        )
         .await
         .unwrap();
     assert_eq!(outcome, Rotation::Rotated, "the family survived");
@@ -618,14 +710,21 @@ pub async fn concurrent_rotations_of_one_token_succeed_once<S: UserStore>(store:
     let family = FamilyId::random();
     let first = TokenId::random();
     store
-        .start_family(user.id, &family, &first, now, expires)
+        .start_family(user.id, &family, &first, Change::recorded(now), expires)
         .await
         .unwrap();
     let outcomes = concurrently(&store, 20, |store, _| {
         let (family, first) = (family.clone(), first.clone());
         async move {
             store
-                .rotate_refresh(&family, &first, &TokenId::random(), now, expires, NO_GRACE)
+                .rotate_refresh(
+                    &family,
+                    &first,
+                    &TokenId::random(),
+                    Change::recorded(now),
+                    expires,
+                    NO_GRACE,
+                )
                 .await
                 .unwrap()
         }

@@ -250,7 +250,13 @@ async fn seed(store: &impl UserStore, n: usize) -> Result<(), BoxError> {
     let all = AllowedRegions::all();
     for i in 0..n {
         let phone = Phone::parse(&format!("+37544{:07}", 1_000_000 + i), &all)?;
-        store.find_or_create(&phone, &InviteCode::generate).await?;
+        store
+            .find_or_create(
+                &phone,
+                &InviteCode::generate,
+                refsys_core::Change::unrecorded(refsys_core::Timestamp::from_unix(0)),
+            )
+            .await?;
     }
     Ok(())
 }
@@ -316,7 +322,13 @@ impl Minter {
                 for i in (lane..n).step_by(Self::PARALLEL) {
                     let number = Self::FIRST_PHONE + first + i;
                     let phone = Phone::parse(&format!("+37544{number:07}"), &all)?;
-                    let registration = users.find_or_create(&phone, &InviteCode::generate).await?;
+                    let registration = users
+                        .find_or_create(
+                            &phone,
+                            &InviteCode::generate,
+                            refsys_core::Change::unrecorded(refsys_core::Timestamp::from_unix(0)),
+                        )
+                        .await?;
                     ids.push(registration.user.id.0);
                 }
                 Ok::<_, BoxError>(ids)
