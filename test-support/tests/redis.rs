@@ -318,6 +318,7 @@ async fn matches_the_memory_store_step_by_step() {
             "Cooldown",
             "Invalid",
             "Locked",
+            "LockedNow",
             "Missing",
             "Stored",
             "Valid",
