@@ -379,13 +379,14 @@ impl UserStore for PgUserStore {
         // Families past their expiry can never rotate again; each new family sweeps out a few
         // (an index range scan), so the table stays bounded by live families. The family and
         // its `session.created` are one statement.
-        let event = Event::new(
-            EventData::SessionCreated {
+        // Built only when recorded: a login without events pays for no JSON.
+        let event = change.record.then(|| {
+            let data = EventData::SessionCreated {
                 user_id: user,
                 session_id: family.as_str().to_owned(),
-            },
-            change.now,
-        );
+            };
+            Event::new(data, change.now)
+        });
         sqlx::query(
             "WITH swept AS ( \
                DELETE FROM refresh_families WHERE family_id IN ( \
@@ -402,8 +403,8 @@ impl UserStore for PgUserStore {
         .bind(jti.as_str())
         .bind(unix(change.now))
         .bind(unix(expires_at))
-        .bind(event.id.as_str())
-        .bind(event.data.data_json())
+        .bind(event.as_ref().map(|event| event.id.as_str().to_owned()))
+        .bind(event.as_ref().map(|event| event.data.data_json()))
         .bind(change.record)
         .execute(&self.pool)
         .await

@@ -276,11 +276,7 @@ impl UserStore for SqliteUserStore {
         // other, and the second one's walk up its inviter chain finds the first. No
         // serialization failure can happen: a deferred transaction that reads and then
         // writes could hit SQLITE_BUSY on upgrade, an immediate one cannot.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(store_error)?;
+        let mut tx = self.begin().await?;
         // Everything the documented order needs, in one statement. The walk goes up from the
         // code's owner (UNION, not UNION ALL, so it would end even on a corrupt cycle).
         let (exists, already, owner, cycle) = sqlx::query_as::<_, (bool, bool, Option<i64>, bool)>(

@@ -29,8 +29,8 @@ async fn create<S: UserStore>(store: &S, n: u32, at: Timestamp) -> User {
         .user
 }
 
-/// Every event the store holds, in the order of the changes (pending, delivered and failed
-/// alike: the admin listing is per status, so the order across them is the ids').
+/// The pending events (all of them, until something is claimed and settled), in the order
+/// of the changes.
 async fn pending<S: UserStore>(store: &S) -> Vec<Event> {
     store
         .events(EventStatus::Pending, 10_000)
