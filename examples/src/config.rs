@@ -57,6 +57,22 @@ pub(crate) enum SmsConfig {
     },
 }
 
+/// `EVENTS_WEBHOOK_*`: where events go as Standard Webhooks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EventsConfig {
+    /// `EVENTS_WEBHOOK_URL`: the receiver.
+    pub url: String,
+    /// `EVENTS_WEBHOOK_SECRET`: `whsec_<base64>`, at least 24 bytes of key.
+    pub secret: String,
+    /// `EVENTS_WEBHOOK_TIMEOUT`: one attempt's limit; a claimed event is taken up again by
+    /// another instance (or this one, restarted) after 4 times this.
+    pub timeout: Duration,
+    /// `EVENTS_WEBHOOK_MAX_AGE`: how long an event is retried before it is kept as failed.
+    pub max_age: Duration,
+    /// `EVENTS_RETENTION`: how long delivered events are kept.
+    pub retention: Duration,
+}
+
 /// `HUMAN_CHECK`: what `send_code` asks for under SMS-budget pressure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum HumanCheckConfig {
@@ -118,6 +134,8 @@ pub(crate) struct Config {
     pub sms: SmsConfig,
     /// `HUMAN_CHECK` and its settings.
     pub human_check: HumanCheckConfig,
+    /// `EVENTS_WEBHOOK_URL` and its settings; `None`: no events are recorded.
+    pub events: Option<EventsConfig>,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
 }
@@ -269,6 +287,7 @@ impl Config {
         let client_limits = read_client_limits(&env)?;
         let connections = read_connection_limits(&env)?;
         let human_check = read_human_check(&env)?;
+        let events = read_events(&env)?;
         let log_format = match env.get("LOG_FORMAT").as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -292,9 +311,79 @@ impl Config {
             connections,
             sms,
             human_check,
+            events,
             log_format,
         })
     }
+}
+
+/// `EVENTS_WEBHOOK_URL` with `EVENTS_WEBHOOK_SECRET` (both or neither) and the delivery
+/// settings.
+fn read_events<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<Option<EventsConfig>, ConfigError> {
+    let (url, secret) = match (
+        env.get("EVENTS_WEBHOOK_URL"),
+        env.get("EVENTS_WEBHOOK_SECRET"),
+    ) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(error(
+                "EVENTS_WEBHOOK_SECRET",
+                "required with EVENTS_WEBHOOK_URL (whsec_ and the base64 of at least 24 random bytes)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(error(
+                "EVENTS_WEBHOOK_URL",
+                "required with EVENTS_WEBHOOK_SECRET (an http(s) URL)",
+            ));
+        }
+        (Some(url), Some(secret)) => (url, secret),
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://"))
+        || url.parse::<reqwest::Url>().is_err()
+    {
+        return Err(error("EVENTS_WEBHOOK_URL", "expected an http(s) URL"));
+    }
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|b64| {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()
+        })
+        .ok_or_else(|| {
+            error(
+                "EVENTS_WEBHOOK_SECRET",
+                "expected whsec_ followed by base64 (as Standard Webhooks secrets are written)",
+            )
+        })?;
+    if key.len() < 24 {
+        return Err(error(
+            "EVENTS_WEBHOOK_SECRET",
+            format!(
+                "the key is {} bytes; use at least 24 random bytes",
+                key.len()
+            ),
+        ));
+    }
+    let timeout = env.secs("EVENTS_WEBHOOK_TIMEOUT", 15)?;
+    let max_age = env.secs("EVENTS_WEBHOOK_MAX_AGE", 3 * 24 * 3600)?;
+    let retention = env.secs("EVENTS_RETENTION", 7 * 24 * 3600)?;
+    for (var, value) in [
+        ("EVENTS_WEBHOOK_TIMEOUT", timeout),
+        ("EVENTS_WEBHOOK_MAX_AGE", max_age),
+    ] {
+        if value.is_zero() {
+            return Err(error(var, "must be at least 1 second"));
+        }
+    }
+    Ok(Some(EventsConfig {
+        url,
+        secret,
+        timeout,
+        max_age,
+        retention,
+    }))
 }
 
 /// `HUMAN_CHECK` (`pow`, the default; `turnstile`; `hcaptcha`; `off`) and its settings.
@@ -744,6 +833,97 @@ mod tests {
         assert_eq!(e.var, "SMS_WEBHOOK_URL");
         let e = config(&[("JWT_ALGORITHM", "RS256")]).unwrap_err();
         assert_eq!(e.var, "JWT_PRIVATE_KEY_FILE");
+    }
+
+    const EVENTS_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+    #[test]
+    fn events_are_off_unless_a_receiver_and_its_secret_are_set() {
+        assert_eq!(config(&[]).unwrap().events, None);
+        let events = config(&[
+            ("EVENTS_WEBHOOK_URL", "https://hooks.example/refsys"),
+            ("EVENTS_WEBHOOK_SECRET", EVENTS_SECRET),
+        ])
+        .unwrap()
+        .events
+        .unwrap();
+        assert_eq!(events.url, "https://hooks.example/refsys");
+        assert_eq!(events.secret, EVENTS_SECRET);
+        assert_eq!(events.timeout, Duration::from_secs(15));
+        assert_eq!(events.max_age, Duration::from_secs(3 * 24 * 3600));
+        assert_eq!(events.retention, Duration::from_secs(7 * 24 * 3600));
+        let events = config(&[
+            ("EVENTS_WEBHOOK_URL", "http://127.0.0.1:9000/"),
+            ("EVENTS_WEBHOOK_SECRET", EVENTS_SECRET),
+            ("EVENTS_WEBHOOK_TIMEOUT", "2"),
+            ("EVENTS_WEBHOOK_MAX_AGE", "3600"),
+            ("EVENTS_RETENTION", "0"),
+        ])
+        .unwrap()
+        .events
+        .unwrap();
+        assert_eq!(
+            (events.timeout, events.max_age, events.retention),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(3600),
+                Duration::ZERO
+            )
+        );
+    }
+
+    #[test]
+    fn bad_event_settings_name_their_variable() {
+        let url = ("EVENTS_WEBHOOK_URL", "https://hooks.example/");
+        let secret = ("EVENTS_WEBHOOK_SECRET", EVENTS_SECRET);
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[url], "EVENTS_WEBHOOK_SECRET"),
+            (&[secret], "EVENTS_WEBHOOK_URL"),
+            (
+                &[("EVENTS_WEBHOOK_URL", "ftp://x/"), secret],
+                "EVENTS_WEBHOOK_URL",
+            ),
+            (
+                &[("EVENTS_WEBHOOK_URL", "http://"), secret],
+                "EVENTS_WEBHOOK_URL",
+            ),
+            // Not base64, no prefix, a key shorter than 24 bytes.
+            (
+                &[url, ("EVENTS_WEBHOOK_SECRET", "whsec_not base64!")],
+                "EVENTS_WEBHOOK_SECRET",
+            ),
+            (
+                &[
+                    url,
+                    ("EVENTS_WEBHOOK_SECRET", "C2FVsBQIhrscChlQIMV+b5sSYspob7oD"),
+                ],
+                "EVENTS_WEBHOOK_SECRET",
+            ),
+            (
+                &[url, ("EVENTS_WEBHOOK_SECRET", "whsec_c2hvcnQ=")],
+                "EVENTS_WEBHOOK_SECRET",
+            ),
+            (
+                &[url, secret, ("EVENTS_WEBHOOK_TIMEOUT", "0")],
+                "EVENTS_WEBHOOK_TIMEOUT",
+            ),
+            (
+                &[url, secret, ("EVENTS_WEBHOOK_MAX_AGE", "0")],
+                "EVENTS_WEBHOOK_MAX_AGE",
+            ),
+            (
+                &[url, secret, ("EVENTS_WEBHOOK_MAX_AGE", "3d")],
+                "EVENTS_WEBHOOK_MAX_AGE",
+            ),
+            (
+                &[url, secret, ("EVENTS_RETENTION", "-1")],
+                "EVENTS_RETENTION",
+            ),
+        ];
+        for (vars, var) in cases {
+            let e = config(vars).unwrap_err();
+            assert_eq!(e.var, *var, "{vars:?}: {e}");
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! PostgreSQL + Redis and every setting.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod config;
+mod events;
 mod listen;
 mod serve;
 mod webhook;
@@ -13,6 +15,7 @@ mod webhook;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::{Parser, Subcommand};
 use config::{Config, Database, HumanCheckConfig, LogFormat, RedisConfig, SmsConfig};
 use refsys_core::captcha::SiteVerify;
 #[cfg(feature = "postgres")]
@@ -20,10 +23,31 @@ use refsys_core::postgres::PgUserStore;
 #[cfg(feature = "redis")]
 use refsys_core::redis_store::{RedisOtpStore, RedisRateLimitStore};
 use refsys_core::{
-    JwtKeys, LogSender, MemoryOtpStore, MemoryRateLimitStore, OtpStore, ProofOfWork,
+    EventDelivery, JwtKeys, LogSender, MemoryOtpStore, MemoryRateLimitStore, OtpStore, ProofOfWork,
     RateLimitStore, ReferralService, SmsSender, StoreError, UserStore, sqlite::SqliteUserStore,
 };
 use tracing_subscriber::EnvFilter;
+
+/// The documented refsys API, its web UI and OpenAPI, over axum or actix-web.
+///
+/// Configuration comes from environment variables or a `.env` file (see `.env.example`).
+#[derive(Debug, Parser)]
+#[command(name = "refsys-server", version)]
+struct Cli {
+    /// The framework serving the API: axum or actix (default: REFSYS_FRAMEWORK, else axum).
+    #[arg(long, value_name = "axum|actix")]
+    framework: Option<String>,
+    /// With no command, the server runs.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Operator commands on the server's database, with the server's configuration.
+    #[command(subcommand)]
+    Admin(admin::Admin),
+}
 
 fn main() -> ExitCode {
     // A missing .env is fine; a broken one is not.
@@ -33,22 +57,21 @@ fn main() -> ExitCode {
         eprintln!("configuration error: .env: {e}");
         return ExitCode::FAILURE;
     }
-    let args: Vec<String> = std::env::args().collect();
-    let framework_flag = match framework_flag(&args) {
-        Ok(flag) => flag,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Usage errors exit 2, `--help` and `--version` 0.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    let config = match Config::from_env(framework_flag.as_deref()) {
+    let config = match Config::from_env(cli.framework.as_deref()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,6 +82,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Admin(command)) = cli.command {
+        // An admin command prints its answer; its own log stays quiet unless RUST_LOG asks.
+        return runtime.block_on(admin::run(&config, command));
+    }
+    init_logging(config.log_format);
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -66,30 +94,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `--framework axum|actix` or `--framework=...`.
-fn framework_flag(args: &[String]) -> Result<Option<String>, String> {
-    let mut iter = args.iter().skip(1);
-    let mut flag = None;
-    while let Some(arg) = iter.next() {
-        if let Some(value) = arg.strip_prefix("--framework=") {
-            flag = Some(value.to_owned());
-        } else if arg == "--framework" {
-            flag = Some(
-                iter.next()
-                    .ok_or("--framework needs a value: axum or actix")?
-                    .clone(),
-            );
-        } else if arg == "--help" || arg == "-h" {
-            return Err("usage: refsys-server [--framework axum|actix]\n\
-                        configuration: environment variables or .env (see .env.example)"
-                .into());
-        } else {
-            return Err(format!("unknown argument `{arg}`; try --help"));
-        }
-    }
-    Ok(flag)
 }
 
 fn init_logging(format: LogFormat) {
@@ -147,6 +151,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             Some(RedisConfig::Node(_)) => "redis",
             Some(RedisConfig::Cluster(_)) => "redis-cluster",
         },
+        events = if config.events.is_some() { "webhook" } else { "off" },
         "refsys-server starting"
     );
     serve::serve(config.framework, config.bind, &config.connections, service).await
@@ -157,26 +162,7 @@ async fn build_service(
     keys: JwtKeys,
     sms: Box<dyn SmsSender>,
 ) -> Result<ReferralService, Box<dyn std::error::Error>> {
-    let unreachable = |e: StoreError| format!("DATABASE_URL: {e}");
-    let migrating = |e: StoreError| format!("DATABASE_URL: migrating: {e}");
-    let users: Arc<dyn UserStore> = match &config.database {
-        Database::Sqlite(url) => {
-            let store = SqliteUserStore::connect(url).await.map_err(unreachable)?;
-            store.migrate().await.map_err(migrating)?;
-            Arc::new(store)
-        }
-        #[cfg(feature = "postgres")]
-        Database::Postgres(url) => {
-            let store = PgUserStore::connect(url).await.map_err(unreachable)?;
-            store.migrate().await.map_err(migrating)?;
-            Arc::new(store)
-        }
-        // `Config` refuses a postgres:// DATABASE_URL in a build without the `postgres` feature.
-        #[cfg(not(feature = "postgres"))]
-        Database::Postgres(_) => {
-            return Err("DATABASE_URL: this build has no PostgreSQL support".into());
-        }
-    };
+    let users = open_users(&config.database).await?;
     let (otps, rate): (Arc<dyn OtpStore>, Arc<dyn RateLimitStore>) = match &config.redis {
         #[cfg(feature = "redis")]
         Some(redis) => {
@@ -230,5 +216,43 @@ async fn build_service(
     if let Some(check) = human_check {
         builder = builder.human_check(check);
     }
+    if let Some(events) = &config.events {
+        let delivery = EventDelivery {
+            handler_timeout: events.timeout,
+            lease: events.timeout.saturating_mul(4),
+            max_age: events.max_age,
+            retention: events.retention,
+            ..EventDelivery::default()
+        };
+        builder = builder.event_handler(events::EventWebhook::new(events)?, delivery);
+    }
     Ok(builder.build())
+}
+
+/// Connects to the users' database and migrates it (both the server and the admin commands
+/// do: the migrations are idempotent).
+pub(crate) async fn open_users(
+    database: &Database,
+) -> Result<Arc<dyn UserStore>, Box<dyn std::error::Error>> {
+    let unreachable = |e: StoreError| format!("DATABASE_URL: {e}");
+    let migrating = |e: StoreError| format!("DATABASE_URL: migrating: {e}");
+    let users: Arc<dyn UserStore> = match database {
+        Database::Sqlite(url) => {
+            let store = SqliteUserStore::connect(url).await.map_err(unreachable)?;
+            store.migrate().await.map_err(migrating)?;
+            Arc::new(store)
+        }
+        #[cfg(feature = "postgres")]
+        Database::Postgres(url) => {
+            let store = PgUserStore::connect(url).await.map_err(unreachable)?;
+            store.migrate().await.map_err(migrating)?;
+            Arc::new(store)
+        }
+        // `Config` refuses a postgres:// DATABASE_URL in a build without the `postgres` feature.
+        #[cfg(not(feature = "postgres"))]
+        Database::Postgres(_) => {
+            return Err("DATABASE_URL: this build has no PostgreSQL support".into());
+        }
+    };
+    Ok(users)
 }

@@ -69,7 +69,7 @@ pub struct EventDelivery {
     pub lease: Duration,
     /// How long one handler call may take before it counts as failed. Default 15 s.
     pub handler_timeout: Duration,
-    /// Events claimed at once (at most one per user). Default 32.
+    /// Deliveries in flight at once (at most one per user). Default 32.
     pub batch: usize,
     /// How often the store is asked for due events when no local change woke the dispatcher
     /// (events recorded by other instances, retries). Default 1 s.
@@ -131,6 +131,9 @@ impl EventDelivery {
     }
 }
 
+/// A delivery this long after its change is logged at `info` (sooner ones at `debug`).
+const LATE_SECS: u64 = 60;
+
 /// What the dispatcher task needs: the store, the clock, the handler and the settings.
 pub(crate) struct Dispatcher {
     pub(crate) users: Arc<dyn UserStore>,
@@ -143,38 +146,48 @@ pub(crate) struct Dispatcher {
 
 impl Dispatcher {
     /// Runs until `alive` can no longer be upgraded (every handle on the service is gone).
+    ///
+    /// Up to [`batch`](EventDelivery::batch) deliveries are in flight at once. The store is
+    /// asked for more when half of them are done (or all, for a batch of one): a slow
+    /// delivery holds back only its own user's later events, never the others'.
     pub(crate) async fn run<T: Send + Sync>(self, alive: Weak<T>) {
         let this = Arc::new(self);
+        let batch = this.delivery.batch.max(1);
+        let refill_at = (batch / 2).max(1);
+        let mut in_flight = tokio::task::JoinSet::new();
         let mut last_prune: Option<Timestamp> = None;
         while alive.strong_count() > 0 {
+            while in_flight.try_join_next().is_some() {}
             let now = this.clock.now();
             if last_prune.is_none_or(|at| at.secs_until(now) >= 60) {
                 last_prune = Some(now);
                 this.prune(now).await;
             }
-            let claimed = match this
-                .users
-                .claim_events(now, this.delivery.lease, this.delivery.batch)
-                .await
-            {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    // The store logs its outage once (`watch`); wait and ask again.
-                    tracing::debug!(%error, "could not claim events");
-                    Vec::new()
+            let room = batch.saturating_sub(in_flight.len());
+            if in_flight.is_empty() || room >= refill_at {
+                let claimed = match this
+                    .users
+                    .claim_events(now, this.delivery.lease, room)
+                    .await
+                {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        // The store logs its outage once (`watch`); wait and ask again.
+                        tracing::debug!(%error, "could not claim events");
+                        Vec::new()
+                    }
+                };
+                for claim in claimed {
+                    let this = Arc::clone(&this);
+                    in_flight.spawn(async move {
+                        this.deliver(claim).await;
+                        // A free slot, and maybe this user's next event now due.
+                        this.wake.notify_one();
+                    });
                 }
-            };
-            let full = claimed.len() >= this.delivery.batch;
-            let mut deliveries = tokio::task::JoinSet::new();
-            for claim in claimed {
-                let this = Arc::clone(&this);
-                deliveries.spawn(async move { this.deliver(claim).await });
             }
-            while deliveries.join_next().await.is_some() {}
-            if !full {
-                // Nothing more due now: wait for a local change or the next poll.
-                let _ = tokio::time::timeout(this.delivery.poll, this.wake.notified()).await;
-            }
+            // Wait for a local change, a finished delivery, or the next poll.
+            let _ = tokio::time::timeout(this.delivery.poll, this.wake.notified()).await;
         }
     }
 
@@ -186,13 +199,24 @@ impl Dispatcher {
         let now = self.clock.now();
         let settlement = match outcome {
             Ok(Ok(())) => {
-                tracing::debug!(
-                    event_id = %event.id,
-                    event_type = event.data.kind(),
-                    attempt = claim.attempt,
-                    lag_secs = event.timestamp.secs_until(now),
-                    "event delivered"
-                );
+                let lag_secs = event.timestamp.secs_until(now);
+                if lag_secs >= LATE_SECS {
+                    tracing::info!(
+                        event_id = %event.id,
+                        event_type = event.data.kind(),
+                        attempt = claim.attempt,
+                        lag_secs,
+                        "event delivered late"
+                    );
+                } else {
+                    tracing::debug!(
+                        event_id = %event.id,
+                        event_type = event.data.kind(),
+                        attempt = claim.attempt,
+                        lag_secs,
+                        "event delivered"
+                    );
+                }
                 Settlement::Delivered
             }
             Ok(Err(error)) => self.failed(&claim, error.0, now),

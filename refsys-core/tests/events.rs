@@ -175,3 +175,64 @@ async fn without_a_handler_nothing_is_recorded() {
         .unwrap();
     assert!(pending.is_empty());
 }
+
+/// Never answers for the first phone's `user.created`; records everything else.
+struct HangsOnFirstPhone(Arc<Recorder>);
+
+#[async_trait]
+impl EventHandler for HangsOnFirstPhone {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        if let EventData::UserCreated { phone, .. } = &event.data
+            && phone.as_str() == "+375291000001"
+        {
+            std::future::pending::<()>().await;
+        }
+        self.0.seen.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_delivery_holds_back_only_its_own_users_events() {
+    let recorder = Arc::new(Recorder::default());
+    let users = Arc::new(MemoryUserStore::new());
+    let policy = Policy::builder()
+        .test_phone("+375291000001", "1111")
+        .test_phone("+375291000002", "2222")
+        .build()
+        .unwrap();
+    let service = ReferralService::builder(
+        users.clone(),
+        MemoryOtpStore::new(),
+        LogSender,
+        JwtKeys::hs256_random(),
+    )
+    .policy(policy)
+    // The hanging call times out only after 15 s (the default).
+    .event_handler(
+        HangsOnFirstPhone(recorder.clone()),
+        EventDelivery {
+            poll: Duration::from_millis(50),
+            ..EventDelivery::default()
+        },
+    )
+    .build();
+    service.send_code("+375291000001").await.unwrap();
+    let alice = service.verify_code("+375291000001", "1111").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    service.send_code("+375291000002").await.unwrap();
+    let bob = service.verify_code("+375291000002", "2222").await.unwrap();
+    let seen = wait_for(&recorder, 2, Duration::from_secs(5)).await;
+    let of = |user| {
+        seen.iter()
+            .filter(|e| e.data.user_id() == Some(user))
+            .count()
+    };
+    assert_eq!(
+        of(bob.user_id),
+        2,
+        "bob's events wait behind alice's hanging one"
+    );
+    // Alice's second event waits behind her first: one user's events go out in order.
+    assert_eq!(of(alice.user_id), 0);
+}

@@ -95,6 +95,13 @@ impl Server {
         self.output.lock().unwrap().join("\n")
     }
 
+    /// Kills the process with SIGKILL (`kill -9`: no shutdown, nothing flushed) and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+
     /// Sends SIGTERM and waits for the exit (at most 30 s).
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");

@@ -50,6 +50,10 @@ pub(crate) struct ServeArgs {
     /// Users put straight into the store before serving (not test phones).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) seed_users: usize,
+    /// Record events and deliver them to a handler that counts them (the library's own
+    /// cost: the event in each change's transaction, claiming and settling).
+    #[arg(long)]
+    pub(crate) events: bool,
 }
 
 /// The frameworks of the bench server.
@@ -102,6 +106,10 @@ pub(crate) struct RunArgs {
     /// Measure the bench server only.
     #[arg(long)]
     no_example_server: bool,
+    /// No `axum (events)` bench server beside the others on SQLite and PostgreSQL (events
+    /// recorded and delivered to a counting handler).
+    #[arg(long)]
+    no_events: bool,
     /// No pgbench reference runs (there are none with --smoke).
     #[arg(long)]
     no_pgbench: bool,
@@ -137,6 +145,8 @@ pub(crate) struct Options {
     pub(crate) example_server: Option<PathBuf>,
     /// Another build's `load` binary whose bench servers run beside this one's (`--baseline`).
     pub(crate) baseline: Option<PathBuf>,
+    /// An `axum (events)` bench server on the SQLite and PostgreSQL stores.
+    pub(crate) events: bool,
     pub(crate) pg: PgAdmin,
     pub(crate) pgbench: bool,
     pub(crate) out: PathBuf,
@@ -177,6 +187,7 @@ impl RunArgs {
             ),
             example_server: (!smoke && !self.no_example_server).then_some(self.example_server),
             baseline: self.baseline,
+            events: !self.no_events,
             pg: self.pg,
             pgbench: !smoke && !self.no_pgbench,
             out: self.out,

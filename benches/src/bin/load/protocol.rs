@@ -27,3 +27,7 @@ pub(crate) const STORE_ROUTE: &str = "/__bench/store_profile";
 
 /// The header with the user id for [`STORE_ROUTE`].
 pub(crate) const STORE_USER: &str = "x-bench-user";
+
+/// The bench server's route (with `--events`) answering `{"delivered": n, "pending": m}`:
+/// events its handler took, and events still waiting in the store.
+pub(crate) const EVENTS_ROUTE: &str = "/__bench/events";

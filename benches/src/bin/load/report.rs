@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::client::Scenario;
 use crate::options::Options;
 use crate::pgbench::{PIPELINE, PgbenchResult};
-use crate::run::{BASELINE, ServerKind, Target};
+use crate::run::{BASELINE, EVENTS, ServerKind, Target};
 
 /// One measured (server, framework, store, scenario).
 #[derive(Clone, Debug)]
@@ -173,6 +173,7 @@ impl Report {
             );
         }
         self.baseline_table(&mut md);
+        self.events_table(&mut md);
         md.push_str("\nTargets:\n\n");
         for line in self.targets(options.seed_users) {
             let _ = writeln!(md, "- {line}");
@@ -212,6 +213,51 @@ impl Report {
                 new.rate / old.rate,
                 cpu(new),
                 cpu(old)
+            );
+        }
+    }
+
+    /// Each events-on row with its events-off row (`axum (events)` beside `axum`, same
+    /// rounds).
+    fn events_pairs(&self) -> Vec<(&Row, &Row)> {
+        self.rows
+            .iter()
+            .filter_map(|on| {
+                let framework = on.framework.strip_suffix(EVENTS)?;
+                let off = self.find(&on.server, framework, &on.store, on.scenario)?;
+                (on.failed.is_none() && on.rate > 0.0 && off.rate > 0.0).then_some((on, off))
+            })
+            .collect()
+    }
+
+    /// The cost of events: each scenario with events on beside events off.
+    fn events_table(&self, md: &mut String) {
+        let pairs = self.events_pairs();
+        if pairs.is_empty() {
+            return;
+        }
+        md.push_str(
+            "\nEvents on (recorded in each change's transaction, delivered to a counting \
+             handler) beside events off, same rounds:\n\n\
+             | framework | store | scenario | ops/s on | ops/s off | on / off | server CPU µs/op on | off |\n\
+             | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for (on, off) in pairs {
+            let cpu = |row: &Row| {
+                row.server_cpu_us
+                    .map_or(String::new(), |c| format!("{c:.0}"))
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {} | {} |",
+                on.framework,
+                on.store,
+                on.scenario.name(),
+                on.rate,
+                off.rate,
+                on.rate / off.rate,
+                cpu(on),
+                cpu(off)
             );
         }
     }
@@ -338,6 +384,19 @@ impl Report {
                     "for comparison — bare framework handlers ({} store's servers): actix/axum = {:.2}",
                     actix.store,
                     actix.rate / axum.rate
+                ));
+            }
+        }
+        // Issue 16: the writes with events on within 15 % of events off.
+        for (on, off) in self.events_pairs() {
+            if matches!(on.scenario, Scenario::Login | Scenario::Invite) {
+                let ratio = on.rate / off.rate;
+                lines.push(format!(
+                    "{} — {} on {} with events on = {:.0} % of events off (target ≥ 85 %)",
+                    mark(ratio >= 0.85),
+                    on.scenario.name(),
+                    on.store,
+                    100.0 * ratio
                 ));
             }
         }

@@ -118,16 +118,26 @@ pub(crate) struct Target {
 /// What marks a baseline server's framework (`--baseline`).
 pub(crate) const BASELINE: &str = " (baseline)";
 
+/// What marks a bench server that records and delivers events (`axum (events)`).
+pub(crate) const EVENTS: &str = " (events)";
+
 /// One target per framework, for `server` on `store`; with `--baseline`, a bench server
-/// of the baseline build after each.
+/// of the baseline build after each; on SQLite and PostgreSQL (unless `--no-events`), an
+/// axum bench server with events on after axum's.
 fn targets(options: &Options, server: ServerKind, store: &str) -> Vec<Target> {
-    let baseline = options.baseline.is_some() && server == ServerKind::Bench;
+    let bench = server == ServerKind::Bench;
+    let baseline = options.baseline.is_some() && bench;
+    let events = options.events && bench && store != "memory";
     options
         .frameworks
         .iter()
         .flat_map(|framework| {
             let based = baseline.then(|| format!("{framework}{BASELINE}"));
-            std::iter::once(framework.clone()).chain(based)
+            let with_events =
+                (events && framework == "axum").then(|| format!("{framework}{EVENTS}"));
+            std::iter::once(framework.clone())
+                .chain(based)
+                .chain(with_events)
         })
         .map(|framework| Target {
             server: server.clone(),
@@ -168,12 +178,19 @@ fn spawn(
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut command = match target.server {
         ServerKind::Bench => {
+            let events = target.framework.strip_suffix(EVENTS);
             let (binary, framework) = match target.framework.strip_suffix(BASELINE) {
                 Some(framework) => (options.baseline.clone().ok_or("no baseline")?, framework),
-                None => (std::env::current_exe()?, target.framework.as_str()),
+                None => (
+                    std::env::current_exe()?,
+                    events.unwrap_or(target.framework.as_str()),
+                ),
             };
             let mut command = Command::new(binary);
             command.args(["serve", "--framework", framework, "--store", store_arg]);
+            if events.is_some() {
+                command.arg("--events");
+            }
             command.args(["--port", &port.to_string()]);
             command.args([
                 "--test-phones",
@@ -277,6 +294,11 @@ async fn run_group(options: &Options, targets: &[Target], tmp: &Path, report: &m
             });
         }
     }
+    for server in &live {
+        if server.target.framework.ends_with(EVENTS) {
+            report.notes.push(events_note(server).await);
+        }
+    }
     for server in live {
         let pg_db = server.pg_db.clone();
         drop(server);
@@ -344,6 +366,27 @@ async fn start<'a>(
             login_rate: None,
         }),
         Err(e) => Err((pg_db, e)),
+    }
+}
+
+/// How far an events-on server's dispatcher kept up: events delivered, and still pending,
+/// when its group was measured.
+async fn events_note(server: &Live<'_>) -> String {
+    let what = format!("{} on {}", server.target.framework, server.target.store);
+    let answer = async {
+        let mut conn = Conn::open(server.process.addr, None).await?;
+        let (status, body) = conn.get(crate::protocol::EVENTS_ROUTE, None).await?;
+        if status != 200 {
+            return Err(format!("{} answered {status}", crate::protocol::EVENTS_ROUTE).into());
+        }
+        Ok::<_, BoxError>(serde_json::from_slice::<serde_json::Value>(&body)?)
+    };
+    match answer.await {
+        Ok(counts) => format!(
+            "{what}: {} events delivered to the handler during the run, {} pending at its end",
+            counts["delivered"], counts["pending"]
+        ),
+        Err(e) => format!("{what}: could not read the event counts: {e}"),
     }
 }
 

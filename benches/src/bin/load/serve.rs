@@ -5,20 +5,24 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use refsys_benches::{NoopSender, bench_policy};
+use refsys_core::event::EventStatus;
 #[cfg(feature = "postgres")]
 use refsys_core::postgres::PgUserStore;
 use refsys_core::sqlite::SqliteUserStore;
 use refsys_core::{
-    AllowedRegions, ClientLimits, InviteCode, JwtKeys, MemoryOtpStore, MemoryRateLimitStore,
-    MemoryUserStore, Phone, ReferralService, UserId, UserStore,
+    AllowedRegions, ClientLimits, Event, EventDelivery, EventHandler, HandlerError, InviteCode,
+    JwtKeys, MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore, Phone, ReferralService, UserId,
+    UserStore,
 };
 
 use crate::BoxError;
 use crate::options::{Framework, ServeArgs};
-use crate::protocol::{BARE_BODY, BARE_ROUTE, MINT_ROUTE, SECRET, STORE_ROUTE, STORE_USER};
+use crate::protocol::{
+    BARE_BODY, BARE_ROUTE, EVENTS_ROUTE, MINT_ROUTE, SECRET, STORE_ROUTE, STORE_USER,
+};
 
 /// Builds the store and serves on 127.0.0.1:`--port` until killed.
 pub(crate) fn main(args: &ServeArgs) -> Result<(), BoxError> {
@@ -38,8 +42,7 @@ fn serve_axum(args: &ServeArgs, threads: usize, addr: SocketAddr) -> Result<(), 
     let setup = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (service, minter) =
-        setup.block_on(build(&args.store, args.test_phones, args.seed_users))?;
+    let (service, minter) = setup.block_on(build(args))?;
     let mut workers = Vec::with_capacity(threads);
     let mut handoff = Vec::with_capacity(threads);
     for _ in 0..threads {
@@ -79,7 +82,7 @@ fn serve_axum(args: &ServeArgs, threads: usize, addr: SocketAddr) -> Result<(), 
 /// actix-web with `threads` workers.
 fn serve_actix(args: &ServeArgs, threads: usize, addr: SocketAddr) -> Result<(), BoxError> {
     actix_web::rt::System::new().block_on(async move {
-        let (service, minter) = build(&args.store, args.test_phones, args.seed_users).await?;
+        let (service, minter) = build(args).await?;
         async fn mint(
             minter: actix_web::web::Data<Minter>,
             n: actix_web::web::Path<usize>,
@@ -107,9 +110,15 @@ fn serve_actix(args: &ServeArgs, threads: usize, addr: SocketAddr) -> Result<(),
             .content_type("application/json")
             .body(body)
         }
+        async fn events(minter: actix_web::web::Data<Minter>) -> actix_web::HttpResponse {
+            actix_web::HttpResponse::Ok()
+                .content_type("application/json")
+                .body(minter.events_json().await)
+        }
         actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(actix_web::web::Data::new(minter.clone()))
+                .route(EVENTS_ROUTE, actix_web::web::get().to(events))
                 .route(
                     BARE_ROUTE,
                     actix_web::web::get().to(|| async {
@@ -191,29 +200,48 @@ fn axum_app(service: ReferralService, minter: Minter) -> axum::Router {
             body,
         )
     };
+    let events = |axum::extract::State(minter): axum::extract::State<Minter>| async move {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            minter.events_json().await,
+        )
+    };
     refsys_axum::router(service).merge(
         axum::Router::new()
             .route(MINT_ROUTE, axum::routing::post(mint))
+            .route(EVENTS_ROUTE, axum::routing::get(events))
             .route(BARE_ROUTE, axum::routing::get(bare))
             .route(STORE_ROUTE, axum::routing::get(store_profile))
             .with_state(minter),
     )
 }
 
-async fn build(
-    store: &str,
-    test_phones: usize,
-    seed_users: usize,
-) -> Result<(ReferralService, Minter), BoxError> {
+/// Counts the events it takes (`--events`).
+struct CountEvents(Arc<AtomicU64>);
+
+#[async_trait::async_trait]
+impl EventHandler for CountEvents {
+    async fn handle(&self, _event: &Event) -> Result<(), HandlerError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+async fn build(args: &ServeArgs) -> Result<(ReferralService, Minter), BoxError> {
+    let (store, seed_users) = (args.store.as_str(), args.seed_users);
     let keys = JwtKeys::hs256(SECRET)?;
-    let policy = bench_policy(test_phones);
+    let policy = bench_policy(args.test_phones);
+    let events = args.events.then(|| Arc::new(AtomicU64::new(0)));
     let build = move |users: Arc<dyn UserStore>| {
-        let service =
+        let mut builder =
             ReferralService::builder(users.clone(), MemoryOtpStore::new(), NoopSender, keys)
                 .policy(policy)
-                .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
-                .build();
-        (service, Minter::new(users))
+                .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled());
+        if let Some(count) = &events {
+            builder =
+                builder.event_handler(CountEvents(Arc::clone(count)), EventDelivery::default());
+        }
+        (builder.build(), Minter::new(users, events))
     };
     if store == "memory" {
         let users = MemoryUserStore::new();
@@ -269,6 +297,8 @@ async fn seed(store: &impl UserStore, n: usize) -> Result<(), BoxError> {
 struct Minter {
     users: Arc<dyn UserStore>,
     next: Arc<AtomicUsize>,
+    /// Events delivered so far, with `--events`.
+    delivered: Option<Arc<AtomicU64>>,
 }
 
 impl Minter {
@@ -278,11 +308,28 @@ impl Minter {
     const MAX: usize = 1_000_000;
     const PARALLEL: usize = 16;
 
-    fn new(users: Arc<dyn UserStore>) -> Self {
+    fn new(users: Arc<dyn UserStore>, delivered: Option<Arc<AtomicU64>>) -> Self {
         Self {
             users,
             next: Arc::new(AtomicUsize::new(0)),
+            delivered,
         }
+    }
+
+    /// The body of [`EVENTS_ROUTE`]: events delivered, and pending in the store (`null`
+    /// without `--events`, or when the store does not answer).
+    async fn events_json(&self) -> String {
+        let delivered = self.delivered.as_ref().map(|n| n.load(Ordering::Relaxed));
+        let pending = match delivered {
+            Some(_) => self
+                .users
+                .events(EventStatus::Pending, 10_000_000)
+                .await
+                .ok()
+                .map(|events| events.len()),
+            None => None,
+        };
+        serde_json::json!({ "delivered": delivered, "pending": pending }).to_string()
     }
 
     /// The status and JSON body of [`STORE_ROUTE`] for the user id `user`.
