@@ -141,6 +141,10 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         self.inner.settle_event(claim, settlement, now).await
     }
 
+    async fn settle_delivered(&self, claims: &[Claim], now: Timestamp) -> Result<u64, StoreError> {
+        self.inner.settle_delivered(claims, now).await
+    }
+
     async fn events(
         &self,
         status: EventStatus,

@@ -149,7 +149,8 @@ impl Dispatcher {
     ///
     /// Up to [`batch`](EventDelivery::batch) deliveries are in flight at once. The store is
     /// asked for more when half of them are done (or all, for a batch of one): a slow
-    /// delivery holds back only its own user's later events, never the others'.
+    /// delivery holds back only its own user's later events, never the others'. Finished
+    /// deliveries are settled before the next claim, the delivered ones in one call.
     pub(crate) async fn run<T: Send + Sync>(self, alive: Weak<T>) {
         let this = Arc::new(self);
         let batch = this.delivery.batch.max(1);
@@ -157,8 +158,17 @@ impl Dispatcher {
         let mut in_flight = tokio::task::JoinSet::new();
         let mut last_prune: Option<Timestamp> = None;
         while alive.strong_count() > 0 {
-            while in_flight.try_join_next().is_some() {}
             let now = this.clock.now();
+            let mut delivered = Vec::new();
+            while let Some(finished) = in_flight.try_join_next() {
+                match finished {
+                    Ok((claim, Settlement::Delivered)) => delivered.push(claim),
+                    Ok((claim, settlement)) => this.settle(&claim, &settlement, now).await,
+                    // A handler that panicked: the lease runs out and the event is tried again.
+                    Err(_) => {}
+                }
+            }
+            this.settle_delivered(&delivered, now).await;
             if last_prune.is_none_or(|at| at.secs_until(now) >= 60) {
                 last_prune = Some(now);
                 this.prune(now).await;
@@ -180,9 +190,10 @@ impl Dispatcher {
                 for claim in claimed {
                     let this = Arc::clone(&this);
                     in_flight.spawn(async move {
-                        this.deliver(claim).await;
-                        // A free slot, and maybe this user's next event now due.
+                        let settlement = this.deliver(&claim).await;
+                        // A free slot to settle, and then maybe this user's next event.
                         this.wake.notify_one();
+                        (claim, settlement)
                     });
                 }
             }
@@ -191,13 +202,13 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers one claimed event and settles it.
-    async fn deliver(&self, claim: Claim) {
+    /// Delivers one claimed event: how to settle it.
+    async fn deliver(&self, claim: &Claim) -> Settlement {
         let event = &claim.event;
         let outcome =
             tokio::time::timeout(self.delivery.handler_timeout, self.handler.handle(event)).await;
         let now = self.clock.now();
-        let settlement = match outcome {
+        match outcome {
             Ok(Ok(())) => {
                 let lag_secs = event.timestamp.secs_until(now);
                 if lag_secs >= LATE_SECS {
@@ -219,17 +230,43 @@ impl Dispatcher {
                 }
                 Settlement::Delivered
             }
-            Ok(Err(error)) => self.failed(&claim, error.0, now),
+            Ok(Err(error)) => self.failed(claim, error.0, now),
             Err(_) => self.failed(
-                &claim,
+                claim,
                 format!(
                     "the handler took longer than {:?}",
                     self.delivery.handler_timeout
                 ),
                 now,
             ),
-        };
-        match self.users.settle_event(&claim, &settlement, now).await {
+        }
+    }
+
+    /// Settles the delivered `claims` in one store call.
+    async fn settle_delivered(&self, claims: &[Claim], now: Timestamp) {
+        if claims.is_empty() {
+            return;
+        }
+        match self.users.settle_delivered(claims, now).await {
+            Ok(settled) if settled < claims.len() as u64 => tracing::info!(
+                taken_over = claims.len() as u64 - settled,
+                "event leases were taken over before they were settled; those events may be \
+                 delivered again"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                events = claims.len(),
+                %error,
+                "could not settle delivered events; they will be delivered again when their \
+                 leases end"
+            ),
+        }
+    }
+
+    /// Settles one claim that was not delivered (to retry, or failed).
+    async fn settle(&self, claim: &Claim, settlement: &Settlement, now: Timestamp) {
+        let event = &claim.event;
+        match self.users.settle_event(claim, settlement, now).await {
             Ok(true) => {}
             Ok(false) => tracing::info!(
                 event_id = %event.id,

@@ -548,6 +548,27 @@ impl UserStore for PgUserStore {
         sql::settle_event(&self.pool, claim, settlement, now).await
     }
 
+    async fn settle_delivered(&self, claims: &[Claim], now: Timestamp) -> Result<u64, StoreError> {
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = claims.iter().map(|c| c.event.id.as_str()).collect();
+        let leases: Vec<&str> = claims.iter().map(|c| c.lease.as_str()).collect();
+        let done = sqlx::query(
+            "UPDATE events e SET status = 'delivered', delivered_at = $1, last_error = NULL, \
+                 lease_token = NULL, lease_until = NULL \
+             FROM unnest($2::text[], $3::text[]) AS d (id, lease) \
+             WHERE e.id = d.id AND e.lease_token = d.lease AND e.status = 'pending'",
+        )
+        .bind(unix(now))
+        .bind(&ids)
+        .bind(&leases)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+
     async fn events(
         &self,
         status: EventStatus,

@@ -532,6 +532,33 @@ impl UserStore for SqliteUserStore {
         sql::settle_event(&self.pool, claim, settlement, now).await
     }
 
+    async fn settle_delivered(&self, claims: &[Claim], now: Timestamp) -> Result<u64, StoreError> {
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        // One statement for the batch: (id, lease) pairs as a JSON array, joined on the id.
+        let pairs: Vec<[&str; 2]> = claims
+            .iter()
+            .map(|claim| [claim.event.id.as_str(), claim.lease.as_str()])
+            .collect();
+        let pairs = serde_json::to_string(&pairs)
+            .map_err(|e| StoreError::unavailable(format!("encoding claims: {e}")))?;
+        let done = sqlx::query(
+            "UPDATE events SET status = 'delivered', delivered_at = ?1, last_error = NULL, \
+                 lease_token = NULL, lease_until = NULL \
+             FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS lease \
+                   FROM json_each(?2)) AS d \
+             WHERE events.id = d.id AND events.lease_token = d.lease \
+               AND events.status = 'pending'",
+        )
+        .bind(unix(now))
+        .bind(pairs)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+
     async fn events(
         &self,
         status: EventStatus,

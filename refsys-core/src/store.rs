@@ -208,6 +208,22 @@ pub trait UserStore: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// Settles claimed events as delivered, each as [`settle_event`](Self::settle_event)
+    /// would, in one call (the dispatcher's common case); answers how many it settled.
+    /// Default: one [`settle_event`](Self::settle_event) each.
+    async fn settle_delivered(&self, claims: &[Claim], now: Timestamp) -> Result<u64, StoreError> {
+        let mut settled = 0;
+        for claim in claims {
+            if self
+                .settle_event(claim, &Settlement::Delivered, now)
+                .await?
+            {
+                settled += 1;
+            }
+        }
+        Ok(settled)
+    }
+
     /// Up to `limit` events with `status`, oldest first (for the admin command). Default:
     /// none.
     async fn events(
@@ -602,6 +618,13 @@ macro_rules! stores_behind {
                 now: Timestamp,
             ) -> Result<bool, StoreError> {
                 (**self).settle_event(claim, settlement, now).await
+            }
+            async fn settle_delivered(
+                &self,
+                claims: &[Claim],
+                now: Timestamp,
+            ) -> Result<u64, StoreError> {
+                (**self).settle_delivered(claims, now).await
             }
             async fn events(
                 &self,

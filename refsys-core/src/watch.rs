@@ -201,6 +201,9 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
     ) -> Result<bool, StoreError> {
         self.seen(self.inner.settle_event(claim, settlement, now).await)
     }
+    async fn settle_delivered(&self, claims: &[Claim], now: Timestamp) -> Result<u64, StoreError> {
+        self.seen(self.inner.settle_delivered(claims, now).await)
+    }
     async fn events(
         &self,
         status: EventStatus,

@@ -506,6 +506,45 @@ pub async fn claims_lease_events_one_user_at_a_time<S: UserStore>(store: Arc<S>)
     assert_eq!(delivered, [&a1.id, &b1.id]);
 }
 
+/// `settle_delivered` settles a batch of claims from several claim calls in one go, only
+/// those whose lease is still theirs, and only once.
+pub async fn delivered_events_settle_in_one_call<S: UserStore>(store: Arc<S>) {
+    let t = start();
+    for n in 1..=4 {
+        create(&*store, n, t).await;
+    }
+    // Two claims (two leases), then the fourth user's event taken over after its lease.
+    let mut first = store.claim_events(t, LEASE, 2).await.unwrap();
+    let second = store.claim_events(t, LEASE, 1).await.unwrap();
+    assert_eq!((first.len(), second.len()), (2, 1));
+    assert_ne!(first[0].lease, second[0].lease);
+    let stale = store.claim_events(t, secs(1), 1).await.unwrap();
+    let taken_over = store.claim_events(t.plus(secs(1)), LEASE, 1).await.unwrap();
+    assert_eq!(stale[0].event.id, taken_over[0].event.id);
+    first.extend(second);
+    first.push(stale[0].clone());
+    let later = t.plus(secs(2));
+    assert_eq!(store.settle_delivered(&first, later).await.unwrap(), 3);
+    assert_eq!(
+        store.settle_delivered(&first, later).await.unwrap(),
+        0,
+        "settled once"
+    );
+    assert_eq!(store.settle_delivered(&[], later).await.unwrap(), 0);
+    let delivered: HashSet<_> = store
+        .events(EventStatus::Delivered, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| record.event.id)
+        .collect();
+    assert_eq!(delivered.len(), 3);
+    assert!(!delivered.contains(&taken_over[0].event.id));
+    // The new lease still settles it.
+    assert_eq!(store.settle_delivered(&taken_over, later).await.unwrap(), 1);
+    assert!(pending(&*store).await.is_empty());
+}
+
 /// A failed attempt waits for its retry and holds back the user's later events; a failed
 /// event stops holding them back, is listed with its error, and is queued again by an
 /// operator with its attempts from zero.

@@ -165,6 +165,7 @@ macro_rules! user_store_conformance {
                 retries_wait_and_failed_events_can_be_redelivered,
                 prune_deletes_only_old_delivered_events,
                 concurrent_claims_never_share_an_event,
+                delivered_events_settle_in_one_call,
             ]
         );
     };

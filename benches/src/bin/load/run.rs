@@ -327,7 +327,10 @@ async fn start<'a>(
     let tag = format!(
         "{}_{}",
         target.server.name(),
-        target.framework.replace(BASELINE, "_baseline")
+        target
+            .framework
+            .replace(BASELINE, "_baseline")
+            .replace(EVENTS, "_events")
     );
     let mut pg_db = None;
     let store_arg = match target.store.as_str() {
