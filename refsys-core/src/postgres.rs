@@ -506,22 +506,11 @@ impl UserStore for PgUserStore {
         lease: Duration,
         max: usize,
     ) -> Result<Vec<Claim>, StoreError> {
-        // SKIP LOCKED: a concurrent claim (another instance) passes over the rows this one is
-        // leasing instead of waiting for them, and the NOT EXISTS, which still sees them
-        // pending, keeps it off those users' later events. Only each user's oldest pending
-        // event is due, so one user's events go in order.
+        // The statement, and why it is a function, are in the migration
+        // `20261204000000_claim_events.sql`: its plan stays a walk of the pending events in
+        // order that stops after `max`, whatever the table's statistics say.
         let mut rows = sqlx::query_as::<_, (i64, String, String, i64, String, i64, i64, String)>(
-            "WITH due AS ( \
-               SELECT e.seq FROM events e \
-               WHERE e.status = 'pending' AND e.next_attempt_at <= $1 \
-                 AND (e.lease_until IS NULL OR e.lease_until <= $1) \
-                 AND NOT EXISTS (SELECT 1 FROM events p WHERE p.status = 'pending' \
-                                 AND p.user_id = e.user_id AND p.seq < e.seq) \
-               ORDER BY e.seq LIMIT $4 \
-               FOR UPDATE SKIP LOCKED) \
-             UPDATE events SET lease_token = $3, lease_until = $2, attempts = attempts + 1 \
-             FROM due WHERE events.seq = due.seq \
-             RETURNING events.seq, id, type, occurred_at, data, attempts, queued_at, lease_token",
+            "SELECT * FROM refsys_claim_events($1, $2, $3, $4)",
         )
         .bind(unix(now))
         .bind(unix(now.plus(lease)))
