@@ -75,7 +75,11 @@ impl EventHandler for EventWebhook {
             .body(body)
             .send()
             .await
-            .map_err(|e| HandlerError::new(format!("webhook request failed: {e}")))?;
+            // Without the URL: it may carry a credential, and the error is logged and kept
+            // with the event (the operator knows which receiver this is).
+            .map_err(|e| {
+                HandlerError::new(format!("webhook request failed: {}", e.without_url()))
+            })?;
         if response.status().is_success() {
             Ok(())
         } else {

@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Admin(command)) = cli.command {
-        // An admin command prints its answer; its own log stays quiet unless RUST_LOG asks.
+        // An admin command prints its answer and writes no log.
         return runtime.block_on(admin::run(&config, command));
     }
     init_logging(config.log_format);

@@ -393,7 +393,14 @@ async fn flow_delivers_each_event_in_order_signed_on_actix() {
 async fn receiver_down_then_up_gets_every_event_once_per_id() {
     let receiver = Receiver::new(Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&embedded(&receiver, dir.path(), &[]), &[]).await;
+    // A receiver URL with a credential in it, which no log line may show.
+    let mut env = embedded(&receiver, dir.path(), &[]);
+    for (k, v) in &mut env {
+        if *k == "EVENTS_WEBHOOK_URL" {
+            v.push_str("?token=url-credential-1234");
+        }
+    }
+    let server = Server::start(&env, &[]).await;
     // Requests do not wait on the receiver: the whole flow answers while it is down.
     let started = Instant::now();
     flow(&server, &phone(1), &phone(2)).await;
@@ -401,6 +408,11 @@ async fn receiver_down_then_up_gets_every_event_once_per_id() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         server.log().contains("event delivery failed; will retry"),
+        "{}",
+        server.log()
+    );
+    assert!(
+        !server.log().contains("url-credential-1234"),
         "{}",
         server.log()
     );
