@@ -104,7 +104,10 @@ async fn execute(config: &Config, command: Admin) -> Result<ExitCode, Box<dyn st
             let queued = users.redeliver_events(&which, SystemClock.now()).await?;
             match &which {
                 Redeliver::One(id) if queued == 0 => {
-                    eprintln!("no event {id} (delivered events are pruned after EVENTS_RETENTION)");
+                    eprintln!(
+                        "no event {id} to queue: it is unknown (delivered events are pruned \
+                         after EVENTS_RETENTION) or being delivered right now"
+                    );
                     Ok(ExitCode::FAILURE)
                 }
                 Redeliver::One(id) => {

@@ -78,7 +78,10 @@ impl EventHandler for EventWebhook {
             // Without the URL: it may carry a credential, and the error is logged and kept
             // with the event (the operator knows which receiver this is).
             .map_err(|e| {
-                HandlerError::new(format!("webhook request failed: {}", e.without_url()))
+                HandlerError::new(format!(
+                    "webhook request failed: {}",
+                    cause(&e.without_url())
+                ))
             })?;
         if response.status().is_success() {
             Ok(())
@@ -89,6 +92,19 @@ impl EventHandler for EventWebhook {
             )))
         }
     }
+}
+
+/// `error` and its causes, `: `-separated (reqwest's own message alone says only "error
+/// sending request", not whether the connection was refused or timed out).
+fn cause(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }
 
 #[cfg(test)]

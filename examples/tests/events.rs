@@ -513,6 +513,8 @@ async fn admin_lists_failed_events_and_queues_them_again() {
                 "{out}"
             );
             assert!(out.contains("last_error=\"webhook request failed"), "{out}");
+            // The cause, not just reqwest's "error sending request".
+            assert!(out.contains("onnect"), "{out}");
             break;
         }
         assert!(

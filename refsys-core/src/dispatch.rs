@@ -149,23 +149,28 @@ impl Dispatcher {
     ///
     /// Up to [`batch`](EventDelivery::batch) deliveries are in flight at once. The store is
     /// asked for more when half of them are done (or all, for a batch of one): a slow
-    /// delivery holds back only its own user's later events, never the others'. Finished
+    /// delivery holds back its own user's later events, and the others' only while half the
+    /// batch or more is slow (at most the handler timeout). Finished
     /// deliveries are settled before the next claim, the delivered ones in one call.
     pub(crate) async fn run<T: Send + Sync>(self, alive: Weak<T>) {
         let this = Arc::new(self);
         let batch = this.delivery.batch.max(1);
         let refill_at = (batch / 2).max(1);
         let mut in_flight = tokio::task::JoinSet::new();
+        let mut finished = Vec::new();
         let mut last_prune: Option<Timestamp> = None;
         while alive.strong_count() > 0 {
             let now = this.clock.now();
             let mut delivered = Vec::new();
-            while let Some(finished) = in_flight.try_join_next() {
-                match finished {
+            while let Some(done) = in_flight.try_join_next() {
+                finished.push(done);
+            }
+            for done in finished.drain(..) {
+                match done {
                     Ok((claim, Settlement::Delivered)) => delivered.push(claim),
                     Ok((claim, settlement)) => this.settle(&claim, &settlement, now).await,
-                    // A handler that panicked: the lease runs out and the event is tried again.
-                    Err(_) => {}
+                    // The lease runs out and the event is tried again.
+                    Err(error) => tracing::error!(%error, "an event handler panicked"),
                 }
             }
             this.settle_delivered(&delivered, now).await;
@@ -191,14 +196,17 @@ impl Dispatcher {
                     let this = Arc::clone(&this);
                     in_flight.spawn(async move {
                         let settlement = this.deliver(&claim).await;
-                        // A free slot to settle, and then maybe this user's next event.
-                        this.wake.notify_one();
                         (claim, settlement)
                     });
                 }
             }
-            // Wait for a local change, a finished delivery, or the next poll.
-            let _ = tokio::time::timeout(this.delivery.poll, this.wake.notified()).await;
+            // Wait for a finished delivery (a slot to settle, and then maybe its user's next
+            // event), a local change, or the next poll.
+            tokio::select! {
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => finished.push(done),
+                () = this.wake.notified() => {}
+                () = tokio::time::sleep(this.delivery.poll) => {}
+            }
         }
     }
 
@@ -211,7 +219,8 @@ impl Dispatcher {
         match outcome {
             Ok(Ok(())) => {
                 let lag_secs = event.timestamp.secs_until(now);
-                if lag_secs >= LATE_SECS {
+                // Late against when it was queued: an operator's redelivery is not late.
+                if claim.queued_at.secs_until(now) >= LATE_SECS {
                     tracing::info!(
                         event_id = %event.id,
                         event_type = event.data.kind(),

@@ -229,7 +229,8 @@ where
             concat!(
                 "UPDATE events SET status = 'pending', attempts = 0, queued_at = $1, \
                      next_attempt_at = $1, lease_token = NULL, lease_until = NULL, \
-                     delivered_at = NULL, last_error = NULL WHERE ",
+                     delivered_at = NULL, last_error = NULL \
+                 WHERE (lease_until IS NULL OR lease_until <= $1) AND ",
                 $filter
             )
         };

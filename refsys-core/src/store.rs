@@ -236,7 +236,9 @@ pub trait UserStore: Send + Sync + 'static {
     }
 
     /// Queues events again, due at `now`, with their attempts counted from zero and their
-    /// maximum age from `now`; answers how many. Default: none.
+    /// maximum age from `now`; answers how many. An event leased to a dispatcher at `now` (a
+    /// delivery in flight) is left alone, so that one event is never with two at once.
+    /// Default: none.
     async fn redeliver_events(&self, which: &Redeliver, now: Timestamp) -> Result<u64, StoreError> {
         let _ = (which, now);
         Ok(0)

@@ -506,6 +506,15 @@ impl UserStore for MemoryUserStore {
                 .map(|(seq, _)| *seq)
                 .collect(),
         };
+        // A delivery in flight keeps its event (see the trait).
+        let seqs: Vec<u64> = seqs
+            .into_iter()
+            .filter(|seq| {
+                state.events.get(seq).is_some_and(|stored| {
+                    stored.lease.as_ref().is_none_or(|(_, until)| *until <= now)
+                })
+            })
+            .collect();
         for &seq in &seqs {
             state.requeue(seq, now);
         }

@@ -517,6 +517,9 @@ pub async fn delivered_events_settle_in_one_call<S: UserStore>(store: Arc<S>) {
     let mut first = store.claim_events(t, LEASE, 2).await.unwrap();
     let second = store.claim_events(t, LEASE, 1).await.unwrap();
     assert_eq!((first.len(), second.len()), (2, 1));
+    // A delivery in flight is not queued again under it by an operator.
+    let in_flight = Redeliver::One(first[0].event.id.clone());
+    assert_eq!(store.redeliver_events(&in_flight, t).await.unwrap(), 0);
     assert_ne!(first[0].lease, second[0].lease);
     let stale = store.claim_events(t, secs(1), 1).await.unwrap();
     let taken_over = store.claim_events(t.plus(secs(1)), LEASE, 1).await.unwrap();
