@@ -128,7 +128,12 @@ pub(crate) async fn start_binary(
         .envs(extra_env)
         .current_dir(&dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        // The log (stdout) goes to a file in the working directory, shown if the server
+        // exits at start.
+        .stdout(
+            std::fs::File::create(dir.join("server.log"))
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+        )
         .stderr(Stdio::inherit());
     let mut database = None;
     if binary.postgres_redis {
@@ -151,7 +156,8 @@ pub(crate) async fn start_binary(
     let started = std::time::Instant::now();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("refsys-server exited at start: {status}");
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            panic!("refsys-server exited at start: {status}\n{log}");
         }
         let health = client.get(format!("http://{addr}/health")).send().await;
         if health.is_ok_and(|r| r.status().is_success()) {
