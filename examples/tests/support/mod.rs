@@ -35,8 +35,24 @@ pub struct Server {
 
 impl Server {
     /// Starts the binary with exactly `env` (plus PATH), in a fresh working directory, with
-    /// `args`, and waits until `/health` answers.
+    /// `args`, and waits until `/health` answers. Without a `REFSYS_BIND` in `env` it picks
+    /// a free port, and another if that one was taken before the server bound it.
     pub async fn start(env: &[(&str, String)], args: &[&str]) -> Server {
+        let own_port = !env.iter().any(|(k, _)| *k == "REFSYS_BIND");
+        let mut tries = 0;
+        loop {
+            match Self::try_start(env, args).await {
+                Ok(server) => return server,
+                Err(log) if own_port && tries < 5 && log.contains("Address already in use") => {
+                    tries += 1;
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+    }
+
+    /// One start: the server, or what it logged before it exited.
+    async fn try_start(env: &[(&str, String)], args: &[&str]) -> Result<Server, String> {
         let port = free_port();
         let mut env: Vec<(String, String)> = env
             .iter()
@@ -60,10 +76,12 @@ impl Server {
         let client = reqwest::Client::new();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!(
+                // Let the readers take the last lines.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Err(format!(
                     "server exited with {status}:\n{}",
                     output.lock().unwrap().join("\n")
-                );
+                ));
             }
             let health = client.get(format!("{base}/health")).send().await;
             if health.is_ok_and(|r| r.status().is_success()) {
@@ -76,13 +94,13 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Server {
+        Ok(Server {
             child: Some(child),
             base,
             output,
             startup: started.elapsed(),
             _dir: dir,
-        }
+        })
     }
 
     /// The process id.
