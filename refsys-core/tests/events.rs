@@ -43,7 +43,11 @@ fn fast() -> EventDelivery {
     }
 }
 
-fn service(recorder: &Arc<Recorder>) -> (ReferralService, Arc<MemoryUserStore>) {
+/// A service on memory stores with two test phones and `handler`.
+fn service(
+    handler: impl EventHandler,
+    delivery: EventDelivery,
+) -> (ReferralService, Arc<MemoryUserStore>) {
     let users = Arc::new(MemoryUserStore::new());
     let policy = Policy::builder()
         .test_phone("+375291000001", "1111")
@@ -57,7 +61,7 @@ fn service(recorder: &Arc<Recorder>) -> (ReferralService, Arc<MemoryUserStore>) 
         JwtKeys::hs256_random(),
     )
     .policy(policy)
-    .event_handler(Handler(recorder.clone()), fast())
+    .event_handler(handler, delivery)
     .build();
     (service, users)
 }
@@ -76,7 +80,7 @@ async fn wait_for(recorder: &Recorder, count: usize, within: Duration) -> Vec<Ev
 #[tokio::test]
 async fn a_login_apply_refresh_logout_flow_delivers_its_events_in_order() {
     let recorder = Arc::new(Recorder::default());
-    let (service, _) = service(&recorder);
+    let (service, _) = service(Handler(recorder.clone()), fast());
     service.send_code("+375291000001").await.unwrap();
     let alice = service.verify_code("+375291000001", "1111").await.unwrap();
     service.send_code("+375291000002").await.unwrap();
@@ -133,7 +137,7 @@ async fn a_login_apply_refresh_logout_flow_delivers_its_events_in_order() {
 async fn a_failing_handler_gets_the_event_again_with_the_same_id() {
     let recorder = Arc::new(Recorder::default());
     *recorder.refuse.lock().unwrap() = 2;
-    let (service, users) = service(&recorder);
+    let (service, users) = service(Handler(recorder.clone()), fast());
     service.send_code("+375291000001").await.unwrap();
     service.verify_code("+375291000001", "1111").await.unwrap();
     // Two refusals: backoff 1 s, then 4 s (±20 %).
@@ -195,28 +199,14 @@ impl EventHandler for HangsOnFirstPhone {
 #[tokio::test]
 async fn a_hanging_delivery_holds_back_only_its_own_users_events() {
     let recorder = Arc::new(Recorder::default());
-    let users = Arc::new(MemoryUserStore::new());
-    let policy = Policy::builder()
-        .test_phone("+375291000001", "1111")
-        .test_phone("+375291000002", "2222")
-        .build()
-        .unwrap();
-    let service = ReferralService::builder(
-        users.clone(),
-        MemoryOtpStore::new(),
-        LogSender,
-        JwtKeys::hs256_random(),
-    )
-    .policy(policy)
     // The hanging call times out only after 15 s (the default).
-    .event_handler(
+    let (service, _) = service(
         HangsOnFirstPhone(recorder.clone()),
         EventDelivery {
             poll: Duration::from_millis(50),
             ..EventDelivery::default()
         },
-    )
-    .build();
+    );
     service.send_code("+375291000001").await.unwrap();
     let alice = service.verify_code("+375291000001", "1111").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -197,24 +197,7 @@ impl Report {
              | framework | store | scenario | ops/s | baseline ops/s | ratio | server CPU µs/op | baseline µs/op |\n\
              | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
         );
-        for (new, old) in std::iter::once(first).chain(rows) {
-            let cpu = |row: &Row| {
-                row.server_cpu_us
-                    .map_or(String::new(), |c| format!("{c:.0}"))
-            };
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {} | {} |",
-                new.framework,
-                new.store,
-                new.scenario.name(),
-                new.rate,
-                old.rate,
-                new.rate / old.rate,
-                cpu(new),
-                cpu(old)
-            );
-        }
+        pair_rows(md, std::iter::once(first).chain(rows));
     }
 
     /// Each events-on row with its events-off row (`axum (events)` beside `axum`, same
@@ -242,24 +225,7 @@ impl Report {
              | framework | store | scenario | ops/s on | ops/s off | on / off | server CPU µs/op on | off |\n\
              | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
         );
-        for (on, off) in pairs {
-            let cpu = |row: &Row| {
-                row.server_cpu_us
-                    .map_or(String::new(), |c| format!("{c:.0}"))
-            };
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {} | {} |",
-                on.framework,
-                on.store,
-                on.scenario.name(),
-                on.rate,
-                off.rate,
-                on.rate / off.rate,
-                cpu(on),
-                cpu(off)
-            );
-        }
+        pair_rows(md, pairs);
     }
 
     /// The targets of issue 6, met or missed, and the comparisons beside them.
@@ -401,5 +367,28 @@ impl Report {
             }
         }
         lines
+    }
+}
+
+/// One table row per (row, the row it is compared with): framework, store, scenario, both
+/// rates, their ratio and both server CPU figures.
+fn pair_rows<'a>(md: &mut String, pairs: impl IntoIterator<Item = (&'a Row, &'a Row)>) {
+    let cpu = |row: &Row| {
+        row.server_cpu_us
+            .map_or(String::new(), |c| format!("{c:.0}"))
+    };
+    for (row, other) in pairs {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {} | {} |",
+            row.framework,
+            row.store,
+            row.scenario.name(),
+            row.rate,
+            other.rate,
+            row.rate / other.rate,
+            cpu(row),
+            cpu(other)
+        );
     }
 }
