@@ -23,9 +23,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 
 use crate::event::{
@@ -138,26 +140,95 @@ impl SqliteUserStore {
             .map_err(store_error)
     }
 
-    /// Inserts a user and its `user.created` in one transaction; `None` if the phone has a
-    /// user.
+    /// Runs `query`, a string of statements from `BEGIN IMMEDIATE` to `COMMIT`, in one call
+    /// to the connection's thread; the rows of its `RETURNING` clauses, in order.
+    ///
+    /// Its parameters are anonymous (`?`), bound in the order they appear across the
+    /// statements. (sqlx binds numbered ones, `?3`, across statements only when each
+    /// statement uses every number from 1 to its largest: it binds a gap as the next
+    /// anonymous parameter and stops at the end of the arguments, leaving later ones NULL.)
+    ///
+    /// Why not a [`sqlx::Transaction`]: each of its statements is a hand-off to that thread
+    /// and back, and SQLite's one write lock is held across all of them, so every other
+    /// writer waits out several hand-offs (a change with its event was four). Here the lock
+    /// is taken and released within the one call.
+    ///
+    /// Why it is safe although sqlx does not know of the transaction: the call runs in a task
+    /// of its own, so a caller that is dropped (a client that went away) cannot stop it
+    /// between `BEGIN` and `COMMIT`; and a connection on which any statement failed is closed,
+    /// never returned to the pool (SQLite rolls back what a closing connection began).
+    /// Inserts a user and its `user.created` in one transaction, one call; `None` if the
+    /// phone has a user.
     async fn insert_user_recorded(
         &self,
         phone_number: &Phone,
         code: &InviteCode,
         change: Change,
     ) -> Result<Option<i64>, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(id) = insert_user(&mut *tx, phone_number, code).await? else {
-            return Ok(None);
-        };
-        let data = EventData::UserCreated {
-            user_id: UserId(id),
-            phone: phone_number.clone(),
-        };
-        sql::insert_event(&mut *tx, &Event::new(data, change.now)).await?;
-        tx.commit().await?;
-        Ok(Some(id))
+        // The id is the database's: the event's `user_id` is set from the row just inserted,
+        // and the event is only inserted if the user was (`changes()` counts the rows of the
+        // statement before).
+        let event = Event::new(
+            EventData::UserCreated {
+                user_id: UserId(0),
+                phone: phone_number.clone(),
+            },
+            change.now,
+        );
+        let query = sqlx::query(
+            "BEGIN IMMEDIATE; \
+             INSERT INTO users (phone, invite_code) VALUES (?, ?) \
+               ON CONFLICT (phone) DO NOTHING RETURNING id; \
+             INSERT INTO events (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
+               SELECT ?, ?, last_insert_rowid(), ?, \
+                      json_set(?, '$.user_id', last_insert_rowid()), ?, ? \
+               WHERE changes() = 1; \
+             COMMIT",
+        )
+        .bind(phone_number.as_str().to_owned())
+        .bind(code.as_str().to_owned())
+        .bind(event.id.as_str().to_owned())
+        .bind(event.data.kind())
+        .bind(unix(event.timestamp))
+        .bind(event.data.data_json())
+        .bind(unix(event.timestamp))
+        .bind(unix(event.timestamp));
+        let rows = self.write_once(query).await?;
+        rows.first().map(|row| row.try_get::<i64, _>(0)).transpose()
     }
+
+    async fn write_once(
+        &self,
+        query: sqlx::query::Query<'static, Sqlite, SqliteArguments>,
+    ) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        let mut connection = self.pool.acquire().await?;
+        tokio::spawn(async move {
+            let rows = query.fetch_all(&mut *connection).await;
+            if rows.is_err() {
+                // Its error is the one to report; closing a connection does not fail in a
+                // way that would change what the caller should do.
+                let _ = connection.close().await;
+            }
+            rows
+        })
+        .await
+        .map_err(|_| sqlx::Error::WorkerCrashed)?
+    }
+}
+
+/// The `WITH` clause of both statements of an activation: the owner of the code (its one
+/// parameter) and the chain of inviters above it.
+macro_rules! activation_walk {
+    () => {
+        "WITH RECURSIVE \
+           owner AS (SELECT id FROM users WHERE invite_code = ?), \
+           chain (id) AS ( \
+             SELECT u.invited_by FROM users u JOIN owner o ON u.id = o.id \
+               WHERE u.invited_by IS NOT NULL \
+             UNION \
+             SELECT u.invited_by FROM users u JOIN chain c ON u.id = c.id \
+               WHERE u.invited_by IS NOT NULL) "
+    };
 }
 
 /// Inserts a user unless the phone has one; its id if it did.
@@ -276,64 +347,87 @@ impl UserStore for SqliteUserStore {
         // other, and the second one's walk up its inviter chain finds the first. No
         // serialization failure can happen: a deferred transaction that reads and then
         // writes could hit SQLITE_BUSY on upgrade, an immediate one cannot.
-        let mut tx = self.begin().await?;
-        // Everything the documented order needs, in one statement. The walk goes up from the
-        // code's owner (UNION, not UNION ALL, so it would end even on a corrupt cycle).
-        let (exists, already, owner, cycle) = sqlx::query_as::<_, (bool, bool, Option<i64>, bool)>(
-            "WITH RECURSIVE \
-                   owner AS (SELECT id FROM users WHERE invite_code = ?2), \
-                   chain (id) AS ( \
-                     SELECT u.invited_by FROM users u JOIN owner o ON u.id = o.id \
-                       WHERE u.invited_by IS NOT NULL \
-                     UNION \
-                     SELECT u.invited_by FROM users u JOIN chain c ON u.id = c.id \
-                       WHERE u.invited_by IS NOT NULL) \
-                 SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1), \
-                        EXISTS (SELECT 1 FROM users WHERE id = ?1 AND invited_by IS NOT NULL), \
-                        (SELECT id FROM owner), \
-                        EXISTS (SELECT 1 FROM chain WHERE id = ?1)",
-        )
-        .bind(user.0)
-        .bind(code.as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        //
+        // One call (see `write_once`): the first statement reads everything the documented
+        // order of refusals needs; the update repeats the same conditions, so it changes the
+        // row exactly when that read says "activated" (same snapshot: nothing else writes in
+        // between), and the event is inserted only if it did (`changes()`) and events are
+        // recorded (the last parameter). The walk goes up from the code's owner (UNION, not UNION ALL, so it
+        // would end even on a corrupt cycle). Writers are serialized, so 1 + the largest
+        // `activation_seq` so far increases with every activation.
+        let event = Event::new(
+            EventData::ReferralCreated {
+                user_id: user,
+                referrer_id: UserId(0),
+                invite_code: *code,
+            },
+            change.now,
+        );
+        let query = sqlx::query(concat!(
+            "BEGIN IMMEDIATE; ",
+            activation_walk!(),
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?), \
+                    EXISTS (SELECT 1 FROM users WHERE id = ? AND invited_by IS NOT NULL), \
+                    (SELECT id FROM owner), \
+                    EXISTS (SELECT 1 FROM chain WHERE id = ?); ",
+            activation_walk!(),
+            "UPDATE users SET invited_by = (SELECT id FROM owner), \
+                    activation_seq = (SELECT COALESCE(MAX(activation_seq), 0) + 1 FROM users), \
+                    activated_at = unixepoch() \
+             WHERE id = ? AND invited_by IS NULL \
+               AND EXISTS (SELECT 1 FROM owner WHERE id <> ?) \
+               AND NOT EXISTS (SELECT 1 FROM chain WHERE id = ?) \
+             RETURNING invited_by; \
+             INSERT INTO events (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
+               SELECT ?, ?, u.id, ?, json_set(?, '$.referrer_id', u.invited_by), ?, ? \
+               FROM users u WHERE u.id = ? AND changes() = 1 AND ?; \
+             COMMIT",
+        ));
+        let now = unix(event.timestamp);
+        let code = code.as_str().to_owned();
+        // The check, then the update: the code, then the user three times, each.
+        let query = query
+            .bind(code.clone())
+            .bind(user.0)
+            .bind(user.0)
+            .bind(user.0)
+            .bind(code)
+            .bind(user.0)
+            .bind(user.0)
+            .bind(user.0);
+        let query = query
+            .bind(event.id.as_str().to_owned())
+            .bind(event.data.kind())
+            .bind(now)
+            .bind(event.data.data_json())
+            .bind(now)
+            .bind(now)
+            .bind(user.0)
+            .bind(change.record);
+        let rows = self.write_once(query).await.map_err(store_error)?;
+        let Some(check) = rows.first() else {
+            return Err(StoreError::Corrupt(
+                "the activation check returned no row".to_owned(),
+            ));
+        };
+        let (exists, already, owner, cycle) =
+            <(bool, bool, Option<i64>, bool) as sqlx::FromRow<'_, SqliteRow>>::from_row(check)
+                .map_err(store_error)?;
         let outcome = match owner {
             _ if !exists => Activation::UnknownUser,
             None => Activation::NotFound,
             Some(owner) if owner == user.0 => Activation::OwnCode,
             Some(_) if already => Activation::AlreadyActivated,
             Some(_) if cycle => Activation::Cycle,
-            Some(owner) => {
-                // Writers are serialized, so 1 + the largest number so far increases with
-                // every activation.
-                sqlx::query(
-                    "UPDATE users SET invited_by = ?2, \
-                            activation_seq = (SELECT COALESCE(MAX(activation_seq), 0) + 1 \
-                                              FROM users), \
-                            activated_at = unixepoch() \
-                     WHERE id = ?1 AND invited_by IS NULL",
-                )
-                .bind(user.0)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-                if change.record {
-                    let data = EventData::ReferralCreated {
-                        user_id: user,
-                        referrer_id: UserId(owner),
-                        invite_code: *code,
-                    };
-                    sql::insert_event(&mut *tx, &Event::new(data, change.now))
-                        .await
-                        .map_err(store_error)?;
-                }
-                Activation::Activated
-            }
+            Some(_) => Activation::Activated,
         };
-        // A refusal changed nothing; committing it just releases the write lock.
-        tx.commit().await.map_err(store_error)?;
+        let updated = rows.len() == 2;
+        if updated != (outcome == Activation::Activated) {
+            return Err(StoreError::Corrupt(format!(
+                "the activation check said {outcome:?} but the update {} the row",
+                if updated { "changed" } else { "did not change" }
+            )));
+        }
         Ok(outcome)
     }
 
@@ -346,7 +440,44 @@ impl UserStore for SqliteUserStore {
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
         let now = change.now;
-        let insert = sqlx::query(
+        if change.record {
+            // The family, `session.created` and the sweep below: one transaction, one call.
+            let event = Event::new(
+                EventData::SessionCreated {
+                    user_id: user,
+                    session_id: family.as_str().to_owned(),
+                },
+                now,
+            );
+            let query = sqlx::query(
+                "BEGIN IMMEDIATE; \
+                 INSERT INTO refresh_families \
+                   (family_id, user_id, live_jti, started_at, expires_at) \
+                   VALUES (?, ?, ?, ?, ?); \
+                 INSERT INTO events \
+                   (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
+                   VALUES (?, ?, ?, ?, ?, ?, ?); \
+                 DELETE FROM refresh_families WHERE family_id IN ( \
+                   SELECT family_id FROM refresh_families WHERE expires_at <= ? LIMIT ?); \
+                 COMMIT",
+            )
+            .bind(family.as_str().to_owned())
+            .bind(user.0)
+            .bind(jti.as_str().to_owned())
+            .bind(unix(now))
+            .bind(unix(expires_at));
+            let query = query
+                .bind(event.id.as_str().to_owned())
+                .bind(event.data.kind())
+                .bind(user.0)
+                .bind(unix(now))
+                .bind(event.data.data_json())
+                .bind(unix(now))
+                .bind(unix(now));
+            let query = query.bind(unix(now)).bind(SWEEP_BATCH);
+            return self.write_once(query).await.map(drop).map_err(store_error);
+        }
+        sqlx::query(
             "INSERT INTO refresh_families (family_id, user_id, live_jti, started_at, expires_at) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
@@ -354,22 +485,10 @@ impl UserStore for SqliteUserStore {
         .bind(user.0)
         .bind(jti.as_str())
         .bind(unix(now))
-        .bind(unix(expires_at));
-        if change.record {
-            // The family and `session.created`, one transaction.
-            let mut tx = self.begin().await?;
-            insert.execute(&mut *tx).await.map_err(store_error)?;
-            let data = EventData::SessionCreated {
-                user_id: user,
-                session_id: family.as_str().to_owned(),
-            };
-            sql::insert_event(&mut *tx, &Event::new(data, now))
-                .await
-                .map_err(store_error)?;
-            tx.commit().await.map_err(store_error)?;
-        } else {
-            insert.execute(&self.pool).await.map_err(store_error)?;
-        }
+        .bind(unix(expires_at))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
         // Families past their expiry can never rotate again; each new family sweeps out a few
         // (an index range scan), so the table stays bounded by live families.
         sqlx::query(

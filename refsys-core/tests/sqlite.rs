@@ -113,3 +113,52 @@ async fn a_held_write_lock_does_not_spend_the_code() {
     let login = service.verify_code(phone, &code).await.unwrap();
     assert_eq!(service.authenticate(&login.access).unwrap(), login.user_id);
 }
+
+/// A recorded change is one call that runs from `BEGIN IMMEDIATE` to `COMMIT` on the
+/// connection's thread, a transaction sqlx does not track. Callers dropped at every point of
+/// it (a client that went away) must neither leave that transaction open on a pooled
+/// connection (the next writer would wait out the busy timeout and fail) nor leave a user
+/// without its event.
+#[tokio::test]
+async fn dropped_callers_leave_no_transaction_open_and_no_change_without_its_event() {
+    use refsys_core::event::EventStatus;
+    use refsys_core::testing::{phone, start};
+    use refsys_core::{Change, InviteCode};
+    use std::time::Duration;
+
+    let (store, _dir) = setup().await;
+    let users = 200;
+    for n in 0..users {
+        let phone = phone(n);
+        let call = store.find_or_create(&phone, &InviteCode::generate, Change::recorded(start()));
+        // From dropped before the call is sent to well after it finished.
+        let within = Duration::from_micros(u64::from(n % 50) * 20);
+        let _ = tokio::time::timeout(within, call).await;
+    }
+    let mut created = 0;
+    for n in 0..users {
+        let registration = store
+            .find_or_create(&phone(n), &InviteCode::generate, Change::recorded(start()))
+            .await
+            .expect("a write after the dropped ones");
+        created += u32::from(registration.created);
+    }
+    assert!(created > 0, "no call was dropped before it committed");
+    assert!(
+        created < users,
+        "no call was dropped after it had committed"
+    );
+    let events = store.events(EventStatus::Pending, 1_000).await.unwrap();
+    let mut with_event: Vec<_> = events
+        .iter()
+        .filter(|record| record.event.data.kind() == "user.created")
+        .filter_map(|record| record.event.data.user_id())
+        .collect();
+    with_event.sort();
+    with_event.dedup();
+    assert_eq!(
+        with_event.len(),
+        users as usize,
+        "one user.created per user"
+    );
+}
