@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use refsys_core::event::{Claim, EventRecord, EventStatus, Redeliver, Settlement};
+use refsys_core::session::{Session, SessionClient, SessionScope};
 use refsys_core::store::{Activation, Rotation};
 use refsys_core::{
     Change, FamilyId, InviteCode, JwtKeys, LogSender, MemoryOtpStore, MemoryUserStore, Phone,
@@ -77,11 +78,12 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         user: UserId,
         family: &FamilyId,
         jti: &TokenId,
+        client: &SessionClient,
         change: Change,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
         self.inner
-            .start_family(user, family, jti, change, expires_at)
+            .start_family(user, family, jti, client, change, expires_at)
             .await
     }
 
@@ -106,6 +108,22 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         change: Change,
     ) -> Result<(), StoreError> {
         self.inner.revoke_family(family, reason, change).await
+    }
+
+    async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
+        self.inner.sessions(user, now).await
+    }
+
+    async fn revoke_sessions(
+        &self,
+        user: UserId,
+        scope: SessionScope<'_>,
+        reason: SessionEndReason,
+        change: Change,
+    ) -> Result<u64, StoreError> {
+        self.inner
+            .revoke_sessions(user, scope, reason, change)
+            .await
     }
 
     // The event log: a wrapper delegates it all, or its events are never delivered.

@@ -1,7 +1,8 @@
 //! The web UI end to end in headless Chromium, against the real server binary: log in with a
 //! test phone, see a wrong code explained, apply an invite code as a second user, see the
-//! invitee on the first user's profile, and survive an access-token expiry (transparent
-//! refresh), and answer a proof-of-work human check. Screenshots land in
+//! invitee on the first user's profile, survive an access-token expiry (transparent
+//! refresh), sign out another device and every other one, and answer a proof-of-work human
+//! check. Screenshots land in
 //! `target/ui-screenshots/`.
 //!
 //! Needs `chromium` and `chromedriver` (Debian packages `chromium`, `chromium-driver`); runs
@@ -142,9 +143,73 @@ fn ui_env() -> Vec<(&'static str, String)> {
         ("TEST_PHONES", TEST_PHONES.to_owned()),
         // Short access tokens, so the test sees the UI refresh one transparently.
         ("ACCESS_TOKEN_TTL", "3".to_owned()),
-        // Alice logs in twice within a minute.
+        // Alice logs in twice within a minute, and three more times for the sessions.
         ("OTP_RESEND_COOLDOWN", "1".to_owned()),
+        ("RATE_LIMIT_SEND_CODE_PER_PHONE", "20".to_owned()),
     ]
+}
+
+/// Logs `phone` in through the API, as another device would; its refresh token.
+async fn api_login(base: &str, phone: &str, code: &str) -> String {
+    let http = reqwest::Client::new();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the resend cooldown
+    let sent = http
+        .post(format!("{base}/login/send_code/"))
+        .header("user-agent", "OtherDevice/1.0")
+        .json(&serde_json::json!({ "phone": phone }))
+        .send()
+        .await
+        .expect("send_code");
+    assert_eq!(sent.status(), 200);
+    let login: serde_json::Value = http
+        .post(format!("{base}/login/verify_code/"))
+        .header("user-agent", "OtherDevice/1.0")
+        .json(&serde_json::json!({ "phone": phone, "code": code }))
+        .send()
+        .await
+        .expect("verify_code")
+        .json()
+        .await
+        .expect("a login");
+    login["refresh"]
+        .as_str()
+        .expect("a refresh token")
+        .to_owned()
+}
+
+/// Whether `refresh` still refreshes.
+async fn refreshes(base: &str, refresh: &str) -> bool {
+    reqwest::Client::new()
+        .post(format!("{base}/api/token/refresh/"))
+        .json(&serde_json::json!({ "refresh": refresh }))
+        .send()
+        .await
+        .expect("refresh")
+        .status()
+        == 200
+}
+
+/// Waits until the session list shows `n` sessions.
+async fn wait_for_sessions(client: &Client, n: usize) {
+    let started = Instant::now();
+    loop {
+        let items = client
+            .find_all(Locator::Css("#session-list li"))
+            .await
+            .unwrap_or_default();
+        if items.len() == n {
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let shot = screenshot(client, "failed-sessions.png").await;
+            panic!(
+                "{} sessions listed, not {n}; see {}",
+                items.len(),
+                shot.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -291,6 +356,43 @@ async fn web_ui_login_invite_and_transparent_refresh(server: &Server, config: &s
         server.log().contains("/api/token/refresh/"),
         "the UI refreshed its token"
     );
+
+    // Where Alice is signed in: this browser, then another device too; she signs that one
+    // out, then two more "everywhere else".
+    wait_for_sessions(&client, 1).await;
+    let this_device = visible_text(&client, "#session-list li").await;
+    assert!(this_device.contains("this device"), "{this_device}");
+    let other = api_login(&server.base, "+375291000001", "0000").await;
+    client.refresh().await.expect("reload");
+    wait_for_screen(&client, "screen-profile").await;
+    wait_for_sessions(&client, 2).await;
+    let listed = visible_text(&client, "#session-list").await;
+    assert!(listed.contains("OtherDevice/1.0"), "{listed}");
+    screenshot(&client, &format!("{config}-sessions.png")).await;
+    click(&client, ".revoke-session").await;
+    wait_for_sessions(&client, 1).await;
+    assert!(
+        !refreshes(&server.base, &other).await,
+        "that device is signed out"
+    );
+    let others = [
+        api_login(&server.base, "+375291000001", "0000").await,
+        api_login(&server.base, "+375291000001", "0000").await,
+    ];
+    client.refresh().await.expect("reload");
+    wait_for_screen(&client, "screen-profile").await;
+    wait_for_sessions(&client, 3).await;
+    click(&client, "#revoke-others").await;
+    wait_for_sessions(&client, 1).await;
+    let said = visible_text(&client, "#notice").await;
+    assert!(said.contains("2 other devices"), "{said}");
+    for refresh in &others {
+        assert!(!refreshes(&server.base, refresh).await);
+    }
+    // This browser is still signed in.
+    client.refresh().await.expect("reload");
+    wait_for_screen(&client, "screen-profile").await;
+    wait_for_sessions(&client, 1).await;
 
     // Swagger UI works under the pages' Content-Security-Policy (no inline script): it loads
     // the document and lists every operation.

@@ -7,7 +7,9 @@
  *   code        #code-form, #code-phone, #code, #verify-code, #code-error, #resend, #change-phone
  *   profile     #profile-phone, #own-code, #copy-code, #copy-status, #activated-code,
  *               #invited-list, #invite-form, #invite-input, #apply-invite, #invite-error,
- *               #profile-error, #logout
+ *               #session-list (one li per session, [data-session] its id; a "Sign out" button
+ *               .revoke-session in each but the current one, which says "this device"),
+ *               #sessions-error, #revoke-others, #profile-error, #logout
  *   page-wide   #notice (status line: "session expired", "invite applied", ...)
  * Every error element is an aria-live="polite" region; they show plain sentences, never raw JSON.
  * Tokens live in sessionStorage under "refsys.access" / "refsys.refresh".
@@ -173,6 +175,7 @@
       case 'invite_code_not_found': return 'We could not find that invite code. Check it and try again.';
       case 'invite_already_activated': return 'You have already used an invite code.';
       case 'invite_cycle': return 'You cannot use the code of someone you invited.';
+      case 'session_not_found': return 'That session had already ended.';
       case 'store_unavailable': return 'The service is temporarily unavailable. Please try again later.';
       default: return `Something went wrong${e.status ? ` (error ${e.status})` : ''}. Please try again later.`;
     }
@@ -335,6 +338,76 @@
     $('invite-form').hidden = Boolean(p.activated_invite_code);
   }
 
+  // ---------- sessions ----------
+
+  const when = (iso) => {
+    const at = new Date(iso);
+    return Number.isNaN(at.getTime()) ? iso : at.toLocaleString();
+  };
+  function renderSessions(list) {
+    const items = list.map((s) => {
+      const li = document.createElement('li');
+      li.dataset.session = s.id;
+      const what = document.createElement('span');
+      const device = s.user_agent || 'Unknown device';
+      const place = s.ip ? ` · ${s.ip}` : '';
+      what.textContent = `${device}${place} · last used ${when(s.last_used_at)}`;
+      li.append(what);
+      if (s.current) {
+        li.append(Object.assign(document.createElement('span'), { textContent: ' (this device)', className: 'muted' }));
+      } else {
+        const button = Object.assign(document.createElement('button'), {
+          type: 'button', textContent: 'Sign out', className: 'small secondary revoke-session',
+        });
+        button.setAttribute('aria-label', `Sign out ${device}`);
+        button.addEventListener('click', () => revokeSession(button, s.id));
+        li.append(' ', button);
+      }
+      return li;
+    });
+    $('session-list').replaceChildren(...items);
+    $('revoke-others').hidden = !list.some((s) => !s.current);
+  }
+
+  async function loadSessions() {
+    setError('sessions-error', '');
+    try {
+      const body = await authed('GET', '/api/sessions/');
+      renderSessions(Array.isArray(body.sessions) ? body.sessions : []);
+    } catch (e) {
+      if (e.code === 'session_expired') { sessionExpired(); return; }
+      setError('sessions-error', friendly(e, 'sessions'));
+    }
+  }
+
+  function revokeSession(button, id) {
+    busy(button, async () => {
+      setError('sessions-error', '');
+      try {
+        await authed('DELETE', `/api/sessions/${encodeURIComponent(id)}/`);
+        notice('That device is signed out.');
+      } catch (e) {
+        if (e.code === 'session_expired') { sessionExpired(); return; }
+        setError('sessions-error', friendly(e, 'sessions'));
+      }
+      await loadSessions();
+    });
+  }
+
+  $('revoke-others').addEventListener('click', () => {
+    busy($('revoke-others'), async () => {
+      setError('sessions-error', '');
+      try {
+        const { revoked } = await authed('POST', '/api/sessions/revoke/', { scope: 'others' });
+        notice(revoked === 1 ? 'Signed out 1 other device.' : `Signed out ${revoked} other devices.`);
+      } catch (e) {
+        if (e.code === 'session_expired') { sessionExpired(); return; }
+        setError('sessions-error', friendly(e, 'sessions'));
+      }
+      await loadSessions();
+    });
+  });
+
   // Returns 'ok', 'expired' (already sent back to the phone screen) or 'error' (shown inline).
   async function loadProfile() {
     setError('profile-error', '');
@@ -354,7 +427,12 @@
     $('invite-input').value = '';
     $('invite-form').hidden = true;
     $('screen-phone').hidden = true;
-    if ((await loadProfile()) !== 'expired') show('screen-profile');
+    $('session-list').replaceChildren();
+    $('revoke-others').hidden = true;
+    if ((await loadProfile()) !== 'expired') {
+      show('screen-profile');
+      await loadSessions();
+    }
   }
 
   let copiedTimer = null;

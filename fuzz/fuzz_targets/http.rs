@@ -198,6 +198,11 @@ fn route(service: &ReferralService, request: &Request) -> Reply {
             .collect(),
         content_type: request.header("content-type"),
         authorization: request.header("authorization"),
+        user_agent: request.header("user-agent"),
+        id: http::routes()
+            .iter()
+            .flat_map(|route| route.paths)
+            .find_map(|pattern| http::path_id(pattern, &request.path)),
     };
     block_on(http::handle(service, endpoint, &info, &request.body))
 }

@@ -575,7 +575,9 @@ macro_rules! scenarios {
             send_code_sms_budget_per_prefix,
             send_code_human_check,
             use_invite_code_rate_limited_per_user,
-            answers_do_not_reveal_registration
+            answers_do_not_reveal_registration,
+            sessions_are_listed_and_ended,
+            session_routes_refuse_bad_requests
         );
     };
     (@each $framework:expr; $($name:ident),* $(,)?) => {
@@ -611,7 +613,8 @@ macro_rules! binary_scenarios {
             swagger_ui,
             rate_limit_verify_code,
             send_code_human_check,
-            use_invite_code_rate_limited_per_user
+            use_invite_code_rate_limited_per_user,
+            session_routes_refuse_bad_requests
         );
     };
 }

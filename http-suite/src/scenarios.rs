@@ -1445,3 +1445,182 @@ pub async fn answers_do_not_reveal_registration(framework: Framework) {
         same(what, &answers[0], &answers[1]);
     }
 }
+
+const SESSIONS: &str = "/api/sessions/";
+const SESSIONS_REVOKE: &str = "/api/sessions/revoke/";
+
+/// Logs in test phone `n` with `user_agent` (none if `None`); returns the login body.
+async fn login_with_agent(server: &TestServer, n: usize, user_agent: Option<&str>) -> Value {
+    let c = &server.client;
+    let (phone, code) = TEST_PHONES[n];
+    assert_eq!(c.post(SEND, json!({ "phone": phone })).await.status, 200);
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(agent) = user_agent {
+        headers.push(("user-agent", agent));
+    }
+    let body = serde_json::to_vec(&json!({ "phone": phone, "code": code })).unwrap();
+    let login = c.request("POST", VERIFY, &headers, Some(body)).await;
+    assert_eq!(login.status, 200, "{}", login.json());
+    login.json()
+}
+
+/// `DELETE path` with a bearer token if given.
+async fn delete(server: &TestServer, path: &str, bearer: Option<&str>) -> crate::Res {
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", &a[..])).collect();
+    server.client.request("DELETE", path, &headers, None).await
+}
+
+/// Three logins are three sessions, listed newest first with their user agent, network and
+/// times; one is ended by id, the others by scope, and an ended session's refresh token is
+/// refused. Another user's session, an ended one and a malformed id are all 404.
+pub async fn sessions_are_listed_and_ended(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let first = login_with_agent(&server, 0, Some("Phone\tApp/1.0")).await;
+    server.clock.advance(Duration::from_secs(60));
+    let second = login_with_agent(&server, 0, None).await;
+    server.clock.advance(Duration::from_secs(60));
+    let long = "x".repeat(300);
+    let third = login_with_agent(&server, 0, Some(&long)).await;
+    let bob = c.login(TEST_PHONES[1].0, TEST_PHONES[1].1).await;
+    let access = third["access"].as_str().unwrap();
+    server.clock.advance(Duration::from_secs(60));
+    let rotated = c
+        .post(REFRESH, json!({ "refresh": first["refresh"] }))
+        .await;
+    assert_eq!(rotated.status, 200);
+
+    let listed = c.get(SESSIONS, Some(access)).await;
+    assert_eq!(listed.status, 200);
+    let body = listed.json();
+    let sessions = body["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 3, "{body}");
+    for session in sessions {
+        let mut keys: Vec<_> = session.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "created_at",
+                "current",
+                "id",
+                "ip",
+                "last_used_at",
+                "user_agent"
+            ],
+        );
+        assert!(
+            session["ip"] == "127.0.0.0/24" || session["ip"] == "::/48",
+            "the network only: {session}"
+        );
+        assert_eq!(session["id"].as_str().unwrap().len(), 32);
+    }
+    let current: Vec<_> = sessions
+        .iter()
+        .map(|s| s["current"].as_bool().unwrap())
+        .collect();
+    assert_eq!(current, [true, false, false], "newest first: {body}");
+    assert_eq!(sessions[0]["user_agent"], "x".repeat(256));
+    assert_eq!(sessions[1]["user_agent"], Value::Null);
+    assert_eq!(sessions[2]["user_agent"], "PhoneApp/1.0");
+    assert_eq!(sessions[2]["created_at"], "2027-01-15T08:00:00Z");
+    assert_eq!(
+        sessions[2]["last_used_at"], "2027-01-15T08:03:00Z",
+        "its refresh"
+    );
+    assert_eq!(sessions[1]["created_at"], sessions[1]["last_used_at"]);
+    let id = |n: usize| sessions[n]["id"].as_str().unwrap().to_owned();
+    let (third_id, second_id, first_id) = (id(0), id(1), id(2));
+
+    // Bob sees only his own, and cannot end Alice's.
+    let bob_access = bob["access"].as_str().unwrap();
+    let bobs = c.get(SESSIONS, Some(bob_access)).await.json();
+    assert_eq!(bobs["sessions"].as_array().unwrap().len(), 1);
+    let res = delete(&server, &format!("{SESSIONS}{first_id}/"), Some(bob_access)).await;
+    assert_error(&res, 404, "session_not_found");
+
+    // One by id (without the trailing slash too).
+    let res = delete(&server, &format!("{SESSIONS}{first_id}"), Some(access)).await;
+    assert_eq!(res.status, 204);
+    assert!(res.body.is_empty());
+    let refused = c
+        .post(REFRESH, json!({ "refresh": rotated.str("refresh") }))
+        .await;
+    assert_error(&refused, 401, "invalid_token");
+    let res = delete(&server, &format!("{SESSIONS}{first_id}/"), Some(access)).await;
+    assert_error(&res, 404, "session_not_found");
+    for garbage in ["nope", "0123456789ABCDEF0123456789ABCDEF", "%20"] {
+        let res = delete(&server, &format!("{SESSIONS}{garbage}/"), Some(access)).await;
+        assert_error(&res, 404, "session_not_found");
+    }
+
+    // The others, then all.
+    let res = c
+        .post_as(SESSIONS_REVOKE, Some(access), json!({ "scope": "others" }))
+        .await;
+    assert_eq!((res.status, res.json()), (200, json!({ "revoked": 1 })));
+    let refused = c
+        .post(REFRESH, json!({ "refresh": second["refresh"] }))
+        .await;
+    assert_error(&refused, 401, "invalid_token");
+    let left = c.get(SESSIONS, Some(access)).await.json();
+    assert_eq!(left["sessions"][0]["id"], json!(third_id));
+    assert_eq!(left["sessions"].as_array().unwrap().len(), 1);
+    assert_ne!(second_id, third_id);
+    let kept = c
+        .post(REFRESH, json!({ "refresh": third["refresh"] }))
+        .await;
+    assert_eq!(kept.status, 200, "the caller's own session stays");
+    let res = c
+        .post_as(SESSIONS_REVOKE, Some(access), json!({ "scope": "all" }))
+        .await;
+    assert_eq!((res.status, res.json()), (200, json!({ "revoked": 1 })));
+    let refused = c
+        .post(REFRESH, json!({ "refresh": kept.str("refresh") }))
+        .await;
+    assert_error(&refused, 401, "invalid_token");
+    let none = c.get(SESSIONS, Some(access)).await.json();
+    assert_eq!(none, json!({ "sessions": [] }));
+    // Bob's session was never touched.
+    let bob_refresh = c.post(REFRESH, json!({ "refresh": bob["refresh"] })).await;
+    assert_eq!(bob_refresh.status, 200);
+}
+
+/// The session routes need a valid access token, a known scope, and their own methods.
+pub async fn session_routes_refuse_bad_requests(framework: Framework) {
+    let server = TestServer::start(framework).await;
+    let c = &server.client;
+    let login = c.login(TEST_PHONES[0].0, TEST_PHONES[0].1).await;
+    let access = login["access"].as_str().unwrap();
+    let id = "0123456789abcdef0123456789abcdef";
+    let one = format!("{SESSIONS}{id}/");
+    assert_error(&c.get(SESSIONS, None).await, 401, "unauthorized");
+    assert_error(&c.get(SESSIONS, Some("garbage")).await, 401, "unauthorized");
+    let refresh_token = login["refresh"].as_str().unwrap();
+    assert_error(
+        &c.get(SESSIONS, Some(refresh_token)).await,
+        401,
+        "unauthorized",
+    );
+    assert_error(&delete(&server, &one, None).await, 401, "unauthorized");
+    let res = c
+        .post_as(SESSIONS_REVOKE, None, json!({ "scope": "all" }))
+        .await;
+    assert_error(&res, 401, "unauthorized");
+    for body in [json!({ "scope": "mine" }), json!({}), json!({ "scope": 1 })] {
+        let res = c.post_as(SESSIONS_REVOKE, Some(access), body).await;
+        assert_error(&res, 400, "invalid_request");
+    }
+    let res = c.get(&one, Some(access)).await;
+    assert_error(&res, 405, "method_not_allowed");
+    assert_eq!(res.header("allow"), Some("DELETE"));
+    let res = delete(&server, SESSIONS_REVOKE, Some(access)).await;
+    assert_error(&res, 405, "method_not_allowed");
+    assert_eq!(res.header("allow"), Some("POST"));
+    let res = delete(&server, SESSIONS, Some(access)).await;
+    assert_eq!(res.header("allow"), Some("GET,HEAD"));
+    // Nothing was ended by any of it.
+    let listed = c.get(SESSIONS, Some(access)).await.json();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1);
+}

@@ -170,6 +170,8 @@ async fn reply_to(
             .collect(),
         content_type: text(header::CONTENT_TYPE),
         authorization: text(header::AUTHORIZATION),
+        user_agent: text(header::USER_AGENT),
+        id: request.match_info().get("id"),
     };
     http::handle(service, endpoint, &info, &body).await
 }

@@ -149,6 +149,9 @@ async fn reply_to(service: &ReferralService, path: &'static str, request: Reques
             .collect(),
         content_type: text(headers, header::CONTENT_TYPE),
         authorization: text(headers, header::AUTHORIZATION),
+        user_agent: text(headers, header::USER_AGENT),
+        // Relative to where the router is nested: axum strips the prefix from the URI.
+        id: http::path_id(path, parts.uri.path()),
     };
     http::handle(service, endpoint, &info, &body).await
 }

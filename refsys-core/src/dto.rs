@@ -96,6 +96,75 @@ impl MessageResponse {
     };
 }
 
+/// `POST /api/sessions/revoke/`.
+#[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevokeSessionsRequest {
+    /// Which sessions to end: `others` (all but the caller's own) or `all`.
+    pub scope: RevokeScope,
+}
+
+/// Which of the caller's sessions `POST /api/sessions/revoke/` ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeScope {
+    /// Every session but the one the access token belongs to ("sign out everywhere else").
+    Others,
+    /// Every session, the caller's own too.
+    All,
+}
+
+/// `POST /api/sessions/revoke/`: `{"revoked": N}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevokedResponse {
+    /// How many sessions were ended.
+    pub revoked: u64,
+}
+
+/// `GET /api/sessions/`: the caller's live sessions, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionsResponse {
+    /// The sessions.
+    pub sessions: Vec<SessionView>,
+}
+
+/// One session in `GET /api/sessions/`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionView {
+    /// The session's id (32 hex characters), for `DELETE /api/sessions/{id}/`.
+    pub id: String,
+    /// When it started (the login), RFC 3339 UTC.
+    pub created_at: String,
+    /// When it was last used (its last refresh; its start if never refreshed), RFC 3339 UTC.
+    pub last_used_at: String,
+    /// The `User-Agent` it started with, at most 256 characters; `null` if none was sent.
+    pub user_agent: Option<String>,
+    /// The network it started from (`203.0.113.0/24`, `2001:db8::/48`), never the address;
+    /// `null` if unknown.
+    pub ip: Option<String>,
+    /// Whether this is the session of the access token that asked.
+    pub current: bool,
+}
+
+impl SessionView {
+    /// The view of `session` for a caller whose own session is `current`.
+    pub fn new(session: &crate::session::Session, current: &crate::FamilyId) -> Self {
+        use crate::event::rfc3339;
+        Self {
+            id: session.id.as_str().to_owned(),
+            created_at: rfc3339::format(session.created_at),
+            last_used_at: rfc3339::format(session.last_used_at),
+            user_agent: session.client.user_agent.clone(),
+            ip: session.client.network.clone(),
+            current: session.id == *current,
+        }
+    }
+}
+
 /// `GET /health`: `{"status": "ok"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

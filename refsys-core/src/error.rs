@@ -100,6 +100,10 @@ pub enum Error {
     /// The code's owner was (directly or transitively) invited by this user.
     #[error("This invite code belongs to someone you invited.")]
     InviteCycle,
+    /// No live session of the caller's has this id (unknown, another user's, revoked or
+    /// expired).
+    #[error("No such session.")]
+    SessionNotFound,
     /// The refresh token is invalid, expired, spent or revoked, or not a refresh token.
     #[error("The token is invalid, expired or revoked.")]
     InvalidToken,
@@ -163,6 +167,7 @@ impl Error {
             Error::InviteCodeNotFound => (404, "invite_code_not_found"),
             Error::InviteAlreadyActivated => (409, "invite_already_activated"),
             Error::InviteCycle => (409, "invite_cycle"),
+            Error::SessionNotFound => (404, "session_not_found"),
             Error::InvalidToken => (401, "invalid_token"),
             Error::RateLimited { .. } => (429, "rate_limited"),
             Error::NotFound => (404, "not_found"),
@@ -320,6 +325,7 @@ mod tests {
     fn statuses_and_codes_match_the_contract() {
         let table: Vec<(Error, u16, &str)> = vec![
             (Error::InvalidRequest("x".into()), 400, "invalid_request"),
+            (Error::SessionNotFound, 404, "session_not_found"),
             (Error::InvalidPhone, 400, "invalid_phone"),
             (
                 Error::ResendCooldown { retry_after: 1 },

@@ -96,6 +96,7 @@ pub mod postgres;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis_store;
 mod service;
+pub mod session;
 mod sms;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql;

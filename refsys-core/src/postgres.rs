@@ -60,6 +60,7 @@ use crate::event::{
     Change, Claim, Event, EventData, EventId, EventRecord, EventStatus, Redeliver,
     SessionEndReason, Settlement,
 };
+use crate::session::{Session, SessionClient, SessionScope};
 use crate::sql::{
     self, ClaimRow, RotationRow, invite_code, migrate_error, phone, registered, registration,
     rotate_statement, store_error, unix,
@@ -373,6 +374,7 @@ impl UserStore for PgUserStore {
         user: UserId,
         family: &FamilyId,
         jti: &TokenId,
+        client: &SessionClient,
         change: Change,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
@@ -393,8 +395,10 @@ impl UserStore for PgUserStore {
                  SELECT family_id FROM refresh_families WHERE expires_at <= $4 LIMIT 16 \
                  FOR UPDATE SKIP LOCKED)), \
              f AS ( \
-               INSERT INTO refresh_families (family_id, user_id, live_jti, started_at, expires_at) \
-               VALUES ($1, $2, $3, $4, $5) RETURNING user_id) \
+               INSERT INTO refresh_families \
+                 (family_id, user_id, live_jti, started_at, expires_at, client_network, \
+                  user_agent) \
+               VALUES ($1, $2, $3, $4, $5, $9, $10) RETURNING user_id) \
              INSERT INTO events (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
              SELECT $6, 'session.created', user_id, $4, $7, $4, $4 FROM f WHERE $8",
         )
@@ -406,6 +410,8 @@ impl UserStore for PgUserStore {
         .bind(event.as_ref().map(|event| event.id.as_str().to_owned()))
         .bind(event.as_ref().map(|event| event.data.data_json()))
         .bind(change.record)
+        .bind(client.network.as_deref())
+        .bind(client.user_agent.as_deref())
         .execute(&self.pool)
         .await
         .map(drop)
@@ -474,6 +480,43 @@ impl UserStore for PgUserStore {
         .await
         .map(drop)
         .map_err(store_error)
+    }
+
+    async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
+        sql::sessions(&self.pool, user, now).await
+    }
+
+    async fn revoke_sessions(
+        &self,
+        user: UserId,
+        scope: SessionScope<'_>,
+        reason: SessionEndReason,
+        change: Change,
+    ) -> Result<u64, StoreError> {
+        // The revocations (row locks: a concurrent revocation of the same sessions waits and
+        // then finds them revoked) and their events, one transaction.
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let mut revoke = sqlx::query_scalar::<_, String>(sql::revoke_sessions_statement(&scope))
+            .bind(user.0)
+            .bind(unix(change.now));
+        if let Some(kept) = sql::scope_session(&scope) {
+            revoke = revoke.bind(kept.as_str().to_owned());
+        }
+        let revoked = revoke.fetch_all(&mut *tx).await.map_err(store_error)?;
+        if change.record {
+            for family in &revoked {
+                let data = EventData::SessionRevoked {
+                    user_id: user,
+                    session_id: family.clone(),
+                    reason,
+                };
+                sql::insert_event(&mut *tx, &Event::new(data, change.now))
+                    .await
+                    .map_err(store_error)?;
+            }
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(revoked.len() as u64)
     }
 
     fn keeps_event_log(&self) -> bool {

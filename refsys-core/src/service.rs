@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dispatch::{Dispatcher, EventDelivery, EventHandler};
+use crate::dto::RevokeScope;
 use crate::event::{Change, SessionEndReason};
 use crate::human::{HumanCheck, HumanCheckAnswer, HumanCheckError, Passed};
 use crate::limits::{ClientAction, ClientLimits, RateLimit};
+use crate::session::{Caller, Session, SessionClient, SessionScope};
 use crate::store::{
     Activation, Check, Issue, OtpStore, RateDecision, RateLimitStore, Rotation, UserStore,
 };
@@ -641,7 +643,8 @@ impl ReferralService {
     /// phone.
     pub async fn verify_code(&self, phone: &str, code: &str) -> Result<Login, Error> {
         let phone = self.parse_phone(phone)?;
-        self.verify_code_for(phone, code).await
+        self.verify_code_for(phone, code, &SessionClient::default())
+            .await
     }
 
     /// [`verify_code`](Self::verify_code) by a client at `ip`: first counts the call against
@@ -653,10 +656,24 @@ impl ReferralService {
         code: &str,
         ip: IpAddr,
     ) -> Result<Login, Error> {
+        self.verify_code_by(phone, code, ip, None).await
+    }
+
+    /// [`verify_code_from`](Self::verify_code_from) by a client at `ip` that sent
+    /// `user_agent`: the session it starts is listed with the client's network (never its
+    /// address) and user agent (see [`SessionClient`]). The HTTP adapters call this.
+    pub async fn verify_code_by(
+        &self,
+        phone: &str,
+        code: &str,
+        ip: IpAddr,
+        user_agent: Option<&str>,
+    ) -> Result<Login, Error> {
         let phone = self.parse_phone(phone)?;
         let action = ClientAction::VerifyCodeForPhone;
         self.check_phone_client(action, &phone, ip).await?;
-        let login = self.verify_code_for(phone.clone(), code).await;
+        let client = SessionClient::new(Some(ip), user_agent);
+        let login = self.verify_code_for(phone.clone(), code, &client).await;
         if let Err(Error::Store(_)) = login {
             // Not the client's doing: the try does not count.
             self.take_back_phone_client(action, &phone, ip).await;
@@ -664,7 +681,12 @@ impl ReferralService {
         login
     }
 
-    async fn verify_code_for(&self, phone: Phone, code: &str) -> Result<Login, Error> {
+    async fn verify_code_for(
+        &self,
+        phone: Phone,
+        code: &str,
+        client: &SessionClient,
+    ) -> Result<Login, Error> {
         let otp = self.inner.policy.otp();
         let code = OtpCode::parse(code, otp.code_length)
             .map_err(|e| Error::InvalidRequest(format!("Field `code`: {e}.")))?;
@@ -708,7 +730,7 @@ impl ReferralService {
                 });
             }
         }
-        match self.log_in(&phone, now).await {
+        match self.log_in(&phone, client, now).await {
             Ok(login) => Ok(login),
             Err(error) => {
                 // Not the user's fault (a store outage): the code stays usable.
@@ -722,7 +744,12 @@ impl ReferralService {
 
     /// The second half of [`verify_code`](Self::verify_code), once the code proved the
     /// phone: finds or registers its user and starts a token family.
-    async fn log_in(&self, phone: &Phone, now: Timestamp) -> Result<Login, Error> {
+    async fn log_in(
+        &self,
+        phone: &Phone,
+        client: &SessionClient,
+        now: Timestamp,
+    ) -> Result<Login, Error> {
         let registration = self
             .inner
             .users
@@ -737,7 +764,14 @@ impl ReferralService {
         let refresh_expires = now.plus(self.inner.policy.refresh_ttl());
         self.inner
             .users
-            .start_family(user, &family, &jti, self.change(now), refresh_expires)
+            .start_family(
+                user,
+                &family,
+                &jti,
+                client,
+                self.change(now),
+                refresh_expires,
+            )
             .await?;
         self.recorded();
         let tokens = self.sign_pair(user, &family, &jti, now)?;
@@ -798,13 +832,27 @@ impl ReferralService {
     /// Reads an `Authorization` header value (`Bearer <access>`; the scheme is
     /// case-insensitive, as RFC 9110 says) and returns its user.
     pub fn authenticate_header(&self, header: Option<&str>) -> Result<UserId, Error> {
-        let (scheme, token) = header
-            .and_then(|value| value.split_once(' '))
+        self.authenticate(bearer(header)?)
+    }
+
+    /// Checks an access token, as [`authenticate`](Self::authenticate) does, and returns
+    /// who is calling: its user and the session it belongs to.
+    pub fn caller(&self, access: &str) -> Result<Caller, Error> {
+        let claims = self
+            .inner
+            .keys
+            .decode(access, TokenKind::Access, self.now())
             .ok_or(Error::Unauthorized)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(Error::Unauthorized);
-        }
-        self.authenticate(token.trim())
+        let user = claims.user_id().ok_or(Error::Unauthorized)?;
+        Ok(Caller {
+            user,
+            session: FamilyId::from_string(claims.fam),
+        })
+    }
+
+    /// [`caller`](Self::caller) from an `Authorization` header value.
+    pub fn caller_header(&self, header: Option<&str>) -> Result<Caller, Error> {
+        self.caller(bearer(header)?)
     }
 
     /// `GET /get_profile/`.
@@ -887,6 +935,61 @@ impl ReferralService {
         }
     }
 
+    /// `GET /api/sessions/`: the user's live sessions, newest first.
+    pub async fn sessions(&self, user: UserId) -> Result<Vec<Session>, Error> {
+        Ok(self.inner.users.sessions(user, self.now()).await?)
+    }
+
+    /// `DELETE /api/sessions/{id}/`: ends one of the user's live sessions (its refresh
+    /// token gets `401 invalid_token`). `404 session_not_found` when `session` is not the id
+    /// of a live session of this user (whoever else's it is).
+    pub async fn revoke_session(&self, user: UserId, session: &str) -> Result<(), Error> {
+        if !is_session_id(session) {
+            return Err(Error::SessionNotFound);
+        }
+        let session = FamilyId::from_string(session);
+        let revoked = self
+            .inner
+            .users
+            .revoke_sessions(
+                user,
+                SessionScope::One(&session),
+                SessionEndReason::Revoked,
+                self.change(self.now()),
+            )
+            .await?;
+        if revoked == 0 {
+            return Err(Error::SessionNotFound);
+        }
+        self.recorded();
+        tracing::info!(user_id = %user, "session revoked");
+        Ok(())
+    }
+
+    /// `POST /api/sessions/revoke/`: ends the caller's other sessions, or all of them; how
+    /// many it ended.
+    pub async fn revoke_sessions(&self, caller: &Caller, scope: RevokeScope) -> Result<u64, Error> {
+        let scope = match scope {
+            RevokeScope::Others => SessionScope::AllBut(&caller.session),
+            RevokeScope::All => SessionScope::All,
+        };
+        let revoked = self
+            .inner
+            .users
+            .revoke_sessions(
+                caller.user,
+                scope,
+                SessionEndReason::Revoked,
+                self.change(self.now()),
+            )
+            .await?;
+        if revoked > 0 {
+            self.recorded();
+            tracing::info!(user_id = %caller.user, revoked, "sessions revoked");
+        }
+        Ok(revoked)
+    }
+
     /// `POST /api/token/logout/`: revokes the refresh token's family.
     pub async fn logout(&self, refresh: &str) -> Result<(), Error> {
         let now = self.now();
@@ -922,4 +1025,22 @@ impl ReferralService {
             error,
         })
     }
+}
+
+/// The token of an `Authorization` header value `Bearer <token>` (the scheme is
+/// case-insensitive, as RFC 9110 says).
+fn bearer(header: Option<&str>) -> Result<&str, Error> {
+    let (scheme, token) = header
+        .and_then(|value| value.split_once(' '))
+        .ok_or(Error::Unauthorized)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Error::Unauthorized);
+    }
+    Ok(token.trim())
+}
+
+/// Whether `id` has the form of a session id (32 lowercase hex characters), so that nothing
+/// else is looked up.
+fn is_session_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -10,6 +10,7 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 use crate::event::{
     Claim, Event, EventData, EventId, EventRecord, EventStatus, Redeliver, Settlement,
 };
+use crate::session::{Session, SessionClient, SessionScope};
 use crate::store::Rotation;
 use crate::{
     FamilyId, InviteCode, Phone, Registration, StoreError, Timestamp, TokenId, User, UserId,
@@ -179,6 +180,78 @@ where
     .await
     .map_err(store_error)?;
     Ok(done.rows() > 0)
+}
+
+/// The live sessions of `user` at `now`, newest first (see `UserStore::sessions`).
+pub(crate) async fn sessions<'c, DB, E>(
+    db: E,
+    user: UserId,
+    now: Timestamp,
+) -> Result<Vec<Session>, StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    SessionRow: for<'r> FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let rows = sqlx::query_as::<DB, SessionRow>(
+        "SELECT family_id, started_at, COALESCE(rotated_at, started_at), client_network, \
+                user_agent \
+         FROM refresh_families \
+         WHERE user_id = $1 AND NOT revoked AND expires_at > $2 \
+         ORDER BY started_at DESC, family_id DESC",
+    )
+    .bind(user.0)
+    .bind(unix(now))
+    .fetch_all(db)
+    .await
+    .map_err(store_error)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, created, used, network, user_agent)| Session {
+            id: FamilyId::from_string(id),
+            created_at: timestamp(created),
+            last_used_at: timestamp(used),
+            client: SessionClient {
+                network,
+                user_agent,
+            },
+        })
+        .collect())
+}
+
+/// A row of [`sessions`]: id, started, last used, network, user agent.
+pub(crate) type SessionRow = (String, i64, i64, Option<String>, Option<String>);
+
+/// The statement that revokes `$1`'s live sessions at `$2` in `scope` (`$3` is the scope's
+/// session, if it names one), returning each revoked one's id.
+pub(crate) fn revoke_sessions_statement(scope: &SessionScope<'_>) -> &'static str {
+    match scope {
+        SessionScope::One(_) => {
+            "UPDATE refresh_families SET revoked = TRUE \
+             WHERE user_id = $1 AND NOT revoked AND expires_at > $2 AND family_id = $3 \
+             RETURNING family_id"
+        }
+        SessionScope::AllBut(_) => {
+            "UPDATE refresh_families SET revoked = TRUE \
+             WHERE user_id = $1 AND NOT revoked AND expires_at > $2 AND family_id <> $3 \
+             RETURNING family_id"
+        }
+        SessionScope::All => {
+            "UPDATE refresh_families SET revoked = TRUE \
+             WHERE user_id = $1 AND NOT revoked AND expires_at > $2 \
+             RETURNING family_id"
+        }
+    }
+}
+
+/// The session a scope names, if any (bound as `$3` of [`revoke_sessions_statement`]).
+pub(crate) fn scope_session<'a>(scope: &SessionScope<'a>) -> Option<&'a FamilyId> {
+    match scope {
+        SessionScope::One(id) | SessionScope::AllBut(id) => Some(id),
+        SessionScope::All => None,
+    }
 }
 
 /// Up to `limit` events with `status`, oldest first.

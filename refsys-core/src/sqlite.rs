@@ -34,6 +34,7 @@ use crate::event::{
     Change, Claim, Event, EventData, EventRecord, EventStatus, Redeliver, SessionEndReason,
     Settlement,
 };
+use crate::session::{Session, SessionClient, SessionScope};
 use crate::sql::{
     self, ClaimRow, RotationRow, invite_code, migrate_error, phone, registered, registration,
     rotate_statement, store_error, unix,
@@ -436,10 +437,13 @@ impl UserStore for SqliteUserStore {
         user: UserId,
         family: &FamilyId,
         jti: &TokenId,
+        client: &SessionClient,
         change: Change,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
         let now = change.now;
+        let network = client.network.clone();
+        let user_agent = client.user_agent.clone();
         if change.record {
             // The family, `session.created` and the sweep below: one transaction, one call.
             let event = Event::new(
@@ -452,8 +456,9 @@ impl UserStore for SqliteUserStore {
             let query = sqlx::query(
                 "BEGIN IMMEDIATE; \
                  INSERT INTO refresh_families \
-                   (family_id, user_id, live_jti, started_at, expires_at) \
-                   VALUES (?, ?, ?, ?, ?); \
+                   (family_id, user_id, live_jti, started_at, expires_at, client_network, \
+                    user_agent) \
+                   VALUES (?, ?, ?, ?, ?, ?, ?); \
                  INSERT INTO events \
                    (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
                    VALUES (?, ?, ?, ?, ?, ?, ?); \
@@ -465,7 +470,9 @@ impl UserStore for SqliteUserStore {
             .bind(user.0)
             .bind(jti.as_str().to_owned())
             .bind(unix(now))
-            .bind(unix(expires_at));
+            .bind(unix(expires_at))
+            .bind(network)
+            .bind(user_agent);
             let query = query
                 .bind(event.id.as_str().to_owned())
                 .bind(event.data.kind())
@@ -478,14 +485,17 @@ impl UserStore for SqliteUserStore {
             return self.write_once(query).await.map(drop).map_err(store_error);
         }
         sqlx::query(
-            "INSERT INTO refresh_families (family_id, user_id, live_jti, started_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO refresh_families \
+               (family_id, user_id, live_jti, started_at, expires_at, client_network, user_agent) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .bind(family.as_str())
         .bind(user.0)
         .bind(jti.as_str())
         .bind(unix(now))
         .bind(unix(expires_at))
+        .bind(network)
+        .bind(user_agent)
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
@@ -580,6 +590,42 @@ impl UserStore for SqliteUserStore {
                 .map_err(store_error)?;
         }
         tx.commit().await.map_err(store_error)
+    }
+
+    async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
+        sql::sessions(&self.pool, user, now).await
+    }
+
+    async fn revoke_sessions(
+        &self,
+        user: UserId,
+        scope: SessionScope<'_>,
+        reason: SessionEndReason,
+        change: Change,
+    ) -> Result<u64, StoreError> {
+        // The revocations and their events, one transaction (not a hot path: a plain one).
+        let mut tx = self.begin().await?;
+        let mut revoke = sqlx::query_scalar::<_, String>(sql::revoke_sessions_statement(&scope))
+            .bind(user.0)
+            .bind(unix(change.now));
+        if let Some(kept) = sql::scope_session(&scope) {
+            revoke = revoke.bind(kept.as_str().to_owned());
+        }
+        let revoked = revoke.fetch_all(&mut *tx).await.map_err(store_error)?;
+        if change.record {
+            for family in &revoked {
+                let data = EventData::SessionRevoked {
+                    user_id: user,
+                    session_id: family.clone(),
+                    reason,
+                };
+                sql::insert_event(&mut *tx, &Event::new(data, change.now))
+                    .await
+                    .map_err(store_error)?;
+            }
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(revoked.len() as u64)
     }
 
     fn keeps_event_log(&self) -> bool {

@@ -17,6 +17,7 @@
 //! use std::time::Duration;
 //! use async_trait::async_trait;
 //! use refsys_core::{
+//!     session::{Session, SessionClient, SessionScope},
 //!     store::{Activation, Rotation},
 //!     Change, FamilyId, InviteCode, MemoryUserStore, Phone, Profile, Registration,
 //!     SessionEndReason, StoreError, Timestamp, TokenId, UserId, UserStore,
@@ -43,14 +44,20 @@
 //!     async fn activate_invite(&self, user: UserId, code: &InviteCode, change: Change) -> Result<Activation, StoreError> {
 //!         self.inner.activate_invite(user, code, change).await
 //!     }
-//!     async fn start_family(&self, user: UserId, family: &FamilyId, jti: &TokenId, change: Change, expires_at: Timestamp) -> Result<(), StoreError> {
-//!         self.inner.start_family(user, family, jti, change, expires_at).await
+//!     async fn start_family(&self, user: UserId, family: &FamilyId, jti: &TokenId, client: &SessionClient, change: Change, expires_at: Timestamp) -> Result<(), StoreError> {
+//!         self.inner.start_family(user, family, jti, client, change, expires_at).await
 //!     }
 //!     async fn rotate_refresh(&self, family: &FamilyId, presented: &TokenId, next: &TokenId, change: Change, expires_at: Timestamp, reuse_grace: Duration) -> Result<Rotation, StoreError> {
 //!         self.inner.rotate_refresh(family, presented, next, change, expires_at, reuse_grace).await
 //!     }
 //!     async fn revoke_family(&self, family: &FamilyId, reason: SessionEndReason, change: Change) -> Result<(), StoreError> {
 //!         self.inner.revoke_family(family, reason, change).await
+//!     }
+//!     async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
+//!         self.inner.sessions(user, now).await
+//!     }
+//!     async fn revoke_sessions(&self, user: UserId, scope: SessionScope<'_>, reason: SessionEndReason, change: Change) -> Result<u64, StoreError> {
+//!         self.inner.revoke_sessions(user, scope, reason, change).await
 //!     }
 //!     // For its events to be delivered, a wrapper also delegates `keeps_event_log` and the
 //!     // event-log methods (`phone_locked`, `claim_events`, ...), as
@@ -68,6 +75,7 @@ use async_trait::async_trait;
 use crate::event::{
     Change, Claim, EventRecord, EventStatus, Redeliver, SessionEndReason, Settlement,
 };
+use crate::session::{Session, SessionClient, SessionScope};
 use crate::{
     FamilyId, InviteCode, OtpHash, OtpPolicy, Phone, Profile, Registration, StoreError, Timestamp,
     TokenId, UserId,
@@ -119,13 +127,15 @@ pub trait UserStore: Send + Sync + 'static {
         change: Change,
     ) -> Result<Activation, StoreError>;
 
-    /// Records a new refresh-token family for `user` whose live token is `jti`, at
-    /// `change.now`, and its `session.created` (when `change.record`) in the same step.
+    /// Records a new refresh-token family (a session) for `user` whose live token is `jti`,
+    /// started at `change.now` by `client`, and its `session.created` (when `change.record`)
+    /// in the same step.
     async fn start_family(
         &self,
         user: UserId,
         family: &FamilyId,
         jti: &TokenId,
+        client: &SessionClient,
         change: Change,
         expires_at: Timestamp,
     ) -> Result<(), StoreError>;
@@ -156,6 +166,22 @@ pub trait UserStore: Send + Sync + 'static {
         reason: SessionEndReason,
         change: Change,
     ) -> Result<(), StoreError>;
+
+    /// The live sessions of `user` at `now` (families neither revoked nor expired), newest
+    /// first (by start; the same start, by id).
+    async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError>;
+
+    /// Revokes the live sessions of `user` in `scope` at `change.now`, and records a
+    /// `session.revoked` with `reason` for each (when `change.record`), in one step; how many
+    /// it revoked. Another user's session is never in scope: [`SessionScope::One`] of one is
+    /// 0, as is an unknown, revoked or expired one.
+    async fn revoke_sessions(
+        &self,
+        user: UserId,
+        scope: SessionScope<'_>,
+        reason: SessionEndReason,
+        change: Change,
+    ) -> Result<u64, StoreError>;
 
     /// Whether the store keeps an event log: the built-in stores do. The default says no,
     /// and the event-log methods below then do nothing, so a store that wraps another must
@@ -566,11 +592,12 @@ macro_rules! stores_behind {
                 user: UserId,
                 family: &FamilyId,
                 jti: &TokenId,
+                client: &SessionClient,
                 change: Change,
                 expires_at: Timestamp,
             ) -> Result<(), StoreError> {
                 (**self)
-                    .start_family(user, family, jti, change, expires_at)
+                    .start_family(user, family, jti, client, change, expires_at)
                     .await
             }
             async fn rotate_refresh(
@@ -593,6 +620,22 @@ macro_rules! stores_behind {
                 change: Change,
             ) -> Result<(), StoreError> {
                 (**self).revoke_family(family, reason, change).await
+            }
+            async fn sessions(
+                &self,
+                user: UserId,
+                now: Timestamp,
+            ) -> Result<Vec<Session>, StoreError> {
+                (**self).sessions(user, now).await
+            }
+            async fn revoke_sessions(
+                &self,
+                user: UserId,
+                scope: SessionScope<'_>,
+                reason: SessionEndReason,
+                change: Change,
+            ) -> Result<u64, StoreError> {
+                (**self).revoke_sessions(user, scope, reason, change).await
             }
             fn keeps_event_log(&self) -> bool {
                 (**self).keeps_event_log()

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use crate::event::{
     Change, Claim, EventRecord, EventStatus, Redeliver, SessionEndReason, Settlement,
 };
+use crate::session::{Session, SessionClient, SessionScope};
 use crate::store::{
     Activation, Check, Issue, OtpStore, RateDecision, RateLimitStore, Rotation, UserStore,
 };
@@ -142,12 +143,13 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         user: UserId,
         family: &FamilyId,
         jti: &TokenId,
+        client: &SessionClient,
         change: Change,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
         self.seen(
             self.inner
-                .start_family(user, family, jti, change, expires_at)
+                .start_family(user, family, jti, client, change, expires_at)
                 .await,
         )
     }
@@ -173,6 +175,22 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         change: Change,
     ) -> Result<(), StoreError> {
         self.seen(self.inner.revoke_family(family, reason, change).await)
+    }
+    async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
+        self.seen(self.inner.sessions(user, now).await)
+    }
+    async fn revoke_sessions(
+        &self,
+        user: UserId,
+        scope: SessionScope<'_>,
+        reason: SessionEndReason,
+        change: Change,
+    ) -> Result<u64, StoreError> {
+        self.seen(
+            self.inner
+                .revoke_sessions(user, scope, reason, change)
+                .await,
+        )
     }
     fn keeps_event_log(&self) -> bool {
         self.inner.keeps_event_log()

@@ -794,12 +794,13 @@ impl refsys_core::UserStore for FlakyUsers {
         user: UserId,
         family: &refsys_core::FamilyId,
         jti: &refsys_core::TokenId,
+        client: &refsys_core::session::SessionClient,
         now: refsys_core::Change,
         expires_at: refsys_core::Timestamp,
     ) -> Result<(), refsys_core::StoreError> {
         self.check()?;
         self.inner
-            .start_family(user, family, jti, now, expires_at)
+            .start_family(user, family, jti, client, now, expires_at)
             .await
     }
     async fn rotate_refresh(
@@ -822,6 +823,24 @@ impl refsys_core::UserStore for FlakyUsers {
         change: refsys_core::Change,
     ) -> Result<(), refsys_core::StoreError> {
         self.inner.revoke_family(family, reason, change).await
+    }
+    async fn sessions(
+        &self,
+        user: UserId,
+        now: refsys_core::Timestamp,
+    ) -> Result<Vec<refsys_core::session::Session>, refsys_core::StoreError> {
+        self.inner.sessions(user, now).await
+    }
+    async fn revoke_sessions(
+        &self,
+        user: UserId,
+        scope: refsys_core::session::SessionScope<'_>,
+        reason: refsys_core::SessionEndReason,
+        change: refsys_core::Change,
+    ) -> Result<u64, refsys_core::StoreError> {
+        self.inner
+            .revoke_sessions(user, scope, reason, change)
+            .await
     }
 }
 

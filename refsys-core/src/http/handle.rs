@@ -5,8 +5,9 @@ use std::net::IpAddr;
 use serde::de::DeserializeOwned;
 
 use crate::dto::{
-    HealthResponse, MessageResponse, RefreshRequest, SendCodeRequest, UseInviteCodeRequest,
-    VerifyCodeRequest, parse_body,
+    HealthResponse, MessageResponse, RefreshRequest, RevokeSessionsRequest, RevokedResponse,
+    SendCodeRequest, SessionView, SessionsResponse, UseInviteCodeRequest, VerifyCodeRequest,
+    parse_body,
 };
 use crate::error::Error;
 use crate::http::reply::Reply;
@@ -94,6 +95,11 @@ pub struct RequestInfo<'a> {
     pub content_type: Option<&'a str>,
     /// The `Authorization` header.
     pub authorization: Option<&'a str>,
+    /// The `User-Agent` header (kept, bounded, with the session a login starts).
+    pub user_agent: Option<&'a str>,
+    /// The `{id}` segment of the request's path, for a route that has one
+    /// ([`path_id`](crate::http::path_id) reads it, if the router does not).
+    pub id: Option<&'a str>,
 }
 
 /// Runs `endpoint` for a request whose body (already read, at most [`MAX_BODY_BYTES`]) is
@@ -133,7 +139,7 @@ async fn respond(
             let login = match client {
                 Some(ip) => {
                     service
-                        .verify_code_from(&input.phone, &input.code, ip)
+                        .verify_code_by(&input.phone, &input.code, ip, request.user_agent)
                         .await?
                 }
                 None => service.verify_code(&input.phone, &input.code).await?,
@@ -158,6 +164,27 @@ async fn respond(
             let input: RefreshRequest = json_body(request, body)?;
             service.logout(&input.refresh).await?;
             Ok(Reply::no_content())
+        }
+        Endpoint::Sessions => {
+            let caller = service.caller_header(request.authorization)?;
+            let sessions = service.sessions(caller.user).await?;
+            let sessions = sessions
+                .iter()
+                .map(|session| SessionView::new(session, &caller.session))
+                .collect();
+            Ok(Reply::json(200, &SessionsResponse { sessions }))
+        }
+        Endpoint::RevokeSession => {
+            let user = service.authenticate_header(request.authorization)?;
+            let id = request.id.ok_or(Error::SessionNotFound)?;
+            service.revoke_session(user, id).await?;
+            Ok(Reply::no_content())
+        }
+        Endpoint::RevokeSessions => {
+            let caller = service.caller_header(request.authorization)?;
+            let input: RevokeSessionsRequest = json_body(request, body)?;
+            let revoked = service.revoke_sessions(&caller, input.scope).await?;
+            Ok(Reply::json(200, &RevokedResponse { revoked }))
         }
         Endpoint::Health => Ok(Reply::json(200, &HealthResponse::OK)),
         Endpoint::Ready => {

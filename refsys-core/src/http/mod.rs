@@ -29,6 +29,7 @@ pub use handle::{
 };
 pub use reply::{Reply, SECURITY_HEADERS};
 pub use routes::{
-    Endpoint, GET_PROFILE, HEALTH, Method, READY, Route, SCHEMA, SEND_CODE, TOKEN_LOGOUT,
-    TOKEN_REFRESH, USE_INVITE_CODE, VERIFY_CODE, resolve, routes,
+    Endpoint, GET_PROFILE, HEALTH, Method, READY, Route, SCHEMA, SEND_CODE, SESSION, SESSIONS,
+    SESSIONS_REVOKE, TOKEN_LOGOUT, TOKEN_REFRESH, USE_INVITE_CODE, VERIFY_CODE, path_id, resolve,
+    routes,
 };

@@ -20,7 +20,8 @@ use utoipa::openapi::{
 };
 
 use crate::dto::{
-    HealthResponse, MessageResponse, RefreshRequest, SendCodeRequest, UseInviteCodeRequest,
+    HealthResponse, MessageResponse, RefreshRequest, RevokeScope, RevokeSessionsRequest,
+    RevokedResponse, SendCodeRequest, SessionView, SessionsResponse, UseInviteCodeRequest,
     VerifyCodeRequest,
 };
 use crate::http::routes::{Endpoint, Method, routes};
@@ -39,6 +40,7 @@ pub fn document() -> OpenApi {
         let method = match route.method {
             Method::Get => HttpMethod::Get,
             Method::Post => HttpMethod::Post,
+            Method::Delete => HttpMethod::Delete,
         };
         let operation = operation(route.endpoint);
         paths = paths.path(route.paths[0], PathItem::new(method, operation));
@@ -58,6 +60,11 @@ pub fn document() -> OpenApi {
         .schema_from::<Login>()
         .schema_from::<Profile>()
         .schema_from::<TokenPair>()
+        .schema_from::<SessionsResponse>()
+        .schema_from::<SessionView>()
+        .schema_from::<RevokeSessionsRequest>()
+        .schema_from::<RevokeScope>()
+        .schema_from::<RevokedResponse>()
         .schema_from::<ErrorBody>()
         .schema_from::<crate::human::Challenge>()
         .schema_from::<crate::human::HumanCheckAnswer>()
@@ -238,6 +245,61 @@ fn operation(endpoint: Endpoint) -> Operation {
             with_body_errors(vec![Error::InvalidToken, store]),
             false,
         ),
+        Endpoint::Sessions => (
+            op("sessions", "The caller's sessions").description(Some(
+                "One session per login (a refresh-token family), live ones only (not revoked, \
+                 not expired), newest first. `ip` is the client's network only (an IPv4 /24, \
+                 an IPv6 /48); `user_agent` at most 256 characters; `current` marks the \
+                 session of the access token that asked.",
+            )),
+            None,
+            Some((
+                200,
+                "SessionsResponse",
+                serde_json::json!({"sessions": [{
+                    "id": "9f0c2d0e8b6a4c1e93f1a2b3c4d5e6f7",
+                    "created_at": "2026-12-01T09:30:00Z",
+                    "last_used_at": "2026-12-03T08:12:45Z",
+                    "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X)",
+                    "ip": "203.0.113.0/24",
+                    "current": true,
+                }]}),
+            )),
+            vec![Error::Unauthorized, store],
+            true,
+        ),
+        Endpoint::RevokeSession => (
+            op("revoke_session", "End one of the caller's sessions").description(Some(
+                "Its refresh token gets 401 `invalid_token` from then on. A session that is not \
+                 a live one of the caller's (unknown, another user's, already revoked, \
+                 expired) is 404 `session_not_found`.",
+            ))
+            .parameter(
+                utoipa::openapi::path::ParameterBuilder::new()
+                    .name("id")
+                    .parameter_in(utoipa::openapi::path::ParameterIn::Path)
+                    .required(utoipa::openapi::Required::True)
+                    .description(Some("The session's id, from `GET /api/sessions/`."))
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+            ),
+            None,
+            None,
+            vec![Error::Unauthorized, Error::SessionNotFound, store],
+            true,
+        ),
+        Endpoint::RevokeSessions => (
+            op("revoke_sessions", "End the caller's other sessions, or all").description(Some(
+                "`others` ends every session but the caller's own (\"sign out everywhere \
+                 else\"); `all` ends the caller's own too. Answers how many were ended.",
+            )),
+            Some((
+                "RevokeSessionsRequest",
+                serde_json::json!({"scope": "others"}),
+            )),
+            Some((200, "RevokedResponse", serde_json::json!({"revoked": 2}))),
+            with_body_errors(vec![Error::Unauthorized, store]),
+            true,
+        ),
         Endpoint::Health => (
             op("health", "Liveness"),
             None,
@@ -291,6 +353,9 @@ fn operation(endpoint: Endpoint) -> Operation {
         ),
         (Endpoint::Logout, None) => {
             builder.response("204", ResponseBuilder::new().description("Logged out."))
+        }
+        (Endpoint::RevokeSession, None) => {
+            builder.response("204", ResponseBuilder::new().description("Revoked."))
         }
         (_, None) => builder.response(
             "200",
@@ -379,6 +444,9 @@ mod tests {
             "/health",
             "/ready",
             "/api/schema/",
+            "/api/sessions/",
+            "/api/sessions/{id}/",
+            "/api/sessions/revoke/",
         ] {
             assert!(doc["paths"][path].is_object(), "{path}");
         }

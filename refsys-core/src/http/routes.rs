@@ -11,6 +11,8 @@ pub enum Method {
     Get,
     /// `POST`.
     Post,
+    /// `DELETE`.
+    Delete,
 }
 
 impl Method {
@@ -19,6 +21,7 @@ impl Method {
         match self {
             Method::Get => "GET,HEAD",
             Method::Post => "POST",
+            Method::Delete => "DELETE",
         }
     }
 
@@ -28,6 +31,7 @@ impl Method {
         match self {
             Method::Get => method == "GET" || method == "HEAD",
             Method::Post => method == "POST",
+            Method::Delete => method == "DELETE",
         }
     }
 }
@@ -52,12 +56,20 @@ pub enum Endpoint {
     Health,
     /// `GET /ready`.
     Ready,
+    /// `GET /api/sessions/`: the caller's sessions.
+    Sessions,
+    /// `DELETE /api/sessions/{id}/`: ends one of the caller's sessions.
+    RevokeSession,
+    /// `POST /api/sessions/revoke/`: ends the caller's other sessions, or all.
+    RevokeSessions,
     /// `GET /api/schema/`: the OpenAPI document.
     #[cfg(feature = "openapi")]
     Schema,
 }
 
-/// One route of the contract: a method, the paths it answers on, and what it does.
+/// One route of the contract: a method, the paths it answers on, and what it does. A path
+/// segment `{id}` stands for any one non-empty segment (the framework crates register the
+/// paths as they are: axum and actix-web both read `{id}` so).
 #[derive(Clone, Copy, Debug)]
 pub struct Route {
     /// The method.
@@ -94,6 +106,12 @@ pub const HEALTH: &str = "/health";
 pub const READY: &str = "/ready";
 /// Path of the OpenAPI document.
 pub const SCHEMA: &str = "/api/schema/";
+/// Path of the session list.
+pub const SESSIONS: &str = "/api/sessions/";
+/// Path of one session (`{id}`: its id).
+pub const SESSION: &str = "/api/sessions/{id}/";
+/// Path of revoking sessions by scope.
+pub const SESSIONS_REVOKE: &str = "/api/sessions/revoke/";
 
 static ROUTES: &[Route] = &[
     route(
@@ -126,11 +144,62 @@ static ROUTES: &[Route] = &[
         &[TOKEN_LOGOUT, "/api/token/logout"],
         Endpoint::Logout,
     ),
+    route(
+        Method::Get,
+        &[SESSIONS, "/api/sessions"],
+        Endpoint::Sessions,
+    ),
+    // Before `{id}`: "revoke" is this route's (a session id is 32 hex characters).
+    route(
+        Method::Post,
+        &[SESSIONS_REVOKE, "/api/sessions/revoke"],
+        Endpoint::RevokeSessions,
+    ),
+    route(
+        Method::Delete,
+        &[SESSION, "/api/sessions/{id}"],
+        Endpoint::RevokeSession,
+    ),
     route(Method::Get, &[HEALTH, "/health/"], Endpoint::Health),
     route(Method::Get, &[READY, "/ready/"], Endpoint::Ready),
     #[cfg(feature = "openapi")]
     route(Method::Get, &[SCHEMA, "/api/schema"], Endpoint::Schema),
 ];
+
+/// Whether `path` is one that `pattern` (a path of [`routes`]) stands for.
+fn matches(pattern: &str, path: &str) -> bool {
+    if !pattern.contains('{') {
+        return pattern == path;
+    }
+    let mut wanted = pattern.split('/');
+    let mut given = path.split('/');
+    loop {
+        match (wanted.next(), given.next()) {
+            (None, None) => return true,
+            (Some(w), Some(g)) if w.starts_with('{') => {
+                if g.is_empty() {
+                    return false;
+                }
+            }
+            (Some(w), Some(g)) if w == g => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The segment of `path` that stands where `pattern` (a path of [`routes`]) has `{id}`, if
+/// `pattern` has one and `path` is one of its paths: what the framework crates pass as
+/// [`RequestInfo::id`](crate::http::RequestInfo::id) when their router does not say it.
+pub fn path_id<'a>(pattern: &str, path: &'a str) -> Option<&'a str> {
+    if !matches(pattern, path) {
+        return None;
+    }
+    pattern
+        .split('/')
+        .zip(path.split('/'))
+        .find(|(wanted, _)| wanted.starts_with('{'))
+        .map(|(_, given)| given)
+}
 
 /// Returns every route of the contract.
 pub fn routes() -> &'static [Route] {
@@ -142,7 +211,15 @@ pub fn routes() -> &'static [Route] {
 /// method_not_allowed` with `Allow` for a known path and another method. `GET` routes answer
 /// `HEAD` too.
 pub fn resolve(method: &str, path: &str) -> Result<Endpoint, Reply> {
-    let Some(route) = ROUTES.iter().find(|route| route.paths.contains(&path)) else {
+    let found = ROUTES
+        .iter()
+        .find(|route| route.paths.contains(&path))
+        .or_else(|| {
+            ROUTES
+                .iter()
+                .find(|route| route.paths.iter().any(|pattern| matches(pattern, path)))
+        });
+    let Some(route) = found else {
         return Err(Reply::error(&Error::NotFound));
     };
     if route.method.answers(method) {
@@ -191,6 +268,21 @@ mod tests {
                 ["/api/token/logout/", "/api/token/logout"],
                 Endpoint::Logout,
             ),
+            (
+                Method::Get,
+                ["/api/sessions/", "/api/sessions"],
+                Endpoint::Sessions,
+            ),
+            (
+                Method::Post,
+                ["/api/sessions/revoke/", "/api/sessions/revoke"],
+                Endpoint::RevokeSessions,
+            ),
+            (
+                Method::Delete,
+                ["/api/sessions/{id}/", "/api/sessions/{id}"],
+                Endpoint::RevokeSession,
+            ),
             (Method::Get, ["/health", "/health/"], Endpoint::Health),
             (Method::Get, ["/ready", "/ready/"], Endpoint::Ready),
             #[cfg(feature = "openapi")]
@@ -224,6 +316,7 @@ mod tests {
                     &["POST", "PUT", "DELETE", "OPTIONS", "get"],
                 ),
                 Method::Post => (&["POST"], &["GET", "HEAD", "PUT", "PATCH", "post"]),
+                Method::Delete => (&["DELETE"], &["GET", "HEAD", "POST", "PUT", "delete"]),
             };
             for path in paths {
                 for verb in yes {
@@ -236,6 +329,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_session_path_resolves_with_its_id_and_revoke_is_not_an_id() {
+        let id = "0123456789abcdef0123456789abcdef";
+        for path in [
+            format!("/api/sessions/{id}/"),
+            format!("/api/sessions/{id}"),
+        ] {
+            assert_eq!(resolve("DELETE", &path), Ok(Endpoint::RevokeSession));
+            assert_eq!(path_id(SESSION, &format!("/api/sessions/{id}/")), Some(id));
+            assert_eq!(
+                path_id("/api/sessions/{id}", &format!("/api/sessions/{id}")),
+                Some(id)
+            );
+            let reply = resolve("GET", &path).unwrap_err();
+            assert_eq!((reply.status, reply.header("allow")), (405, Some("DELETE")));
+        }
+        assert_eq!(
+            resolve("POST", "/api/sessions/revoke/"),
+            Ok(Endpoint::RevokeSessions)
+        );
+        let reply = resolve("DELETE", "/api/sessions/revoke/").unwrap_err();
+        assert_eq!((reply.status, reply.header("allow")), (405, Some("POST")));
+        for path in ["/api/sessions//", "/api/sessions/a/b/", "/api/sessions/a/b"] {
+            assert_eq!(resolve("DELETE", path).unwrap_err().status, 404, "{path}");
+        }
+        assert_eq!(path_id(SESSION, "/api/sessions/"), None);
+        assert_eq!(path_id(GET_PROFILE, GET_PROFILE), None);
     }
 
     #[test]

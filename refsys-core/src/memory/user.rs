@@ -9,6 +9,7 @@ use crate::event::{
     SessionEndReason, Settlement,
 };
 use crate::memory::sweep::SWEEP_EVERY;
+use crate::session::{Session, SessionClient, SessionScope};
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
     FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, User,
@@ -62,6 +63,8 @@ struct Family {
     previous: Option<(TokenId, Timestamp)>,
     expires_at: Timestamp,
     revoked: bool,
+    started_at: Timestamp,
+    client: SessionClient,
 }
 
 impl State {
@@ -273,6 +276,7 @@ impl UserStore for MemoryUserStore {
         user: UserId,
         family: &FamilyId,
         jti: &TokenId,
+        client: &SessionClient,
         change: Change,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
@@ -291,6 +295,8 @@ impl UserStore for MemoryUserStore {
                 previous: None,
                 expires_at,
                 revoked: false,
+                started_at: now,
+                client: client.clone(),
             },
         );
         state.record(
@@ -372,6 +378,58 @@ impl UserStore for MemoryUserStore {
             },
         );
         Ok(())
+    }
+
+    async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
+        // A scan of every family: this store is for tests and single small processes.
+        let state = self.read();
+        let mut sessions: Vec<Session> = state
+            .families
+            .iter()
+            .filter(|(_, f)| f.user == user && !f.revoked && f.expires_at > now)
+            .map(|(id, f)| Session {
+                id: id.clone(),
+                created_at: f.started_at,
+                last_used_at: f.previous.as_ref().map_or(f.started_at, |(_, at)| *at),
+                client: f.client.clone(),
+            })
+            .collect();
+        sessions.sort_by(|a, b| (b.created_at, b.id.as_str()).cmp(&(a.created_at, a.id.as_str())));
+        Ok(sessions)
+    }
+
+    async fn revoke_sessions(
+        &self,
+        user: UserId,
+        scope: SessionScope<'_>,
+        reason: SessionEndReason,
+        change: Change,
+    ) -> Result<u64, StoreError> {
+        let now = change.now;
+        let mut state = self.write();
+        let mut revoked: Vec<FamilyId> = state
+            .families
+            .iter_mut()
+            .filter(|(id, f)| {
+                f.user == user && !f.revoked && f.expires_at > now && scope.covers(id)
+            })
+            .map(|(id, f)| {
+                f.revoked = true;
+                id.clone()
+            })
+            .collect();
+        revoked.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        for id in &revoked {
+            state.record(
+                change,
+                EventData::SessionRevoked {
+                    user_id: user,
+                    session_id: id.as_str().to_owned(),
+                    reason,
+                },
+            );
+        }
+        Ok(revoked.len() as u64)
     }
 
     fn keeps_event_log(&self) -> bool {

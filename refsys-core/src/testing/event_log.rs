@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::{concurrently, phone, start};
 use crate::event::{Claim, EventRecord, EventStatus, Redeliver, Settlement};
+use crate::session::SessionClient;
 use crate::store::{Activation, Rotation, UserStore};
 use crate::{
     Change, Event, EventData, FamilyId, InviteCode, SessionEndReason, Timestamp, TokenId, User,
@@ -66,6 +67,7 @@ pub async fn each_change_records_exactly_its_event<S: UserStore>(store: Arc<S>) 
             bob.id,
             &family,
             &first,
+            &SessionClient::default(),
             Change::recorded(t.plus(secs(3))),
             t.plus(WEEK),
         )
@@ -117,7 +119,14 @@ pub async fn each_change_records_exactly_its_event<S: UserStore>(store: Arc<S>) 
         .unwrap();
     let other = FamilyId::random();
     store
-        .start_family(alice.id, &other, &TokenId::random(), logout, t.plus(WEEK))
+        .start_family(
+            alice.id,
+            &other,
+            &TokenId::random(),
+            &SessionClient::default(),
+            logout,
+            t.plus(WEEK),
+        )
         .await
         .unwrap();
     store
@@ -236,7 +245,14 @@ pub async fn refused_and_unrecorded_changes_record_nothing<S: UserStore>(store: 
     let family = FamilyId::random();
     let first = TokenId::random();
     store
-        .start_family(b.id, &family, &first, quiet, t.plus(WEEK))
+        .start_family(
+            b.id,
+            &family,
+            &first,
+            &SessionClient::default(),
+            quiet,
+            t.plus(WEEK),
+        )
         .await
         .unwrap();
     let activated = store
@@ -288,7 +304,14 @@ pub async fn refused_and_unrecorded_changes_record_nothing<S: UserStore>(store: 
     let live = FamilyId::random();
     let spent = TokenId::random();
     store
-        .start_family(a.id, &live, &spent, quiet, t.plus(WEEK))
+        .start_family(
+            a.id,
+            &live,
+            &spent,
+            &SessionClient::default(),
+            quiet,
+            t.plus(WEEK),
+        )
         .await
         .unwrap();
     let fresh = TokenId::random();
@@ -386,6 +409,7 @@ pub async fn concurrent_changes_record_one_event_each<S: UserStore>(store: Arc<S
             guest.id,
             &family,
             &first,
+            &SessionClient::default(),
             Change::unrecorded(t),
             t.plus(WEEK),
         )
@@ -439,6 +463,7 @@ pub async fn claims_lease_events_one_user_at_a_time<S: UserStore>(store: Arc<S>)
             a.id,
             &family,
             &TokenId::random(),
+            &SessionClient::default(),
             Change::recorded(t),
             t.plus(WEEK),
         )
@@ -559,6 +584,7 @@ pub async fn retries_wait_and_failed_events_can_be_redelivered<S: UserStore>(sto
             a.id,
             &FamilyId::random(),
             &TokenId::random(),
+            &SessionClient::default(),
             Change::recorded(t),
             t.plus(WEEK),
         )

@@ -23,6 +23,7 @@
 pub mod event_log;
 pub mod otp_store;
 pub mod rate_limit_store;
+pub mod sessions;
 mod sms;
 pub mod user_store;
 
@@ -166,6 +167,16 @@ macro_rules! user_store_conformance {
                 prune_deletes_only_old_delivered_events,
                 concurrent_claims_never_share_an_event,
                 delivered_events_settle_in_one_call,
+            ]
+        );
+        $crate::__conformance_cases!(
+            sessions,
+            $setup,
+            $teardown,
+            [
+                sessions_list_the_live_ones_newest_first,
+                revoke_sessions_ends_exactly_the_scope,
+                concurrent_revocations_revoke_each_session_once,
             ]
         );
     };

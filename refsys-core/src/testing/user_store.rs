@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::{concurrently, phone, start};
+use crate::session::SessionClient;
 use crate::store::{Activation, Rotation, UserStore};
 use crate::{Change, FamilyId, InviteCode, SessionEndReason, Timestamp, TokenId, User};
 
@@ -402,7 +403,14 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
     let family = FamilyId::random();
     let (t1, t2, t3) = (TokenId::random(), TokenId::random(), TokenId::random());
     store
-        .start_family(user.id, &family, &t1, Change::recorded(now), now.plus(week))
+        .start_family(
+            user.id,
+            &family,
+            &t1,
+            &SessionClient::default(),
+            Change::recorded(now),
+            now.plus(week),
+        )
         .await
         .unwrap();
 
@@ -437,7 +445,14 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
     let other = FamilyId::random();
     let o1 = TokenId::random();
     store
-        .start_family(user.id, &other, &o1, Change::recorded(now), now.plus(week))
+        .start_family(
+            user.id,
+            &other,
+            &o1,
+            &SessionClient::default(),
+            Change::recorded(now),
+            now.plus(week),
+        )
         .await
         .unwrap();
     let outcome = store
@@ -467,6 +482,7 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
             user.id,
             &revoked,
             &r1,
+            &SessionClient::default(),
             Change::recorded(now),
             now.plus(hour),
         )
@@ -530,6 +546,7 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
             user.id,
             &expiring,
             &e1,
+            &SessionClient::default(),
             Change::recorded(now),
             now.plus(hour),
         )
@@ -564,6 +581,7 @@ pub async fn a_token_spent_within_the_reuse_grace_gets_the_live_one<S: UserStore
                 user.id,
                 family,
                 first,
+                &SessionClient::default(),
                 Change::recorded(now),
                 now.plus(WEEK),
             )
@@ -654,7 +672,14 @@ pub async fn concurrent_refreshes_within_the_grace_all_get_the_live_token<S: Use
     let family = FamilyId::random();
     let first = TokenId::random();
     store
-        .start_family(user.id, &family, &first, Change::recorded(now), expires)
+        .start_family(
+            user.id,
+            &family,
+            &first,
+            &SessionClient::default(),
+            Change::recorded(now),
+            expires,
+        )
         .await
         .unwrap();
     let outcomes = concurrently(&store, 30, |store, _| {
@@ -710,7 +735,14 @@ pub async fn concurrent_rotations_of_one_token_succeed_once<S: UserStore>(store:
     let family = FamilyId::random();
     let first = TokenId::random();
     store
-        .start_family(user.id, &family, &first, Change::recorded(now), expires)
+        .start_family(
+            user.id,
+            &family,
+            &first,
+            &SessionClient::default(),
+            Change::recorded(now),
+            expires,
+        )
         .await
         .unwrap();
     let outcomes = concurrently(&store, 20, |store, _| {
