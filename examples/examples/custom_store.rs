@@ -120,7 +120,7 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         scope: SessionScope<'_>,
         reason: SessionEndReason,
         change: Change,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<FamilyId>, StoreError> {
         self.inner
             .revoke_sessions(user, scope, reason, change)
             .await

@@ -492,7 +492,7 @@ impl UserStore for PgUserStore {
         scope: SessionScope<'_>,
         reason: SessionEndReason,
         change: Change,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<FamilyId>, StoreError> {
         // The revocations (row locks: a concurrent revocation of the same sessions waits and
         // then finds them revoked) and their events, one transaction.
         let mut tx = self.pool.begin().await.map_err(store_error)?;
@@ -516,7 +516,7 @@ impl UserStore for PgUserStore {
             }
         }
         tx.commit().await.map_err(store_error)?;
-        Ok(revoked.len() as u64)
+        Ok(revoked.into_iter().map(FamilyId::from_string).collect())
     }
 
     fn keeps_event_log(&self) -> bool {

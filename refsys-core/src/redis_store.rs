@@ -1,7 +1,7 @@
 //! Redis stores: [`RedisOtpStore`] and [`RedisRateLimitStore`], shared by every server
 //! instance that talks to the same Redis.
 //!
-//! Every trait method is **one Lua script** (sent as `EVALSHA`, loaded automatically when the
+//! Every trait method that writes is **one Lua script** (sent as `EVALSHA`, loaded automatically when the
 //! server does not know it yet), so cooldowns, send windows, attempt counting, burning,
 //! failure budgets, locks and consuming cannot race between instances. The scripts decide with the `now` the service
 //! passes in, never with the Redis clock, exactly like [`MemoryOtpStore`](crate::MemoryOtpStore)
@@ -16,6 +16,7 @@
 //! | `otp:{<phone>}` | hash | the pending code: `h` (hex of the [`OtpHash`]), `exp` (expiry, Unix seconds), `left` (misses left) |
 //! | `otp:{<phone>}:sends` | list | Unix seconds of the codes sent in the rolling window, oldest first |
 //! | `otp:{<phone>}:fails` | hash | the failure budget: `n` (consecutive wrong codes) and `exp` (when `n` is forgotten), or `until` (end of the lock) while the phone is locked |
+//! | `revoked` | sorted set | revoked sessions (member: the session id, score: when, Unix seconds), kept for the access-token lifetime and a margin |
 //! | `rate:{<key>}` | hash | `end` (end of the current fixed window, Unix seconds), `n` (hits in it); sliding counters also `p` (hits in the window before) |
 //!
 //! for example `refsys:otp:{+375291234567}`. Codes are never stored, only their keyed hash.
@@ -94,7 +95,7 @@ use redis::{
 };
 
 use crate::store::{Check, Issue, OtpStore, RateDecision, RateLimitStore, sliding_estimate};
-use crate::{OtpHash, OtpPolicy, Phone, StoreError, Timestamp};
+use crate::{FamilyId, OtpHash, OtpPolicy, Phone, StoreError, Timestamp};
 
 /// The key prefix used unless `with_prefix` says otherwise.
 pub const DEFAULT_PREFIX: &str = "refsys:";
@@ -125,6 +126,8 @@ static CANCEL: LazyLock<Script> = otp_script!("redis_store/cancel.lua");
 static CHECK: LazyLock<Script> = otp_script!("redis_store/check.lua");
 static RESTORE: LazyLock<Script> = otp_script!("redis_store/restore.lua");
 static HIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis_store/hit.lua")));
+static REVOKE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("redis_store/revoke.lua")));
 static SLIDE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("redis_store/slide.lua")));
 static TAKE_BACK: LazyLock<Script> =
@@ -469,6 +472,11 @@ impl RedisOtpStore {
         invocation
     }
 
+    /// The sorted set of revoked sessions (one key: on a cluster, one slot).
+    fn revoked_key(&self) -> String {
+        format!("{}revoked", self.redis.prefix)
+    }
+
     /// The code and sends keys expire after the longer of the code's life and the send window.
     fn key_ttl(policy: &OtpPolicy) -> u64 {
         secs(policy.code_ttl).max(secs(policy.send_window)).max(1)
@@ -588,6 +596,50 @@ impl OtpStore for RedisOtpStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn revoke_session(
+        &self,
+        session: &FamilyId,
+        at: Timestamp,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        let forget_before = at.as_unix().saturating_sub(secs(keep));
+        let mut invocation = REVOKE.prepare_invoke();
+        invocation
+            .key(self.revoked_key())
+            .arg(session.as_str())
+            .arg(at.as_unix())
+            .arg(forget_before)
+            .arg(secs(keep).max(1));
+        let _: i64 = self.redis.run(&invocation).await?;
+        Ok(())
+    }
+
+    async fn revoked_sessions(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<(FamilyId, Timestamp)>, StoreError> {
+        let mut conn = self.redis.conn.clone();
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(self.revoked_key())
+            .arg(since.as_unix())
+            .arg("+inf")
+            .arg("WITHSCORES");
+        let reply: Vec<(String, f64)> = within_deadline(cmd.query_async(&mut conn)).await?;
+        reply
+            .into_iter()
+            .map(|(session, when)| {
+                if when.is_finite() && when >= 0.0 {
+                    // Whole Unix seconds, as written.
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    let when = Timestamp::from_unix(when as u64);
+                    Ok((FamilyId::from_string(session), when))
+                } else {
+                    Err(corrupt_reply("revoked_sessions", when))
+                }
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

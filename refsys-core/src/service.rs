@@ -958,7 +958,7 @@ impl ReferralService {
                 self.change(self.now()),
             )
             .await?;
-        if revoked == 0 {
+        if revoked.is_empty() {
             return Err(Error::SessionNotFound);
         }
         self.recorded();
@@ -983,11 +983,11 @@ impl ReferralService {
                 self.change(self.now()),
             )
             .await?;
-        if revoked > 0 {
+        if !revoked.is_empty() {
             self.recorded();
-            tracing::info!(user_id = %caller.user, revoked, "sessions revoked");
+            tracing::info!(user_id = %caller.user, revoked = revoked.len(), "sessions revoked");
         }
-        Ok(revoked)
+        Ok(revoked.len() as u64)
     }
 
     /// `POST /api/token/logout/`: revokes the refresh token's family.

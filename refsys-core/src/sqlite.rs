@@ -602,7 +602,7 @@ impl UserStore for SqliteUserStore {
         scope: SessionScope<'_>,
         reason: SessionEndReason,
         change: Change,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<FamilyId>, StoreError> {
         // The revocations and their events, one transaction (not a hot path: a plain one).
         let mut tx = self.begin().await?;
         let mut revoke = sqlx::query_scalar::<_, String>(sql::revoke_sessions_statement(&scope))
@@ -625,7 +625,7 @@ impl UserStore for SqliteUserStore {
             }
         }
         tx.commit().await.map_err(store_error)?;
-        Ok(revoked.len() as u64)
+        Ok(revoked.into_iter().map(FamilyId::from_string).collect())
     }
 
     fn keeps_event_log(&self) -> bool {

@@ -56,7 +56,7 @@
 //!     async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
 //!         self.inner.sessions(user, now).await
 //!     }
-//!     async fn revoke_sessions(&self, user: UserId, scope: SessionScope<'_>, reason: SessionEndReason, change: Change) -> Result<u64, StoreError> {
+//!     async fn revoke_sessions(&self, user: UserId, scope: SessionScope<'_>, reason: SessionEndReason, change: Change) -> Result<Vec<FamilyId>, StoreError> {
 //!         self.inner.revoke_sessions(user, scope, reason, change).await
 //!     }
 //!     // For its events to be delivered, a wrapper also delegates `keeps_event_log` and the
@@ -172,16 +172,16 @@ pub trait UserStore: Send + Sync + 'static {
     async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError>;
 
     /// Revokes the live sessions of `user` in `scope` at `change.now`, and records a
-    /// `session.revoked` with `reason` for each (when `change.record`), in one step; how many
-    /// it revoked. Another user's session is never in scope: [`SessionScope::One`] of one is
-    /// 0, as is an unknown, revoked or expired one.
+    /// `session.revoked` with `reason` for each (when `change.record`), in one step; the ones
+    /// it revoked. Another user's session is never in scope: [`SessionScope::One`] of one
+    /// revokes none, as does an unknown, revoked or expired one.
     async fn revoke_sessions(
         &self,
         user: UserId,
         scope: SessionScope<'_>,
         reason: SessionEndReason,
         change: Change,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<Vec<FamilyId>, StoreError>;
 
     /// Whether the store keeps an event log: the built-in stores do. The default says no,
     /// and the event-log methods below then do nothing, so a store that wraps another must
@@ -382,6 +382,25 @@ pub trait OtpStore: Send + Sync + 'static {
         let _ = (phone, code, now, policy);
         Ok(())
     }
+
+    /// Records that `session` was revoked at `at`, so that every instance sharing this store
+    /// refuses its access tokens once it has read [`revoked_sessions`](Self::revoked_sessions).
+    /// Entries revoked more than `keep` before `at` may be forgotten from then on: the
+    /// service passes the access-token lifetime and a margin, after which no token of those
+    /// sessions is live. Revoking a session again records the later time.
+    async fn revoke_session(
+        &self,
+        session: &FamilyId,
+        at: Timestamp,
+        keep: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// The sessions revoked at or after `since`, with when, in the order of their revocation
+    /// times (the same time, any order).
+    async fn revoked_sessions(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<(FamilyId, Timestamp)>, StoreError>;
 
     /// Checks that the store answers (for `/ready`).
     async fn ping(&self) -> Result<(), StoreError> {
@@ -634,7 +653,7 @@ macro_rules! stores_behind {
                 scope: SessionScope<'_>,
                 reason: SessionEndReason,
                 change: Change,
-            ) -> Result<u64, StoreError> {
+            ) -> Result<Vec<FamilyId>, StoreError> {
                 (**self).revoke_sessions(user, scope, reason, change).await
             }
             fn keeps_event_log(&self) -> bool {
@@ -734,6 +753,20 @@ macro_rules! stores_behind {
                 policy: &OtpPolicy,
             ) -> Result<(), StoreError> {
                 (**self).restore(phone, code, now, policy).await
+            }
+            async fn revoke_session(
+                &self,
+                session: &FamilyId,
+                at: Timestamp,
+                keep: Duration,
+            ) -> Result<(), StoreError> {
+                (**self).revoke_session(session, at, keep).await
+            }
+            async fn revoked_sessions(
+                &self,
+                since: Timestamp,
+            ) -> Result<Vec<(FamilyId, Timestamp)>, StoreError> {
+                (**self).revoked_sessions(since).await
             }
             async fn ping(&self) -> Result<(), StoreError> {
                 (**self).ping().await

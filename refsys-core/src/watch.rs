@@ -185,7 +185,7 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         scope: SessionScope<'_>,
         reason: SessionEndReason,
         change: Change,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<FamilyId>, StoreError> {
         self.seen(
             self.inner
                 .revoke_sessions(user, scope, reason, change)
@@ -277,6 +277,20 @@ impl<S: OtpStore + ?Sized> OtpStore for Watched<S> {
         policy: &OtpPolicy,
     ) -> Result<(), StoreError> {
         self.seen(self.inner.restore(phone, code, now, policy).await)
+    }
+    async fn revoke_session(
+        &self,
+        session: &FamilyId,
+        at: Timestamp,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        self.seen(self.inner.revoke_session(session, at, keep).await)
+    }
+    async fn revoked_sessions(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<(FamilyId, Timestamp)>, StoreError> {
+        self.seen(self.inner.revoked_sessions(since).await)
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.seen(self.inner.ping().await)

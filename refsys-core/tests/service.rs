@@ -837,7 +837,7 @@ impl refsys_core::UserStore for FlakyUsers {
         scope: refsys_core::session::SessionScope<'_>,
         reason: refsys_core::SessionEndReason,
         change: refsys_core::Change,
-    ) -> Result<u64, refsys_core::StoreError> {
+    ) -> Result<Vec<refsys_core::FamilyId>, refsys_core::StoreError> {
         self.inner
             .revoke_sessions(user, scope, reason, change)
             .await

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use crate::memory::sweep::SWEEP_EVERY;
 use crate::store::{Check, Issue, OtpStore};
-use crate::{OtpHash, OtpPolicy, Phone, StoreError, Timestamp};
+use crate::{FamilyId, OtpHash, OtpPolicy, Phone, StoreError, Timestamp};
 
 /// An [`OtpStore`] in process memory. State is lost on restart and not shared between
 /// processes: use the Redis store to run several instances.
@@ -19,6 +19,8 @@ pub struct MemoryOtpStore {
 struct State {
     phones: HashMap<Phone, PhoneState>,
     writes: u64,
+    /// Revoked sessions and when (see `OtpStore::revoke_session`).
+    revoked: HashMap<FamilyId, Timestamp>,
 }
 
 #[derive(Debug, Default)]
@@ -273,5 +275,34 @@ impl OtpStore for MemoryOtpStore {
             }
         }
         Ok(())
+    }
+
+    async fn revoke_session(
+        &self,
+        session: &FamilyId,
+        at: Timestamp,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let forget_before = Timestamp::from_unix(at.as_unix().saturating_sub(keep.as_secs()));
+        state.revoked.retain(|_, when| *when >= forget_before);
+        let when = state.revoked.entry(session.clone()).or_insert(at);
+        *when = (*when).max(at);
+        Ok(())
+    }
+
+    async fn revoked_sessions(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<(FamilyId, Timestamp)>, StoreError> {
+        let state = self.lock();
+        let mut revoked: Vec<(FamilyId, Timestamp)> = state
+            .revoked
+            .iter()
+            .filter(|(_, when)| **when >= since)
+            .map(|(session, when)| (session.clone(), *when))
+            .collect();
+        revoked.sort_by_key(|(_, when)| *when);
+        Ok(revoked)
     }
 }

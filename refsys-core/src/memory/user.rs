@@ -404,7 +404,7 @@ impl UserStore for MemoryUserStore {
         scope: SessionScope<'_>,
         reason: SessionEndReason,
         change: Change,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<FamilyId>, StoreError> {
         let now = change.now;
         let mut state = self.write();
         let mut revoked: Vec<FamilyId> = state
@@ -429,7 +429,7 @@ impl UserStore for MemoryUserStore {
                 },
             );
         }
-        Ok(revoked.len() as u64)
+        Ok(revoked)
     }
 
     fn keeps_event_log(&self) -> bool {

@@ -218,6 +218,8 @@ macro_rules! otp_store_conformance {
                 success_resets_the_failure_count,
                 failure_count_is_forgotten_after_a_quiet_lockout,
                 concurrent_wrong_guesses_never_exceed_the_budget,
+                revoked_sessions_are_listed_since_and_forgotten_after_keep,
+                concurrent_revocations_are_all_kept,
                 ping_answers,
             ]
         );

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{concurrently, phone, start};
 use crate::store::{Check, Issue, OtpStore};
-use crate::{OtpCode, OtpHash, OtpPolicy, Phone};
+use crate::{FamilyId, OtpCode, OtpHash, OtpPolicy, Phone};
 
 const PEPPER: [u8; 32] = [7; 32];
 
@@ -774,4 +774,89 @@ pub async fn concurrent_wrong_guesses_never_exceed_the_budget<S: OtpStore>(store
 /// The readiness probe answers on a healthy store.
 pub async fn ping_answers<S: OtpStore>(store: Arc<S>) {
     store.ping().await.expect("ping");
+}
+
+/// Revoked sessions are listed from a time on, oldest first; revoking one again keeps the
+/// later time; entries older than `keep` are forgotten by a later revocation.
+pub async fn revoked_sessions_are_listed_since_and_forgotten_after_keep<S: OtpStore>(
+    store: Arc<S>,
+) {
+    let t = start();
+    let keep = secs(600);
+    let (a, b, c) = (FamilyId::random(), FamilyId::random(), FamilyId::random());
+    assert!(store.revoked_sessions(t).await.unwrap().is_empty());
+    store.revoke_session(&a, t, keep).await.unwrap();
+    store
+        .revoke_session(&b, t.plus(secs(5)), keep)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.revoked_sessions(t).await.unwrap(),
+        [(a.clone(), t), (b.clone(), t.plus(secs(5)))]
+    );
+    assert_eq!(
+        store.revoked_sessions(t.plus(secs(1))).await.unwrap(),
+        [(b.clone(), t.plus(secs(5)))]
+    );
+    assert_eq!(
+        store.revoked_sessions(t.plus(secs(5))).await.unwrap(),
+        [(b.clone(), t.plus(secs(5)))],
+        "since is inclusive"
+    );
+    assert!(
+        store
+            .revoked_sessions(t.plus(secs(6)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Again, later: the later time; earlier: no change.
+    store
+        .revoke_session(&a, t.plus(secs(7)), keep)
+        .await
+        .unwrap();
+    store
+        .revoke_session(&a, t.plus(secs(2)), keep)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.revoked_sessions(t.plus(secs(6))).await.unwrap(),
+        [(a.clone(), t.plus(secs(7)))]
+    );
+    // Ten minutes after a's last revocation, b and a are forgotten.
+    store
+        .revoke_session(&c, t.plus(secs(608)), keep)
+        .await
+        .unwrap();
+    let left = store.revoked_sessions(t).await.unwrap();
+    assert_eq!(left, [(c, t.plus(secs(608)))], "{left:?}");
+}
+
+/// Revocations by many instances at once are all kept.
+pub async fn concurrent_revocations_are_all_kept<S: OtpStore>(store: Arc<S>) {
+    let t = start();
+    let sessions: Vec<FamilyId> = (0..16).map(|_| FamilyId::random()).collect();
+    let all = Arc::new(sessions.clone());
+    concurrently(&store, 16, |store, i| {
+        let all = Arc::clone(&all);
+        async move {
+            store
+                .revoke_session(&all[i], t.plus(secs(i as u64 % 3)), secs(600))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let mut listed: Vec<FamilyId> = store
+        .revoked_sessions(t)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(session, _)| session)
+        .collect();
+    let mut expected = sessions;
+    let key = |id: &FamilyId| id.as_str().to_owned();
+    listed.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(listed, expected);
 }
