@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use refsys_benches::{NoopSender, bench_policy, test_phone};
 use refsys_core::http::{self, Endpoint, RequestInfo};
+use refsys_core::revocation::Revocation;
 use refsys_core::{
     AllowedRegions, InviteCode, JwtKeys, MemoryOtpStore, MemoryUserStore, Phone, ReferralService,
     UserId, UserStore,
@@ -292,5 +293,47 @@ fn invites(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pure, tokens, login, profile, invites);
+/// The profile request with instant revocation (the default; 1,000 other sessions revoked in
+/// the list, as after a busy access-token lifetime) beside stateless revocation, in one run.
+fn revocation(c: &mut Criterion) {
+    let rt = runtime();
+    let _entered = rt.enter();
+    let mut group = configure(c);
+    for (name, revocation) in [
+        ("instant", Revocation::Instant),
+        ("stateless", Revocation::Stateless),
+    ] {
+        let service = ReferralService::builder(
+            store_with_invitees(&rt, 10),
+            MemoryOtpStore::new(),
+            NoopSender,
+            JwtKeys::hs256(SECRET).expect("keys"),
+        )
+        .policy(bench_policy(TEST_PHONES))
+        .revocation(revocation)
+        .build();
+        let phone = test_phone(0);
+        let login = rt.block_on(async {
+            for _ in 0..1_000 {
+                service.send_code(&phone).await.expect("send");
+                let other = service.verify_code(&phone, "0000").await.expect("verify");
+                service.logout(&other.refresh).await.expect("logout");
+            }
+            service.send_code(&phone).await.expect("send");
+            service.verify_code(&phone, "0000").await.expect("verify")
+        });
+        let header = format!("Bearer {}", login.access);
+        let info = RequestInfo {
+            authorization: Some(&header),
+            ..RequestInfo::default()
+        };
+        group.bench_function(
+            BenchmarkId::new("http_handle_profile_revocation", name),
+            |b| b.iter(|| rt.block_on(http::handle(&service, Endpoint::Profile, &info, b""))),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pure, tokens, login, profile, invites, revocation);
 criterion_main!(benches);

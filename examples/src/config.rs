@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use refsys_core::revocation::Revocation;
 use refsys_core::{AllowedRegions, JwtKeys, Policy};
 use refsys_core::{ClientLimits, RateLimit, TrustedProxies};
 
@@ -138,6 +139,8 @@ pub(crate) struct Config {
     pub events: Option<EventsConfig>,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// `REVOCATION`: `instant` (default) or `stateless`.
+    pub revocation: Revocation,
 }
 
 /// A bad setting: `REFSYS_X: why`.
@@ -288,6 +291,16 @@ impl Config {
         let connections = read_connection_limits(&env)?;
         let human_check = read_human_check(&env)?;
         let events = read_events(&env)?;
+        let revocation = match env.get("REVOCATION").as_deref() {
+            None | Some("instant") => Revocation::Instant,
+            Some("stateless") => Revocation::Stateless,
+            Some(other) => {
+                return Err(error(
+                    "REVOCATION",
+                    format!("`{other}`: expected instant or stateless"),
+                ));
+            }
+        };
         let log_format = match env.get("LOG_FORMAT").as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -313,6 +326,7 @@ impl Config {
             human_check,
             events,
             log_format,
+            revocation,
         })
     }
 }
@@ -686,6 +700,7 @@ mod tests {
         assert_eq!(config.sms, SmsConfig::Log);
         assert_eq!(config.framework, Framework::Axum);
         assert_eq!(config.log_format, LogFormat::Pretty);
+        assert_eq!(config.revocation, Revocation::Instant);
         assert_eq!(config.client_limits, ClientLimits::default());
         assert_eq!(
             config.client_limits.use_invite_code,
@@ -711,6 +726,21 @@ mod tests {
         assert_eq!(config.policy.human_check_at(), 50);
         assert_eq!(config.human_check, HumanCheckConfig::Pow { difficulty: 16 });
         assert!(!config.production);
+    }
+
+    #[test]
+    fn revocation_is_instant_unless_stateless_is_asked_for() {
+        let stateless = config(&[("REVOCATION", "stateless")]).unwrap();
+        assert_eq!(stateless.revocation, Revocation::Stateless);
+        let instant = config(&[("REVOCATION", "instant")]).unwrap();
+        assert_eq!(instant.revocation, Revocation::Instant);
+        let error = config(&[("REVOCATION", "never")]).unwrap_err();
+        assert_eq!(error.var, "REVOCATION");
+        assert!(
+            error.reason.contains("instant or stateless"),
+            "{}",
+            error.reason
+        );
     }
 
     #[test]

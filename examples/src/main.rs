@@ -212,7 +212,8 @@ async fn build_service(
     };
     let mut builder = ReferralService::builder(users, otps, sms, keys)
         .policy(config.policy.clone())
-        .client_limits(rate, config.client_limits.clone());
+        .client_limits(rate, config.client_limits.clone())
+        .revocation(config.revocation);
     if let Some(check) = human_check {
         builder = builder.human_check(check);
     }

@@ -1548,6 +1548,10 @@ pub async fn sessions_are_listed_and_ended(framework: Framework) {
         .post(REFRESH, json!({ "refresh": rotated.str("refresh") }))
         .await;
     assert_error(&refused, 401, "invalid_token");
+    // Its access tokens too, at once (instant revocation, the default).
+    for ended in [first["access"].as_str().unwrap(), &rotated.str("access")] {
+        assert_error(&c.get(PROFILE, Some(ended)).await, 401, "unauthorized");
+    }
     let res = delete(&server, &format!("{SESSIONS}{first_id}/"), Some(access)).await;
     assert_error(&res, 404, "session_not_found");
     for garbage in ["nope", "0123456789ABCDEF0123456789ABCDEF", "%20"] {
@@ -1564,6 +1568,8 @@ pub async fn sessions_are_listed_and_ended(framework: Framework) {
         .post(REFRESH, json!({ "refresh": second["refresh"] }))
         .await;
     assert_error(&refused, 401, "invalid_token");
+    let ended = second["access"].as_str().unwrap();
+    assert_error(&c.get(PROFILE, Some(ended)).await, 401, "unauthorized");
     let left = c.get(SESSIONS, Some(access)).await.json();
     assert_eq!(left["sessions"][0]["id"], json!(third_id));
     assert_eq!(left["sessions"].as_array().unwrap().len(), 1);
@@ -1580,8 +1586,10 @@ pub async fn sessions_are_listed_and_ended(framework: Framework) {
         .post(REFRESH, json!({ "refresh": kept.str("refresh") }))
         .await;
     assert_error(&refused, 401, "invalid_token");
-    let none = c.get(SESSIONS, Some(access)).await.json();
-    assert_eq!(none, json!({ "sessions": [] }));
+    // The caller's own session ended too: its access token is refused, at once.
+    assert_error(&c.get(SESSIONS, Some(access)).await, 401, "unauthorized");
+    let bobs = c.get(SESSIONS, Some(bob_access)).await.json();
+    assert_eq!(bobs["sessions"].as_array().unwrap().len(), 1);
     // Bob's session was never touched.
     let bob_refresh = c.post(REFRESH, json!({ "refresh": bob["refresh"] })).await;
     assert_eq!(bob_refresh.status, 200);

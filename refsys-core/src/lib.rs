@@ -95,6 +95,7 @@ pub mod postgres;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis_store;
+pub mod revocation;
 mod service;
 pub mod session;
 mod sms;

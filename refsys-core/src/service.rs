@@ -9,6 +9,7 @@ use crate::dto::RevokeScope;
 use crate::event::{Change, SessionEndReason};
 use crate::human::{HumanCheck, HumanCheckAnswer, HumanCheckError, Passed};
 use crate::limits::{ClientAction, ClientLimits, RateLimit};
+use crate::revocation::{Revocation, RevokedSessions};
 use crate::session::{Caller, Session, SessionClient, SessionScope};
 use crate::store::{
     Activation, Check, Issue, OtpStore, RateDecision, RateLimitStore, Rotation, UserStore,
@@ -73,6 +74,10 @@ struct Inner {
     events: Option<(Arc<dyn EventHandler>, EventDelivery)>,
     /// Wakes this instance's dispatcher when a change recorded an event.
     wake: Arc<tokio::sync::Notify>,
+    /// Instant or stateless revocation of access tokens.
+    revocation: Revocation,
+    /// The revoked sessions whose access tokens are refused (instant revocation only).
+    revoked: Option<Arc<RevokedSessions>>,
 }
 
 impl std::fmt::Debug for ReferralService {
@@ -139,17 +144,48 @@ impl ServiceBuilder {
         self
     }
 
+    /// Sets whether a revoked session's access tokens are refused at once, by every instance
+    /// that shares the OTP store ([`Revocation::Instant`], the default), or live out their
+    /// lifetime ([`Revocation::Stateless`]). See [`crate::revocation`].
+    pub fn revocation(mut self, revocation: Revocation) -> Self {
+        self.inner.revocation = revocation;
+        self
+    }
+
     /// Builds the service. With an [event handler](Self::event_handler), this starts the
-    /// dispatcher as a Tokio task (so call it inside a Tokio runtime; without one, events are
-    /// recorded but not delivered, and an error is logged). The task ends when the last
-    /// handle on the service is dropped.
+    /// dispatcher as a Tokio task, and with [instant revocation](Self::revocation) (the
+    /// default) the task that reads other instances' revocations; so call it inside a Tokio
+    /// runtime (without one, events are recorded but not delivered, this instance refuses
+    /// only the sessions it revoked itself, and an error is logged). The tasks end when the
+    /// last handle on the service is dropped.
     pub fn build(self) -> ReferralService {
         let mut inner = self.inner;
         // Store outages are logged once each, not once per request (`watch`).
         inner.users = Arc::new(Watched::new("user", inner.users));
         inner.otps = Arc::new(Watched::new("otp", inner.otps));
         inner.rate = Arc::new(Watched::new("rate_limit", inner.rate));
+        if inner.revocation == Revocation::Instant {
+            // A margin over the access tokens' lifetime for clocks a little apart.
+            let keep = inner.policy.access_ttl() + Duration::from_secs(60);
+            inner.revoked = Some(Arc::new(RevokedSessions::new(keep)));
+        }
         let inner = Arc::new(inner);
+        if let Some(revoked) = &inner.revoked {
+            let reader = Arc::clone(revoked).run(
+                Arc::clone(&inner.otps),
+                Arc::clone(&inner.clock),
+                Arc::downgrade(&inner),
+            );
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(reader);
+                }
+                Err(_) => tracing::error!(
+                    "ReferralService built outside a Tokio runtime: access tokens of sessions \
+                     revoked by other instances are not refused until they expire"
+                ),
+            }
+        }
         if let Some((handler, delivery)) = &inner.events {
             if !inner.users.keeps_event_log() {
                 tracing::error!(
@@ -201,6 +237,8 @@ impl ReferralService {
                 budget_logged: std::sync::Mutex::new(None),
                 events: None,
                 wake: Arc::default(),
+                revocation: Revocation::default(),
+                revoked: None,
             },
         }
     }
@@ -818,15 +856,11 @@ impl ReferralService {
 
     /// Checks an access token (the part after `Bearer `) and returns its user.
     ///
-    /// Stateless (signature, kind and expiry only): no store is asked, so it is cheap enough
-    /// for every request. A revoked family's access tokens therefore live out their short
-    /// lifetime.
+    /// Signature, kind and expiry, and (with [instant revocation](crate::revocation), the
+    /// default) that its session was not revoked: a lookup in this instance's copy of the
+    /// revocation list. No store is asked, so it is cheap enough for every request.
     pub fn authenticate(&self, access: &str) -> Result<UserId, Error> {
-        self.inner
-            .keys
-            .decode(access, TokenKind::Access, self.now())
-            .and_then(|claims| claims.user_id())
-            .ok_or(Error::Unauthorized)
+        self.caller(access).map(|caller| caller.user)
     }
 
     /// Reads an `Authorization` header value (`Bearer <access>`; the scheme is
@@ -844,6 +878,11 @@ impl ReferralService {
             .decode(access, TokenKind::Access, self.now())
             .ok_or(Error::Unauthorized)?;
         let user = claims.user_id().ok_or(Error::Unauthorized)?;
+        if let Some(revoked) = &self.inner.revoked
+            && revoked.contains(&claims.fam)
+        {
+            return Err(Error::Unauthorized);
+        }
         Ok(Caller {
             user,
             session: FamilyId::from_string(claims.fam),
@@ -928,6 +967,7 @@ impl ReferralService {
             Rotation::Grace { live } => self.sign_pair(user, &family, &live, now),
             Rotation::Reused => {
                 self.recorded();
+                self.refuse_access(&[family], now).await;
                 tracing::warn!(user_id = %user, "spent refresh token presented again; family revoked");
                 Err(Error::InvalidToken)
             }
@@ -948,6 +988,7 @@ impl ReferralService {
             return Err(Error::SessionNotFound);
         }
         let session = FamilyId::from_string(session);
+        let now = self.now();
         let revoked = self
             .inner
             .users
@@ -955,13 +996,14 @@ impl ReferralService {
                 user,
                 SessionScope::One(&session),
                 SessionEndReason::Revoked,
-                self.change(self.now()),
+                self.change(now),
             )
             .await?;
         if revoked.is_empty() {
             return Err(Error::SessionNotFound);
         }
         self.recorded();
+        self.refuse_access(&revoked, now).await;
         tracing::info!(user_id = %user, "session revoked");
         Ok(())
     }
@@ -973,6 +1015,7 @@ impl ReferralService {
             RevokeScope::Others => SessionScope::AllBut(&caller.session),
             RevokeScope::All => SessionScope::All,
         };
+        let now = self.now();
         let revoked = self
             .inner
             .users
@@ -980,11 +1023,12 @@ impl ReferralService {
                 caller.user,
                 scope,
                 SessionEndReason::Revoked,
-                self.change(self.now()),
+                self.change(now),
             )
             .await?;
         if !revoked.is_empty() {
             self.recorded();
+            self.refuse_access(&revoked, now).await;
             tracing::info!(user_id = %caller.user, revoked = revoked.len(), "sessions revoked");
         }
         Ok(revoked.len() as u64)
@@ -998,16 +1042,40 @@ impl ReferralService {
             .keys
             .decode(refresh, TokenKind::Refresh, now)
             .ok_or(Error::InvalidToken)?;
+        let family = FamilyId::from_string(claims.fam);
         self.inner
             .users
-            .revoke_family(
-                &FamilyId::from_string(claims.fam),
-                SessionEndReason::Logout,
-                self.change(now),
-            )
+            .revoke_family(&family, SessionEndReason::Logout, self.change(now))
             .await?;
         self.recorded();
+        self.refuse_access(&[family], now).await;
         Ok(())
+    }
+
+    /// With instant revocation, refuses the access tokens of `sessions` (just revoked in the
+    /// user store) on this instance at once, and on the others once they have read the OTP
+    /// store's list. A list that cannot be written is logged: the revocation itself stands
+    /// (the sessions' refresh tokens are refused), but other instances accept their access
+    /// tokens until they expire.
+    async fn refuse_access(&self, sessions: &[FamilyId], now: Timestamp) {
+        let Some(revoked) = &self.inner.revoked else {
+            return;
+        };
+        for session in sessions {
+            revoked.insert(session, now);
+            if let Err(error) = self
+                .inner
+                .otps
+                .revoke_session(session, now, revoked.keep())
+                .await
+            {
+                tracing::warn!(
+                    %error,
+                    "could not share a session's revocation: other instances accept its \
+                     access tokens until they expire"
+                );
+            }
+        }
     }
 
     /// `GET /ready`: asks every store to answer.
