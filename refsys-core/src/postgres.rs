@@ -483,7 +483,7 @@ impl UserStore for PgUserStore {
     }
 
     async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
-        sql::sessions(&self.pool, user, now).await
+        sql::sessions(&self.pool, sql::SESSIONS_POSTGRES, user, now).await
     }
 
     async fn revoke_sessions(

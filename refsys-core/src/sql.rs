@@ -182,9 +182,11 @@ where
     Ok(done.rows() > 0)
 }
 
-/// The live sessions of `user` at `now`, newest first (see `UserStore::sessions`).
+/// The live sessions of `user` at `now`, newest first (see `UserStore::sessions`), by
+/// `statement` ([`SESSIONS_SQLITE`] or [`SESSIONS_POSTGRES`]).
 pub(crate) async fn sessions<'c, DB, E>(
     db: E,
+    statement: &'static str,
     user: UserId,
     now: Timestamp,
 ) -> Result<Vec<Session>, StoreError>
@@ -195,18 +197,12 @@ where
     SessionRow: for<'r> FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
-    let rows = sqlx::query_as::<DB, SessionRow>(
-        "SELECT family_id, started_at, COALESCE(rotated_at, started_at), client_network, \
-                user_agent \
-         FROM refresh_families \
-         WHERE user_id = $1 AND NOT revoked AND expires_at > $2 \
-         ORDER BY started_at DESC, family_id DESC",
-    )
-    .bind(user.0)
-    .bind(unix(now))
-    .fetch_all(db)
-    .await
-    .map_err(store_error)?;
+    let rows = sqlx::query_as::<DB, SessionRow>(statement)
+        .bind(user.0)
+        .bind(unix(now))
+        .fetch_all(db)
+        .await
+        .map_err(store_error)?;
     Ok(rows
         .into_iter()
         .map(|(id, created, used, network, user_agent)| Session {
@@ -220,6 +216,27 @@ where
         })
         .collect())
 }
+
+/// The live sessions of `$1` at `$2`: newest first, and of one second, the later login first
+/// (`$order`: the insertion order of the backend).
+macro_rules! sessions_statement {
+    ($order:literal) => {
+        concat!(
+            "SELECT family_id, started_at, COALESCE(rotated_at, started_at), client_network, \
+                    user_agent \
+             FROM refresh_families \
+             WHERE user_id = $1 AND NOT revoked AND expires_at > $2 \
+             ORDER BY started_at DESC, ",
+            $order,
+            " DESC"
+        )
+    };
+}
+
+/// [`sessions`] on SQLite: the row id orders logins (new rows get a larger one).
+pub(crate) const SESSIONS_SQLITE: &str = sessions_statement!("rowid");
+/// [`sessions`] on PostgreSQL: an identity column orders logins.
+pub(crate) const SESSIONS_POSTGRES: &str = sessions_statement!("started_seq");
 
 /// A row of [`sessions`]: id, started, last used, network, user agent.
 pub(crate) type SessionRow = (String, i64, i64, Option<String>, Option<String>);

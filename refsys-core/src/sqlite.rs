@@ -593,7 +593,7 @@ impl UserStore for SqliteUserStore {
     }
 
     async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
-        sql::sessions(&self.pool, user, now).await
+        sql::sessions(&self.pool, sql::SESSIONS_SQLITE, user, now).await
     }
 
     async fn revoke_sessions(

@@ -168,7 +168,7 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// The live sessions of `user` at `now` (families neither revoked nor expired), newest
-    /// first (by start; the same start, by id).
+    /// first (by start; of sessions started in the same second, the later login first).
     async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError>;
 
     /// Revokes the live sessions of `user` in `scope` at `change.now`, and records a

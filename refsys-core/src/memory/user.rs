@@ -64,6 +64,8 @@ struct Family {
     expires_at: Timestamp,
     revoked: bool,
     started_at: Timestamp,
+    /// The order of the logins, for sessions started in the same second.
+    seq: u64,
     client: SessionClient,
 }
 
@@ -287,6 +289,7 @@ impl UserStore for MemoryUserStore {
             // Families past their expiry cannot rotate; forget them.
             state.families.retain(|_, f| f.expires_at > now);
         }
+        let seq = state.family_writes;
         state.families.insert(
             family.clone(),
             Family {
@@ -296,6 +299,7 @@ impl UserStore for MemoryUserStore {
                 expires_at,
                 revoked: false,
                 started_at: now,
+                seq,
                 client: client.clone(),
             },
         );
@@ -383,19 +387,21 @@ impl UserStore for MemoryUserStore {
     async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
         // A scan of every family: this store is for tests and single small processes.
         let state = self.read();
-        let mut sessions: Vec<Session> = state
+        let mut families: Vec<_> = state
             .families
             .iter()
             .filter(|(_, f)| f.user == user && !f.revoked && f.expires_at > now)
+            .collect();
+        families.sort_by_key(|(_, f)| std::cmp::Reverse((f.started_at, f.seq)));
+        Ok(families
+            .into_iter()
             .map(|(id, f)| Session {
                 id: id.clone(),
                 created_at: f.started_at,
                 last_used_at: f.previous.as_ref().map_or(f.started_at, |(_, at)| *at),
                 client: f.client.clone(),
             })
-            .collect();
-        sessions.sort_by(|a, b| (b.created_at, b.id.as_str()).cmp(&(a.created_at, a.id.as_str())));
-        Ok(sessions)
+            .collect())
     }
 
     async fn revoke_sessions(

@@ -139,7 +139,24 @@ pub async fn sessions_list_the_live_ones_newest_first<S: UserStore>(store: Arc<S
     assert_eq!(earlier[0].client, client(4));
 
     assert_eq!(store.sessions(bob.id, now).await.unwrap().len(), 1);
-    let nobody = crate::UserId(alice.id.0 + bob.id.0 + 100);
+
+    // Logins within one second: the later one first, many times over (ids are random).
+    let carol = create(&*store, 3, t).await;
+    let mut started = Vec::new();
+    for n in 0..8 {
+        let (id, _) = session(&*store, &carol, &client(n), t.plus(secs(30)), t.plus(WEEK)).await;
+        started.push(id);
+    }
+    started.reverse();
+    let listed: Vec<_> = store
+        .sessions(carol.id, now.plus(secs(30)))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, started, "the later login of one second first");
+    let nobody = crate::UserId(alice.id.0 + bob.id.0 + carol.id.0 + 100);
     assert!(store.sessions(nobody, now).await.unwrap().is_empty());
 }
 
