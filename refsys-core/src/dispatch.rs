@@ -171,29 +171,30 @@ impl Dispatcher {
         let mut last_prune: Option<Timestamp> = None;
         // Whether the last claim got fewer events than it asked for: nothing more was due.
         let mut caught_up = true;
+        // When the oldest finished delivery not settled yet finished.
+        let mut waiting_since: Option<tokio::time::Instant> = None;
         while alive.strong_count() > 0 {
             let now = this.clock.now();
             while let Some(done) = in_flight.try_join_next() {
                 finished.push(done);
+            }
+            if !finished.is_empty() {
+                waiting_since.get_or_insert_with(tokio::time::Instant::now);
             }
             if last_prune.is_none_or(|at| at.secs_until(now) >= 60) {
                 last_prune = Some(now);
                 this.prune(now).await;
             }
             let room = batch.saturating_sub(in_flight.len());
-            if in_flight.is_empty() || room >= refill_at {
-                // Settle what finished (the delivered ones in one call), then claim: a
-                // finished delivery's user may have its next event due.
-                let mut delivered = Vec::new();
-                for done in finished.drain(..) {
-                    match done {
-                        Ok((claim, Settlement::Delivered)) => delivered.push(claim),
-                        Ok((claim, settlement)) => this.settle(&claim, &settlement, now).await,
-                        // The lease runs out and the event is tried again.
-                        Err(error) => tracing::error!(%error, "an event handler panicked"),
-                    }
-                }
-                this.settle_delivered(&delivered, now).await;
+            let claiming = in_flight.is_empty() || room >= refill_at;
+            // Settle what finished (the delivered ones in one call) before each claim (a
+            // finished delivery's user may have its next event due), and whatever has waited a
+            // linger, so that no finished event waits on slow ones for its lease to run out.
+            if claiming || waiting_since.is_some_and(|at| at.elapsed() >= this.delivery.linger) {
+                this.settle_finished(&mut finished, now).await;
+                waiting_since = None;
+            }
+            if claiming {
                 let claimed = match this
                     .users
                     .claim_events(now, this.delivery.lease, room)
@@ -233,6 +234,27 @@ impl Dispatcher {
                 tokio::time::sleep(this.delivery.linger).await;
             }
         }
+        // The service is gone: what finished is settled (what is still in flight is dropped,
+        // and delivered again once its lease ends).
+        this.settle_finished(&mut finished, this.clock.now()).await;
+    }
+
+    /// Settles the finished deliveries, the delivered ones in one store call.
+    async fn settle_finished(
+        &self,
+        finished: &mut Vec<Result<(Claim, Settlement), tokio::task::JoinError>>,
+        now: Timestamp,
+    ) {
+        let mut delivered = Vec::new();
+        for done in finished.drain(..) {
+            match done {
+                Ok((claim, Settlement::Delivered)) => delivered.push(claim),
+                Ok((claim, settlement)) => self.settle(&claim, &settlement, now).await,
+                // The lease runs out and the event is tried again.
+                Err(error) => tracing::error!(%error, "an event handler panicked"),
+            }
+        }
+        self.settle_delivered(&delivered, now).await;
     }
 
     /// Delivers one claimed event: how to settle it.

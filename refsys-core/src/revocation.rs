@@ -33,8 +33,9 @@ pub enum Revocation {
 /// How often an instance reads the sessions other instances revoked.
 pub const POLL: Duration = Duration::from_millis(500);
 
-/// Each read goes back this far before the latest revocation it has seen, so that an
-/// instance whose clock is a little behind cannot write a revocation the others skip.
+/// Each read goes back this far before the latest revocation it has seen (or its own now, if
+/// earlier), so that an instance whose clock is a little behind cannot write a revocation the
+/// others skip. Keep the instances' clocks within this of each other (NTP).
 const CLOCK_MARGIN: Duration = Duration::from_secs(30);
 
 /// This instance's view of the revoked sessions whose access tokens may still be live.
@@ -81,7 +82,9 @@ impl RevokedSessions {
     ) -> Result<(), crate::StoreError> {
         let oldest = back(now, self.keep);
         let latest = *self.latest.lock().unwrap_or_else(|e| e.into_inner());
-        let since = latest.map_or(oldest, |at| back(at, CLOCK_MARGIN).max(oldest));
+        // Never past this instance's own now: one instance whose clock runs ahead must not
+        // make the others skip what correctly clocked ones write.
+        let since = latest.map_or(oldest, |at| back(at.min(now), CLOCK_MARGIN).max(oldest));
         let read = otps.revoked_sessions(since).await?;
         let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
         revoked.retain(|_, at| *at >= oldest);

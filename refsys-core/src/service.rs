@@ -938,6 +938,11 @@ impl ReferralService {
     /// family's live refresh token; presenting any other spent token revokes the whole family
     /// (theft detection).
     pub async fn refresh(&self, refresh: &str) -> Result<TokenPair, Error> {
+        let (this, refresh) = (self.clone(), refresh.to_owned());
+        to_completion(async move { this.refresh_now(&refresh).await }).await
+    }
+
+    async fn refresh_now(&self, refresh: &str) -> Result<TokenPair, Error> {
         let now = self.now();
         let claims = self
             .inner
@@ -967,7 +972,7 @@ impl ReferralService {
             Rotation::Grace { live } => self.sign_pair(user, &family, &live, now),
             Rotation::Reused => {
                 self.recorded();
-                self.refuse_access(&[family], now).await;
+                self.refuse_access(vec![family], now);
                 tracing::warn!(user_id = %user, "spent refresh token presented again; family revoked");
                 Err(Error::InvalidToken)
             }
@@ -975,106 +980,141 @@ impl ReferralService {
         }
     }
 
-    /// `GET /api/sessions/`: the user's live sessions, newest first.
-    pub async fn sessions(&self, user: UserId) -> Result<Vec<Session>, Error> {
-        Ok(self.inner.users.sessions(user, self.now()).await?)
+    /// `GET /api/sessions/`: the caller's live sessions, newest first. `401 unauthorized`
+    /// if the caller's own session is not among them (it was ended, and its access token has
+    /// not expired yet).
+    pub async fn sessions(&self, caller: &Caller) -> Result<Vec<Session>, Error> {
+        let sessions = self.inner.users.sessions(caller.user, self.now()).await?;
+        if !sessions.iter().any(|session| session.id == caller.session) {
+            return Err(Error::Unauthorized);
+        }
+        Ok(sessions)
     }
 
-    /// `DELETE /api/sessions/{id}/`: ends one of the user's live sessions (its refresh
-    /// token gets `401 invalid_token`). `404 session_not_found` when `session` is not the id
-    /// of a live session of this user (whoever else's it is).
-    pub async fn revoke_session(&self, user: UserId, session: &str) -> Result<(), Error> {
+    /// `DELETE /api/sessions/{id}/`: ends one of the caller's live sessions (its refresh
+    /// token gets `401 invalid_token`, its access tokens `401 unauthorized` with
+    /// [instant revocation](crate::revocation)). `404 session_not_found` when `session` is
+    /// not the id of a live session of the caller's (whoever else's it is); `401
+    /// unauthorized` when the caller's own session was ended.
+    pub async fn revoke_session(&self, caller: &Caller, session: &str) -> Result<(), Error> {
         if !is_session_id(session) {
             return Err(Error::SessionNotFound);
         }
-        let session = FamilyId::from_string(session);
-        let now = self.now();
-        let revoked = self
-            .inner
-            .users
-            .revoke_sessions(
-                user,
-                SessionScope::One(&session),
-                SessionEndReason::Revoked,
-                self.change(now),
-            )
-            .await?;
-        if revoked.is_empty() {
-            return Err(Error::SessionNotFound);
-        }
-        self.recorded();
-        self.refuse_access(&revoked, now).await;
-        tracing::info!(user_id = %user, "session revoked");
-        Ok(())
+        let (this, caller, session) = (self.clone(), caller.clone(), session.to_owned());
+        to_completion(async move {
+            this.live_caller(&caller).await?;
+            let session = FamilyId::from_string(session);
+            let now = this.now();
+            let revoked = this
+                .inner
+                .users
+                .revoke_sessions(
+                    caller.user,
+                    SessionScope::One(&session),
+                    SessionEndReason::Revoked,
+                    this.change(now),
+                )
+                .await?;
+            if revoked.is_empty() {
+                return Err(Error::SessionNotFound);
+            }
+            this.recorded();
+            this.refuse_access(revoked, now);
+            tracing::info!(user_id = %caller.user, "session revoked");
+            Ok(())
+        })
+        .await
     }
 
     /// `POST /api/sessions/revoke/`: ends the caller's other sessions, or all of them; how
-    /// many it ended.
+    /// many it ended. `401 unauthorized` when the caller's own session was ended.
     pub async fn revoke_sessions(&self, caller: &Caller, scope: RevokeScope) -> Result<u64, Error> {
-        let scope = match scope {
-            RevokeScope::Others => SessionScope::AllBut(&caller.session),
-            RevokeScope::All => SessionScope::All,
-        };
-        let now = self.now();
-        let revoked = self
-            .inner
-            .users
-            .revoke_sessions(
-                caller.user,
-                scope,
-                SessionEndReason::Revoked,
-                self.change(now),
-            )
-            .await?;
-        if !revoked.is_empty() {
-            self.recorded();
-            self.refuse_access(&revoked, now).await;
-            tracing::info!(user_id = %caller.user, revoked = revoked.len(), "sessions revoked");
-        }
-        Ok(revoked.len() as u64)
+        let (this, caller) = (self.clone(), caller.clone());
+        to_completion(async move {
+            this.live_caller(&caller).await?;
+            let scope = match scope {
+                RevokeScope::Others => SessionScope::AllBut(&caller.session),
+                RevokeScope::All => SessionScope::All,
+            };
+            let now = this.now();
+            let revoked = this
+                .inner
+                .users
+                .revoke_sessions(
+                    caller.user,
+                    scope,
+                    SessionEndReason::Revoked,
+                    this.change(now),
+                )
+                .await?;
+            let count = revoked.len() as u64;
+            if count > 0 {
+                this.recorded();
+                this.refuse_access(revoked, now);
+                tracing::info!(user_id = %caller.user, revoked = count, "sessions revoked");
+            }
+            Ok(count)
+        })
+        .await
+    }
+
+    /// `401 unauthorized` unless the caller's session is live: an ended session's access
+    /// token (stateless revocation, or another instance within its first second) may not end
+    /// the user's other sessions.
+    async fn live_caller(&self, caller: &Caller) -> Result<(), Error> {
+        self.sessions(caller).await.map(drop)
     }
 
     /// `POST /api/token/logout/`: revokes the refresh token's family.
     pub async fn logout(&self, refresh: &str) -> Result<(), Error> {
-        let now = self.now();
-        let claims = self
-            .inner
-            .keys
-            .decode(refresh, TokenKind::Refresh, now)
-            .ok_or(Error::InvalidToken)?;
-        let family = FamilyId::from_string(claims.fam);
-        self.inner
-            .users
-            .revoke_family(&family, SessionEndReason::Logout, self.change(now))
-            .await?;
-        self.recorded();
-        self.refuse_access(&[family], now).await;
-        Ok(())
+        let (this, refresh) = (self.clone(), refresh.to_owned());
+        to_completion(async move {
+            let now = this.now();
+            let claims = this
+                .inner
+                .keys
+                .decode(&refresh, TokenKind::Refresh, now)
+                .ok_or(Error::InvalidToken)?;
+            let family = FamilyId::from_string(claims.fam);
+            this.inner
+                .users
+                .revoke_family(&family, SessionEndReason::Logout, this.change(now))
+                .await?;
+            this.recorded();
+            this.refuse_access(vec![family], now);
+            Ok(())
+        })
+        .await
     }
 
     /// With instant revocation, refuses the access tokens of `sessions` (just revoked in the
-    /// user store) on this instance at once, and on the others once they have read the OTP
-    /// store's list. A list that cannot be written is logged: the revocation itself stands
-    /// (the sessions' refresh tokens are refused), but other instances accept their access
-    /// tokens until they expire.
-    async fn refuse_access(&self, sessions: &[FamilyId], now: Timestamp) {
+    /// user store) on this instance at once, and shares them through the OTP store in a task
+    /// of its own (the request does not wait on it), so that the other instances refuse them
+    /// once they have read the list. A list that cannot be written is logged: the revocation
+    /// itself stands (the sessions' refresh tokens are refused), but other instances accept
+    /// their access tokens until they expire.
+    fn refuse_access(&self, sessions: Vec<FamilyId>, now: Timestamp) {
         let Some(revoked) = &self.inner.revoked else {
             return;
         };
-        for session in sessions {
+        for session in &sessions {
             revoked.insert(session, now);
-            if let Err(error) = self
-                .inner
-                .otps
-                .revoke_session(session, now, revoked.keep())
-                .await
-            {
-                tracing::warn!(
-                    %error,
-                    "could not share a session's revocation: other instances accept its \
-                     access tokens until they expire"
-                );
+        }
+        let (otps, keep) = (Arc::clone(&self.inner.otps), revoked.keep());
+        let share = async move {
+            for session in &sessions {
+                if let Err(error) = otps.revoke_session(session, now, keep).await {
+                    tracing::warn!(
+                        %error,
+                        "could not share a session's revocation: other instances accept its \
+                         access tokens until they expire"
+                    );
+                }
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(share)),
+            Err(_) => tracing::warn!("no Tokio runtime: a session's revocation is not shared"),
         }
     }
 
@@ -1105,6 +1145,19 @@ fn bearer(header: Option<&str>) -> Result<&str, Error> {
         return Err(Error::Unauthorized);
     }
     Ok(token.trim())
+}
+
+/// Runs `work` to completion in a task of its own, so that a caller that is dropped (a client
+/// that went away) cannot stop it between a revocation in the user store and the revocation
+/// list.
+async fn to_completion<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(work).await.unwrap_or_else(|error| {
+        Err(Error::Internal(format!(
+            "a revocation did not finish: {error}"
+        )))
+    })
 }
 
 /// Whether `id` has the form of a session id (32 lowercase hex characters), so that nothing

@@ -141,23 +141,6 @@ impl SqliteUserStore {
             .map_err(store_error)
     }
 
-    /// Runs `query`, a string of statements from `BEGIN IMMEDIATE` to `COMMIT`, in one call
-    /// to the connection's thread; the rows of its `RETURNING` clauses, in order.
-    ///
-    /// Its parameters are anonymous (`?`), bound in the order they appear across the
-    /// statements. (sqlx binds numbered ones, `?3`, across statements only when each
-    /// statement uses every number from 1 to its largest: it binds a gap as the next
-    /// anonymous parameter and stops at the end of the arguments, leaving later ones NULL.)
-    ///
-    /// Why not a [`sqlx::Transaction`]: each of its statements is a hand-off to that thread
-    /// and back, and SQLite's one write lock is held across all of them, so every other
-    /// writer waits out several hand-offs (a change with its event was four). Here the lock
-    /// is taken and released within the one call.
-    ///
-    /// Why it is safe although sqlx does not know of the transaction: the call runs in a task
-    /// of its own, so a caller that is dropped (a client that went away) cannot stop it
-    /// between `BEGIN` and `COMMIT`; and a connection on which any statement failed is closed,
-    /// never returned to the pool (SQLite rolls back what a closing connection began).
     /// Inserts a user and its `user.created` in one transaction, one call; `None` if the
     /// phone has a user.
     async fn insert_user_recorded(
@@ -198,6 +181,23 @@ impl SqliteUserStore {
         rows.first().map(|row| row.try_get::<i64, _>(0)).transpose()
     }
 
+    /// Runs `query`, a string of statements from `BEGIN IMMEDIATE` to `COMMIT`, in one call
+    /// to the connection's thread; the rows of its `RETURNING` clauses, in order.
+    ///
+    /// Its parameters are anonymous (`?`), bound in the order they appear across the
+    /// statements. (sqlx binds numbered ones, `?3`, across statements only when each
+    /// statement uses every number from 1 to its largest: it binds a gap as the next
+    /// anonymous parameter and stops at the end of the arguments, leaving later ones NULL.)
+    ///
+    /// Why not a [`sqlx::Transaction`]: each of its statements is a hand-off to that thread
+    /// and back, and SQLite's one write lock is held across all of them, so every other
+    /// writer waits out several hand-offs (a change with its event was four). Here the lock
+    /// is taken and released within the one call.
+    ///
+    /// Why it is safe although sqlx does not know of the transaction: the call runs in a task
+    /// of its own, so a caller that is dropped (a client that went away) cannot stop it
+    /// between `BEGIN` and `COMMIT`; and a connection on which any statement failed is closed,
+    /// never returned to the pool (SQLite rolls back what a closing connection began).
     async fn write_once(
         &self,
         query: sqlx::query::Query<'static, Sqlite, SqliteArguments>,

@@ -144,3 +144,33 @@ async fn stateless_revocation_leaves_access_tokens_to_expire() {
         "invalid_token"
     );
 }
+
+#[tokio::test]
+async fn an_ended_sessions_access_token_cannot_end_the_others() {
+    // Stateless, so the ended session's access token still authenticates.
+    let deployment = Deployment::new(Revocation::Stateless);
+    let a = deployment.instance();
+    let stolen = deployment.login(&a).await;
+    let owner = deployment.login(&a).await;
+    let owners = a.caller(&owner.access).unwrap();
+    let ended = a.caller(&stolen.access).unwrap();
+    assert_eq!(
+        a.revoke_sessions(&owners, RevokeScope::Others)
+            .await
+            .unwrap(),
+        1
+    );
+    for refused in [
+        a.revoke_sessions(&ended, RevokeScope::Others)
+            .await
+            .map(drop),
+        a.revoke_sessions(&ended, RevokeScope::All).await.map(drop),
+        a.revoke_session(&ended, owners.session.as_str()).await,
+        a.sessions(&ended).await.map(drop),
+    ] {
+        assert_eq!(refused.unwrap_err().code(), "unauthorized");
+    }
+    let left = a.sessions(&owners).await.unwrap();
+    assert_eq!(left.len(), 1, "the owner's session stays");
+    assert_eq!(a.refresh(&owner.refresh).await.map(drop).ok(), Some(()));
+}

@@ -167,7 +167,7 @@ async fn respond(
         }
         Endpoint::Sessions => {
             let caller = service.caller_header(request.authorization)?;
-            let sessions = service.sessions(caller.user).await?;
+            let sessions = service.sessions(&caller).await?;
             let sessions = sessions
                 .iter()
                 .map(|session| SessionView::new(session, &caller.session))
@@ -175,9 +175,9 @@ async fn respond(
             Ok(Reply::json(200, &SessionsResponse { sessions }))
         }
         Endpoint::RevokeSession => {
-            let user = service.authenticate_header(request.authorization)?;
+            let caller = service.caller_header(request.authorization)?;
             let id = request.id.ok_or(Error::SessionNotFound)?;
-            service.revoke_session(user, id).await?;
+            service.revoke_session(&caller, id).await?;
             Ok(Reply::no_content())
         }
         Endpoint::RevokeSessions => {

@@ -140,6 +140,24 @@ pub async fn sessions_list_the_live_ones_newest_first<S: UserStore>(store: Arc<S
 
     assert_eq!(store.sessions(bob.id, now).await.unwrap().len(), 1);
 
+    // A recorded login keeps its client as well (stores write that path apart).
+    let (recorded, jti) = (FamilyId::random(), TokenId::random());
+    store
+        .start_family(
+            bob.id,
+            &recorded,
+            &jti,
+            &client(6),
+            Change::recorded(t.plus(secs(8))),
+            t.plus(WEEK),
+        )
+        .await
+        .unwrap();
+    let bobs = store.sessions(bob.id, now).await.unwrap();
+    assert_eq!(bobs[0].id, recorded);
+    assert_eq!(bobs[0].client, client(6));
+    assert_eq!(bobs[0].created_at, t.plus(secs(8)));
+
     // Logins within one second: the later one first, many times over (ids are random).
     let carol = create(&*store, 3, t).await;
     let mut started = Vec::new();
