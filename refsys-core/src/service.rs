@@ -1149,15 +1149,18 @@ fn bearer(header: Option<&str>) -> Result<&str, Error> {
 
 /// Runs `work` to completion in a task of its own, so that a caller that is dropped (a client
 /// that went away) cannot stop it between a revocation in the user store and the revocation
-/// list.
+/// list. Outside a Tokio runtime (another executor) it runs `work` in place.
 async fn to_completion<T: Send + 'static>(
     work: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
 ) -> Result<T, Error> {
-    tokio::spawn(work).await.unwrap_or_else(|error| {
-        Err(Error::Internal(format!(
-            "a revocation did not finish: {error}"
-        )))
-    })
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime.spawn(work).await.unwrap_or_else(|error| {
+            Err(Error::Internal(format!(
+                "a revocation did not finish: {error}"
+            )))
+        }),
+        Err(_) => work.await,
+    }
 }
 
 /// Whether `id` has the form of a session id (32 lowercase hex characters), so that nothing
