@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use refsys_core::account::{Account, PhoneChange};
 use refsys_core::event::{Claim, EventRecord, EventStatus, Redeliver, Settlement};
 use refsys_core::session::{Session, SessionClient, SessionScope};
 use refsys_core::store::{Activation, Rotation};
@@ -81,7 +82,7 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         client: &SessionClient,
         change: Change,
         expires_at: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.inner
             .start_family(user, family, jti, client, change, expires_at)
             .await
@@ -124,6 +125,27 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         self.inner
             .revoke_sessions(user, scope, reason, change)
             .await
+    }
+
+    async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
+        self.inner.account(user).await
+    }
+
+    async fn change_phone(
+        &self,
+        user: UserId,
+        phone: &Phone,
+        change: Change,
+    ) -> Result<PhoneChange, StoreError> {
+        self.inner.change_phone(user, phone, change).await
+    }
+
+    async fn delete_account(
+        &self,
+        user: UserId,
+        change: Change,
+    ) -> Result<Option<Vec<FamilyId>>, StoreError> {
+        self.inner.delete_account(user, change).await
     }
 
     // The event log: a wrapper delegates it all, or its events are never delivered.

@@ -165,6 +165,119 @@ impl SessionView {
     }
 }
 
+/// `POST /api/account/delete/`: the caller's code, proving the phone again.
+#[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeleteAccountRequest {
+    /// A live code for the caller's own phone, from `POST /login/send_code/`.
+    pub code: String,
+}
+
+impl std::fmt::Debug for DeleteAccountRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeleteAccountRequest")
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /api/account/phone/verify/`: the new phone and the code sent to it.
+#[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChangePhoneRequest {
+    /// The new phone, as for `send_code`.
+    pub phone: String,
+    /// The code sent to it by `POST /api/account/phone/send_code/`.
+    pub code: String,
+}
+
+impl std::fmt::Debug for ChangePhoneRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangePhoneRequest").finish_non_exhaustive()
+    }
+}
+
+/// `POST /api/account/phone/verify/`: `{"phone": "<new E.164>"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PhoneResponse {
+    /// The account's phone now, E.164.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "+375291234567"))]
+    pub phone: crate::Phone,
+}
+
+/// `GET /api/account/export/`: everything stored about the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AccountExport {
+    /// The caller's id.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
+    pub user_id: crate::UserId,
+    /// The caller's phone, E.164.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub phone: crate::Phone,
+    /// When the account was created (its first login), RFC 3339 UTC.
+    pub created_at: String,
+    /// The caller's own invite code.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub own_invite_code: crate::InviteCode,
+    /// The code the caller applied, or `null`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub activated_invite_code: Option<crate::InviteCode>,
+    /// When the caller applied it, RFC 3339 UTC, or `null`.
+    pub activated_at: Option<String>,
+    /// The users who applied the caller's code, in the order they did.
+    pub invited_users: Vec<InviteeView>,
+    /// The caller's live sessions, as `GET /api/sessions/` lists them.
+    pub sessions: Vec<SessionView>,
+    /// The caller's rewards (none are kept yet: always empty).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub rewards: Vec<serde_json::Value>,
+}
+
+/// One invitee in [`AccountExport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InviteeView {
+    /// The invitee's phone, E.164.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub phone: crate::Phone,
+    /// When the invitee applied the caller's code, RFC 3339 UTC.
+    pub joined_at: String,
+}
+
+impl AccountExport {
+    /// The export of `account` with its live `sessions`, for a caller whose own session is
+    /// `current`.
+    pub fn new(
+        account: crate::account::Account,
+        sessions: &[crate::session::Session],
+        current: &crate::FamilyId,
+    ) -> Self {
+        use crate::event::rfc3339;
+        Self {
+            user_id: account.user_id,
+            phone: account.phone,
+            created_at: rfc3339::format(account.created_at),
+            own_invite_code: account.own_invite_code,
+            activated_invite_code: account.activated_invite_code,
+            activated_at: account.activated_at.map(rfc3339::format),
+            invited_users: account
+                .invitees
+                .into_iter()
+                .map(|invitee| InviteeView {
+                    phone: invitee.phone,
+                    joined_at: rfc3339::format(invitee.joined_at),
+                })
+                .collect(),
+            sessions: sessions
+                .iter()
+                .map(|session| SessionView::new(session, current))
+                .collect(),
+            rewards: Vec::new(),
+        }
+    }
+}
+
 /// `GET /health`: `{"status": "ok"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -104,6 +104,12 @@ pub enum Error {
     /// expired).
     #[error("No such session.")]
     SessionNotFound,
+    /// Another user has the phone number the caller proved and asked to move to.
+    #[error("Another account has this phone number.")]
+    PhoneTaken,
+    /// The phone number asked for is the caller's own already.
+    #[error("This is already your phone number.")]
+    SamePhone,
     /// The refresh token is invalid, expired, spent or revoked, or not a refresh token.
     #[error("The token is invalid, expired or revoked.")]
     InvalidToken,
@@ -168,6 +174,8 @@ impl Error {
             Error::InviteAlreadyActivated => (409, "invite_already_activated"),
             Error::InviteCycle => (409, "invite_cycle"),
             Error::SessionNotFound => (404, "session_not_found"),
+            Error::PhoneTaken => (409, "phone_taken"),
+            Error::SamePhone => (400, "same_phone"),
             Error::InvalidToken => (401, "invalid_token"),
             Error::RateLimited { .. } => (429, "rate_limited"),
             Error::NotFound => (404, "not_found"),
@@ -372,6 +380,8 @@ mod tests {
                 "invite_already_activated",
             ),
             (Error::InviteCycle, 409, "invite_cycle"),
+            (Error::PhoneTaken, 409, "phone_taken"),
+            (Error::SamePhone, 400, "same_phone"),
             (Error::InvalidToken, 401, "invalid_token"),
             (Error::PayloadTooLarge, 413, "payload_too_large"),
             (Error::RequestTimeout, 408, "request_timeout"),

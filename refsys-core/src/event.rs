@@ -90,7 +90,7 @@ impl SessionEndReason {
 /// What happened: the `type` and `data` of an event.
 ///
 /// `data` names users by `user_id`, carries a phone only where the event is about the phone
-/// (`user.created`), and never a code or a token.
+/// (`user.created`, `phone.changed`), and never a code or a token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum EventData {
@@ -140,6 +140,21 @@ pub enum EventData {
         #[serde(with = "rfc3339")]
         locked_until: Timestamp,
     },
+    /// `phone.changed`: a user moved to another phone number (proven by a code sent to it).
+    #[serde(rename = "phone.changed")]
+    PhoneChanged {
+        /// The user.
+        user_id: UserId,
+        /// Its new phone, E.164.
+        phone: Phone,
+    },
+    /// `account.deleted`: a user deleted its account (or an operator did). Its sessions'
+    /// `session.revoked` (reason `account_deleted`) come before it.
+    #[serde(rename = "account.deleted")]
+    AccountDeleted {
+        /// The user, whose id is never given to another.
+        user_id: UserId,
+    },
 }
 
 impl EventData {
@@ -151,6 +166,8 @@ impl EventData {
             Self::SessionCreated { .. } => "session.created",
             Self::SessionRevoked { .. } => "session.revoked",
             Self::PhoneLocked { .. } => "phone.locked",
+            Self::PhoneChanged { .. } => "phone.changed",
+            Self::AccountDeleted { .. } => "account.deleted",
         }
     }
 
@@ -161,7 +178,9 @@ impl EventData {
             Self::UserCreated { user_id, .. }
             | Self::ReferralCreated { user_id, .. }
             | Self::SessionCreated { user_id, .. }
-            | Self::SessionRevoked { user_id, .. } => Some(*user_id),
+            | Self::SessionRevoked { user_id, .. }
+            | Self::PhoneChanged { user_id, .. }
+            | Self::AccountDeleted { user_id } => Some(*user_id),
             Self::PhoneLocked { user_id, .. } => *user_id,
         }
     }
@@ -429,6 +448,11 @@ mod tests {
                 user_id: None,
                 locked_until: Timestamp::from_unix(1_764_662_400),
             },
+            EventData::PhoneChanged {
+                user_id: UserId(1),
+                phone: Phone::from_trusted_e164("+375297654321").unwrap(),
+            },
+            EventData::AccountDeleted { user_id: UserId(1) },
         ];
         for data in every {
             let back = EventData::from_stored(data.kind(), &data.data_json());

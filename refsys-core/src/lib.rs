@@ -74,6 +74,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod account;
 #[cfg(feature = "captcha")]
 #[cfg_attr(docsrs, doc(cfg(feature = "captcha")))]
 pub mod captcha;

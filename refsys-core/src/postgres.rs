@@ -56,6 +56,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
 use tokio::sync::oneshot;
 
+use crate::account::{Account, PhoneChange};
 use crate::event::{
     Change, Claim, Event, EventData, EventId, EventRecord, EventStatus, Redeliver,
     SessionEndReason, Settlement,
@@ -216,7 +217,7 @@ async fn read_batch(
                     ARRAY(SELECT g.phone FROM users g WHERE g.invited_by = u.id \
                           ORDER BY g.activation_seq) \
              FROM users u LEFT JOIN users inviter ON inviter.id = u.invited_by \
-             WHERE u.id = ANY($1)",
+             WHERE u.id = ANY($1) AND u.deleted_at IS NULL",
         )
         .bind(&users)
         .fetch_all(&mut *conn)
@@ -289,7 +290,8 @@ impl UserStore for PgUserStore {
             // event's data is built by the statement, which alone knows the new id.
             let inserted = sqlx::query_scalar::<_, i64>(
                 "WITH u AS ( \
-                   INSERT INTO users (phone, invite_code) VALUES ($1, $2) \
+                   INSERT INTO users (phone, invite_code, created_at) \
+                     VALUES ($1, $2, to_timestamp($4)) \
                    ON CONFLICT (phone) DO NOTHING RETURNING id), \
                  e AS ( \
                    INSERT INTO events \
@@ -377,10 +379,13 @@ impl UserStore for PgUserStore {
         client: &SessionClient,
         change: Change,
         expires_at: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         // Families past their expiry can never rotate again; each new family sweeps out a few
         // (an index range scan), so the table stays bounded by live families. The family and
-        // its `session.created` are one statement.
+        // its `session.created` are one statement. Only for an account that exists, locked
+        // as the family's foreign key would lock it anyway (`FOR KEY SHARE`): a deletion
+        // (which takes the row for a key update) either waits for this to commit and then
+        // deletes the family, or commits first, and then this finds the account gone.
         // Built only when recorded: a login without events pays for no JSON.
         let event = change.record.then(|| {
             let data = EventData::SessionCreated {
@@ -389,18 +394,23 @@ impl UserStore for PgUserStore {
             };
             Event::new(data, change.now)
         });
-        sqlx::query(
+        sqlx::query_as(
             "WITH swept AS ( \
                DELETE FROM refresh_families WHERE family_id IN ( \
                  SELECT family_id FROM refresh_families WHERE expires_at <= $4 LIMIT 16 \
                  FOR UPDATE SKIP LOCKED)), \
+             owner AS ( \
+               SELECT id FROM users WHERE id = $2 AND deleted_at IS NULL FOR KEY SHARE), \
              f AS ( \
                INSERT INTO refresh_families \
                  (family_id, user_id, live_jti, started_at, expires_at, client_network, \
                   user_agent) \
-               VALUES ($1, $2, $3, $4, $5, $9, $10) RETURNING user_id) \
-             INSERT INTO events (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
-             SELECT $6, 'session.created', user_id, $4, $7, $4, $4 FROM f WHERE $8",
+               SELECT $1, id, $3, $4, $5, $9, $10 FROM owner RETURNING user_id), \
+             e AS ( \
+               INSERT INTO events \
+                 (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
+               SELECT $6, 'session.created', user_id, $4, $7, $4, $4 FROM f WHERE $8) \
+             SELECT count(*) FROM f",
         )
         .bind(family.as_str())
         .bind(user.0)
@@ -412,9 +422,9 @@ impl UserStore for PgUserStore {
         .bind(change.record)
         .bind(client.network.as_deref())
         .bind(client.user_agent.as_deref())
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
-        .map(drop)
+        .map(|(started,): (i64,)| started == 1)
         .map_err(store_error)
     }
 
@@ -517,6 +527,49 @@ impl UserStore for PgUserStore {
         }
         tx.commit().await.map_err(store_error)?;
         Ok(revoked.into_iter().map(FamilyId::from_string).collect())
+    }
+
+    async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
+        // Both statements see one snapshot.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(store_error)?;
+        sql::account::<Postgres>(&mut *tx, &sql::ACCOUNT_POSTGRES, user).await
+    }
+
+    async fn change_phone(
+        &self,
+        user: UserId,
+        phone_number: &Phone,
+        change: Change,
+    ) -> Result<PhoneChange, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let outcome = sql::change_phone::<Postgres>(&mut *tx, user, phone_number, change).await?;
+        if outcome == PhoneChange::Changed {
+            tx.commit().await.map_err(store_error)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn delete_account(
+        &self,
+        user: UserId,
+        change: Change,
+    ) -> Result<Option<Vec<FamilyId>>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // The activations' lock: an activation by or of this account ran wholly before, or
+        // runs after and finds the account gone (see the accounts migration).
+        sqlx::query("SELECT pg_advisory_xact_lock(x'7265667379730001'::bigint)")
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let revoked = sql::delete_account::<Postgres>(&mut *tx, user, change).await?;
+        if revoked.is_some() {
+            tx.commit().await.map_err(store_error)?;
+        }
+        Ok(revoked)
     }
 
     fn keeps_event_log(&self) -> bool {

@@ -4,6 +4,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod account;
+
 use crate::dispatch::{Dispatcher, EventDelivery, EventHandler};
 use crate::dto::RevokeScope;
 use crate::event::{Change, SessionEndReason};
@@ -725,10 +727,31 @@ impl ReferralService {
         code: &str,
         client: &SessionClient,
     ) -> Result<Login, Error> {
+        let now = self.now();
+        let hash = self.spend_code(&phone, code, now).await?;
+        match self.log_in(&phone, client, now).await {
+            Ok(login) => Ok(login),
+            Err(error) => {
+                // Not the user's fault (a store outage): the code stays usable.
+                self.restore_code(&phone, &hash, now).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Checks `code` against the phone's pending code in the OTP store, which spends it if
+    /// it matches; the code's hash, to [restore](Self::restore_code) it if what the code was
+    /// for then fails. Every refusal is the OTP store's (and a lock records `phone.locked`).
+    pub(crate) async fn spend_code(
+        &self,
+        phone: &Phone,
+        code: &str,
+        now: Timestamp,
+    ) -> Result<OtpHash, Error> {
         let otp = self.inner.policy.otp();
         let code = OtpCode::parse(code, otp.code_length)
             .map_err(|e| Error::InvalidRequest(format!("Field `code`: {e}.")))?;
-        let now = self.now();
+        let phone = phone.clone();
         let hash = self.hash(&phone, &code);
         match self.inner.otps.check(&phone, &hash, now, otp).await? {
             Check::Valid => {}
@@ -768,15 +791,15 @@ impl ReferralService {
                 });
             }
         }
-        match self.log_in(&phone, client, now).await {
-            Ok(login) => Ok(login),
-            Err(error) => {
-                // Not the user's fault (a store outage): the code stays usable.
-                if let Err(restore) = self.inner.otps.restore(&phone, &hash, now, otp).await {
-                    tracing::warn!(error = %restore, "could not give back a code after a failed login");
-                }
-                Err(error)
-            }
+        Ok(hash)
+    }
+
+    /// Gives back a code [spent](Self::spend_code) by a call that then failed for a reason
+    /// not the user's (a store outage), so that the code stays usable.
+    pub(crate) async fn restore_code(&self, phone: &Phone, hash: &OtpHash, now: Timestamp) {
+        let otp = self.inner.policy.otp();
+        if let Err(restore) = self.inner.otps.restore(phone, hash, now, otp).await {
+            tracing::warn!(error = %restore, "could not give back a code after a failed call");
         }
     }
 
@@ -788,29 +811,44 @@ impl ReferralService {
         client: &SessionClient,
         now: Timestamp,
     ) -> Result<Login, Error> {
-        let registration = self
-            .inner
-            .users
-            .find_or_create(phone, &InviteCode::generate, self.change(now))
-            .await?;
-        let user = registration.user.id;
-        if registration.created {
-            tracing::info!(user_id = %user, phone = %phone.redacted(), "new user registered");
-        }
         let family = FamilyId::random();
         let jti = TokenId::random();
         let refresh_expires = now.plus(self.inner.policy.refresh_ttl());
-        self.inner
-            .users
-            .start_family(
-                user,
-                &family,
-                &jti,
-                client,
-                self.change(now),
-                refresh_expires,
-            )
-            .await?;
+        // Twice at most: an account deleted between finding it and starting its session
+        // gets no session, and the phone, free now, registers a new user.
+        let mut tries = 0;
+        let user = loop {
+            let registration = self
+                .inner
+                .users
+                .find_or_create(phone, &InviteCode::generate, self.change(now))
+                .await?;
+            let user = registration.user.id;
+            if registration.created {
+                tracing::info!(user_id = %user, phone = %phone.redacted(), "new user registered");
+            }
+            let started = self
+                .inner
+                .users
+                .start_family(
+                    user,
+                    &family,
+                    &jti,
+                    client,
+                    self.change(now),
+                    refresh_expires,
+                )
+                .await?;
+            if started {
+                break user;
+            }
+            tries += 1;
+            if tries == 2 {
+                return Err(Error::Store(crate::StoreError::unavailable(
+                    "the account was deleted while logging in",
+                )));
+            }
+        };
         self.recorded();
         let tokens = self.sign_pair(user, &family, &jti, now)?;
         Ok(Login {
@@ -1094,14 +1132,29 @@ impl ReferralService {
     /// itself stands (the sessions' refresh tokens are refused), but other instances accept
     /// their access tokens until they expire.
     fn refuse_access(&self, sessions: Vec<FamilyId>, now: Timestamp) {
-        let Some(revoked) = &self.inner.revoked else {
+        let Some(share) = self.refuse_here(sessions, now) else {
             return;
         };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(share)),
+            Err(_) => tracing::warn!("no Tokio runtime: a session's revocation is not shared"),
+        }
+    }
+
+    /// With instant revocation, refuses the access tokens of `sessions` on this instance at
+    /// once; what shares them through the OTP store (see
+    /// [`refuse_access`](Self::refuse_access)).
+    fn refuse_here(
+        &self,
+        sessions: Vec<FamilyId>,
+        now: Timestamp,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let revoked = self.inner.revoked.as_ref()?;
         for session in &sessions {
             revoked.insert(session, now);
         }
         let (otps, keep) = (Arc::clone(&self.inner.otps), revoked.keep());
-        let share = async move {
+        Some(async move {
             for session in &sessions {
                 if let Err(error) = otps.revoke_session(session, now, keep).await {
                     tracing::warn!(
@@ -1111,11 +1164,7 @@ impl ReferralService {
                     );
                 }
             }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(share)),
-            Err(_) => tracing::warn!("no Tokio runtime: a session's revocation is not shared"),
-        }
+        })
     }
 
     /// `GET /ready`: asks every store to answer.

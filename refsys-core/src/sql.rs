@@ -7,8 +7,10 @@ use std::time::Duration;
 use sqlx::migrate::MigrateError;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
+use crate::account::{Account, Invitee, PhoneChange};
 use crate::event::{
-    Claim, Event, EventData, EventId, EventRecord, EventStatus, Redeliver, Settlement,
+    Change, Claim, Event, EventData, EventId, EventRecord, EventStatus, Redeliver,
+    SessionEndReason, Settlement,
 };
 use crate::session::{Session, SessionClient, SessionScope};
 use crate::store::Rotation;
@@ -512,4 +514,251 @@ pub(crate) fn invite_code(stored: &str) -> Result<InviteCode, StoreError> {
 /// overflows).
 pub(crate) fn unix(at: Timestamp) -> i64 {
     i64::try_from(at.as_unix()).unwrap_or(i64::MAX)
+}
+
+/// Whether `error` is a unique violation on the phone (PostgreSQL names the constraint,
+/// SQLite the column: "UNIQUE constraint failed: users.phone").
+pub(crate) fn is_taken_phone(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|db| {
+        db.is_unique_violation()
+            && (db.constraint() == Some("users_phone_unique")
+                || db.message().contains("users.phone"))
+    })
+}
+
+/// `UserStore::change_phone`, in a transaction the caller opened and commits when the
+/// answer is [`PhoneChange::Changed`] (and drops, rolling back, otherwise).
+pub(crate) async fn change_phone<DB>(
+    tx: &mut DB::Connection,
+    user: UserId,
+    phone_number: &Phone,
+    change: Change,
+) -> Result<PhoneChange, StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    (i64,): for<'r> FromRow<'r, DB::Row>,
+    (bool,): for<'r> FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    // The unique constraint decides a race for the phone: the second writer fails it (on
+    // PostgreSQL after waiting for the first to commit or roll back).
+    let moved = sqlx::query_as::<DB, (i64,)>(
+        "UPDATE users SET phone = $2 \
+         WHERE id = $1 AND deleted_at IS NULL AND phone <> $2 RETURNING id",
+    )
+    .bind(user.0)
+    .bind(phone_number.as_str())
+    .fetch_optional(&mut *tx)
+    .await;
+    match moved {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            let has = sqlx::query_as::<DB, (bool,)>(
+                "SELECT phone = $2 FROM users WHERE id = $1 AND deleted_at IS NULL",
+            )
+            .bind(user.0)
+            .bind(phone_number.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            return Ok(match has {
+                Some((true,)) => PhoneChange::Unchanged,
+                _ => PhoneChange::UnknownUser,
+            });
+        }
+        Err(error) if is_taken_phone(&error) => return Ok(PhoneChange::Taken),
+        Err(error) => return Err(store_error(error)),
+    }
+    if change.record {
+        let data = EventData::PhoneChanged {
+            user_id: user,
+            phone: phone_number.clone(),
+        };
+        insert_event(&mut *tx, &Event::new(data, change.now))
+            .await
+            .map_err(store_error)?;
+    }
+    Ok(PhoneChange::Changed)
+}
+
+/// `UserStore::delete_account`, in a transaction the caller opened and commits (a backend
+/// that must serialize deletions with other writes takes its locks first).
+pub(crate) async fn delete_account<DB>(
+    tx: &mut DB::Connection,
+    user: UserId,
+    change: Change,
+) -> Result<Option<Vec<FamilyId>>, StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    (i64,): for<'r> FromRow<'r, DB::Row>,
+    (String, bool): for<'r> FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    // The tombstone first: it locks the row (PostgreSQL: a key update, so a login's new
+    // session, which locks the user first, waits for this to commit and then finds the
+    // account gone; or it came first, and its family is deleted below).
+    let deleted = sqlx::query_as::<DB, (i64,)>(
+        "UPDATE users SET phone = 'deleted:' || id, invited_by = NULL, activation_seq = NULL, \
+                activated_at = NULL, deleted_at = $2 \
+         WHERE id = $1 AND deleted_at IS NULL RETURNING id",
+    )
+    .bind(user.0)
+    .bind(unix(change.now))
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(store_error)?;
+    if deleted.is_none() {
+        return Ok(None);
+    }
+    let families = sqlx::query_as::<DB, (String, bool)>(
+        "DELETE FROM refresh_families WHERE user_id = $1 \
+         RETURNING family_id, NOT revoked AND expires_at > $2",
+    )
+    .bind(user.0)
+    .bind(unix(change.now))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(store_error)?;
+    let mut revoked: Vec<FamilyId> = families
+        .into_iter()
+        .filter(|(_, live)| *live)
+        .map(|(id, _)| FamilyId::from_string(id))
+        .collect();
+    revoked.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    if change.record {
+        let ended = revoked.iter().map(|family| EventData::SessionRevoked {
+            user_id: user,
+            session_id: family.as_str().to_owned(),
+            reason: SessionEndReason::AccountDeleted,
+        });
+        for data in ended.chain([EventData::AccountDeleted { user_id: user }]) {
+            insert_event(&mut *tx, &Event::new(data, change.now))
+                .await
+                .map_err(store_error)?;
+        }
+    }
+    Ok(Some(revoked))
+}
+
+/// The account row of `UserStore::account`, by `$1`: phone, created, own code, applied
+/// code, applied at, the inviter if its account exists. `$open` and `$close` around a time
+/// column make it Unix seconds.
+macro_rules! account_statement {
+    ($open:literal, $close:literal) => {
+        concat!(
+            "SELECT u.phone, ",
+            $open,
+            "u.created_at",
+            $close,
+            ", u.invite_code, \
+                    inviter.invite_code, ",
+            $open,
+            "u.activated_at",
+            $close,
+            ", \
+                    CASE WHEN inviter.deleted_at IS NULL THEN inviter.id END \
+             FROM users u LEFT JOIN users inviter ON inviter.id = u.invited_by \
+             WHERE u.id = $1 AND u.deleted_at IS NULL"
+        )
+    };
+}
+
+/// The invitees of `$1`, in the order they applied its code: id, phone, applied at.
+macro_rules! invitees_statement {
+    ($open:literal, $close:literal) => {
+        concat!(
+            "SELECT id, phone, ",
+            $open,
+            "activated_at",
+            $close,
+            " FROM users \
+             WHERE invited_by = $1 ORDER BY activation_seq"
+        )
+    };
+}
+
+/// The statements of [`account`] for one backend.
+pub(crate) struct AccountStatements {
+    account: &'static str,
+    invitees: &'static str,
+}
+
+/// [`account`] on SQLite: times are Unix seconds already.
+pub(crate) const ACCOUNT_SQLITE: AccountStatements = AccountStatements {
+    account: account_statement!("", ""),
+    invitees: invitees_statement!("", ""),
+};
+
+/// [`account`] on PostgreSQL: times are `timestamptz`.
+pub(crate) const ACCOUNT_POSTGRES: AccountStatements = AccountStatements {
+    account: account_statement!("CAST(EXTRACT(EPOCH FROM ", ") AS BIGINT)"),
+    invitees: invitees_statement!("CAST(EXTRACT(EPOCH FROM ", ") AS BIGINT)"),
+};
+
+/// A row of the account statement.
+type AccountRow = (
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// `UserStore::account`, its two reads in one transaction the caller opened (one snapshot).
+pub(crate) async fn account<DB>(
+    tx: &mut DB::Connection,
+    statements: &AccountStatements,
+    user: UserId,
+) -> Result<Option<Account>, StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    AccountRow: for<'r> FromRow<'r, DB::Row>,
+    (i64, String, Option<i64>): for<'r> FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let row = sqlx::query_as::<DB, AccountRow>(statements.account)
+        .bind(user.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(store_error)?;
+    let Some((own_phone, created, own_code, applied, applied_at, inviter)) = row else {
+        return Ok(None);
+    };
+    let invitees = sqlx::query_as::<DB, (i64, String, Option<i64>)>(statements.invitees)
+        .bind(user.0)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(|(id, invitee_phone, joined)| {
+            Ok(Invitee {
+                user_id: UserId(id),
+                phone: phone(&invitee_phone)?,
+                joined_at: timestamp(joined.unwrap_or(created)),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Some(Account {
+        user_id: user,
+        phone: phone(&own_phone)?,
+        created_at: timestamp(created),
+        own_invite_code: invite_code(&own_code)?,
+        activated_invite_code: applied.as_deref().map(invite_code).transpose()?,
+        activated_at: applied_at.map(timestamp),
+        invited_by: inviter.map(UserId),
+        invitees,
+    }))
 }

@@ -30,6 +30,7 @@ use sqlx::sqlite::{
     SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 
+use crate::account::{Account, PhoneChange};
 use crate::event::{
     Change, Claim, Event, EventData, EventRecord, EventStatus, Redeliver, SessionEndReason,
     Settlement,
@@ -161,7 +162,7 @@ impl SqliteUserStore {
         );
         let query = sqlx::query(
             "BEGIN IMMEDIATE; \
-             INSERT INTO users (phone, invite_code) VALUES (?, ?) \
+             INSERT INTO users (phone, invite_code, created_at) VALUES (?, ?, ?) \
                ON CONFLICT (phone) DO NOTHING RETURNING id; \
              INSERT INTO events (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
                SELECT ?, ?, last_insert_rowid(), ?, \
@@ -171,6 +172,7 @@ impl SqliteUserStore {
         )
         .bind(phone_number.as_str().to_owned())
         .bind(code.as_str().to_owned())
+        .bind(unix(change.now))
         .bind(event.id.as_str().to_owned())
         .bind(event.data.kind())
         .bind(unix(event.timestamp))
@@ -222,7 +224,7 @@ impl SqliteUserStore {
 macro_rules! activation_walk {
     () => {
         "WITH RECURSIVE \
-           owner AS (SELECT id FROM users WHERE invite_code = ?), \
+           owner AS (SELECT id FROM users WHERE invite_code = ? AND deleted_at IS NULL), \
            chain (id) AS ( \
              SELECT u.invited_by FROM users u JOIN owner o ON u.id = o.id \
                WHERE u.invited_by IS NOT NULL \
@@ -232,18 +234,20 @@ macro_rules! activation_walk {
     };
 }
 
-/// Inserts a user unless the phone has one; its id if it did.
+/// Inserts a user, created at `now`, unless the phone has one; its id if it did.
 async fn insert_user<'c, E: sqlx::Executor<'c, Database = sqlx::Sqlite>>(
     db: E,
     phone_number: &Phone,
     code: &InviteCode,
+    now: Timestamp,
 ) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar::<_, i64>(
-        "INSERT INTO users (phone, invite_code) VALUES (?1, ?2) \
+        "INSERT INTO users (phone, invite_code, created_at) VALUES (?1, ?2, ?3) \
          ON CONFLICT (phone) DO NOTHING RETURNING id",
     )
     .bind(phone_number.as_str())
     .bind(code.as_str())
+    .bind(unix(now))
     .fetch_optional(db)
     .await
 }
@@ -286,7 +290,7 @@ impl UserStore for SqliteUserStore {
             let inserted = if change.record {
                 self.insert_user_recorded(phone_number, &code, change).await
             } else {
-                insert_user(&self.pool, phone_number, &code).await
+                insert_user(&self.pool, phone_number, &code, change.now).await
             };
             match inserted {
                 Ok(Some(id)) => {
@@ -316,7 +320,7 @@ impl UserStore for SqliteUserStore {
                     (SELECT group_concat(g.phone, ',' ORDER BY g.activation_seq) \
                      FROM users g WHERE g.invited_by = u.id) \
              FROM users u LEFT JOIN users inviter ON inviter.id = u.invited_by \
-             WHERE u.id = ?1",
+             WHERE u.id = ?1 AND u.deleted_at IS NULL",
         )
         .bind(user.0)
         .fetch_optional(&self.pool)
@@ -367,15 +371,15 @@ impl UserStore for SqliteUserStore {
         let query = sqlx::query(concat!(
             "BEGIN IMMEDIATE; ",
             activation_walk!(),
-            "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?), \
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = ? AND deleted_at IS NULL), \
                     EXISTS (SELECT 1 FROM users WHERE id = ? AND invited_by IS NOT NULL), \
                     (SELECT id FROM owner), \
                     EXISTS (SELECT 1 FROM chain WHERE id = ?); ",
             activation_walk!(),
             "UPDATE users SET invited_by = (SELECT id FROM owner), \
                     activation_seq = (SELECT COALESCE(MAX(activation_seq), 0) + 1 FROM users), \
-                    activated_at = unixepoch() \
-             WHERE id = ? AND invited_by IS NULL \
+                    activated_at = ? \
+             WHERE id = ? AND invited_by IS NULL AND deleted_at IS NULL \
                AND EXISTS (SELECT 1 FROM owner WHERE id <> ?) \
                AND NOT EXISTS (SELECT 1 FROM chain WHERE id = ?) \
              RETURNING invited_by; \
@@ -386,13 +390,15 @@ impl UserStore for SqliteUserStore {
         ));
         let now = unix(event.timestamp);
         let code = code.as_str().to_owned();
-        // The check, then the update: the code, then the user three times, each.
+        // The check: the code, then the user three times; the update: the code, the time,
+        // the user three times.
         let query = query
             .bind(code.clone())
             .bind(user.0)
             .bind(user.0)
             .bind(user.0)
             .bind(code)
+            .bind(unix(change.now))
             .bind(user.0)
             .bind(user.0)
             .bind(user.0);
@@ -440,10 +446,12 @@ impl UserStore for SqliteUserStore {
         client: &SessionClient,
         change: Change,
         expires_at: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = change.now;
         let network = client.network.clone();
         let user_agent = client.user_agent.clone();
+        // Only for an account that exists: a deletion is a write, so it ran before this
+        // statement (and it inserts nothing) or runs after it (and deletes the family).
         if change.record {
             // The family, `session.created` and the sweep below: one transaction, one call.
             let event = Event::new(
@@ -458,21 +466,22 @@ impl UserStore for SqliteUserStore {
                  INSERT INTO refresh_families \
                    (family_id, user_id, live_jti, started_at, expires_at, client_network, \
                     user_agent) \
-                   VALUES (?, ?, ?, ?, ?, ?, ?); \
+                   SELECT ?, id, ?, ?, ?, ?, ? FROM users WHERE id = ? AND deleted_at IS NULL \
+                   RETURNING 1; \
                  INSERT INTO events \
                    (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
-                   VALUES (?, ?, ?, ?, ?, ?, ?); \
+                   SELECT ?, ?, ?, ?, ?, ?, ? WHERE changes() = 1; \
                  DELETE FROM refresh_families WHERE family_id IN ( \
                    SELECT family_id FROM refresh_families WHERE expires_at <= ? LIMIT ?); \
                  COMMIT",
             )
             .bind(family.as_str().to_owned())
-            .bind(user.0)
             .bind(jti.as_str().to_owned())
             .bind(unix(now))
             .bind(unix(expires_at))
             .bind(network)
-            .bind(user_agent);
+            .bind(user_agent)
+            .bind(user.0);
             let query = query
                 .bind(event.id.as_str().to_owned())
                 .bind(event.data.kind())
@@ -482,12 +491,13 @@ impl UserStore for SqliteUserStore {
                 .bind(unix(now))
                 .bind(unix(now));
             let query = query.bind(unix(now)).bind(SWEEP_BATCH);
-            return self.write_once(query).await.map(drop).map_err(store_error);
+            let rows = self.write_once(query).await.map_err(store_error)?;
+            return Ok(!rows.is_empty());
         }
-        sqlx::query(
+        let started = sqlx::query(
             "INSERT INTO refresh_families \
                (family_id, user_id, live_jti, started_at, expires_at, client_network, user_agent) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             SELECT ?1, id, ?3, ?4, ?5, ?6, ?7 FROM users WHERE id = ?2 AND deleted_at IS NULL",
         )
         .bind(family.as_str())
         .bind(user.0)
@@ -498,7 +508,9 @@ impl UserStore for SqliteUserStore {
         .bind(user_agent)
         .execute(&self.pool)
         .await
-        .map_err(store_error)?;
+        .map_err(store_error)?
+        .rows_affected()
+            == 1;
         // Families past their expiry can never rotate again; each new family sweeps out a few
         // (an index range scan), so the table stays bounded by live families.
         sqlx::query(
@@ -510,7 +522,7 @@ impl UserStore for SqliteUserStore {
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
-        Ok(())
+        Ok(started)
     }
 
     async fn rotate_refresh(
@@ -626,6 +638,41 @@ impl UserStore for SqliteUserStore {
         }
         tx.commit().await.map_err(store_error)?;
         Ok(revoked.into_iter().map(FamilyId::from_string).collect())
+    }
+
+    async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
+        // A read transaction: both statements see one snapshot.
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sql::account::<Sqlite>(&mut *tx, &sql::ACCOUNT_SQLITE, user).await
+    }
+
+    async fn change_phone(
+        &self,
+        user: UserId,
+        phone_number: &Phone,
+        change: Change,
+    ) -> Result<PhoneChange, StoreError> {
+        let mut tx = self.begin().await?;
+        let outcome = sql::change_phone::<Sqlite>(&mut *tx, user, phone_number, change).await?;
+        if outcome == PhoneChange::Changed {
+            tx.commit().await.map_err(store_error)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn delete_account(
+        &self,
+        user: UserId,
+        change: Change,
+    ) -> Result<Option<Vec<FamilyId>>, StoreError> {
+        // `BEGIN IMMEDIATE` serializes it with every other write (activations, new
+        // sessions): each of them ran before it or sees the account gone.
+        let mut tx = self.begin().await?;
+        let revoked = sql::delete_account::<Sqlite>(&mut *tx, user, change).await?;
+        if revoked.is_some() {
+            tx.commit().await.map_err(store_error)?;
+        }
+        Ok(revoked)
     }
 
     fn keeps_event_log(&self) -> bool {

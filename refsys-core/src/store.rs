@@ -17,6 +17,7 @@
 //! use std::time::Duration;
 //! use async_trait::async_trait;
 //! use refsys_core::{
+//!     account::{Account, PhoneChange},
 //!     session::{Session, SessionClient, SessionScope},
 //!     store::{Activation, Rotation},
 //!     Change, FamilyId, InviteCode, MemoryUserStore, Phone, Profile, Registration,
@@ -44,7 +45,7 @@
 //!     async fn activate_invite(&self, user: UserId, code: &InviteCode, change: Change) -> Result<Activation, StoreError> {
 //!         self.inner.activate_invite(user, code, change).await
 //!     }
-//!     async fn start_family(&self, user: UserId, family: &FamilyId, jti: &TokenId, client: &SessionClient, change: Change, expires_at: Timestamp) -> Result<(), StoreError> {
+//!     async fn start_family(&self, user: UserId, family: &FamilyId, jti: &TokenId, client: &SessionClient, change: Change, expires_at: Timestamp) -> Result<bool, StoreError> {
 //!         self.inner.start_family(user, family, jti, client, change, expires_at).await
 //!     }
 //!     async fn rotate_refresh(&self, family: &FamilyId, presented: &TokenId, next: &TokenId, change: Change, expires_at: Timestamp, reuse_grace: Duration) -> Result<Rotation, StoreError> {
@@ -59,6 +60,15 @@
 //!     async fn revoke_sessions(&self, user: UserId, scope: SessionScope<'_>, reason: SessionEndReason, change: Change) -> Result<Vec<FamilyId>, StoreError> {
 //!         self.inner.revoke_sessions(user, scope, reason, change).await
 //!     }
+//!     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
+//!         self.inner.account(user).await
+//!     }
+//!     async fn change_phone(&self, user: UserId, phone: &Phone, change: Change) -> Result<PhoneChange, StoreError> {
+//!         self.inner.change_phone(user, phone, change).await
+//!     }
+//!     async fn delete_account(&self, user: UserId, change: Change) -> Result<Option<Vec<FamilyId>>, StoreError> {
+//!         self.inner.delete_account(user, change).await
+//!     }
 //!     // For its events to be delivered, a wrapper also delegates `keeps_event_log` and the
 //!     // event-log methods (`phone_locked`, `claim_events`, ...), as
 //!     // `examples/examples/custom_store.rs` does.
@@ -72,6 +82,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::account::{Account, PhoneChange};
 use crate::event::{
     Change, Claim, EventRecord, EventStatus, Redeliver, SessionEndReason, Settlement,
 };
@@ -129,7 +140,9 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// Records a new refresh-token family (a session) for `user` whose live token is `jti`,
     /// started at `change.now` by `client`, and its `session.created` (when `change.record`)
-    /// in the same step.
+    /// in the same step; whether it did. It does not, and records nothing, when the user
+    /// does not exist or its account was deleted, also by a deletion running at the same
+    /// time: a deleted account never keeps a session.
     async fn start_family(
         &self,
         user: UserId,
@@ -138,7 +151,7 @@ pub trait UserStore: Send + Sync + 'static {
         client: &SessionClient,
         change: Change,
         expires_at: Timestamp,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// Spends refresh token `presented` of `family` and makes `next` the live one, in one
     /// atomic step. If `presented` is the token spent last, less than `reuse_grace` before
@@ -182,6 +195,42 @@ pub trait UserStore: Send + Sync + 'static {
         reason: SessionEndReason,
         change: Change,
     ) -> Result<Vec<FamilyId>, StoreError>;
+
+    /// Everything stored about `user` but its sessions (see [`Self::sessions`]), for its
+    /// export; `None` for an unknown user or a deleted account. The invitees are the live
+    /// accounts that applied the user's code, in the order they applied it.
+    async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError>;
+
+    /// Moves `user` to `phone` and records `phone.changed` (when `change.record`), in one
+    /// atomic step; the old phone is free at once (its next login is a new user). Nothing
+    /// changes when the user does not exist, already has that phone, or another user has it:
+    /// the phone's uniqueness is the store's to enforce (a unique constraint), so of two users
+    /// moving to one phone, or a move and a first login of that phone, exactly one gets it.
+    async fn change_phone(
+        &self,
+        user: UserId,
+        phone: &Phone,
+        change: Change,
+    ) -> Result<PhoneChange, StoreError>;
+
+    /// Deletes the account of `user` in one atomic step, and returns the live sessions it
+    /// revoked (`None`, and nothing changes, for an unknown user or a deleted account):
+    ///
+    /// - the phone is erased and free at once (its next login is a brand-new user), and so
+    ///   is every session with its network and user agent;
+    /// - the id and the invite code stay taken for good: no later user gets either, and the
+    ///   code cannot be applied any more;
+    /// - the user leaves its inviter's invitees; its own invitees keep their accounts and the
+    ///   code they applied;
+    /// - with `change.record`, a `session.revoked` (reason `account_deleted`) for each live
+    ///   session, then `account.deleted`.
+    ///
+    /// A failure part-way (an outage, a crash) leaves the whole account or none of it.
+    async fn delete_account(
+        &self,
+        user: UserId,
+        change: Change,
+    ) -> Result<Option<Vec<FamilyId>>, StoreError>;
 
     /// Whether the store keeps an event log: the built-in stores do. The default says no,
     /// and the event-log methods below then do nothing, so a store that wraps another must
@@ -614,7 +663,7 @@ macro_rules! stores_behind {
                 client: &SessionClient,
                 change: Change,
                 expires_at: Timestamp,
-            ) -> Result<(), StoreError> {
+            ) -> Result<bool, StoreError> {
                 (**self)
                     .start_family(user, family, jti, client, change, expires_at)
                     .await
@@ -655,6 +704,24 @@ macro_rules! stores_behind {
                 change: Change,
             ) -> Result<Vec<FamilyId>, StoreError> {
                 (**self).revoke_sessions(user, scope, reason, change).await
+            }
+            async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
+                (**self).account(user).await
+            }
+            async fn change_phone(
+                &self,
+                user: UserId,
+                phone: &Phone,
+                change: Change,
+            ) -> Result<PhoneChange, StoreError> {
+                (**self).change_phone(user, phone, change).await
+            }
+            async fn delete_account(
+                &self,
+                user: UserId,
+                change: Change,
+            ) -> Result<Option<Vec<FamilyId>>, StoreError> {
+                (**self).delete_account(user, change).await
             }
             fn keeps_event_log(&self) -> bool {
                 (**self).keeps_event_log()

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::account::{Account, PhoneChange};
 use crate::event::{
     Change, Claim, EventRecord, EventStatus, Redeliver, SessionEndReason, Settlement,
 };
@@ -146,7 +147,7 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         client: &SessionClient,
         change: Change,
         expires_at: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.seen(
             self.inner
                 .start_family(user, family, jti, client, change, expires_at)
@@ -191,6 +192,24 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
                 .revoke_sessions(user, scope, reason, change)
                 .await,
         )
+    }
+    async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
+        self.seen(self.inner.account(user).await)
+    }
+    async fn change_phone(
+        &self,
+        user: UserId,
+        phone: &Phone,
+        change: Change,
+    ) -> Result<PhoneChange, StoreError> {
+        self.seen(self.inner.change_phone(user, phone, change).await)
+    }
+    async fn delete_account(
+        &self,
+        user: UserId,
+        change: Change,
+    ) -> Result<Option<Vec<FamilyId>>, StoreError> {
+        self.seen(self.inner.delete_account(user, change).await)
     }
     fn keeps_event_log(&self) -> bool {
         self.inner.keeps_event_log()

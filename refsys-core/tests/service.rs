@@ -797,7 +797,7 @@ impl refsys_core::UserStore for FlakyUsers {
         client: &refsys_core::session::SessionClient,
         now: refsys_core::Change,
         expires_at: refsys_core::Timestamp,
-    ) -> Result<(), refsys_core::StoreError> {
+    ) -> Result<bool, refsys_core::StoreError> {
         self.check()?;
         self.inner
             .start_family(user, family, jti, client, now, expires_at)
@@ -841,6 +841,29 @@ impl refsys_core::UserStore for FlakyUsers {
         self.inner
             .revoke_sessions(user, scope, reason, change)
             .await
+    }
+    async fn account(
+        &self,
+        user: UserId,
+    ) -> Result<Option<refsys_core::account::Account>, refsys_core::StoreError> {
+        self.inner.account(user).await
+    }
+    async fn change_phone(
+        &self,
+        user: UserId,
+        phone: &refsys_core::Phone,
+        change: refsys_core::Change,
+    ) -> Result<refsys_core::account::PhoneChange, refsys_core::StoreError> {
+        self.check()?;
+        self.inner.change_phone(user, phone, change).await
+    }
+    async fn delete_account(
+        &self,
+        user: UserId,
+        change: refsys_core::Change,
+    ) -> Result<Option<Vec<refsys_core::FamilyId>>, refsys_core::StoreError> {
+        self.check()?;
+        self.inner.delete_account(user, change).await
     }
 }
 

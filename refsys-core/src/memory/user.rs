@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::account::{Account, Invitee, PhoneChange};
 use crate::event::{
     Change, Claim, Event, EventData, EventId, EventRecord, EventStatus, Redeliver,
     SessionEndReason, Settlement,
@@ -48,9 +49,13 @@ struct StoredEvent {
 
 #[derive(Debug)]
 struct UserRow {
-    user: User,
-    /// Who invited this user (whose code it applied).
-    invited_by: Option<UserId>,
+    /// `None` once the account is deleted: the row stays, so that its id and invite code are
+    /// never given to another user and its invitees keep the code they applied.
+    phone: Option<Phone>,
+    invite_code: InviteCode,
+    created_at: Timestamp,
+    /// Who invited this user (whose code it applied), and when.
+    invited_by: Option<(UserId, Timestamp)>,
     /// Users who applied this user's code, oldest first.
     invitees: Vec<UserId>,
 }
@@ -75,6 +80,19 @@ impl State {
             .ok()
             .and_then(|i| i.checked_sub(1))
             .and_then(|i| self.users.get(i))
+    }
+
+    /// The row of a user whose account exists (not deleted), with its phone.
+    fn live(&self, id: UserId) -> Option<(&UserRow, &Phone)> {
+        self.row(id)
+            .and_then(|row| row.phone.as_ref().map(|phone| (row, phone)))
+    }
+
+    /// The code `row` applied: its inviter's, whether or not that account still exists.
+    fn applied_code(&self, row: &UserRow) -> Option<InviteCode> {
+        row.invited_by
+            .and_then(|(inviter, _)| self.row(inviter))
+            .map(|inviter| inviter.invite_code)
     }
 
     fn row_mut(&mut self, id: UserId) -> Option<&mut UserRow> {
@@ -132,8 +150,8 @@ impl State {
         // Activation never closes a cycle, so the chain ends; the bound is belt and braces.
         for _ in 0..=self.users.len() {
             match self.row(current).and_then(|row| row.invited_by) {
-                Some(inviter) if inviter == ancestor => return true,
-                Some(inviter) => current = inviter,
+                Some((inviter, _)) if inviter == ancestor => return true,
+                Some((inviter, _)) => current = inviter,
                 None => return false,
             }
         }
@@ -171,8 +189,12 @@ impl UserStore for MemoryUserStore {
     ) -> Result<Registration, StoreError> {
         let existing = |state: &State| {
             let id = *state.by_phone.get(phone)?;
-            Some(state.row(id).map(|row| Registration {
-                user: row.user.clone(),
+            Some(state.live(id).map(|(row, phone)| Registration {
+                user: User {
+                    id,
+                    phone: phone.clone(),
+                    invite_code: row.invite_code,
+                },
                 created: false,
             }))
         };
@@ -199,7 +221,9 @@ impl UserStore for MemoryUserStore {
         state.by_phone.insert(phone.clone(), id);
         state.by_code.insert(invite_code, id);
         state.users.push(UserRow {
-            user: user.clone(),
+            phone: Some(phone.clone()),
+            invite_code,
+            created_at: change.now,
             invited_by: None,
             invitees: Vec::new(),
         });
@@ -218,17 +242,14 @@ impl UserStore for MemoryUserStore {
 
     async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
         let state = self.read();
-        let Some(row) = state.row(user) else {
+        let Some((row, phone)) = state.live(user) else {
             return Ok(None);
         };
-        let phone_of = |id| state.row(id).map(|row: &UserRow| row.user.phone.clone());
+        let phone_of = |id| state.live(id).map(|(_, phone)| phone.clone());
         Ok(Some(Profile {
-            phone: row.user.phone.clone(),
-            own_invite_code: row.user.invite_code,
-            activated_invite_code: row
-                .invited_by
-                .and_then(|inviter| state.row(inviter))
-                .map(|inviter| inviter.user.invite_code),
+            phone: phone.clone(),
+            own_invite_code: row.invite_code,
+            activated_invite_code: state.applied_code(row),
             invited_users: row.invitees.iter().filter_map(|&id| phone_of(id)).collect(),
         }))
     }
@@ -240,11 +261,16 @@ impl UserStore for MemoryUserStore {
         change: Change,
     ) -> Result<Activation, StoreError> {
         let mut state = self.write();
-        let Some(row) = state.row(user) else {
+        let Some((row, _)) = state.live(user) else {
             return Ok(Activation::UnknownUser);
         };
         let already = row.invited_by.is_some();
-        let Some(&owner) = state.by_code.get(code) else {
+        // A deleted account's code belongs to nobody: it cannot be applied any more.
+        let Some(&owner) = state
+            .by_code
+            .get(code)
+            .filter(|&&owner| state.live(owner).is_some())
+        else {
             return Ok(Activation::NotFound);
         };
         if owner == user {
@@ -257,7 +283,7 @@ impl UserStore for MemoryUserStore {
             return Ok(Activation::Cycle);
         }
         if let Some(row) = state.row_mut(user) {
-            row.invited_by = Some(owner);
+            row.invited_by = Some((owner, change.now));
         }
         if let Some(owner_row) = state.row_mut(owner) {
             owner_row.invitees.push(user);
@@ -281,9 +307,12 @@ impl UserStore for MemoryUserStore {
         client: &SessionClient,
         change: Change,
         expires_at: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = change.now;
         let mut state = self.write();
+        if state.live(user).is_none() {
+            return Ok(false);
+        }
         state.family_writes += 1;
         if state.family_writes.is_multiple_of(SWEEP_EVERY) {
             // Families past their expiry cannot rotate; forget them.
@@ -310,7 +339,7 @@ impl UserStore for MemoryUserStore {
                 session_id: family.as_str().to_owned(),
             },
         );
-        Ok(())
+        Ok(true)
     }
 
     async fn rotate_refresh(
@@ -324,7 +353,7 @@ impl UserStore for MemoryUserStore {
     ) -> Result<Rotation, StoreError> {
         let now = change.now;
         let mut state = self.write();
-        let user_exists = |state: &State, id| state.row(id).is_some();
+        let user_exists = |state: &State, id| state.live(id).is_some();
         let Some(entry) = state.families.get(family) else {
             return Ok(Rotation::Revoked);
         };
@@ -436,6 +465,114 @@ impl UserStore for MemoryUserStore {
             );
         }
         Ok(revoked)
+    }
+
+    async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
+        let state = self.read();
+        let Some((row, phone)) = state.live(user) else {
+            return Ok(None);
+        };
+        let invitees = row
+            .invitees
+            .iter()
+            .filter_map(|&id| {
+                let (invitee, phone) = state.live(id)?;
+                Some(Invitee {
+                    user_id: id,
+                    phone: phone.clone(),
+                    joined_at: invitee.invited_by.map_or(invitee.created_at, |(_, at)| at),
+                })
+            })
+            .collect();
+        Ok(Some(Account {
+            user_id: user,
+            phone: phone.clone(),
+            created_at: row.created_at,
+            own_invite_code: row.invite_code,
+            activated_invite_code: state.applied_code(row),
+            activated_at: row.invited_by.map(|(_, at)| at),
+            invited_by: row
+                .invited_by
+                .map(|(inviter, _)| inviter)
+                .filter(|&inviter| state.live(inviter).is_some()),
+            invitees,
+        }))
+    }
+
+    async fn change_phone(
+        &self,
+        user: UserId,
+        phone: &Phone,
+        change: Change,
+    ) -> Result<PhoneChange, StoreError> {
+        let mut state = self.write();
+        let Some((_, current)) = state.live(user) else {
+            return Ok(PhoneChange::UnknownUser);
+        };
+        if current == phone {
+            return Ok(PhoneChange::Unchanged);
+        }
+        if state.by_phone.contains_key(phone) {
+            return Ok(PhoneChange::Taken);
+        }
+        let old = current.clone();
+        state.by_phone.remove(&old);
+        state.by_phone.insert(phone.clone(), user);
+        if let Some(row) = state.row_mut(user) {
+            row.phone = Some(phone.clone());
+        }
+        state.record(
+            change,
+            EventData::PhoneChanged {
+                user_id: user,
+                phone: phone.clone(),
+            },
+        );
+        Ok(PhoneChange::Changed)
+    }
+
+    async fn delete_account(
+        &self,
+        user: UserId,
+        change: Change,
+    ) -> Result<Option<Vec<FamilyId>>, StoreError> {
+        let now = change.now;
+        let mut state = self.write();
+        let Some((row, phone)) = state.live(user) else {
+            return Ok(None);
+        };
+        let phone = phone.clone();
+        let inviter = row.invited_by.map(|(inviter, _)| inviter);
+        let mut revoked: Vec<FamilyId> = state
+            .families
+            .iter()
+            .filter(|(_, f)| f.user == user && !f.revoked && f.expires_at > now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        revoked.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        // Every family goes, with its network and user agent: an unknown family's refresh
+        // token is refused like a revoked one's.
+        state.families.retain(|_, f| f.user != user);
+        state.by_phone.remove(&phone);
+        if let Some(inviter) = inviter.and_then(|inviter| state.row_mut(inviter)) {
+            inviter.invitees.retain(|&id| id != user);
+        }
+        if let Some(row) = state.row_mut(user) {
+            row.phone = None;
+            row.invited_by = None;
+        }
+        for id in &revoked {
+            state.record(
+                change,
+                EventData::SessionRevoked {
+                    user_id: user,
+                    session_id: id.as_str().to_owned(),
+                    reason: SessionEndReason::AccountDeleted,
+                },
+            );
+        }
+        state.record(change, EventData::AccountDeleted { user_id: user });
+        Ok(Some(revoked))
     }
 
     fn keeps_event_log(&self) -> bool {

@@ -20,6 +20,7 @@
 //! The cases use real time as their starting point (`now` is the system clock) and move
 //! forward by passing later instants, so stores with real TTLs work unchanged.
 
+pub mod accounts;
 pub mod event_log;
 pub mod otp_store;
 pub mod rate_limit_store;
@@ -177,6 +178,18 @@ macro_rules! user_store_conformance {
                 sessions_list_the_live_ones_newest_first,
                 revoke_sessions_ends_exactly_the_scope,
                 concurrent_revocations_revoke_each_session_once,
+            ]
+        );
+        $crate::__conformance_cases!(
+            accounts,
+            $setup,
+            $teardown,
+            [
+                account_exports_what_is_stored,
+                deleting_an_account_erases_it_and_keeps_the_graph,
+                phone_change_moves_the_account,
+                concurrent_moves_to_one_number_give_it_to_one,
+                concurrent_deletion_leaves_nothing_behind,
             ]
         );
     };

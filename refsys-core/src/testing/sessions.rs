@@ -17,7 +17,7 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-async fn create<S: UserStore>(store: &S, n: u32, at: Timestamp) -> User {
+pub(super) async fn create<S: UserStore>(store: &S, n: u32, at: Timestamp) -> User {
     store
         .find_or_create(&phone(n), &InviteCode::generate, Change::unrecorded(at))
         .await
@@ -25,7 +25,7 @@ async fn create<S: UserStore>(store: &S, n: u32, at: Timestamp) -> User {
         .user
 }
 
-fn client(n: u8) -> SessionClient {
+pub(super) fn client(n: u8) -> SessionClient {
     SessionClient {
         network: Some(format!("203.0.{n}.0/24")),
         user_agent: Some(format!("agent {n}")),
@@ -34,7 +34,7 @@ fn client(n: u8) -> SessionClient {
 
 /// Starts a session of `user` at `at` (lasting a week, unrecorded) and returns its id and
 /// live token.
-async fn session<S: UserStore>(
+pub(super) async fn session<S: UserStore>(
     store: &S,
     user: &User,
     client: &SessionClient,
