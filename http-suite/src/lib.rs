@@ -577,7 +577,10 @@ macro_rules! scenarios {
             use_invite_code_rate_limited_per_user,
             answers_do_not_reveal_registration,
             sessions_are_listed_and_ended,
-            session_routes_refuse_bad_requests
+            session_routes_refuse_bad_requests,
+            account_is_exported_and_deleted,
+            phone_is_changed,
+            account_routes_refuse_bad_requests
         );
     };
     (@each $framework:expr; $($name:ident),* $(,)?) => {
@@ -614,7 +617,8 @@ macro_rules! binary_scenarios {
             rate_limit_verify_code,
             send_code_human_check,
             use_invite_code_rate_limited_per_user,
-            session_routes_refuse_bad_requests
+            session_routes_refuse_bad_requests,
+            account_routes_refuse_bad_requests
         );
     };
 }

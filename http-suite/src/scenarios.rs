@@ -7,6 +7,9 @@ use serde_json::{Value, json};
 
 use crate::{Framework, Setup, TEST_PHONES, TestServer, assert_error};
 
+mod accounts;
+pub use accounts::*;
+
 const SEND: &str = "/login/send_code/";
 const VERIFY: &str = "/login/verify_code/";
 const PROFILE: &str = "/get_profile/";

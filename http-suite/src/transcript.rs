@@ -339,6 +339,48 @@ pub async fn transcript(server: &TestServer) -> Vec<Entry> {
         .await;
     r.get(sessions, Some(b_access)).await;
 
+    // Account: the export, a phone change refused (own number, taken), deletion.
+    server.advance(std::time::Duration::from_secs(61));
+    r.post(send, None, &json!({ "phone": a_phone })).await;
+    let login = r
+        .post(verify, None, &json!({ "phone": a_phone, "code": a_code }))
+        .await
+        .json();
+    let a_access = login["access"].as_str().unwrap_or_default().to_owned();
+    let listed = server.client.get(sessions, Some(&a_access)).await.json();
+    if let Some(id) = listed["sessions"][0]["id"].as_str() {
+        r.secrets.push((id.to_owned(), "<a's session>".into()));
+    }
+    let export = "/api/account/export/";
+    r.get(export, Some(&a_access)).await;
+    r.get(export, None).await;
+    let (phone_send, phone_verify) = (
+        "/api/account/phone/send_code/",
+        "/api/account/phone/verify/",
+    );
+    r.post(phone_send, Some(&a_access), &json!({ "phone": a_phone }))
+        .await;
+    r.post(phone_send, Some(&a_access), &json!({ "phone": "12" }))
+        .await;
+    r.post(phone_send, Some(&a_access), &json!({ "phone": b_phone }))
+        .await;
+    r.post(
+        phone_verify,
+        Some(&a_access),
+        &json!({ "phone": b_phone, "code": b_code }),
+    )
+    .await;
+    let delete = "/api/account/delete/";
+    r.post(delete, Some(&a_access), &json!({})).await;
+    r.post(delete, Some(&a_access), &json!({ "code": a_code }))
+        .await;
+    server.advance(std::time::Duration::from_secs(61));
+    r.post(send, None, &json!({ "phone": a_phone })).await;
+    r.post(delete, Some(&a_access), &json!({ "code": a_code }))
+        .await;
+    r.get(export, Some(&a_access)).await;
+    r.get("/get_profile/", Some(&a_access)).await;
+
     // Client rate limit, then a store that is down.
     for i in 0..12 {
         let phone = format!("+37529100{:04}", 200 + i);

@@ -5,9 +5,9 @@ use std::net::IpAddr;
 use serde::de::DeserializeOwned;
 
 use crate::dto::{
-    HealthResponse, MessageResponse, RefreshRequest, RevokeSessionsRequest, RevokedResponse,
-    SendCodeRequest, SessionView, SessionsResponse, UseInviteCodeRequest, VerifyCodeRequest,
-    parse_body,
+    ChangePhoneRequest, DeleteAccountRequest, HealthResponse, MessageResponse, PhoneResponse,
+    RefreshRequest, RevokeSessionsRequest, RevokedResponse, SendCodeRequest, SessionView,
+    SessionsResponse, UseInviteCodeRequest, VerifyCodeRequest, parse_body,
 };
 use crate::error::Error;
 use crate::http::reply::Reply;
@@ -185,6 +185,35 @@ async fn respond(
             let input: RevokeSessionsRequest = json_body(request, body)?;
             let revoked = service.revoke_sessions(&caller, input.scope).await?;
             Ok(Reply::json(200, &RevokedResponse { revoked }))
+        }
+        Endpoint::ExportAccount => {
+            let caller = service.caller_header(request.authorization)?;
+            Ok(Reply::json(200, &service.export_account(&caller).await?))
+        }
+        Endpoint::DeleteAccount => {
+            let client = check_client(service, ClientAction::VerifyCode, request).await?;
+            let caller = service.caller_header(request.authorization)?;
+            let input: DeleteAccountRequest = json_body(request, body)?;
+            service.delete_account(&caller, &input.code, client).await?;
+            Ok(Reply::no_content())
+        }
+        Endpoint::PhoneSendCode => {
+            let client = check_client(service, ClientAction::SendCode, request).await?;
+            let caller = service.caller_header(request.authorization)?;
+            let input: SendCodeRequest = json_body(request, body)?;
+            service
+                .send_phone_change_code(&caller, &input.phone, client, input.human_check.as_ref())
+                .await?;
+            Ok(Reply::json(200, &MessageResponse::CODE_SENT))
+        }
+        Endpoint::PhoneVerify => {
+            let client = check_client(service, ClientAction::VerifyCode, request).await?;
+            let caller = service.caller_header(request.authorization)?;
+            let input: ChangePhoneRequest = json_body(request, body)?;
+            let phone = service
+                .change_phone(&caller, &input.phone, &input.code, client)
+                .await?;
+            Ok(Reply::json(200, &PhoneResponse { phone }))
         }
         Endpoint::Health => Ok(Reply::json(200, &HealthResponse::OK)),
         Endpoint::Ready => {

@@ -20,7 +20,8 @@ use utoipa::openapi::{
 };
 
 use crate::dto::{
-    HealthResponse, MessageResponse, RefreshRequest, RevokeScope, RevokeSessionsRequest,
+    AccountExport, ChangePhoneRequest, DeleteAccountRequest, HealthResponse, InviteeView,
+    MessageResponse, PhoneResponse, RefreshRequest, RevokeScope, RevokeSessionsRequest,
     RevokedResponse, SendCodeRequest, SessionView, SessionsResponse, UseInviteCodeRequest,
     VerifyCodeRequest,
 };
@@ -65,6 +66,11 @@ pub fn document() -> OpenApi {
         .schema_from::<RevokeSessionsRequest>()
         .schema_from::<RevokeScope>()
         .schema_from::<RevokedResponse>()
+        .schema_from::<AccountExport>()
+        .schema_from::<InviteeView>()
+        .schema_from::<DeleteAccountRequest>()
+        .schema_from::<ChangePhoneRequest>()
+        .schema_from::<PhoneResponse>()
         .schema_from::<ErrorBody>()
         .schema_from::<crate::human::Challenge>()
         .schema_from::<crate::human::HumanCheckAnswer>()
@@ -298,6 +304,120 @@ fn operation(endpoint: Endpoint) -> Operation {
             )),
             Some((200, "RevokedResponse", serde_json::json!({"revoked": 2}))),
             with_body_errors(vec![Error::Unauthorized, store]),
+            true,
+        ),
+        Endpoint::ExportAccount => (
+            op("export_account", "Everything stored about the caller").description(Some(
+                "The account, its invitees in the order they applied the caller's code, its \
+                 live sessions (as `GET /api/sessions/` lists them) and its rewards (none are \
+                 kept yet: always empty).",
+            )),
+            None,
+            Some((
+                200,
+                "AccountExport",
+                serde_json::json!({
+                    "user_id": 7,
+                    "phone": "+375291234567",
+                    "created_at": "2026-11-20T10:00:00Z",
+                    "own_invite_code": "X4F9ZQ",
+                    "activated_invite_code": "K5J3RW",
+                    "activated_at": "2026-11-20T10:02:13Z",
+                    "invited_users": [{"phone": "+375297654321", "joined_at": "2026-11-28T17:40:02Z"}],
+                    "sessions": [{
+                        "id": "9f0c2d0e8b6a4c1e93f1a2b3c4d5e6f7",
+                        "created_at": "2026-12-01T09:30:00Z",
+                        "last_used_at": "2026-12-03T08:12:45Z",
+                        "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X)",
+                        "ip": "203.0.113.0/24",
+                        "current": true,
+                    }],
+                    "rewards": [],
+                }),
+            )),
+            vec![Error::Unauthorized, store],
+            true,
+        ),
+        Endpoint::DeleteAccount => (
+            op("delete_account", "Delete the caller's account").description(Some(
+                "`code` is a live code for the caller's own phone from \
+                 `POST /login/send_code/` (a stolen access token alone cannot delete); a wrong \
+                 or missing code gets the `verify_code` errors. The phone and every session are \
+                 erased and every session revoked; the id and the invite code are never \
+                 reused; invitees keep their accounts and the code they applied; the phone may \
+                 register again as a new user.",
+            )),
+            Some(("DeleteAccountRequest", serde_json::json!({"code": "1234"}))),
+            None,
+            with_body_errors(vec![
+                Error::Unauthorized,
+                Error::CodeExpired,
+                Error::CodeInvalid { attempts_left: 2 },
+                Error::TooManyAttempts { retry_after: 280 },
+                Error::PhoneLocked { retry_after: 3600 },
+                limited,
+                store,
+            ]),
+            true,
+        ),
+        Endpoint::PhoneSendCode => (
+            op("phone_send_code", "Send a code to the number the caller moves to").description(
+                Some(
+                    "Under the same limits, cooldowns, budgets and human check as \
+                     `POST /login/send_code/` for that number. It does not tell whether \
+                     another account has the number. 400 `same_phone` for the caller's own.",
+                ),
+            ),
+            Some((
+                "SendCodeRequest",
+                serde_json::json!({"phone": "+375297654321"}),
+            )),
+            Some((200, "MessageResponse", to_json(&MessageResponse::CODE_SENT))),
+            with_body_errors(vec![
+                Error::Unauthorized,
+                Error::InvalidPhone,
+                Error::SamePhone,
+                Error::ResendCooldown { retry_after: 55 },
+                Error::TooManyCodes { retry_after: 3000 },
+                Error::PhoneLocked { retry_after: 3500 },
+                limited,
+                Error::SmsFailed,
+                Error::SmsBudgetExhausted { retry_after: 1800 },
+                Error::HumanCheckFailed,
+                store,
+            ]),
+            true,
+        ),
+        Endpoint::PhoneVerify => (
+            op("phone_verify", "Move the caller's account to a proven number").description(
+                Some(
+                    "Once the code proves the number (the `verify_code` errors otherwise), the \
+                     account moves to it and the old number is free. 409 `phone_taken` if \
+                     another account has it, answered only after the code proved the number; of \
+                     two accounts racing for one number, exactly one gets it.",
+                ),
+            ),
+            Some((
+                "ChangePhoneRequest",
+                serde_json::json!({"phone": "+375297654321", "code": "1234"}),
+            )),
+            Some((
+                200,
+                "PhoneResponse",
+                serde_json::json!({"phone": "+375297654321"}),
+            )),
+            with_body_errors(vec![
+                Error::Unauthorized,
+                Error::InvalidPhone,
+                Error::SamePhone,
+                Error::CodeExpired,
+                Error::CodeInvalid { attempts_left: 2 },
+                Error::TooManyAttempts { retry_after: 280 },
+                Error::PhoneLocked { retry_after: 3600 },
+                Error::PhoneTaken,
+                limited,
+                store,
+            ]),
             true,
         ),
         Endpoint::Health => (

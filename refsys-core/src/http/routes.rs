@@ -62,6 +62,14 @@ pub enum Endpoint {
     RevokeSession,
     /// `POST /api/sessions/revoke/`: ends the caller's other sessions, or all.
     RevokeSessions,
+    /// `GET /api/account/export/`: everything stored about the caller.
+    ExportAccount,
+    /// `POST /api/account/delete/`: deletes the caller's account, after a code.
+    DeleteAccount,
+    /// `POST /api/account/phone/send_code/`: a code to the number the caller moves to.
+    PhoneSendCode,
+    /// `POST /api/account/phone/verify/`: moves the caller's account to a proven number.
+    PhoneVerify,
     /// `GET /api/schema/`: the OpenAPI document.
     #[cfg(feature = "openapi")]
     Schema,
@@ -112,6 +120,14 @@ pub const SESSIONS: &str = "/api/sessions/";
 pub const SESSION: &str = "/api/sessions/{id}/";
 /// Path of revoking sessions by scope.
 pub const SESSIONS_REVOKE: &str = "/api/sessions/revoke/";
+/// Path of the account export.
+pub const ACCOUNT_EXPORT: &str = "/api/account/export/";
+/// Path of account deletion.
+pub const ACCOUNT_DELETE: &str = "/api/account/delete/";
+/// Path of the code for a phone change.
+pub const PHONE_SEND_CODE: &str = "/api/account/phone/send_code/";
+/// Path of a phone change.
+pub const PHONE_VERIFY: &str = "/api/account/phone/verify/";
 
 static ROUTES: &[Route] = &[
     route(
@@ -159,6 +175,26 @@ static ROUTES: &[Route] = &[
         Method::Delete,
         &[SESSION, "/api/sessions/{id}"],
         Endpoint::RevokeSession,
+    ),
+    route(
+        Method::Get,
+        &[ACCOUNT_EXPORT, "/api/account/export"],
+        Endpoint::ExportAccount,
+    ),
+    route(
+        Method::Post,
+        &[ACCOUNT_DELETE, "/api/account/delete"],
+        Endpoint::DeleteAccount,
+    ),
+    route(
+        Method::Post,
+        &[PHONE_SEND_CODE, "/api/account/phone/send_code"],
+        Endpoint::PhoneSendCode,
+    ),
+    route(
+        Method::Post,
+        &[PHONE_VERIFY, "/api/account/phone/verify"],
+        Endpoint::PhoneVerify,
     ),
     route(Method::Get, &[HEALTH, "/health/"], Endpoint::Health),
     route(Method::Get, &[READY, "/ready/"], Endpoint::Ready),
@@ -282,6 +318,29 @@ mod tests {
                 Method::Delete,
                 ["/api/sessions/{id}/", "/api/sessions/{id}"],
                 Endpoint::RevokeSession,
+            ),
+            (
+                Method::Get,
+                ["/api/account/export/", "/api/account/export"],
+                Endpoint::ExportAccount,
+            ),
+            (
+                Method::Post,
+                ["/api/account/delete/", "/api/account/delete"],
+                Endpoint::DeleteAccount,
+            ),
+            (
+                Method::Post,
+                [
+                    "/api/account/phone/send_code/",
+                    "/api/account/phone/send_code",
+                ],
+                Endpoint::PhoneSendCode,
+            ),
+            (
+                Method::Post,
+                ["/api/account/phone/verify/", "/api/account/phone/verify"],
+                Endpoint::PhoneVerify,
             ),
             (Method::Get, ["/health", "/health/"], Endpoint::Health),
             (Method::Get, ["/ready", "/ready/"], Endpoint::Ready),
