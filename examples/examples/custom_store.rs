@@ -14,7 +14,7 @@ use refsys_core::session::{Session, SessionClient, SessionScope};
 use refsys_core::store::{Activation, Rotation};
 use refsys_core::{
     Change, FamilyId, InviteCode, JwtKeys, LogSender, MemoryOtpStore, MemoryUserStore, Phone,
-    Profile, ReferralService, Registration, SessionEndReason, StoreError, Timestamp, TokenId,
+    Profile, ReferralService, Registration, SessionEndReason, StoreError, Timestamp, TokenId, User,
     UserId, UserStore,
 };
 
@@ -125,6 +125,10 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         self.inner
             .revoke_sessions(user, scope, reason, change)
             .await
+    }
+
+    async fn user_by_phone(&self, phone: &Phone) -> Result<Option<User>, StoreError> {
+        self.inner.user_by_phone(phone).await
     }
 
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use refsys_core::event::{EventRecord, EventStatus, Redeliver, rfc3339};
-use refsys_core::{Clock, EventId, SystemClock};
+use refsys_core::{Clock, EventId, JwtKeys, LogSender, ReferralService, SystemClock};
 
 use crate::config::{Config, Database};
+
+mod users;
 
 /// The admin commands.
 #[derive(Debug, Subcommand)]
@@ -16,6 +18,11 @@ pub(crate) enum Admin {
     /// Lists event deliveries that have not gone out: failed ones and pending ones (both,
     /// unless --failed or --pending), oldest first; or queues them again.
     Events(EventsArgs),
+    /// Shows a user (profile, sessions, inviter, invitee count), or deletes its account.
+    User(users::UserArgs),
+    /// Ends a user's sessions.
+    #[command(subcommand)]
+    Sessions(users::SessionsAction),
 }
 
 /// `admin events`.
@@ -62,7 +69,6 @@ pub(crate) async fn run(config: &Config, command: Admin) -> ExitCode {
 }
 
 async fn execute(config: &Config, command: Admin) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let Admin::Events(args) = command;
     if let Some(path) = missing_sqlite_file(&config.database) {
         // The server would create it; an admin command run in the wrong place should not.
         return Err(format!(
@@ -71,6 +77,11 @@ async fn execute(config: &Config, command: Admin) -> Result<ExitCode, Box<dyn st
         )
         .into());
     }
+    let args = match command {
+        Admin::Events(args) => args,
+        Admin::User(args) => return users::user(&service(config).await?, args).await,
+        Admin::Sessions(action) => return users::sessions(&service(config).await?, action).await,
+    };
     let users = crate::open_users(&config.database).await?;
     if !users.keeps_event_log() {
         return Err("this store keeps no event log".into());
@@ -121,6 +132,13 @@ async fn execute(config: &Config, command: Admin) -> Result<ExitCode, Box<dyn st
             }
         }
     }
+}
+
+/// A service on the server's configuration that records events (the servers deliver
+/// them) and sends no SMS.
+async fn service(config: &Config) -> Result<ReferralService, Box<dyn std::error::Error>> {
+    let keys = config.keys.clone().unwrap_or_else(JwtKeys::hs256_random);
+    crate::build_service(config, keys, Box::new(LogSender), crate::Role::Admin).await
 }
 
 /// The path of a SQLite `DATABASE_URL` whose file does not exist (`sqlite:refsys.db`,

@@ -137,7 +137,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             timeout,
         } => Box::new(webhook::WebhookSender::new(url.clone(), secret, *timeout)?),
     };
-    let service = build_service(&config, keys, sms).await?;
+    let service = build_service(&config, keys, sms, Role::Server).await?;
     // The phone-number metadata loads on first use (seconds in a debug build): load it now,
     // not in the first user's request.
     let _ = service.parse_phone("+375291000001");
@@ -157,10 +157,20 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     serve::serve(config.framework, config.bind, &config.connections, service).await
 }
 
-async fn build_service(
+/// Who a service is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The server: it delivers the events.
+    Server,
+    /// An admin command: it records events and leaves their delivery to the servers.
+    Admin,
+}
+
+pub(crate) async fn build_service(
     config: &Config,
     keys: JwtKeys,
     sms: Box<dyn SmsSender>,
+    role: Role,
 ) -> Result<ReferralService, Box<dyn std::error::Error>> {
     let users = open_users(&config.database).await?;
     let (otps, rate): (Arc<dyn OtpStore>, Arc<dyn RateLimitStore>) = match &config.redis {
@@ -217,7 +227,9 @@ async fn build_service(
     if let Some(check) = human_check {
         builder = builder.human_check(check);
     }
-    if let Some(events) = &config.events {
+    if config.events.is_some() && role == Role::Admin {
+        builder = builder.record_events();
+    } else if let Some(events) = &config.events {
         let delivery = EventDelivery {
             handler_timeout: events.timeout,
             lease: events.timeout.saturating_mul(4),

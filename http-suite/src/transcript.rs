@@ -358,12 +358,17 @@ pub async fn transcript(server: &TestServer) -> Vec<Entry> {
         "/api/account/phone/send_code/",
         "/api/account/phone/verify/",
     );
-    r.post(phone_send, Some(&a_access), &json!({ "phone": a_phone }))
-        .await;
-    r.post(phone_send, Some(&a_access), &json!({ "phone": "12" }))
-        .await;
+    let proof = json!({ "phone": a_phone, "current_code": a_code });
+    r.post(phone_send, Some(&a_access), &proof).await;
     r.post(phone_send, Some(&a_access), &json!({ "phone": b_phone }))
         .await;
+    let proof = json!({ "phone": "12", "current_code": a_code });
+    r.post(phone_send, Some(&a_access), &proof).await;
+    let proof = json!({ "phone": b_phone, "current_code": a_code });
+    r.post(phone_send, Some(&a_access), &proof).await;
+    server.advance(std::time::Duration::from_secs(61));
+    r.post(send, None, &json!({ "phone": a_phone })).await;
+    r.post(phone_send, Some(&a_access), &proof).await;
     r.post(
         phone_verify,
         Some(&a_access),

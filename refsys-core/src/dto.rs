@@ -180,6 +180,27 @@ impl std::fmt::Debug for DeleteAccountRequest {
     }
 }
 
+/// `POST /api/account/phone/send_code/`: the new phone, and a code proving the current one.
+#[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PhoneSendCodeRequest {
+    /// The phone to move to, as for `send_code`.
+    pub phone: String,
+    /// A live code for the account's current phone, from `POST /login/send_code/`.
+    pub current_code: String,
+    /// The answer to the challenge of a `428 human_check_required`, as for `send_code`.
+    #[serde(default, deserialize_with = "object_only")]
+    pub human_check: Option<crate::human::HumanCheckAnswer>,
+}
+
+impl std::fmt::Debug for PhoneSendCodeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhoneSendCodeRequest")
+            .field("human_check", &self.human_check)
+            .finish_non_exhaustive()
+    }
+}
+
 /// `POST /api/account/phone/verify/`: the new phone and the code sent to it.
 #[derive(Clone, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

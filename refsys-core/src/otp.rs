@@ -74,6 +74,21 @@ impl OtpHash {
         Self(hasher.finalize().into())
     }
 
+    /// Hashes `code` for `phone` under `pepper`, bound to `purpose`: such a code proves the
+    /// phone for that purpose only (a login code, hashed by [`new`](Self::new), never matches
+    /// it, nor it a login code's hash).
+    pub fn for_purpose(pepper: &[u8; 32], phone: &Phone, code: &OtpCode, purpose: &str) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(b"refsys-otp-v1\0");
+        hasher.update(pepper);
+        hasher.update(phone.as_str().as_bytes());
+        hasher.update(b"\0");
+        hasher.update(code.expose().as_bytes());
+        hasher.update(b"\0");
+        hasher.update(purpose.as_bytes());
+        Self(hasher.finalize().into())
+    }
+
     /// Rebuilds a hash a store read back.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)

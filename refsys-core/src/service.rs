@@ -80,6 +80,8 @@ struct Inner {
     revocation: Revocation,
     /// The revoked sessions whose access tokens are refused (instant revocation only).
     revoked: Option<Arc<RevokedSessions>>,
+    /// Changes record their events without a handler (see `ServiceBuilder::record_events`).
+    record_events: bool,
 }
 
 impl std::fmt::Debug for ReferralService {
@@ -143,6 +145,14 @@ impl ServiceBuilder {
     /// Without a handler (the default) no event is recorded.
     pub fn event_handler(mut self, handler: impl EventHandler, delivery: EventDelivery) -> Self {
         self.inner.events = Some((Arc::new(handler), delivery));
+        self
+    }
+
+    /// Makes every change record its event in the user store, as with an
+    /// [event handler](Self::event_handler), but delivers none from this service: for a
+    /// process whose events the servers' dispatchers deliver (an operator's command).
+    pub fn record_events(mut self) -> Self {
+        self.inner.record_events = true;
         self
     }
 
@@ -241,6 +251,7 @@ impl ReferralService {
                 wake: Arc::default(),
                 revocation: Revocation::default(),
                 revoked: None,
+                record_events: false,
             },
         }
     }
@@ -523,7 +534,7 @@ impl ReferralService {
     fn change(&self, now: Timestamp) -> Change {
         Change {
             now,
-            record: self.inner.events.is_some(),
+            record: self.inner.events.is_some() || self.inner.record_events,
         }
     }
 
@@ -534,8 +545,14 @@ impl ReferralService {
         }
     }
 
-    fn hash(&self, phone: &Phone, code: &OtpCode) -> OtpHash {
-        OtpHash::new(self.inner.keys.otp_pepper(), phone, code)
+    fn hash(&self, phone: &Phone, code: &OtpCode, purpose: Purpose) -> OtpHash {
+        let pepper = self.inner.keys.otp_pepper();
+        match purpose {
+            Purpose::Login => OtpHash::new(pepper, phone, code),
+            Purpose::PhoneChange(user) => {
+                OtpHash::for_purpose(pepper, phone, code, &format!("phone-change:{user}"))
+            }
+        }
     }
 
     /// `POST /login/send_code/`: makes a code for `phone` and hands it to the SMS sender.
@@ -587,11 +604,25 @@ impl ReferralService {
         human_check: Option<&HumanCheckAnswer>,
     ) -> Result<(), Error> {
         let phone = self.parse_phone(phone)?;
+        self.send_code_for(phone, client, human_check, Purpose::Login)
+            .await
+    }
+
+    /// [`send_code_with`](Self::send_code_with) for a parsed phone, of a code for `purpose`.
+    pub(crate) async fn send_code_for(
+        &self,
+        phone: Phone,
+        client: Option<IpAddr>,
+        human_check: Option<&HumanCheckAnswer>,
+        purpose: Purpose,
+    ) -> Result<(), Error> {
         let action = ClientAction::SendCodeToPhone;
         if let Some(ip) = client {
             self.check_phone_client(action, &phone, ip).await?;
         }
-        let sent = self.send_code_to(phone.clone(), client, human_check).await;
+        let sent = self
+            .send_code_to(phone.clone(), client, human_check, purpose)
+            .await;
         if let (Err(_), Some(ip)) = (&sent, client) {
             self.take_back_phone_client(action, &phone, ip).await;
         }
@@ -603,6 +634,7 @@ impl ReferralService {
         phone: Phone,
         client: Option<IpAddr>,
         human_check: Option<&HumanCheckAnswer>,
+        purpose: Purpose,
     ) -> Result<(), Error> {
         let now = self.now();
         let human = self.inner.human.as_deref();
@@ -619,7 +651,7 @@ impl ReferralService {
         let code = test_code
             .cloned()
             .unwrap_or_else(|| OtpCode::generate(policy.otp().code_length));
-        let hash = self.hash(&phone, &code);
+        let hash = self.hash(&phone, &code, purpose);
         // The budgets first, so that a send they refuse (or that owes a human check) leaves
         // the phone's pending code, cooldown and window as they were. Test phones send no SMS.
         let budgeted = test_code.is_none();
@@ -728,7 +760,7 @@ impl ReferralService {
         client: &SessionClient,
     ) -> Result<Login, Error> {
         let now = self.now();
-        let hash = self.spend_code(&phone, code, now).await?;
+        let hash = self.spend_code(&phone, code, now, Purpose::Login).await?;
         match self.log_in(&phone, client, now).await {
             Ok(login) => Ok(login),
             Err(error) => {
@@ -747,12 +779,13 @@ impl ReferralService {
         phone: &Phone,
         code: &str,
         now: Timestamp,
+        purpose: Purpose,
     ) -> Result<OtpHash, Error> {
         let otp = self.inner.policy.otp();
         let code = OtpCode::parse(code, otp.code_length)
             .map_err(|e| Error::InvalidRequest(format!("Field `code`: {e}.")))?;
         let phone = phone.clone();
-        let hash = self.hash(&phone, &code);
+        let hash = self.hash(&phone, &code, purpose);
         match self.inner.otps.check(&phone, &hash, now, otp).await? {
             Check::Valid => {}
             Check::Invalid { attempts_left } => return Err(Error::CodeInvalid { attempts_left }),
@@ -1182,6 +1215,16 @@ impl ReferralService {
             error,
         })
     }
+}
+
+/// What a code proves its phone for: its hash binds it, so that a code for one purpose
+/// never serves another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Logging in (and re-authenticating as the phone's user: account deletion).
+    Login,
+    /// Moving this user's account to the phone.
+    PhoneChange(UserId),
 }
 
 /// The token of an `Authorization` header value `Bearer <token>` (the scheme is

@@ -516,6 +516,28 @@ pub(crate) fn unix(at: Timestamp) -> i64 {
     i64::try_from(at.as_unix()).unwrap_or(i64::MAX)
 }
 
+/// `UserStore::user_by_phone`.
+pub(crate) async fn user_by_phone<'c, DB, E>(
+    db: E,
+    phone_number: &Phone,
+) -> Result<Option<User>, StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    (i64, String): for<'r> FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let row =
+        sqlx::query_as::<DB, (i64, String)>("SELECT id, invite_code FROM users WHERE phone = $1")
+            .bind(phone_number.as_str())
+            .fetch_optional(db)
+            .await
+            .map_err(store_error)?;
+    row.map(|row| registered(phone_number, row).map(|found| found.user))
+        .transpose()
+}
+
 /// Whether `error` is a unique violation on the phone (PostgreSQL names the constraint,
 /// SQLite the column: "UNIQUE constraint failed: users.phone").
 pub(crate) fn is_taken_phone(error: &sqlx::Error) -> bool {

@@ -42,7 +42,8 @@ use crate::sql::{
 };
 use crate::store::{Activation, INVITE_CODE_TRIES, Rotation, UserStore};
 use crate::{
-    FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, UserId,
+    FamilyId, InviteCode, Phone, Profile, Registration, StoreError, Timestamp, TokenId, User,
+    UserId,
 };
 
 /// The schema, embedded at build time.
@@ -638,6 +639,10 @@ impl UserStore for SqliteUserStore {
         }
         tx.commit().await.map_err(store_error)?;
         Ok(revoked.into_iter().map(FamilyId::from_string).collect())
+    }
+
+    async fn user_by_phone(&self, phone_number: &Phone) -> Result<Option<User>, StoreError> {
+        sql::user_by_phone(&self.pool, phone_number).await
     }
 
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {

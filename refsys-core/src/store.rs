@@ -21,7 +21,7 @@
 //!     session::{Session, SessionClient, SessionScope},
 //!     store::{Activation, Rotation},
 //!     Change, FamilyId, InviteCode, MemoryUserStore, Phone, Profile, Registration,
-//!     SessionEndReason, StoreError, Timestamp, TokenId, UserId, UserStore,
+//!     SessionEndReason, StoreError, Timestamp, TokenId, User, UserId, UserStore,
 //! };
 //!
 //! /// Counts logins, delegates everything to an inner store.
@@ -60,6 +60,9 @@
 //!     async fn revoke_sessions(&self, user: UserId, scope: SessionScope<'_>, reason: SessionEndReason, change: Change) -> Result<Vec<FamilyId>, StoreError> {
 //!         self.inner.revoke_sessions(user, scope, reason, change).await
 //!     }
+//!     async fn user_by_phone(&self, phone: &Phone) -> Result<Option<User>, StoreError> {
+//!         self.inner.user_by_phone(phone).await
+//!     }
 //!     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
 //!         self.inner.account(user).await
 //!     }
@@ -89,7 +92,7 @@ use crate::event::{
 use crate::session::{Session, SessionClient, SessionScope};
 use crate::{
     FamilyId, InviteCode, OtpHash, OtpPolicy, Phone, Profile, Registration, StoreError, Timestamp,
-    TokenId, UserId,
+    TokenId, User, UserId,
 };
 
 /// How many invite codes [`UserStore::find_or_create`] tries before giving up with
@@ -195,6 +198,10 @@ pub trait UserStore: Send + Sync + 'static {
         reason: SessionEndReason,
         change: Change,
     ) -> Result<Vec<FamilyId>, StoreError>;
+
+    /// The user with `phone`, if it has one (a read: nothing is created), for operators'
+    /// lookups.
+    async fn user_by_phone(&self, phone: &Phone) -> Result<Option<User>, StoreError>;
 
     /// Everything stored about `user` but its sessions (see [`Self::sessions`]), for its
     /// export; `None` for an unknown user or a deleted account. The invitees are the live
@@ -704,6 +711,9 @@ macro_rules! stores_behind {
                 change: Change,
             ) -> Result<Vec<FamilyId>, StoreError> {
                 (**self).revoke_sessions(user, scope, reason, change).await
+            }
+            async fn user_by_phone(&self, phone: &Phone) -> Result<Option<User>, StoreError> {
+                (**self).user_by_phone(phone).await
             }
             async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
                 (**self).account(user).await

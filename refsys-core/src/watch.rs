@@ -193,6 +193,9 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
                 .await,
         )
     }
+    async fn user_by_phone(&self, phone: &Phone) -> Result<Option<crate::User>, StoreError> {
+        self.seen(self.inner.user_by_phone(phone).await)
+    }
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
         self.seen(self.inner.account(user).await)
     }

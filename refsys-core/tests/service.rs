@@ -842,6 +842,12 @@ impl refsys_core::UserStore for FlakyUsers {
             .revoke_sessions(user, scope, reason, change)
             .await
     }
+    async fn user_by_phone(
+        &self,
+        phone: &refsys_core::Phone,
+    ) -> Result<Option<refsys_core::User>, refsys_core::StoreError> {
+        self.inner.user_by_phone(phone).await
+    }
     async fn account(
         &self,
         user: UserId,

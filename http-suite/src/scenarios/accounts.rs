@@ -191,8 +191,34 @@ async fn profile_of(c: &crate::Client, access: &str) -> Value {
     res.json()
 }
 
-/// A phone change: a code to the new number, under send_code's limits; a wrong code is
-/// refused and counted; the right one moves the account (its next login by the new number
+/// `POST /api/account/phone/send_code/` as `login`.
+async fn change_send(c: &crate::Client, login: &Value, body: Value) -> crate::Res {
+    c.post_as(PHONE_SEND, Some(access(login)), body).await
+}
+
+/// `POST /api/account/phone/verify/` as `login`.
+async fn change_verify(c: &crate::Client, login: &Value, phone: &str, code: &str) -> crate::Res {
+    c.post_as(
+        PHONE_VERIFY,
+        Some(access(login)),
+        json!({ "phone": phone, "code": code }),
+    )
+    .await
+}
+
+/// A fresh login code for `phone` (past its resend cooldown): what proves the account's
+/// current phone for a phone change.
+async fn current_code(server: &TestServer, phone: &str) -> String {
+    server.clock.advance(Duration::from_secs(61));
+    let sent = server.client.post(SEND, json!({ "phone": phone })).await;
+    assert_eq!(sent.status, 200, "{}", sent.json());
+    server.last_code(phone)
+}
+
+/// A phone change: a code for the current number proves it again (a stolen access token
+/// alone cannot move the account), then a code to the new number, under send_code's limits,
+/// that serves this move only (neither a login code for that number nor another account's
+/// change code moves it); the right one moves the account (its next login by the new number
 /// finds it, the old number signs up anew); a number another account has is `409
 /// phone_taken`, told only to whoever proved it; the account's own number is `400
 /// same_phone`.
@@ -202,67 +228,67 @@ pub async fn phone_is_changed(framework: Framework) {
     let (old, new, bobs) = (phone(30), phone(31), phone(32));
     let alice = log_in(&server, &old).await;
     let bob = log_in(&server, &bobs).await;
-    server.clock.advance(Duration::from_secs(120));
-
-    let res = c
-        .post_as(PHONE_SEND, Some(access(&alice)), json!({ "phone": old }))
-        .await;
+    let res = change_send(c, &alice, json!({ "phone": old, "current_code": "0000" })).await;
     assert_error(&res, 400, "same_phone");
-    let res = c
-        .post_as(PHONE_SEND, Some(access(&alice)), json!({ "phone": "12" }))
-        .await;
+    let res = change_send(c, &alice, json!({ "phone": "12", "current_code": "0000" })).await;
     assert_error(&res, 400, "invalid_phone");
-    let res = c.post_as(PHONE_SEND, None, json!({ "phone": new })).await;
+    let res = c
+        .post_as(
+            PHONE_SEND,
+            None,
+            json!({ "phone": new, "current_code": "0000" }),
+        )
+        .await;
     assert_error(&res, 401, "unauthorized");
+    // Without a proof of the current number: nothing goes out.
+    let res = change_send(c, &alice, json!({ "phone": new })).await;
+    assert_error(&res, 400, "invalid_request");
+    let proof = current_code(&server, &old).await;
+    let res = change_send(
+        c,
+        &alice,
+        json!({ "phone": new, "current_code": other_code(&proof) }),
+    )
+    .await;
+    assert_error(&res, 400, "code_invalid");
+    // A login code for the new number does not move the account (what a thief holding the
+    // access token and a number of their own would try).
+    assert_eq!(c.post(SEND, json!({ "phone": new })).await.status, 200);
+    let login_code = server.last_code(&new);
+    let res = change_verify(c, &alice, &new, &login_code).await;
+    assert_error(&res, 400, "code_invalid");
+    assert_eq!(
+        c.get(PROFILE, Some(access(&alice))).await.json()["phone"],
+        json!(old)
+    );
 
     // A number bob has: the code goes out (nothing tells alice it is taken) ...
-    let res = c
-        .post_as(PHONE_SEND, Some(access(&alice)), json!({ "phone": bobs }))
-        .await;
+    let res = change_send(c, &alice, json!({ "phone": bobs, "current_code": proof })).await;
     assert_eq!(res.status, 200, "{}", res.json());
-    let res = c
-        .post_as(PHONE_SEND, Some(access(&alice)), json!({ "phone": bobs }))
-        .await;
-    assert_error(&res, 429, "resend_cooldown");
-    // ... and only the code's owner learns it is taken.
+    let res = change_send(c, &alice, json!({ "phone": bobs, "current_code": proof })).await;
+    assert_error(&res, 400, "code_expired");
+    // ... bob cannot use it to log in, nor alice's code for a move of his own ...
     let code = server.last_code(&bobs);
-    let res = c
-        .post_as(
-            PHONE_VERIFY,
-            Some(access(&alice)),
-            json!({ "phone": bobs, "code": other_code(&code) }),
-        )
-        .await;
+    let res = c.post(VERIFY, json!({ "phone": bobs, "code": code })).await;
     assert_error(&res, 400, "code_invalid");
-    let res = c
-        .post_as(
-            PHONE_VERIFY,
-            Some(access(&alice)),
-            json!({ "phone": bobs, "code": code }),
-        )
-        .await;
+    // ... and only the code's owner learns the number is taken.
+    let res = change_verify(c, &alice, &bobs, &code).await;
     assert_error(&res, 409, "phone_taken");
 
-    let res = c
-        .post_as(PHONE_SEND, Some(access(&alice)), json!({ "phone": new }))
-        .await;
-    assert_eq!(res.status, 200);
+    // A send that fails (the SMS sender is down) gives the proof back.
+    let proof = current_code(&server, &old).await;
+    server.fail_sms(true);
+    let res = change_send(c, &alice, json!({ "phone": new, "current_code": proof })).await;
+    assert_error(&res, 502, "sms_failed");
+    server.fail_sms(false);
+    let res = change_send(c, &alice, json!({ "phone": new, "current_code": proof })).await;
+    assert_eq!(res.status, 200, "the proof was given back: {}", res.json());
     let code = server.last_code(&new);
-    let res = c
-        .post_as(
-            PHONE_VERIFY,
-            Some(access(&alice)),
-            json!({ "phone": new, "code": code }),
-        )
-        .await;
+    let res = change_verify(c, &bob, &new, &code).await;
+    assert_error(&res, 400, "code_invalid");
+    let res = change_verify(c, &alice, &new, &code).await;
     assert_eq!((res.status, res.json()), (200, json!({ "phone": new })));
-    let res = c
-        .post_as(
-            PHONE_VERIFY,
-            Some(access(&alice)),
-            json!({ "phone": new, "code": code }),
-        )
-        .await;
+    let res = change_verify(c, &alice, &new, &code).await;
     assert_error(&res, 400, "same_phone");
     let profile = c.get(PROFILE, Some(access(&alice))).await.json();
     assert_eq!(profile["phone"], json!(new));

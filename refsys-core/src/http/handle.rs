@@ -6,8 +6,8 @@ use serde::de::DeserializeOwned;
 
 use crate::dto::{
     ChangePhoneRequest, DeleteAccountRequest, HealthResponse, MessageResponse, PhoneResponse,
-    RefreshRequest, RevokeSessionsRequest, RevokedResponse, SendCodeRequest, SessionView,
-    SessionsResponse, UseInviteCodeRequest, VerifyCodeRequest, parse_body,
+    PhoneSendCodeRequest, RefreshRequest, RevokeSessionsRequest, RevokedResponse, SendCodeRequest,
+    SessionView, SessionsResponse, UseInviteCodeRequest, VerifyCodeRequest, parse_body,
 };
 use crate::error::Error;
 use crate::http::reply::Reply;
@@ -200,9 +200,15 @@ async fn respond(
         Endpoint::PhoneSendCode => {
             let client = check_client(service, ClientAction::SendCode, request).await?;
             let caller = service.caller_header(request.authorization)?;
-            let input: SendCodeRequest = json_body(request, body)?;
+            let input: PhoneSendCodeRequest = json_body(request, body)?;
             service
-                .send_phone_change_code(&caller, &input.phone, client, input.human_check.as_ref())
+                .send_phone_change_code(
+                    &caller,
+                    &input.phone,
+                    &input.current_code,
+                    client,
+                    input.human_check.as_ref(),
+                )
                 .await?;
             Ok(Reply::json(200, &MessageResponse::CODE_SENT))
         }

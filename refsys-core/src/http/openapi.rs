@@ -21,9 +21,9 @@ use utoipa::openapi::{
 
 use crate::dto::{
     AccountExport, ChangePhoneRequest, DeleteAccountRequest, HealthResponse, InviteeView,
-    MessageResponse, PhoneResponse, RefreshRequest, RevokeScope, RevokeSessionsRequest,
-    RevokedResponse, SendCodeRequest, SessionView, SessionsResponse, UseInviteCodeRequest,
-    VerifyCodeRequest,
+    MessageResponse, PhoneResponse, PhoneSendCodeRequest, RefreshRequest, RevokeScope,
+    RevokeSessionsRequest, RevokedResponse, SendCodeRequest, SessionView, SessionsResponse,
+    UseInviteCodeRequest, VerifyCodeRequest,
 };
 use crate::http::routes::{Endpoint, Method, routes};
 use crate::{Error, ErrorBody, Login, Profile, StoreError, TokenPair};
@@ -70,6 +70,7 @@ pub fn document() -> OpenApi {
         .schema_from::<InviteeView>()
         .schema_from::<DeleteAccountRequest>()
         .schema_from::<ChangePhoneRequest>()
+        .schema_from::<PhoneSendCodeRequest>()
         .schema_from::<PhoneResponse>()
         .schema_from::<ErrorBody>()
         .schema_from::<crate::human::Challenge>()
@@ -363,20 +364,27 @@ fn operation(endpoint: Endpoint) -> Operation {
         Endpoint::PhoneSendCode => (
             op("phone_send_code", "Send a code to the number the caller moves to").description(
                 Some(
-                    "Under the same limits, cooldowns, budgets and human check as \
-                     `POST /login/send_code/` for that number. It does not tell whether \
-                     another account has the number. 400 `same_phone` for the caller's own.",
+                    "`current_code` is a live code for the account's current phone from \
+                     `POST /login/send_code/` (a stolen access token alone cannot move the \
+                     account); wrong or missing, the `verify_code` errors. Then a code goes \
+                     to the new number, under the same limits, cooldowns, budgets and human \
+                     check as `POST /login/send_code/` for that number; it serves this move \
+                     only. It does not tell whether another account has the number. 400 \
+                     `same_phone` for the caller's own.",
                 ),
             ),
             Some((
-                "SendCodeRequest",
-                serde_json::json!({"phone": "+375297654321"}),
+                "PhoneSendCodeRequest",
+                serde_json::json!({"phone": "+375297654321", "current_code": "1234"}),
             )),
             Some((200, "MessageResponse", to_json(&MessageResponse::CODE_SENT))),
             with_body_errors(vec![
                 Error::Unauthorized,
                 Error::InvalidPhone,
                 Error::SamePhone,
+                Error::CodeExpired,
+                Error::CodeInvalid { attempts_left: 2 },
+                Error::TooManyAttempts { retry_after: 280 },
                 Error::ResendCooldown { retry_after: 55 },
                 Error::TooManyCodes { retry_after: 3000 },
                 Error::PhoneLocked { retry_after: 3500 },

@@ -467,6 +467,17 @@ impl UserStore for MemoryUserStore {
         Ok(revoked)
     }
 
+    async fn user_by_phone(&self, phone: &Phone) -> Result<Option<User>, StoreError> {
+        let state = self.read();
+        Ok(state.by_phone.get(phone).and_then(|&id| {
+            state.live(id).map(|(row, phone)| User {
+                id,
+                phone: phone.clone(),
+                invite_code: row.invite_code,
+            })
+        }))
+    }
+
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
         let state = self.read();
         let Some((row, phone)) = state.live(user) else {

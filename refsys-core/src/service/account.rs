@@ -3,14 +3,16 @@
 
 use std::net::IpAddr;
 
-use crate::account::PhoneChange;
+use crate::account::{Account, PhoneChange};
 use crate::dto::AccountExport;
+use crate::event::SessionEndReason;
 use crate::human::HumanCheckAnswer;
 use crate::limits::ClientAction;
 use crate::session::Caller;
+use crate::session::{Session, SessionScope};
 use crate::{Error, Phone, ReferralService, UserId};
 
-use super::to_completion;
+use super::{Purpose, to_completion};
 
 impl ReferralService {
     /// `GET /api/account/export/`: everything stored about the caller (its account, its
@@ -53,7 +55,7 @@ impl ReferralService {
             self.check_phone_client(action, &phone, ip).await?;
         }
         let now = self.now();
-        let hash = self.spend_code(&phone, code, now).await?;
+        let hash = self.spend_code(&phone, code, now, Purpose::Login).await?;
         let (this, user) = (self.clone(), caller.user);
         let deleted = to_completion(async move {
             match this.erase(user).await {
@@ -94,6 +96,48 @@ impl ReferralService {
         Ok(true)
     }
 
+    /// The user with `phone`, if any, for operators' lookups (nothing is created).
+    pub async fn find_user(&self, phone: &Phone) -> Result<Option<UserId>, Error> {
+        let user = self.inner.users.user_by_phone(phone).await?;
+        Ok(user.map(|user| user.id))
+    }
+
+    /// Everything stored about `user` and its live sessions, newest first, for operators;
+    /// `None` for an unknown user or a deleted account.
+    pub async fn account_of(&self, user: UserId) -> Result<Option<(Account, Vec<Session>)>, Error> {
+        let Some(account) = self.inner.users.account(user).await? else {
+            return Ok(None);
+        };
+        let sessions = self.inner.users.sessions(user, self.now()).await?;
+        Ok(Some((account, sessions)))
+    }
+
+    /// Ends every live session of `user`, for operators (`refsys-server admin sessions
+    /// revoke`); how many. Like [`delete_user`](Self::delete_user), it waits until the
+    /// revocations are shared with the other instances.
+    pub async fn revoke_user_sessions(&self, user: UserId) -> Result<u64, Error> {
+        let now = self.now();
+        let revoked = self
+            .inner
+            .users
+            .revoke_sessions(
+                user,
+                SessionScope::All,
+                SessionEndReason::Revoked,
+                self.change(now),
+            )
+            .await?;
+        let count = revoked.len() as u64;
+        if count > 0 {
+            self.recorded();
+            tracing::info!(user_id = %user, revoked = count, "sessions revoked by an operator");
+            if let Some(share) = self.refuse_here(revoked, now) {
+                share.await;
+            }
+        }
+        Ok(count)
+    }
+
     /// The deletion itself: whether there was an account to delete.
     async fn erase(&self, user: UserId) -> Result<bool, Error> {
         let now = self.now();
@@ -111,25 +155,51 @@ impl ReferralService {
         Ok(true)
     }
 
-    /// `POST /api/account/phone/send_code/`: sends a code to `phone`, the number the caller
-    /// wants to move to, under every limit, cooldown and budget of
-    /// [`send_code_with`](Self::send_code_with) for that number. It does not say whether
-    /// another account has the number (only a code for it does, in
-    /// [`change_phone`](Self::change_phone)). `400 same_phone` for the caller's own number.
+    /// `POST /api/account/phone/send_code/`: once `current_code`, a live code for the
+    /// account's current phone from [`send_code`](Self::send_code), proves that phone again
+    /// (a stolen access token alone cannot move the account to a thief's number), sends a code
+    /// to `phone`, the number the caller moves to, under every limit, cooldown and budget of
+    /// [`send_code_with`](Self::send_code_with) for that number. That code serves this move
+    /// only (not a login, nor another account's move). It does not say whether another
+    /// account has the number (only [`change_phone`](Self::change_phone) does, once its code
+    /// proved it). `400 same_phone` for the caller's own number. If the new code cannot go
+    /// out (a cooldown, a budget, the SMS sender), the current phone's code is given back.
     pub async fn send_phone_change_code(
         &self,
         caller: &Caller,
         phone: &str,
+        current_code: &str,
         client: Option<IpAddr>,
         human_check: Option<&HumanCheckAnswer>,
     ) -> Result<(), Error> {
-        self.new_phone(caller, phone).await?;
-        self.send_code_with(phone, client, human_check).await
+        let (phone, current) = self.new_phone(caller, phone).await?;
+        let action = ClientAction::VerifyCodeForPhone;
+        if let Some(ip) = client {
+            self.check_phone_client(action, &current, ip).await?;
+        }
+        let now = self.now();
+        let proof = self
+            .spend_code(&current, current_code, now, Purpose::Login)
+            .await?;
+        let sent = self
+            .send_code_for(
+                phone,
+                client,
+                human_check,
+                Purpose::PhoneChange(caller.user),
+            )
+            .await;
+        if sent.is_err() {
+            self.restore_code(&current, &proof, now).await;
+        }
+        sent
     }
 
-    /// `POST /api/account/phone/verify/`: once `code` proves `phone` (checked as
-    /// [`verify_code`](Self::verify_code) checks a login code, and counted the same way), moves
-    /// the caller's account to it; the account's phone now. `409 phone_taken` if another
+    /// `POST /api/account/phone/verify/`: once `code`, the code
+    /// [`send_phone_change_code`](Self::send_phone_change_code) sent to `phone` for this
+    /// caller, proves the number (checked as [`verify_code`](Self::verify_code) checks a login
+    /// code, and counted the same way), moves the caller's account to it; the account's phone
+    /// now. `409 phone_taken` if another
     /// account has it (answered only after the code proved the number); of two accounts racing
     /// for one number, exactly one gets it. The old number is free at once.
     pub async fn change_phone(
@@ -139,13 +209,15 @@ impl ReferralService {
         code: &str,
         client: Option<IpAddr>,
     ) -> Result<Phone, Error> {
-        let phone = self.new_phone(caller, phone).await?;
+        let (phone, _) = self.new_phone(caller, phone).await?;
         let action = ClientAction::VerifyCodeForPhone;
         if let Some(ip) = client {
             self.check_phone_client(action, &phone, ip).await?;
         }
         let now = self.now();
-        let hash = self.spend_code(&phone, code, now).await?;
+        let hash = self
+            .spend_code(&phone, code, now, Purpose::PhoneChange(caller.user))
+            .await?;
         let moved = self
             .inner
             .users
@@ -168,8 +240,8 @@ impl ReferralService {
     }
 
     /// The number `input` parsed, for a caller whose session is live and who does not have
-    /// that number already.
-    async fn new_phone(&self, caller: &Caller, input: &str) -> Result<Phone, Error> {
+    /// that number already; and the caller's number.
+    async fn new_phone(&self, caller: &Caller, input: &str) -> Result<(Phone, Phone), Error> {
         let phone = self.parse_phone(input)?;
         self.sessions(caller).await?;
         let current = self
@@ -182,6 +254,6 @@ impl ReferralService {
         if current == phone {
             return Err(Error::SamePhone);
         }
-        Ok(phone)
+        Ok((phone, current))
     }
 }

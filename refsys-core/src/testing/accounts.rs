@@ -119,6 +119,11 @@ pub async fn deleting_an_account_erases_it_and_keeps_the_graph<S: UserStore>(sto
 
     assert_eq!(store.profile(bob.id).await.unwrap(), None);
     assert_eq!(store.account(bob.id).await.unwrap(), None);
+    assert_eq!(store.user_by_phone(&bob.phone).await.unwrap(), None);
+    assert_eq!(
+        store.user_by_phone(&alice.phone).await.unwrap(),
+        Some(alice.clone())
+    );
     assert!(store.sessions(bob.id, at).await.unwrap().is_empty());
     let alices = store.profile(alice.id).await.unwrap().expect("alice");
     assert!(
@@ -253,6 +258,16 @@ pub async fn phone_change_moves_the_account<S: UserStore>(store: Arc<S>) {
         PhoneChange::Changed
     );
     assert_eq!(store.profile(alice.id).await.unwrap().unwrap().phone, new);
+    let by_phone = store
+        .user_by_phone(&new)
+        .await
+        .unwrap()
+        .expect("found by its new phone");
+    assert_eq!(
+        (by_phone.id, by_phone.invite_code),
+        (alice.id, alice.invite_code)
+    );
+    assert_eq!(store.user_by_phone(&alice.phone).await.unwrap(), None);
     let found = store
         .find_or_create(&new, &InviteCode::generate, Change::unrecorded(t))
         .await
