@@ -1,8 +1,9 @@
 //! The web UI end to end in headless Chromium, against the real server binary: log in with a
 //! test phone, see a wrong code explained, apply an invite code as a second user, see the
 //! invitee on the first user's profile, survive an access-token expiry (transparent
-//! refresh), sign out another device and every other one, and answer a proof-of-work human
-//! check. Screenshots land in
+//! refresh), sign out another device and every other one, change the phone number (a taken
+//! one refused, a free one taken) and delete the account after a code, and answer a
+//! proof-of-work human check. Screenshots land in
 //! `target/ui-screenshots/`.
 //!
 //! Needs `chromium` and `chromedriver` (Debian packages `chromium`, `chromium-driver`); runs
@@ -140,12 +141,14 @@ async fn screenshot(client: &Client, name: &str) -> PathBuf {
 
 fn ui_env() -> Vec<(&'static str, String)> {
     vec![
-        ("TEST_PHONES", TEST_PHONES.to_owned()),
+        ("TEST_PHONES", format!("{TEST_PHONES},+375291000004:0000")),
         // Short access tokens, so the test sees the UI refresh one transparently.
         ("ACCESS_TOKEN_TTL", "3".to_owned()),
         // Alice logs in twice within a minute, and three more times for the sessions.
         ("OTP_RESEND_COOLDOWN", "1".to_owned()),
         ("RATE_LIMIT_SEND_CODE_PER_PHONE", "20".to_owned()),
+        // ... and the phone change and deletion send more codes from this one address.
+        ("RATE_LIMIT_SEND_CODE", "0".to_owned()),
     ]
 }
 
@@ -216,6 +219,7 @@ async fn wait_for_sessions(client: &Client, n: usize) {
 async fn web_ui_on_the_embedded_default() {
     let server = Server::start(&ui_env(), &[]).await;
     web_ui_login_invite_and_transparent_refresh(&server, "embedded").await;
+    web_ui_phone_change_and_deletion(&server, "embedded").await;
 }
 
 #[cfg(feature = "services")]
@@ -235,6 +239,7 @@ async fn web_ui_on_postgres_and_redis() {
     ]);
     let server = Server::start(&env, &["--framework", "actix"]).await;
     web_ui_login_invite_and_transparent_refresh(&server, "postgres-redis").await;
+    web_ui_phone_change_and_deletion(&server, "postgres-redis").await;
     drop(server);
     redis.cleanup().await;
     database.drop_database().await;
@@ -283,6 +288,81 @@ async fn web_ui_answers_the_human_check() {
     wait_for_screen(&client, "screen-profile").await;
     assert_eq!(visible_text(&client, "#profile-phone").await, phone);
     screenshot(&client, "human-check-profile.png").await;
+    client.close().await.expect("close the browser");
+}
+
+/// Waits until `text` shows in `css`, and returns what shows.
+async fn wait_for_text(client: &Client, css: &str, text: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let shown = visible_text(client, css).await;
+        if shown.contains(text) {
+            return shown;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let shot = screenshot(client, "failed-text.png").await;
+            panic!(
+                "`{css}` shows {shown:?}, never {text:?}; see {}",
+                shot.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Carol changes her number: a number Bob has is refused in plain words after both codes;
+/// a free one moves her account. Then she deletes it: a wrong code is explained, the right
+/// one signs her out for good, and her number signs up anew.
+async fn web_ui_phone_change_and_deletion(server: &Server, config: &str) {
+    let (_driver, client, _profile) = browser().await;
+    let carol = "+375291000003";
+    login(&client, &server.base, carol, "0000").await;
+    assert_eq!(visible_text(&client, "#profile-phone").await, carol);
+
+    for (to, refused) in [("+375 29 100-00-02", true), ("+375291000004", false)] {
+        tokio::time::sleep(Duration::from_millis(1100)).await; // the resend cooldown
+        fill(&client, "#new-phone", to).await;
+        click(&client, "#phone-change-start").await;
+        wait_for_screen(&client, "current-code-form").await;
+        fill(&client, "#current-code", "0000").await;
+        click(&client, "#phone-change-send").await;
+        wait_for_screen(&client, "new-code-form").await;
+        let shown = visible_text(&client, "#new-phone-shown").await;
+        assert_eq!(shown, to);
+        fill(&client, "#new-code", "0000").await;
+        click(&client, "#phone-change-verify").await;
+        if refused {
+            let error = visible_text(&client, "#phone-change-error").await;
+            assert!(error.contains("Another account"), "{error}");
+            wait_for_screen(&client, "phone-change-form").await;
+        }
+    }
+    wait_for_text(&client, "#profile-phone", "+375291000004").await;
+    let said = visible_text(&client, "#notice").await;
+    assert!(said.contains("+375291000004"), "{said}");
+    screenshot(&client, &format!("{config}-phone-changed.png")).await;
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    click(&client, "#delete-start").await;
+    wait_for_screen(&client, "delete-form").await;
+    fill(&client, "#delete-code", "1234").await;
+    click(&client, "#delete-confirm").await;
+    let error = visible_text(&client, "#delete-error").await;
+    assert!(
+        error.contains("not right") && !error.contains('{'),
+        "{error}"
+    );
+    fill(&client, "#delete-code", "0000").await;
+    click(&client, "#delete-confirm").await;
+    wait_for_screen(&client, "screen-phone").await;
+    let said = visible_text(&client, "#notice").await;
+    assert!(said.contains("deleted"), "{said}");
+    screenshot(&client, &format!("{config}-account-deleted.png")).await;
+    // The number signs up as somebody new: no code applied, nobody invited.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    login(&client, &server.base, "+375291000004", "0000").await;
+    let invited = visible_text(&client, "#invited-list").await;
+    assert!(invited.contains("Nobody"), "{invited}");
     client.close().await.expect("close the browser");
 }
 

@@ -10,6 +10,12 @@
  *               #session-list (one li per session, [data-session] its id; a "Sign out" button
  *               .revoke-session in each but the current one, which says "this device"),
  *               #sessions-error, #revoke-others, #profile-error, #logout
+ *   phone change  #phone-change-form, #new-phone, #phone-change-start (texts a code to the
+ *               current number), #current-code-form, #current-code, #phone-change-send (texts a
+ *               code to the new one), #new-code-form, #new-phone-shown, #new-code,
+ *               #phone-change-verify, #phone-change-error
+ *   deletion    #delete-start (texts a code to the current number), #delete-form, #delete-code,
+ *               #delete-confirm, #delete-error
  *   page-wide   #notice (status line: "session expired", "invite applied", ...)
  * Every error element is an aria-live="polite" region; they show plain sentences, never raw JSON.
  * Tokens live in sessionStorage under "refsys.access" / "refsys.refresh".
@@ -83,10 +89,11 @@
     }
     throw new ApiError(0, 'human_check_failed');
   }
-  // send_code, answering a proof-of-work challenge when the server asks for one.
-  async function sendCode(value) {
+  // send(humanCheck) sends a code, and again with the answer to a proof-of-work challenge
+  // when the server asks for one.
+  async function withHumanCheck(send) {
     try {
-      return await call('POST', '/login/send_code/', { phone: value });
+      return await send(undefined);
     } catch (e) {
       if (e.code !== 'human_check_required') throw e;
       const ch = e.challenge;
@@ -94,12 +101,12 @@
       notice('Checking that you are a person. This takes a few seconds.');
       try {
         const solution = await solvePow(ch.challenge, ch.difficulty);
-        return await call('POST', '/login/send_code/', {
-          phone: value, human_check: { kind: 'pow', challenge: ch.challenge, solution },
-        });
+        return await send({ kind: 'pow', challenge: ch.challenge, solution });
       } finally { notice(''); }
     }
   }
+  const sendCode = (value) => withHumanCheck((human_check) =>
+    call('POST', '/login/send_code/', human_check ? { phone: value, human_check } : { phone: value }));
 
   const tokens = () => ({ access: store.getItem(KEY.access), refresh: store.getItem(KEY.refresh) });
   const saveTokens = (pair) => { store.setItem(KEY.access, pair.access); store.setItem(KEY.refresh, pair.refresh); };
@@ -176,6 +183,8 @@
       case 'invite_already_activated': return 'You have already used an invite code.';
       case 'invite_cycle': return 'You cannot use the code of someone you invited.';
       case 'session_not_found': return 'That session had already ended.';
+      case 'same_phone': return 'That is already your phone number.';
+      case 'phone_taken': return 'Another account uses that phone number.';
       case 'store_unavailable': return 'The service is temporarily unavailable. Please try again later.';
       default: return `Something went wrong${e.status ? ` (error ${e.status})` : ''}. Please try again later.`;
     }
@@ -324,7 +333,9 @@
 
   // ---------- profile ----------
 
+  let currentPhone = '';
   function renderProfile(p) {
+    currentPhone = p.phone;
     $('profile-phone').textContent = p.phone;
     $('own-code').textContent = p.own_invite_code;
     const activated = $('activated-code');
@@ -408,6 +419,117 @@
     });
   });
 
+  // ---------- phone change ----------
+
+  let newPhone = '';
+  function phoneChangeStep(form) {
+    for (const id of ['phone-change-form', 'current-code-form', 'new-code-form']) $(id).hidden = id !== form;
+    const input = $(form).querySelector('input');
+    input.value = '';
+    if (!$('screen-profile').hidden) input.focus();
+  }
+  function phoneChangeFailed(e, field) {
+    if (e.code === 'session_expired') { sessionExpired(); return; }
+    setError('phone-change-error', friendly(e, 'code'));
+    $(field).focus();
+  }
+
+  // Step 1: the new number, then a code to the current one (it proves the account is yours).
+  $('phone-change-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    notice('');
+    setError('phone-change-error', '');
+    newPhone = $('new-phone').value.trim();
+    if (!newPhone) { setError('phone-change-error', 'Enter the new phone number.'); $('new-phone').focus(); return; }
+    busy($('phone-change-start'), async () => {
+      try {
+        await sendCode(currentPhone);
+        phoneChangeStep('current-code-form');
+      } catch (e) { phoneChangeFailed(e, 'new-phone'); }
+    });
+  });
+
+  // Step 2: that code, then a code to the new number.
+  $('current-code-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    setError('phone-change-error', '');
+    const code = $('current-code').value.trim();
+    busy($('phone-change-send'), async () => {
+      try {
+        await withHumanCheck((human_check) => authed('POST', '/api/account/phone/send_code/',
+          human_check ? { phone: newPhone, current_code: code, human_check } : { phone: newPhone, current_code: code }));
+        $('new-phone-shown').textContent = newPhone;
+        phoneChangeStep('new-code-form');
+      } catch (e) {
+        // A wrong new number goes back to step 1; anything else (the current code given back
+        // when the new one could not go out) can be tried again here.
+        if (['invalid_phone', 'same_phone'].includes(e.code)) {
+          phoneChangeStep('phone-change-form');
+          $('new-phone').value = newPhone;
+          phoneChangeFailed(e, 'new-phone');
+        } else phoneChangeFailed(e, 'current-code');
+      }
+    });
+  });
+
+  // Step 3: the new number's code moves the account.
+  $('new-code-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    setError('phone-change-error', '');
+    const code = $('new-code').value.trim();
+    busy($('phone-change-verify'), async () => {
+      try {
+        const moved = await authed('POST', '/api/account/phone/verify/', { phone: newPhone, code });
+        phoneChangeStep('phone-change-form');
+        notice(`Your phone number is now ${moved.phone}.`);
+        store.setItem(KEY.phone, moved.phone);
+        phone = moved.phone;
+        await loadProfile();
+      } catch (e) {
+        if (e.code === 'phone_taken') {
+          phoneChangeStep('phone-change-form');
+          phoneChangeFailed(e, 'new-phone');
+        } else phoneChangeFailed(e, 'new-code');
+      }
+    });
+  });
+
+  // ---------- deletion ----------
+
+  $('delete-start').addEventListener('click', () => {
+    notice('');
+    setError('delete-error', '');
+    busy($('delete-start'), async () => {
+      try {
+        await sendCode(currentPhone);
+        $('delete-form').hidden = false;
+        $('delete-code').value = '';
+        $('delete-code').focus();
+      } catch (e) { setError('delete-error', friendly(e, 'code')); }
+    });
+  });
+
+  $('delete-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    setError('delete-error', '');
+    const code = $('delete-code').value.trim();
+    busy($('delete-confirm'), async () => {
+      try {
+        await authed('POST', '/api/account/delete/', { code });
+        clearTokens();
+        store.removeItem(KEY.phone);
+        phone = '';
+        $('phone').value = '';
+        show('screen-phone');
+        notice('Your account is deleted.');
+      } catch (e) {
+        if (e.code === 'session_expired') { sessionExpired(); return; }
+        setError('delete-error', friendly(e, 'code'));
+        $('delete-code').focus();
+      }
+    });
+  });
+
   // Returns 'ok', 'expired' (already sent back to the phone screen) or 'error' (shown inline).
   async function loadProfile() {
     setError('profile-error', '');
@@ -429,6 +551,10 @@
     $('screen-phone').hidden = true;
     $('session-list').replaceChildren();
     $('revoke-others').hidden = true;
+    for (const id of ['phone-change-error', 'delete-error']) setError(id, '');
+    for (const id of ['current-code-form', 'new-code-form', 'delete-form']) $(id).hidden = true;
+    $('phone-change-form').hidden = false;
+    $('new-phone').value = '';
     if ((await loadProfile()) !== 'expired') {
       show('screen-profile');
       await loadSessions();
