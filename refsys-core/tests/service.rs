@@ -907,3 +907,74 @@ async fn a_user_store_outage_after_the_code_matched_leaves_the_code_usable() {
         assert_eq!(login.user_id.0, 1, "{only_families}");
     }
 }
+
+/// A user-store outage during a deletion or a phone change: 503, nothing changed, and the
+/// codes given back, so that the same codes work once the store is back.
+#[tokio::test]
+async fn an_outage_during_a_deletion_or_a_phone_change_gives_the_codes_back() {
+    let users = Arc::new(FlakyUsers::default());
+    let sms = Arc::new(RecordingSender::new());
+    let service = ReferralService::builder(
+        users.clone(),
+        MemoryOtpStore::new(),
+        sms.clone(),
+        JwtKeys::hs256(SECRET).unwrap(),
+    )
+    .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
+    .policy(
+        refsys_core::Policy::builder()
+            .resend_cooldown(Duration::ZERO)
+            .build()
+            .unwrap(),
+    )
+    .build();
+    let (a, b) = (
+        service.parse_phone(A).unwrap(),
+        service.parse_phone(B).unwrap(),
+    );
+    service.send_code(A).await.unwrap();
+    let login = service
+        .verify_code(A, &sms.last_code(&a).unwrap())
+        .await
+        .unwrap();
+    let caller = service.caller(&login.access).unwrap();
+
+    // The phone change: both codes survive the outage.
+    service.send_code(A).await.unwrap();
+    let proof = sms.last_code(&a).unwrap();
+    service
+        .send_phone_change_code(&caller, B, &proof, None, None)
+        .await
+        .unwrap();
+    let code = sms.last_code(&b).unwrap();
+    users.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let error = service
+        .change_phone(&caller, B, &code, None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.http(), (503, "store_unavailable"));
+    users.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(service.profile(login.user_id).await.unwrap().phone, a);
+    let moved = service.change_phone(&caller, B, &code, None).await.unwrap();
+    assert_eq!(moved, b);
+
+    // The deletion: the code survives the outage.
+    service.send_code(B).await.unwrap();
+    let code = sms.last_code(&b).unwrap();
+    users.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let error = service
+        .delete_account(&caller, &code, None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.http(), (503, "store_unavailable"));
+    users.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(service.profile(login.user_id).await.is_ok(), "whole");
+    service.delete_account(&caller, &code, None).await.unwrap();
+    let error = service.profile(login.user_id).await.unwrap_err();
+    assert_eq!(error.http(), (401, "unauthorized"));
+    assert_eq!(
+        service.caller(&login.access).unwrap_err().http(),
+        (401, "unauthorized"),
+        "its access token is refused at once"
+    );
+}
