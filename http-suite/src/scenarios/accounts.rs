@@ -243,6 +243,13 @@ pub async fn phone_is_changed(framework: Framework) {
     // Without a proof of the current number: nothing goes out.
     let res = change_send(c, &alice, json!({ "phone": new })).await;
     assert_error(&res, 400, "invalid_request");
+    let res = change_send(c, &alice, json!({ "phone": new, "current_code": "12" })).await;
+    assert_error(&res, 400, "invalid_request");
+    assert!(
+        res.str("error").contains("`current_code`"),
+        "{}",
+        res.json()
+    );
     let proof = current_code(&server, &old).await;
     let res = change_send(
         c,

@@ -10,7 +10,7 @@ use crate::human::HumanCheckAnswer;
 use crate::limits::ClientAction;
 use crate::session::Caller;
 use crate::session::{Session, SessionScope};
-use crate::{Error, Phone, ReferralService, UserId};
+use crate::{Error, OtpCode, Phone, ReferralService, UserId};
 
 use super::{Purpose, to_completion};
 
@@ -173,6 +173,9 @@ impl ReferralService {
         human_check: Option<&HumanCheckAnswer>,
     ) -> Result<(), Error> {
         let (phone, current) = self.new_phone(caller, phone).await?;
+        // Its form first, so that a malformed one is named by its own field.
+        OtpCode::parse(current_code, self.inner.policy.otp().code_length)
+            .map_err(|e| Error::InvalidRequest(format!("Field `current_code`: {e}.")))?;
         let action = ClientAction::VerifyCodeForPhone;
         if let Some(ip) = client {
             self.check_phone_client(action, &current, ip).await?;
