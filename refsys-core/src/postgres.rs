@@ -507,27 +507,10 @@ impl UserStore for PgUserStore {
         // The revocations (row locks: a concurrent revocation of the same sessions waits and
         // then finds them revoked) and their events, one transaction.
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let mut revoke = sqlx::query_scalar::<_, String>(sql::revoke_sessions_statement(&scope))
-            .bind(user.0)
-            .bind(unix(change.now));
-        if let Some(kept) = sql::scope_session(&scope) {
-            revoke = revoke.bind(kept.as_str().to_owned());
-        }
-        let revoked = revoke.fetch_all(&mut *tx).await.map_err(store_error)?;
-        if change.record {
-            for family in &revoked {
-                let data = EventData::SessionRevoked {
-                    user_id: user,
-                    session_id: family.clone(),
-                    reason,
-                };
-                sql::insert_event(&mut *tx, &Event::new(data, change.now))
-                    .await
-                    .map_err(store_error)?;
-            }
-        }
+        let revoked =
+            sql::revoke_sessions::<Postgres>(&mut *tx, user, &scope, reason, change).await?;
         tx.commit().await.map_err(store_error)?;
-        Ok(revoked.into_iter().map(FamilyId::from_string).collect())
+        Ok(revoked)
     }
 
     async fn user_by_phone(&self, phone_number: &Phone) -> Result<Option<User>, StoreError> {

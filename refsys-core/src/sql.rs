@@ -265,6 +265,50 @@ pub(crate) fn revoke_sessions_statement(scope: &SessionScope<'_>) -> &'static st
     }
 }
 
+/// `UserStore::revoke_sessions`, in a transaction the caller opened and commits: the
+/// revocations and their events.
+pub(crate) async fn revoke_sessions<DB>(
+    tx: &mut DB::Connection,
+    user: UserId,
+    scope: &SessionScope<'_>,
+    reason: SessionEndReason,
+    change: Change,
+) -> Result<Vec<FamilyId>, StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    (String,): for<'r> FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let mut revoke = sqlx::query_as::<DB, (String,)>(revoke_sessions_statement(scope))
+        .bind(user.0)
+        .bind(unix(change.now));
+    if let Some(kept) = scope_session(scope) {
+        revoke = revoke.bind(kept.as_str().to_owned());
+    }
+    let revoked = revoke.fetch_all(&mut *tx).await.map_err(store_error)?;
+    if change.record {
+        for (family,) in &revoked {
+            let data = EventData::SessionRevoked {
+                user_id: user,
+                session_id: family.clone(),
+                reason,
+            };
+            insert_event(&mut *tx, &Event::new(data, change.now))
+                .await
+                .map_err(store_error)?;
+        }
+    }
+    Ok(revoked
+        .into_iter()
+        .map(|(family,)| FamilyId::from_string(family))
+        .collect())
+}
+
 /// The session a scope names, if any (bound as `$3` of [`revoke_sessions_statement`]).
 pub(crate) fn scope_session<'a>(scope: &SessionScope<'a>) -> Option<&'a FamilyId> {
     match scope {
