@@ -65,25 +65,25 @@ pub struct OtpHash([u8; 32]);
 impl OtpHash {
     /// Hashes `code` for `phone` under `pepper`.
     pub fn new(pepper: &[u8; 32], phone: &Phone, code: &OtpCode) -> Self {
+        Self(Self::hasher(pepper, phone, code).finalize().into())
+    }
+
+    /// The hash of a login code, not yet finalized.
+    fn hasher(pepper: &[u8; 32], phone: &Phone, code: &OtpCode) -> Sha256 {
         let mut hasher = Sha256::new();
         hasher.update(b"refsys-otp-v1\0");
         hasher.update(pepper);
         hasher.update(phone.as_str().as_bytes());
         hasher.update(b"\0");
         hasher.update(code.expose().as_bytes());
-        Self(hasher.finalize().into())
+        hasher
     }
 
     /// Hashes `code` for `phone` under `pepper`, bound to `purpose`: such a code proves the
     /// phone for that purpose only (a login code, hashed by [`new`](Self::new), never matches
     /// it, nor it a login code's hash).
     pub fn for_purpose(pepper: &[u8; 32], phone: &Phone, code: &OtpCode, purpose: &str) -> Self {
-        let mut hasher = Sha256::new();
-        hasher.update(b"refsys-otp-v1\0");
-        hasher.update(pepper);
-        hasher.update(phone.as_str().as_bytes());
-        hasher.update(b"\0");
-        hasher.update(code.expose().as_bytes());
+        let mut hasher = Self::hasher(pepper, phone, code);
         hasher.update(b"\0");
         hasher.update(purpose.as_bytes());
         Self(hasher.finalize().into())
@@ -215,5 +215,25 @@ mod tests {
         assert_ne!(base, OtpHash::new(&[1; 32], &a, &c2));
         assert_eq!(OtpHash::from_bytes(*base.as_bytes()), base);
         assert_eq!(base.to_hex().len(), 64);
+    }
+
+    #[test]
+    fn a_purpose_bound_hash_matches_its_purpose_only() {
+        let a = Phone::parse("+375333478282", &AllowedRegions::all()).unwrap();
+        let code = OtpCode::parse("1234", 4).unwrap();
+        let bound = OtpHash::for_purpose(&[1; 32], &a, &code, "phone-change:7");
+        assert_eq!(
+            bound,
+            OtpHash::for_purpose(&[1; 32], &a, &code, "phone-change:7")
+        );
+        assert_ne!(bound, OtpHash::new(&[1; 32], &a, &code), "not a login code");
+        assert_ne!(
+            bound,
+            OtpHash::for_purpose(&[1; 32], &a, &code, "phone-change:8")
+        );
+        assert_ne!(
+            bound,
+            OtpHash::for_purpose(&[2; 32], &a, &code, "phone-change:7")
+        );
     }
 }

@@ -14,6 +14,14 @@ use crate::{Error, OtpCode, Phone, ReferralService, UserId};
 
 use super::{Purpose, to_completion};
 
+/// How a revocation reaches the other instances: in the background (a request answers at
+/// once) or before the call returns (an operator's command may exit right after).
+#[derive(Clone, Copy, Debug)]
+enum Share {
+    InBackground,
+    Await,
+}
+
 impl ReferralService {
     /// `GET /api/account/export/`: everything stored about the caller (its account, its
     /// invitees and its live sessions). `401 unauthorized` when the caller's own session was
@@ -58,7 +66,7 @@ impl ReferralService {
         let hash = self.spend_code(&phone, code, now, Purpose::Login).await?;
         let (this, user) = (self.clone(), caller.user);
         let deleted = to_completion(async move {
-            match this.erase(user).await {
+            match this.erase(user, Share::InBackground).await {
                 Ok(deleted) => Ok(deleted),
                 Err(error) => {
                     this.restore_code(&phone, &hash, now).await;
@@ -79,21 +87,7 @@ impl ReferralService {
     /// was an account to delete. Unlike the routes, it waits until the revocations are shared
     /// with the other instances (a command may exit right after).
     pub async fn delete_user(&self, user: UserId) -> Result<bool, Error> {
-        let now = self.now();
-        let Some(revoked) = self
-            .inner
-            .users
-            .delete_account(user, self.change(now))
-            .await?
-        else {
-            return Ok(false);
-        };
-        self.recorded();
-        tracing::info!(user_id = %user, sessions = revoked.len(), "account deleted by an operator");
-        if let Some(share) = self.refuse_here(revoked, now) {
-            share.await;
-        }
-        Ok(true)
+        self.erase(user, Share::Await).await
     }
 
     /// The user with `phone`, if any, for operators' lookups (nothing is created).
@@ -139,7 +133,7 @@ impl ReferralService {
     }
 
     /// The deletion itself: whether there was an account to delete.
-    async fn erase(&self, user: UserId) -> Result<bool, Error> {
+    async fn erase(&self, user: UserId, share: Share) -> Result<bool, Error> {
         let now = self.now();
         let Some(revoked) = self
             .inner
@@ -150,8 +144,15 @@ impl ReferralService {
             return Ok(false);
         };
         self.recorded();
-        tracing::info!(user_id = %user, sessions = revoked.len(), "account deleted");
-        self.refuse_access(revoked, now);
+        tracing::info!(user_id = %user, sessions = revoked.len(), ?share, "account deleted");
+        match share {
+            Share::InBackground => self.refuse_access(revoked, now),
+            Share::Await => {
+                if let Some(sharing) = self.refuse_here(revoked, now) {
+                    sharing.await;
+                }
+            }
+        }
         Ok(true)
     }
 
