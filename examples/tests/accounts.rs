@@ -1,7 +1,7 @@
 //! Accounts against the real `refsys-server` binary: export, phone change and deletion, by
-//! the user and by the admin commands, on the embedded default (SQLite), with a `kill -9`
-//! while deletions are in flight; with the `services` feature, on PostgreSQL + Redis with
-//! PostgreSQL stopped mid-deletion and two instances sharing revocations.
+//! the user and by the admin commands, with a `kill -9` while deletions are in flight, on the
+//! embedded default (SQLite) and, with the `services` feature, on PostgreSQL + Redis, where
+//! PostgreSQL is also stopped mid-deletion and two instances share revocations.
 
 mod support;
 
@@ -157,6 +157,9 @@ async fn flow(env: &[(&'static str, String)], framework: &str) {
     let (code, shown) = admin(env, &["user", "not-a-phone"]).await;
     assert_eq!(code, Some(1), "{shown}");
     assert!(shown.contains("neither a user id nor a phone"), "{shown}");
+    let (code, shown) = admin(env, &["user", phone(3).trim_start_matches('+')]).await;
+    assert_eq!(code, Some(1), "digits alone are an id: {shown}");
+    assert!(shown.contains("with its +"), "{shown}");
     let bob_id = bob["user_id"].to_string();
     let (code, shown) = admin(env, &["user", "delete", &bob_id]).await;
     assert_eq!(code, Some(2), "{shown}");
@@ -263,7 +266,14 @@ async fn whole_or_gone(c: &Client, phone: &str, login: &Value, inviter: &Value) 
 #[tokio::test]
 async fn a_kill_during_deletions_leaves_each_account_whole_or_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let env = sqlite_env(&dir);
+    kill_during_deletions(&sqlite_env(&dir), "sqlite", Duration::from_millis(3)).await;
+}
+
+/// Four rounds of: four accounts (invitees of one inviter) asking to be deleted at once, the
+/// server killed after 0, 1, 2 and 3 `step`s, a restart on the same stores; then every account
+/// is whole or wholly gone.
+async fn kill_during_deletions(env: &[(&'static str, String)], store: &str, step: Duration) {
+    let env = env.to_vec();
     let mut outcomes = Vec::new();
     for round in 0..4u32 {
         let mut server = Server::start(&env, &[]).await;
@@ -300,7 +310,7 @@ async fn a_kill_during_deletions_leaves_each_account_whole_or_gone() {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(u64::from(round) * 3)).await;
+        tokio::time::sleep(step * round).await;
         server.kill();
         for request in requests {
             request.abort();
@@ -313,7 +323,7 @@ async fn a_kill_during_deletions_leaves_each_account_whole_or_gone() {
         }
     }
     eprintln!(
-        "METRIC kill_during_deletions whole={} gone={}",
+        "METRIC kill_during_deletions store={store} whole={} gone={}",
         outcomes.iter().filter(|whole| **whole).count(),
         outcomes.iter().filter(|whole| !**whole).count()
     );
@@ -393,6 +403,19 @@ mod services {
         let listed = c.get("/get_profile/", Some(access(&inviter))).await.json();
         assert_eq!(listed["invited_users"], json!([]));
         drop(pg);
+    }
+
+    /// The kill test on PostgreSQL + Redis.
+    #[tokio::test]
+    async fn a_kill_during_deletions_on_postgres_leaves_each_account_whole_or_gone() {
+        let database = refsys_test_support::postgres::fresh_database().await;
+        let redis = refsys_test_support::redis::fresh_prefix().await;
+        let mut env = base_env();
+        env.push(("DATABASE_URL", database.url().to_owned()));
+        env.push(("REDIS_URL", redis.url.clone()));
+        env.push(("REDIS_PREFIX", redis.prefix.clone()));
+        // Slower per deletion than SQLite: later kills, so that some deletions commit first.
+        kill_during_deletions(&env, "postgres", Duration::from_millis(25)).await;
     }
 
     /// Two instances (axum, actix-web) on one PostgreSQL and Redis: the whole flow, and a

@@ -148,5 +148,9 @@ async fn find(
 /// Says that no account is `who`, and exits non-zero.
 fn unknown(who: &str) -> ExitCode {
     eprintln!("no user {who} (unknown, or its account was deleted)");
+    if who.len() >= 8 && who.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits alone are an id: a phone needs its `+`.
+        eprintln!("(read as a user id; for a phone number, write it with its +: +{who})");
+    }
     ExitCode::FAILURE
 }
