@@ -335,8 +335,10 @@ mod services {
     use std::time::Instant;
     use support::services::{PrivatePostgres, PrivateRedis};
 
-    /// PostgreSQL stopped during a deletion: 503, the account whole and its code still
-    /// good; back up, the same code deletes it.
+    /// PostgreSQL stopped when a deletion is asked for: 503, the account whole and its code
+    /// still good; back up, the same code deletes it. (The outage is met by the deletion's
+    /// first read, before the code is checked; a failure after the code matched, which gives
+    /// the code back, is the service test `an_outage_during_a_deletion_or_a_phone_change_...`.)
     #[tokio::test]
     async fn postgres_stopped_mid_deletion_leaves_the_account_whole() {
         let mut pg = tokio::task::spawn_blocking(PrivatePostgres::start)
@@ -418,8 +420,9 @@ mod services {
         kill_during_deletions(&env, "postgres", Duration::from_millis(25)).await;
     }
 
-    /// Two instances (axum, actix-web) on one PostgreSQL and Redis: the whole flow, and a
-    /// deletion or an admin's revocation on one is refused by the other within a second.
+    /// Two instances (axum, actix-web) on one PostgreSQL and Redis: the whole flow; a deleted
+    /// account is refused by the other at once (its store has no account any more); an admin's
+    /// revocation reaches the other's access-token check, through Redis, within a second.
     #[tokio::test]
     async fn two_instances_share_deletions_and_revocations() {
         let database = refsys_test_support::postgres::fresh_database().await;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 mod account;
 
+pub use account::SessionsRevoked;
+
 use crate::dispatch::{Dispatcher, EventDelivery, EventHandler};
 use crate::dto::RevokeScope;
 use crate::event::{Change, SessionEndReason};
@@ -545,12 +547,12 @@ impl ReferralService {
         }
     }
 
-    fn hash(&self, phone: &Phone, code: &OtpCode, purpose: Purpose) -> OtpHash {
+    fn hash(&self, phone: &Phone, code: &OtpCode, purpose: Purpose<'_>) -> OtpHash {
         let pepper = self.inner.keys.otp_pepper();
         match purpose {
             Purpose::Login => OtpHash::new(pepper, phone, code),
-            Purpose::PhoneChange(user) => {
-                OtpHash::for_purpose(pepper, phone, code, &format!("phone-change:{user}"))
+            Purpose::PhoneChange { user, from } => {
+                OtpHash::for_purpose(pepper, phone, code, &format!("phone-change:{user}:{from}"))
             }
         }
     }
@@ -614,7 +616,7 @@ impl ReferralService {
         phone: Phone,
         client: Option<IpAddr>,
         human_check: Option<&HumanCheckAnswer>,
-        purpose: Purpose,
+        purpose: Purpose<'_>,
     ) -> Result<(), Error> {
         let action = ClientAction::SendCodeToPhone;
         if let Some(ip) = client {
@@ -634,7 +636,7 @@ impl ReferralService {
         phone: Phone,
         client: Option<IpAddr>,
         human_check: Option<&HumanCheckAnswer>,
-        purpose: Purpose,
+        purpose: Purpose<'_>,
     ) -> Result<(), Error> {
         let now = self.now();
         let human = self.inner.human.as_deref();
@@ -779,7 +781,7 @@ impl ReferralService {
         phone: &Phone,
         code: &str,
         now: Timestamp,
-        purpose: Purpose,
+        purpose: Purpose<'_>,
     ) -> Result<OtpHash, Error> {
         let otp = self.inner.policy.otp();
         let code = OtpCode::parse(code, otp.code_length)
@@ -803,7 +805,7 @@ impl ReferralService {
             }
             Check::LockedNow { retry_after } => {
                 tracing::info!(phone = %phone.redacted(), "too many wrong codes: phone locked");
-                if self.inner.events.is_some() {
+                if self.change(now).record {
                     // The lock is the OTP store's; the event is recorded after it (a failure
                     // here is logged, and the lock stands).
                     let until = now.plus(retry_after);
@@ -1169,6 +1171,7 @@ impl ReferralService {
             return;
         };
         match tokio::runtime::Handle::try_current() {
+            // Its failures are logged by the task.
             Ok(runtime) => drop(runtime.spawn(share)),
             Err(_) => tracing::warn!("no Tokio runtime: a session's revocation is not shared"),
         }
@@ -1181,15 +1184,17 @@ impl ReferralService {
         &self,
         sessions: Vec<FamilyId>,
         now: Timestamp,
-    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    ) -> Option<impl std::future::Future<Output = bool> + Send + 'static> {
         let revoked = self.inner.revoked.as_ref()?;
         for session in &sessions {
             revoked.insert(session, now);
         }
         let (otps, keep) = (Arc::clone(&self.inner.otps), revoked.keep());
         Some(async move {
+            let mut shared = true;
             for session in &sessions {
                 if let Err(error) = otps.revoke_session(session, now, keep).await {
+                    shared = false;
                     tracing::warn!(
                         %error,
                         "could not share a session's revocation: other instances accept its \
@@ -1197,6 +1202,7 @@ impl ReferralService {
                     );
                 }
             }
+            shared
         })
     }
 
@@ -1220,11 +1226,12 @@ impl ReferralService {
 /// What a code proves its phone for: its hash binds it, so that a code for one purpose
 /// never serves another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Purpose {
+pub(crate) enum Purpose<'a> {
     /// Logging in (and re-authenticating as the phone's user: account deletion).
     Login,
-    /// Moving this user's account to the phone.
-    PhoneChange(UserId),
+    /// Moving `user`'s account from `from` to the phone: the code is void once the account
+    /// has another number.
+    PhoneChange { user: UserId, from: &'a Phone },
 }
 
 /// The token of an `Authorization` header value `Bearer <token>` (the scheme is

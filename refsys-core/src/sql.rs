@@ -745,7 +745,7 @@ macro_rules! invitees_statement {
         concat!(
             "SELECT id, phone, ",
             $open,
-            "activated_at",
+            "COALESCE(activated_at, created_at)",
             $close,
             " FROM users \
              WHERE invited_by = $1 ORDER BY activation_seq"

@@ -978,3 +978,113 @@ async fn an_outage_during_a_deletion_or_a_phone_change_gives_the_codes_back() {
         "its access token is refused at once"
     );
 }
+
+/// A phone-change code is void once the account has another number: codes asked for from
+/// the old number do not move the account again.
+#[tokio::test]
+async fn a_phone_change_code_is_void_once_the_account_moved() {
+    let sms = Arc::new(RecordingSender::new());
+    let service = ReferralService::builder(
+        MemoryUserStore::new(),
+        MemoryOtpStore::new(),
+        sms.clone(),
+        JwtKeys::hs256(SECRET).unwrap(),
+    )
+    .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
+    .policy(
+        refsys_core::Policy::builder()
+            .resend_cooldown(Duration::ZERO)
+            .build()
+            .unwrap(),
+    )
+    .build();
+    let (a, b, c) = (A, B, "+375291000003");
+    let phone = |p: &str| service.parse_phone(p).unwrap();
+    service.send_code(a).await.unwrap();
+    let login = service
+        .verify_code(a, &sms.last_code(&phone(a)).unwrap())
+        .await
+        .unwrap();
+    let caller = service.caller(&login.access).unwrap();
+    for to in [b, c] {
+        service.send_code(a).await.unwrap();
+        let proof = sms.last_code(&phone(a)).unwrap();
+        service
+            .send_phone_change_code(&caller, to, &proof, None, None)
+            .await
+            .unwrap();
+    }
+    let (to_b, to_c) = (
+        sms.last_code(&phone(b)).unwrap(),
+        sms.last_code(&phone(c)).unwrap(),
+    );
+    assert_eq!(
+        service.change_phone(&caller, c, &to_c, None).await.unwrap(),
+        phone(c)
+    );
+    let error = service
+        .change_phone(&caller, b, &to_b, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.http(),
+        (400, "code_invalid"),
+        "asked for from the old number"
+    );
+    assert_eq!(
+        service.profile(login.user_id).await.unwrap().phone,
+        phone(c)
+    );
+}
+
+/// A process that records events without delivering them (an operator's command) records
+/// `phone.locked` too.
+#[tokio::test]
+async fn recording_without_a_handler_records_phone_locked() {
+    let users = Arc::new(MemoryUserStore::new());
+    let sms = Arc::new(RecordingSender::new());
+    let service = ReferralService::builder(
+        users.clone(),
+        MemoryOtpStore::new(),
+        sms.clone(),
+        JwtKeys::hs256(SECRET).unwrap(),
+    )
+    .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
+    .policy(
+        refsys_core::Policy::builder()
+            .resend_cooldown(Duration::ZERO)
+            .build()
+            .unwrap(),
+    )
+    .record_events()
+    .build();
+    let locked = 'lock: {
+        for _ in 0..100 {
+            service.send_code(A).await.unwrap();
+            let code = sms.last_code(&service.parse_phone(A).unwrap()).unwrap();
+            let wrong: String = code
+                .chars()
+                .map(|c| if c == '9' { '0' } else { '9' })
+                .collect();
+            for _ in 0..10 {
+                if let Err(error) = service.verify_code(A, &wrong).await
+                    && error.code() == "phone_locked"
+                {
+                    break 'lock true;
+                }
+            }
+        }
+        false
+    };
+    assert!(locked, "the phone locks");
+    let events =
+        refsys_core::UserStore::events(&*users, refsys_core::event::EventStatus::Pending, 100)
+            .await
+            .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|record| record.event.data.kind() == "phone.locked"),
+        "{events:?}"
+    );
+}

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use refsys_core::event::rfc3339;
-use refsys_core::{ReferralService, UserId};
+use refsys_core::{ReferralService, SessionsRevoked, UserId};
 
 /// `admin user`.
 #[derive(Debug, Args)]
@@ -63,11 +63,15 @@ pub(crate) async fn user(
                 );
                 return Ok(ExitCode::from(2));
             }
-            if service.delete_user(user).await? {
-                println!("deleted user {user}: its phone and sessions are erased");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                Ok(unknown(&who))
+            match service.delete_user(user).await? {
+                Some(revoked) => {
+                    println!(
+                        "deleted user {user}: its phone and {} session(s) are erased",
+                        revoked.sessions
+                    );
+                    Ok(shared(revoked))
+                }
+                None => Ok(unknown(&who)),
             }
         }
         None => {
@@ -121,8 +125,22 @@ pub(crate) async fn sessions(
         return Ok(unknown(&who));
     };
     let revoked = service.revoke_user_sessions(user).await?;
-    println!("revoked {revoked} session(s) of user {user}");
-    Ok(ExitCode::SUCCESS)
+    println!("revoked {} session(s) of user {user}", revoked.sessions);
+    Ok(shared(revoked))
+}
+
+/// Success, or, when the revocations did not reach the list the servers read, a failure
+/// that says what that means.
+fn shared(revoked: SessionsRevoked) -> ExitCode {
+    if revoked.shared {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "warning: the revocations could not be written to the OTP store (Redis): their refresh \
+         tokens are refused, but running servers accept their access tokens until they expire \
+         (ACCESS_TOKEN_TTL)"
+    );
+    ExitCode::FAILURE
 }
 
 /// The user `who` names: an id (digits) or a phone. `None` when no account has it; an

@@ -391,7 +391,13 @@ fn operation(endpoint: Endpoint) -> Operation {
                 limited,
                 Error::SmsFailed,
                 Error::SmsBudgetExhausted { retry_after: 1800 },
+                Error::HumanCheckRequired {
+                    challenge: Box::new(crate::human::Challenge::Turnstile {
+                        site_key: "0x4AAAAAAADnPIDROrmt1Wwj".into(),
+                    }),
+                },
                 Error::HumanCheckFailed,
+                Error::HumanCheckUnavailable,
                 store,
             ]),
             true,

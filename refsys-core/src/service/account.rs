@@ -10,9 +10,22 @@ use crate::human::HumanCheckAnswer;
 use crate::limits::ClientAction;
 use crate::session::Caller;
 use crate::session::{Session, SessionScope};
-use crate::{Error, OtpCode, Phone, ReferralService, UserId};
+use crate::{Error, FamilyId, OtpCode, Phone, ReferralService, Timestamp, UserId};
 
 use super::{Purpose, to_completion};
+
+/// What an operator's [`delete_user`](ReferralService::delete_user) or
+/// [`revoke_user_sessions`](ReferralService::revoke_user_sessions) revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionsRevoked {
+    /// How many live sessions it revoked.
+    pub sessions: u64,
+    /// Whether the revocations reached the list the other instances read (with
+    /// [instant revocation](crate::revocation)); `false` when the OTP store could not be
+    /// written: the other instances then accept those sessions' access tokens until they
+    /// expire (the refresh tokens are refused everywhere).
+    pub shared: bool,
+}
 
 /// How a revocation reaches the other instances: in the background (a request answers at
 /// once) or before the call returns (an operator's command may exit right after).
@@ -58,35 +71,57 @@ impl ReferralService {
             .await?
             .ok_or(Error::Unauthorized)?;
         let phone = account.phone;
-        let action = ClientAction::VerifyCodeForPhone;
         if let Some(ip) = client {
-            self.check_phone_client(action, &phone, ip).await?;
+            self.check_phone_client(ClientAction::VerifyCodeForPhone, &phone, ip)
+                .await?;
         }
-        let now = self.now();
-        let hash = self.spend_code(&phone, code, now, Purpose::Login).await?;
-        let (this, user) = (self.clone(), caller.user);
-        let deleted = to_completion(async move {
-            match this.erase(user, Share::InBackground).await {
-                Ok(deleted) => Ok(deleted),
-                Err(error) => {
-                    this.restore_code(&phone, &hash, now).await;
-                    Err(error)
+        let deleted = async {
+            let now = self.now();
+            let hash = self.spend_code(&phone, code, now, Purpose::Login).await?;
+            let (this, user, phone) = (self.clone(), caller.user, phone.clone());
+            to_completion(async move {
+                match this.erase(user, Share::InBackground).await {
+                    Ok(deleted) => Ok(deleted),
+                    Err(error) => {
+                        this.restore_code(&phone, &hash, now).await;
+                        Err(error)
+                    }
                 }
-            }
-        })
-        .await?;
-        if !deleted {
+            })
+            .await
+        }
+        .await;
+        let deleted = self
+            .store_failure_uncounted(deleted, &phone, client)
+            .await?;
+        if deleted.is_none() {
             // Deleted by a call that won the race (another tab, an operator).
             return Err(Error::Unauthorized);
         }
         Ok(())
     }
 
+    /// `result`, after giving the client network's `verify_code` try for `phone` back when a
+    /// store failed (not the client's doing), as [`verify_code_by`](Self::verify_code_by) does.
+    async fn store_failure_uncounted<T>(
+        &self,
+        result: Result<T, Error>,
+        phone: &Phone,
+        client: Option<IpAddr>,
+    ) -> Result<T, Error> {
+        if let (Err(Error::Store(_)), Some(ip)) = (&result, client) {
+            self.take_back_phone_client(ClientAction::VerifyCodeForPhone, phone, ip)
+                .await;
+        }
+        result
+    }
+
     /// Deletes the account of `user` without a code, for operators (`refsys-server admin user
-    /// delete`): the same as [`delete_account`](Self::delete_account) otherwise. Whether there
-    /// was an account to delete. Unlike the routes, it waits until the revocations are shared
-    /// with the other instances (a command may exit right after).
-    pub async fn delete_user(&self, user: UserId) -> Result<bool, Error> {
+    /// delete`): the same as [`delete_account`](Self::delete_account) otherwise. `None` when
+    /// there was no account to delete. Unlike the routes, it waits until the revocations are
+    /// shared with the other instances (a command may exit right after), and says whether
+    /// they were.
+    pub async fn delete_user(&self, user: UserId) -> Result<Option<SessionsRevoked>, Error> {
         self.erase(user, Share::Await).await
     }
 
@@ -107,9 +142,9 @@ impl ReferralService {
     }
 
     /// Ends every live session of `user`, for operators (`refsys-server admin sessions
-    /// revoke`); how many. Like [`delete_user`](Self::delete_user), it waits until the
-    /// revocations are shared with the other instances.
-    pub async fn revoke_user_sessions(&self, user: UserId) -> Result<u64, Error> {
+    /// revoke`). Like [`delete_user`](Self::delete_user), it waits until the revocations are
+    /// shared with the other instances, and says whether they were.
+    pub async fn revoke_user_sessions(&self, user: UserId) -> Result<SessionsRevoked, Error> {
         let now = self.now();
         let revoked = self
             .inner
@@ -121,19 +156,15 @@ impl ReferralService {
                 self.change(now),
             )
             .await?;
-        let count = revoked.len() as u64;
-        if count > 0 {
+        if !revoked.is_empty() {
             self.recorded();
-            tracing::info!(user_id = %user, revoked = count, "sessions revoked by an operator");
-            if let Some(share) = self.refuse_here(revoked, now) {
-                share.await;
-            }
+            tracing::info!(user_id = %user, revoked = revoked.len(), "sessions revoked by an operator");
         }
-        Ok(count)
+        Ok(self.share(revoked, now, Share::Await).await)
     }
 
-    /// The deletion itself: whether there was an account to delete.
-    async fn erase(&self, user: UserId, share: Share) -> Result<bool, Error> {
+    /// The deletion itself; `None` when there was no account to delete.
+    async fn erase(&self, user: UserId, share: Share) -> Result<Option<SessionsRevoked>, Error> {
         let now = self.now();
         let Some(revoked) = self
             .inner
@@ -141,19 +172,28 @@ impl ReferralService {
             .delete_account(user, self.change(now))
             .await?
         else {
-            return Ok(false);
+            return Ok(None);
         };
         self.recorded();
         tracing::info!(user_id = %user, sessions = revoked.len(), ?share, "account deleted");
-        match share {
-            Share::InBackground => self.refuse_access(revoked, now),
-            Share::Await => {
-                if let Some(sharing) = self.refuse_here(revoked, now) {
-                    sharing.await;
-                }
+        Ok(Some(self.share(revoked, now, share).await))
+    }
+
+    /// Refuses the access tokens of `revoked` here and shares them with the other instances,
+    /// in the background or before it returns.
+    async fn share(&self, revoked: Vec<FamilyId>, now: Timestamp, share: Share) -> SessionsRevoked {
+        let sessions = revoked.len() as u64;
+        let shared = match share {
+            Share::InBackground => {
+                self.refuse_access(revoked, now);
+                true
             }
-        }
-        Ok(true)
+            Share::Await => match self.refuse_here(revoked, now) {
+                Some(sharing) => sharing.await,
+                None => true,
+            },
+        };
+        SessionsRevoked { sessions, shared }
     }
 
     /// `POST /api/account/phone/send_code/`: once `current_code`, a live code for the
@@ -177,21 +217,23 @@ impl ReferralService {
         // Its form first, so that a malformed one is named by its own field.
         OtpCode::parse(current_code, self.inner.policy.otp().code_length)
             .map_err(|e| Error::InvalidRequest(format!("Field `current_code`: {e}.")))?;
-        let action = ClientAction::VerifyCodeForPhone;
         if let Some(ip) = client {
-            self.check_phone_client(action, &current, ip).await?;
+            self.check_phone_client(ClientAction::VerifyCodeForPhone, &current, ip)
+                .await?;
         }
         let now = self.now();
         let proof = self
             .spend_code(&current, current_code, now, Purpose::Login)
+            .await;
+        let proof = self
+            .store_failure_uncounted(proof, &current, client)
             .await?;
+        let purpose = Purpose::PhoneChange {
+            user: caller.user,
+            from: &current,
+        };
         let sent = self
-            .send_code_for(
-                phone,
-                client,
-                human_check,
-                Purpose::PhoneChange(caller.user),
-            )
+            .send_code_for(phone, client, human_check, purpose)
             .await;
         if sent.is_err() {
             self.restore_code(&current, &proof, now).await;
@@ -213,15 +255,30 @@ impl ReferralService {
         code: &str,
         client: Option<IpAddr>,
     ) -> Result<Phone, Error> {
-        let (phone, _) = self.new_phone(caller, phone).await?;
-        let action = ClientAction::VerifyCodeForPhone;
+        let (phone, current) = self.new_phone(caller, phone).await?;
         if let Some(ip) = client {
-            self.check_phone_client(action, &phone, ip).await?;
+            self.check_phone_client(ClientAction::VerifyCodeForPhone, &phone, ip)
+                .await?;
         }
+        let moved = self.move_phone(caller, &phone, &current, code).await;
+        self.store_failure_uncounted(moved, &phone, client).await
+    }
+
+    /// [`change_phone`](Self::change_phone) once the client's try is counted.
+    async fn move_phone(
+        &self,
+        caller: &Caller,
+        phone: &Phone,
+        current: &Phone,
+        code: &str,
+    ) -> Result<Phone, Error> {
+        let phone = phone.clone();
         let now = self.now();
-        let hash = self
-            .spend_code(&phone, code, now, Purpose::PhoneChange(caller.user))
-            .await?;
+        let purpose = Purpose::PhoneChange {
+            user: caller.user,
+            from: current,
+        };
+        let hash = self.spend_code(&phone, code, now, purpose).await?;
         let moved = self
             .inner
             .users
