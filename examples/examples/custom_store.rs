@@ -76,7 +76,7 @@ impl<S: UserStore> UserStore for CountingStore<S> {
 
     async fn start_family(
         &self,
-        user: UserId,
+        user: &User,
         family: &FamilyId,
         jti: &TokenId,
         client: &SessionClient,

@@ -98,18 +98,22 @@ fn actix_server(service: ReferralService) -> (SocketAddr, Stop) {
 }
 
 /// Starts a `refsys-server` process configured like the in-process servers (test phones,
-/// regions, secret) and with `extra_env`, on a free port, and waits for `/health`.
+/// regions, secret) and with `extra_env`, on a free port, and waits for `/health`. A port
+/// picked free and taken by someone else before the server bound it is replaced by another
+/// (up to 5 times).
 pub(crate) async fn start_binary(
     binary: crate::Binary,
     extra_env: Vec<(&'static str, String)>,
 ) -> (SocketAddr, Stop) {
     use std::process::{Command, Stdio};
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let free = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        SocketAddr::from(([127, 0, 0, 1], port))
+    };
     let dir = std::env::temp_dir().join(format!("http-suite-{}", uuid_hex()));
     std::fs::create_dir_all(&dir).expect("a working directory");
     let phones: Vec<String> = crate::TEST_PHONES
@@ -120,7 +124,6 @@ pub(crate) async fn start_binary(
     command
         .args(["--framework", binary.framework])
         .env_clear()
-        .env("REFSYS_BIND", addr.to_string())
         .env("TEST_PHONES", phones.join(","))
         .env("ALLOWED_REGIONS", "BY,US")
         .env("JWT_SECRET", crate::SECRET)
@@ -128,12 +131,6 @@ pub(crate) async fn start_binary(
         .envs(extra_env)
         .current_dir(&dir)
         .stdin(Stdio::null())
-        // The log (stdout) goes to a file in the working directory, shown if the server
-        // exits at start.
-        .stdout(
-            std::fs::File::create(dir.join("server.log"))
-                .map_or_else(|_| Stdio::null(), Stdio::from),
-        )
         .stderr(Stdio::inherit());
     let mut database = None;
     if binary.postgres_redis {
@@ -151,24 +148,40 @@ pub(crate) async fn start_binary(
             .env("REDIS_PREFIX", format!("http-suite:{name}:"));
         database = Some((admin, name));
     }
-    let mut child = command.spawn().expect("the refsys-server binary starts");
     let client = reqwest::Client::new();
-    let started = std::time::Instant::now();
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-            panic!("refsys-server exited at start: {status}\n{log}");
+    let mut tries = 0;
+    let (mut child, addr) = 'start: loop {
+        let addr = free();
+        command
+            .env("REFSYS_BIND", addr.to_string())
+            // The log (stdout) goes to a file in the working directory, shown if the server
+            // exits at start.
+            .stdout(
+                std::fs::File::create(dir.join("server.log"))
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            );
+        let mut child = command.spawn().expect("the refsys-server binary starts");
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                if tries < 5 && log.contains("Address already in use") {
+                    tries += 1;
+                    continue 'start;
+                }
+                panic!("refsys-server exited at start: {status}\n{log}");
+            }
+            let health = client.get(format!("http://{addr}/health")).send().await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                break 'start (child, addr);
+            }
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "refsys-server did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        let health = client.get(format!("http://{addr}/health")).send().await;
-        if health.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
-        assert!(
-            started.elapsed().as_secs() < 60,
-            "refsys-server did not start"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    };
     let stop = move || {
         let _ = child.kill();
         let _ = child.wait();

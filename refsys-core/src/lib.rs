@@ -124,9 +124,8 @@ pub use memory::{MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore};
 pub use otp::{OtpCode, OtpCodeError, OtpHash, OtpPolicy};
 pub use phone::{AllowedRegions, Phone, PhoneError, Region};
 pub use policy::{Policy, PolicyBuilder, PolicyError};
-pub use service::{
-    Login, ReferralService, SMS_BUDGET_KEY, ServiceBuilder, SessionsRevoked, sms_prefix_key,
-};
+pub use service::{Login, ReferralService, SMS_BUDGET_KEY, ServiceBuilder, sms_prefix_key};
+pub use session::SessionsRevoked;
 pub use sms::{LogSender, Sms, SmsError, SmsSender};
 pub use store::{OtpStore, RateLimitStore, UserStore};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

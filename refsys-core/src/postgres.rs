@@ -374,7 +374,7 @@ impl UserStore for PgUserStore {
 
     async fn start_family(
         &self,
-        user: UserId,
+        user: &User,
         family: &FamilyId,
         jti: &TokenId,
         client: &SessionClient,
@@ -383,14 +383,15 @@ impl UserStore for PgUserStore {
     ) -> Result<bool, StoreError> {
         // Families past their expiry can never rotate again; each new family sweeps out a few
         // (an index range scan), so the table stays bounded by live families. The family and
-        // its `session.created` are one statement. Only for an account that exists, locked
-        // as the family's foreign key would lock it anyway (`FOR KEY SHARE`): a deletion
-        // (which takes the row for a key update) either waits for this to commit and then
-        // deletes the family, or commits first, and then this finds the account gone.
+        // its `session.created` are one statement. Only for an account that exists and still
+        // has the phone that logged in, locked as the family's foreign key would lock it
+        // anyway (`FOR KEY SHARE`): a deletion or a phone change (each a key update: the phone
+        // is unique) either waits for this to commit (a deletion then deletes the family) or
+        // commits first, and then this finds the account gone or moved.
         // Built only when recorded: a login without events pays for no JSON.
         let event = change.record.then(|| {
             let data = EventData::SessionCreated {
-                user_id: user,
+                user_id: user.id,
                 session_id: family.as_str().to_owned(),
             };
             Event::new(data, change.now)
@@ -401,7 +402,8 @@ impl UserStore for PgUserStore {
                  SELECT family_id FROM refresh_families WHERE expires_at <= $4 LIMIT 16 \
                  FOR UPDATE SKIP LOCKED)), \
              owner AS ( \
-               SELECT id FROM users WHERE id = $2 AND deleted_at IS NULL FOR KEY SHARE), \
+               SELECT id FROM users \
+               WHERE id = $2 AND phone = $11 AND deleted_at IS NULL FOR KEY SHARE), \
              f AS ( \
                INSERT INTO refresh_families \
                  (family_id, user_id, live_jti, started_at, expires_at, client_network, \
@@ -414,7 +416,7 @@ impl UserStore for PgUserStore {
              SELECT count(*) FROM f",
         )
         .bind(family.as_str())
-        .bind(user.0)
+        .bind(user.id.0)
         .bind(jti.as_str())
         .bind(unix(change.now))
         .bind(unix(expires_at))
@@ -423,6 +425,7 @@ impl UserStore for PgUserStore {
         .bind(change.record)
         .bind(client.network.as_deref())
         .bind(client.user_agent.as_deref())
+        .bind(user.phone.as_str())
         .fetch_one(&self.pool)
         .await
         .map(|(started,): (i64,)| started == 1)

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 mod account;
 
-pub use account::SessionsRevoked;
-
 use crate::dispatch::{Dispatcher, EventDelivery, EventHandler};
 use crate::dto::RevokeScope;
 use crate::event::{Change, SessionEndReason};
@@ -849,8 +847,9 @@ impl ReferralService {
         let family = FamilyId::random();
         let jti = TokenId::random();
         let refresh_expires = now.plus(self.inner.policy.refresh_ttl());
-        // Twice at most: an account deleted between finding it and starting its session
-        // gets no session, and the phone, free now, registers a new user.
+        // Twice at most: an account deleted or moved to another number between finding it
+        // and starting its session gets no session, and the phone, free now, registers a new
+        // user.
         let mut tries = 0;
         let user = loop {
             let registration = self
@@ -866,7 +865,7 @@ impl ReferralService {
                 .inner
                 .users
                 .start_family(
-                    user,
+                    &registration.user,
                     &family,
                     &jti,
                     client,

@@ -101,6 +101,19 @@ impl SessionScope<'_> {
     }
 }
 
+/// What an operator's [`delete_user`](crate::ReferralService::delete_user) or
+/// [`revoke_user_sessions`](crate::ReferralService::revoke_user_sessions) revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionsRevoked {
+    /// How many live sessions it revoked.
+    pub sessions: u64,
+    /// Whether the revocations reached the list the other instances read (with
+    /// [instant revocation](crate::revocation)); `false` when the OTP store could not be
+    /// written: the other instances then accept those sessions' access tokens until they
+    /// expire (the refresh tokens are refused everywhere).
+    pub shared: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

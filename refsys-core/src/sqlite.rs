@@ -441,7 +441,7 @@ impl UserStore for SqliteUserStore {
 
     async fn start_family(
         &self,
-        user: UserId,
+        user: &User,
         family: &FamilyId,
         jti: &TokenId,
         client: &SessionClient,
@@ -451,8 +451,11 @@ impl UserStore for SqliteUserStore {
         let now = change.now;
         let network = client.network.clone();
         let user_agent = client.user_agent.clone();
-        // Only for an account that exists: a deletion is a write, so it ran before this
-        // statement (and it inserts nothing) or runs after it (and deletes the family).
+        let (phone_number, user) = (user.phone.as_str().to_owned(), user.id);
+        // Only for an account that exists and still has the phone that logged in: a deletion
+        // or a phone change is a write, so it ran before this statement (and this inserts
+        // nothing) or runs after it (a deletion deletes the family; a move keeps it, as it
+        // keeps every session that started before it).
         if change.record {
             // The family, `session.created` and the sweep below: one transaction, one call.
             let event = Event::new(
@@ -467,7 +470,8 @@ impl UserStore for SqliteUserStore {
                  INSERT INTO refresh_families \
                    (family_id, user_id, live_jti, started_at, expires_at, client_network, \
                     user_agent) \
-                   SELECT ?, id, ?, ?, ?, ?, ? FROM users WHERE id = ? AND deleted_at IS NULL \
+                   SELECT ?, id, ?, ?, ?, ?, ? FROM users \
+                   WHERE id = ? AND phone = ? AND deleted_at IS NULL \
                    RETURNING 1; \
                  INSERT INTO events \
                    (id, type, user_id, occurred_at, data, queued_at, next_attempt_at) \
@@ -482,7 +486,8 @@ impl UserStore for SqliteUserStore {
             .bind(unix(expires_at))
             .bind(network)
             .bind(user_agent)
-            .bind(user.0);
+            .bind(user.0)
+            .bind(phone_number);
             let query = query
                 .bind(event.id.as_str().to_owned())
                 .bind(event.data.kind())
@@ -498,7 +503,8 @@ impl UserStore for SqliteUserStore {
         let started = sqlx::query(
             "INSERT INTO refresh_families \
                (family_id, user_id, live_jti, started_at, expires_at, client_network, user_agent) \
-             SELECT ?1, id, ?3, ?4, ?5, ?6, ?7 FROM users WHERE id = ?2 AND deleted_at IS NULL",
+             SELECT ?1, id, ?3, ?4, ?5, ?6, ?7 FROM users \
+             WHERE id = ?2 AND phone = ?8 AND deleted_at IS NULL",
         )
         .bind(family.as_str())
         .bind(user.0)
@@ -507,6 +513,7 @@ impl UserStore for SqliteUserStore {
         .bind(unix(expires_at))
         .bind(network)
         .bind(user_agent)
+        .bind(phone_number)
         .execute(&self.pool)
         .await
         .map_err(store_error)?

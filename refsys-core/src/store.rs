@@ -45,7 +45,7 @@
 //!     async fn activate_invite(&self, user: UserId, code: &InviteCode, change: Change) -> Result<Activation, StoreError> {
 //!         self.inner.activate_invite(user, code, change).await
 //!     }
-//!     async fn start_family(&self, user: UserId, family: &FamilyId, jti: &TokenId, client: &SessionClient, change: Change, expires_at: Timestamp) -> Result<bool, StoreError> {
+//!     async fn start_family(&self, user: &User, family: &FamilyId, jti: &TokenId, client: &SessionClient, change: Change, expires_at: Timestamp) -> Result<bool, StoreError> {
 //!         self.inner.start_family(user, family, jti, client, change, expires_at).await
 //!     }
 //!     async fn rotate_refresh(&self, family: &FamilyId, presented: &TokenId, next: &TokenId, change: Change, expires_at: Timestamp, reuse_grace: Duration) -> Result<Rotation, StoreError> {
@@ -143,12 +143,13 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// Records a new refresh-token family (a session) for `user` whose live token is `jti`,
     /// started at `change.now` by `client`, and its `session.created` (when `change.record`)
-    /// in the same step; whether it did. It does not, and records nothing, when the user
-    /// does not exist or its account was deleted, also by a deletion running at the same
-    /// time: a deleted account never keeps a session.
+    /// in the same step; whether it did. It does not, and records nothing, when the account
+    /// does not exist, was deleted or no longer has `user.phone` (the phone that logged in),
+    /// also when a deletion or a phone change runs at the same time: a deleted account never
+    /// keeps a session, and a number the account just left never logs in to it.
     async fn start_family(
         &self,
-        user: UserId,
+        user: &User,
         family: &FamilyId,
         jti: &TokenId,
         client: &SessionClient,
@@ -664,7 +665,7 @@ macro_rules! stores_behind {
             }
             async fn start_family(
                 &self,
-                user: UserId,
+                user: &User,
                 family: &FamilyId,
                 jti: &TokenId,
                 client: &SessionClient,

@@ -141,7 +141,7 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
     }
     async fn start_family(
         &self,
-        user: UserId,
+        user: &crate::User,
         family: &FamilyId,
         jti: &TokenId,
         client: &SessionClient,

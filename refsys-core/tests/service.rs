@@ -791,7 +791,7 @@ impl refsys_core::UserStore for FlakyUsers {
     }
     async fn start_family(
         &self,
-        user: UserId,
+        user: &refsys_core::User,
         family: &refsys_core::FamilyId,
         jti: &refsys_core::TokenId,
         client: &refsys_core::session::SessionClient,

@@ -301,7 +301,7 @@ impl UserStore for MemoryUserStore {
 
     async fn start_family(
         &self,
-        user: UserId,
+        user: &User,
         family: &FamilyId,
         jti: &TokenId,
         client: &SessionClient,
@@ -310,9 +310,13 @@ impl UserStore for MemoryUserStore {
     ) -> Result<bool, StoreError> {
         let now = change.now;
         let mut state = self.write();
-        if state.live(user).is_none() {
+        if state
+            .live(user.id)
+            .is_none_or(|(_, phone)| *phone != user.phone)
+        {
             return Ok(false);
         }
+        let user = user.id;
         state.family_writes += 1;
         if state.family_writes.is_multiple_of(SWEEP_EVERY) {
             // Families past their expiry cannot rotate; forget them.

@@ -9,23 +9,10 @@ use crate::event::SessionEndReason;
 use crate::human::HumanCheckAnswer;
 use crate::limits::ClientAction;
 use crate::session::Caller;
-use crate::session::{Session, SessionScope};
+use crate::session::{Session, SessionScope, SessionsRevoked};
 use crate::{Error, FamilyId, OtpCode, Phone, ReferralService, Timestamp, UserId};
 
 use super::{Purpose, to_completion};
-
-/// What an operator's [`delete_user`](ReferralService::delete_user) or
-/// [`revoke_user_sessions`](ReferralService::revoke_user_sessions) revoked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SessionsRevoked {
-    /// How many live sessions it revoked.
-    pub sessions: u64,
-    /// Whether the revocations reached the list the other instances read (with
-    /// [instant revocation](crate::revocation)); `false` when the OTP store could not be
-    /// written: the other instances then accept those sessions' access tokens until they
-    /// expire (the refresh tokens are refused everywhere).
-    pub shared: bool,
-}
 
 /// How a revocation reaches the other instances: in the background (a request answers at
 /// once) or before the call returns (an operator's command may exit right after).

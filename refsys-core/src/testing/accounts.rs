@@ -174,7 +174,7 @@ pub async fn deleting_an_account_erases_it_and_keeps_the_graph<S: UserStore>(sto
     );
     let started = store
         .start_family(
-            bob.id,
+            &bob,
             &FamilyId::random(),
             &TokenId::random(),
             &client(4),
@@ -268,6 +268,31 @@ pub async fn phone_change_moves_the_account<S: UserStore>(store: Arc<S>) {
         (alice.id, alice.invite_code)
     );
     assert_eq!(store.user_by_phone(&alice.phone).await.unwrap(), None);
+    // A login by the old number that found alice before the move starts no session on her
+    // account; one by the new number does.
+    let start = |user: User| {
+        let store = store.clone();
+        async move {
+            store
+                .start_family(
+                    &user,
+                    &FamilyId::random(),
+                    &TokenId::random(),
+                    &client(1),
+                    Change::unrecorded(t),
+                    t.plus(WEEK),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert!(!start(alice.clone()).await, "the number alice left");
+    let moved = User {
+        phone: new.clone(),
+        ..alice.clone()
+    };
+    assert!(start(moved).await, "her new number");
+    assert_eq!(store.sessions(alice.id, t).await.unwrap().len(), 1);
     let found = store
         .find_or_create(&new, &InviteCode::generate, Change::unrecorded(t))
         .await
@@ -404,7 +429,7 @@ pub async fn concurrent_deletion_leaves_nothing_behind<S: UserStore>(store: Arc<
                         let family = FamilyId::random();
                         let started = store
                             .start_family(
-                                bob.id,
+                                &bob,
                                 &family,
                                 &TokenId::random(),
                                 &client(1),

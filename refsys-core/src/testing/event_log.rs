@@ -64,7 +64,7 @@ pub async fn each_change_records_exactly_its_event<S: UserStore>(store: Arc<S>) 
     let first = TokenId::random();
     store
         .start_family(
-            bob.id,
+            &bob,
             &family,
             &first,
             &SessionClient::default(),
@@ -120,7 +120,7 @@ pub async fn each_change_records_exactly_its_event<S: UserStore>(store: Arc<S>) 
     let other = FamilyId::random();
     store
         .start_family(
-            alice.id,
+            &alice,
             &other,
             &TokenId::random(),
             &SessionClient::default(),
@@ -246,7 +246,7 @@ pub async fn refused_and_unrecorded_changes_record_nothing<S: UserStore>(store: 
     let first = TokenId::random();
     store
         .start_family(
-            b.id,
+            &b,
             &family,
             &first,
             &SessionClient::default(),
@@ -305,7 +305,7 @@ pub async fn refused_and_unrecorded_changes_record_nothing<S: UserStore>(store: 
     let spent = TokenId::random();
     store
         .start_family(
-            a.id,
+            &a,
             &live,
             &spent,
             &SessionClient::default(),
@@ -406,7 +406,7 @@ pub async fn concurrent_changes_record_one_event_each<S: UserStore>(store: Arc<S
     let first = TokenId::random();
     store
         .start_family(
-            guest.id,
+            &guest,
             &family,
             &first,
             &SessionClient::default(),
@@ -460,7 +460,7 @@ pub async fn claims_lease_events_one_user_at_a_time<S: UserStore>(store: Arc<S>)
     let family = FamilyId::random();
     store
         .start_family(
-            a.id,
+            &a,
             &family,
             &TokenId::random(),
             &SessionClient::default(),
@@ -581,7 +581,7 @@ pub async fn retries_wait_and_failed_events_can_be_redelivered<S: UserStore>(sto
     let a = create(&*store, 1, t).await;
     store
         .start_family(
-            a.id,
+            &a,
             &FamilyId::random(),
             &TokenId::random(),
             &SessionClient::default(),

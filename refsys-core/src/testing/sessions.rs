@@ -44,7 +44,7 @@ pub(super) async fn session<S: UserStore>(
     let (family, jti) = (FamilyId::random(), TokenId::random());
     store
         .start_family(
-            user.id,
+            user,
             &family,
             &jti,
             client,
@@ -144,7 +144,7 @@ pub async fn sessions_list_the_live_ones_newest_first<S: UserStore>(store: Arc<S
     let (recorded, jti) = (FamilyId::random(), TokenId::random());
     store
         .start_family(
-            bob.id,
+            &bob,
             &recorded,
             &jti,
             &client(6),

@@ -404,7 +404,7 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
     let (t1, t2, t3) = (TokenId::random(), TokenId::random(), TokenId::random());
     store
         .start_family(
-            user.id,
+            &user,
             &family,
             &t1,
             &SessionClient::default(),
@@ -446,7 +446,7 @@ pub async fn refresh_rotation_and_reuse_detection<S: UserStore>(store: Arc<S>) {
     let o1 = TokenId::random();
     store
         .start_family(
-            user.id,
+            &user,
             &other,
             &o1,
             &SessionClient::default(),
@@ -479,7 +479,7 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
     let r1 = TokenId::random();
     store
         .start_family(
-            user.id,
+            &user,
             &revoked,
             &r1,
             &SessionClient::default(),
@@ -543,7 +543,7 @@ pub async fn revoked_unknown_and_expired_families_do_not_rotate<S: UserStore>(st
     let e1 = TokenId::random();
     store
         .start_family(
-            user.id,
+            &user,
             &expiring,
             &e1,
             &SessionClient::default(),
@@ -578,7 +578,7 @@ pub async fn a_token_spent_within_the_reuse_grace_gets_the_live_one<S: UserStore
     for (family, first) in [(&family, &t1), (&other, &o1), (&strict, &s1)] {
         store
             .start_family(
-                user.id,
+                &user,
                 family,
                 first,
                 &SessionClient::default(),
@@ -673,7 +673,7 @@ pub async fn concurrent_refreshes_within_the_grace_all_get_the_live_token<S: Use
     let first = TokenId::random();
     store
         .start_family(
-            user.id,
+            &user,
             &family,
             &first,
             &SessionClient::default(),
@@ -736,7 +736,7 @@ pub async fn concurrent_rotations_of_one_token_succeed_once<S: UserStore>(store:
     let first = TokenId::random();
     store
         .start_family(
-            user.id,
+            &user,
             &family,
             &first,
             &SessionClient::default(),
