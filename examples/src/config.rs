@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use refsys_core::revocation::Revocation;
-use refsys_core::{AllowedRegions, JwtKeys, Policy};
+use refsys_core::{AllowedRegions, InviteePhones, JwtKeys, Policy};
 use refsys_core::{ClientLimits, RateLimit, TrustedProxies};
 
 use crate::listen::ConnectionLimits;
@@ -648,7 +648,17 @@ fn read_policy<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Policy, Co
             "REFRESH_REUSE_GRACE",
             defaults.refresh_reuse_grace().as_secs(),
         )?)
-        .regions(regions);
+        .regions(regions)
+        .invitee_phones(match env.get("INVITEE_PHONES").as_deref() {
+            None | Some("full") => InviteePhones::Full,
+            Some("masked") => InviteePhones::Masked,
+            Some(other) => {
+                return Err(error(
+                    "INVITEE_PHONES",
+                    format!("`{other}`: expected full or masked"),
+                ));
+            }
+        });
     if let Some(list) = env.get("TEST_PHONES") {
         for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (phone, code) = entry
@@ -726,6 +736,21 @@ mod tests {
         assert_eq!(config.policy.human_check_at(), 50);
         assert_eq!(config.human_check, HumanCheckConfig::Pow { difficulty: 16 });
         assert!(!config.production);
+    }
+
+    #[test]
+    fn invitee_phones_are_full_unless_masked_is_asked_for() {
+        let masked = config(&[("INVITEE_PHONES", "masked")]).unwrap();
+        assert_eq!(masked.policy.invitee_phones(), InviteePhones::Masked);
+        let full = config(&[("INVITEE_PHONES", "full")]).unwrap();
+        assert_eq!(full.policy.invitee_phones(), InviteePhones::Full);
+        assert_eq!(
+            config(&[]).unwrap().policy.invitee_phones(),
+            InviteePhones::Full
+        );
+        let error = config(&[("INVITEE_PHONES", "hidden")]).unwrap_err();
+        assert_eq!(error.var, "INVITEE_PHONES");
+        assert!(error.reason.contains("full or masked"), "{}", error.reason);
     }
 
     #[test]

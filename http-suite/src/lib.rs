@@ -92,6 +92,9 @@ pub struct Setup {
     /// Ask for a proof of work (8 bits) once this share of a budget is used (default `None`:
     /// no human check). Also passed to a [`Framework::Binary`], as `HUMAN_CHECK_AT`.
     pub human_check_at: Option<u8>,
+    /// How invitees' phones are shown (default: in full). Passed to a [`Framework::Binary`]
+    /// as `INVITEE_PHONES`.
+    pub invitee_phones: refsys_core::InviteePhones,
 }
 
 /// The proof-of-work difficulty of [`Setup::human_check_at`].
@@ -224,6 +227,7 @@ impl TestServer {
         if let Some(at) = setup.human_check_at {
             policy = policy.human_check_at(at);
         }
+        policy = policy.invitee_phones(setup.invitee_phones);
         let keys = JwtKeys::hs256(SECRET).expect("the secret is long enough");
         let mut builder = ReferralService::builder(
             MemoryUserStore::new(),
@@ -247,6 +251,9 @@ impl TestServer {
                 if let Some(at) = setup.human_check_at {
                     sms_env.push(("HUMAN_CHECK_AT", at.to_string()));
                     sms_env.push(("HUMAN_CHECK_POW_DIFFICULTY", POW_DIFFICULTY.to_string()));
+                }
+                if setup.invitee_phones == refsys_core::InviteePhones::Masked {
+                    sms_env.push(("INVITEE_PHONES", "masked".to_owned()));
                 }
                 gateway = Some(receiver);
                 servers::start_binary(binary, sms_env).await
@@ -580,7 +587,8 @@ macro_rules! scenarios {
             session_routes_refuse_bad_requests,
             account_is_exported_and_deleted,
             phone_is_changed,
-            account_routes_refuse_bad_requests
+            account_routes_refuse_bad_requests,
+            invitee_phones_can_be_masked
         );
     };
     (@each $framework:expr; $($name:ident),* $(,)?) => {
@@ -618,7 +626,8 @@ macro_rules! binary_scenarios {
             send_code_human_check,
             use_invite_code_rate_limited_per_user,
             session_routes_refuse_bad_requests,
-            account_routes_refuse_bad_requests
+            account_routes_refuse_bad_requests,
+            invitee_phones_can_be_masked
         );
     };
 }

@@ -259,20 +259,20 @@ pub struct AccountExport {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InviteeView {
-    /// The invitee's phone, E.164.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
-    pub phone: crate::Phone,
+    /// The invitee's phone, E.164, or masked (`+37529*****67`) with `INVITEE_PHONES=masked`.
+    pub phone: String,
     /// When the invitee applied the caller's code, RFC 3339 UTC.
     pub joined_at: String,
 }
 
 impl AccountExport {
     /// The export of `account` with its live `sessions`, for a caller whose own session is
-    /// `current`.
+    /// `current`, its invitees' phones shown as `invitee_phones` says.
     pub fn new(
         account: crate::account::Account,
         sessions: &[crate::session::Session],
         current: &crate::FamilyId,
+        invitee_phones: crate::InviteePhones,
     ) -> Self {
         use crate::event::rfc3339;
         Self {
@@ -286,7 +286,7 @@ impl AccountExport {
                 .invitees
                 .into_iter()
                 .map(|invitee| InviteeView {
-                    phone: invitee.phone,
+                    phone: invitee_phones.show(&invitee.phone),
                     joined_at: rfc3339::format(invitee.joined_at),
                 })
                 .collect(),
@@ -295,6 +295,36 @@ impl AccountExport {
                 .map(|session| SessionView::new(session, current))
                 .collect(),
             rewards: Vec::new(),
+        }
+    }
+}
+
+/// `GET /get_profile/` as the routes send it: the [`Profile`](crate::Profile), its
+/// invitees' phones shown as the policy's [`InviteePhones`](crate::InviteePhones) says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProfileView {
+    /// The caller's phone, E.164.
+    pub phone: crate::Phone,
+    /// The caller's own invite code.
+    pub own_invite_code: crate::InviteCode,
+    /// The code the caller applied, or `null`.
+    pub activated_invite_code: Option<crate::InviteCode>,
+    /// Who applied the caller's code, oldest first: E.164, or masked.
+    pub invited_users: Vec<String>,
+}
+
+impl ProfileView {
+    /// `profile` with its invitees' phones shown as `invitee_phones` says.
+    pub fn new(profile: crate::Profile, invitee_phones: crate::InviteePhones) -> Self {
+        Self {
+            phone: profile.phone,
+            own_invite_code: profile.own_invite_code,
+            activated_invite_code: profile.activated_invite_code,
+            invited_users: profile
+                .invited_users
+                .iter()
+                .map(|phone| invitee_phones.show(phone))
+                .collect(),
         }
     }
 }

@@ -85,18 +85,40 @@ impl Phone {
     /// numbers it profits from stays within one.
     pub fn prefix(&self) -> &str {
         let number = self.as_str();
+        let country = self.country_len();
+        let national = if country == 1 { 3 } else { 2 };
+        &number[..(1 + country + national).min(number.len())]
+    }
+
+    /// How many digits the country calling code has (1 to 3).
+    fn country_len(&self) -> usize {
+        let number = self.as_str();
         // Country calling codes are prefix-free (ITU-T E.164): the first 1, 2 or 3 digits
         // that name one is the code. A table lookup, not a second parse of the number.
-        let country = (1..=3)
+        (1..=3)
             .find(|&len| {
                 number
                     .get(1..=len)
                     .and_then(|digits| digits.parse::<u16>().ok())
                     .is_some_and(|code| phonenumber::metadata::DATABASE.by_code(&code).is_some())
             })
-            .unwrap_or(3);
-        let national = if country == 1 { 3 } else { 2 };
-        &number[..(1 + country + national).min(number.len())]
+            .unwrap_or(3)
+    }
+
+    /// Another user's phone as a deployment that keeps invitees' phones private shows it
+    /// ([`InviteePhones::Masked`](crate::InviteePhones::Masked)): the country calling code and
+    /// the next two digits, the last two digits, the rest as `*`, e.g. `+37529*****67` for
+    /// `+375291234567`.
+    pub fn masked(&self) -> String {
+        let number = self.as_str();
+        let head = (1 + self.country_len() + 2).min(number.len());
+        let tail = 2.min(number.len() - head);
+        format!(
+            "{}{}{}",
+            &number[..head],
+            "*".repeat(number.len() - head - tail),
+            &number[number.len() - tail..]
+        )
     }
 
     /// A form safe for logs: country prefix and last two digits, e.g. `+3753*******82`.
@@ -370,6 +392,15 @@ mod tests {
             "*".parse::<AllowedRegions>().unwrap(),
             AllowedRegions::all()
         );
+    }
+
+    #[test]
+    fn masked_keeps_the_country_code_two_digits_and_the_last_two() {
+        let all = AllowedRegions::all();
+        let masked = |p: &str| Phone::parse(p, &all).unwrap().masked();
+        assert_eq!(masked("+375291234567"), "+37529*****67");
+        assert_eq!(masked("+12015550123"), "+120******23");
+        assert_eq!(masked("+447911123456"), "+4479******56");
     }
 
     #[test]

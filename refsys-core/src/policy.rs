@@ -61,6 +61,29 @@ pub struct Policy {
     sms_budget: Option<RateLimit>,
     sms_prefix_share: u8,
     human_check_at: u8,
+    invitee_phones: InviteePhones,
+}
+
+/// How the routes show the phones of a user's invitees (the profile's `invited_users`, the
+/// export's): in full (the default, the original service's behaviour) or
+/// [masked](Phone::masked), `+37529*****67`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InviteePhones {
+    /// In full, E.164.
+    #[default]
+    Full,
+    /// Masked: the country code and the next two digits, the last two, the rest as `*`.
+    Masked,
+}
+
+impl InviteePhones {
+    /// `phone` as shown to its inviter.
+    pub fn show(self, phone: &Phone) -> String {
+        match self {
+            Self::Full => phone.as_str().to_owned(),
+            Self::Masked => phone.masked(),
+        }
+    }
 }
 
 impl Default for Policy {
@@ -70,6 +93,11 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// How invitees' phones are shown to their inviter.
+    pub fn invitee_phones(&self) -> InviteePhones {
+        self.invitee_phones
+    }
+
     /// A builder starting from the defaults.
     pub fn builder() -> PolicyBuilder {
         PolicyBuilder {
@@ -89,6 +117,7 @@ impl Policy {
             sms_budget: Some(RateLimit::per_hour(1000)),
             sms_prefix_share: 25,
             human_check_at: 50,
+            invitee_phones: InviteePhones::Full,
         }
     }
 
@@ -263,6 +292,12 @@ impl PolicyBuilder {
     /// configure a real person's number.
     pub fn test_phone(mut self, phone: impl Into<String>, code: impl Into<String>) -> Self {
         self.test_phones.push((phone.into(), code.into()));
+        self
+    }
+
+    /// Shows invitees' phones to their inviter in full (the default) or masked.
+    pub fn invitee_phones(mut self, shown: InviteePhones) -> Self {
+        self.policy.invitee_phones = shown;
         self
     }
 

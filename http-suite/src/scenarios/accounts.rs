@@ -371,3 +371,37 @@ pub async fn account_routes_refuse_bad_requests(framework: Framework) {
         "nothing deleted"
     );
 }
+
+/// With `INVITEE_PHONES=masked` an inviter sees its invitees' phones masked
+/// (`+37529*****67`: the country code and two digits, the last two) in the profile and the
+/// export; every user still sees its own phone in full.
+pub async fn invitee_phones_can_be_masked(framework: Framework) {
+    let setup = crate::Setup {
+        invitee_phones: refsys_core::InviteePhones::Masked,
+        ..crate::Setup::default()
+    };
+    let server = TestServer::start_with(framework, setup).await;
+    let c = &server.client;
+    let (tp0, tp1) = (crate::TEST_PHONES[0], crate::TEST_PHONES[1]);
+    let alice = c.login(tp0.0, tp0.1).await;
+    let bob = c.login(tp1.0, tp1.1).await;
+    let code = profile_of(c, access(&alice)).await["own_invite_code"].clone();
+    let applied = c
+        .post_as(
+            USE_INVITE,
+            Some(access(&bob)),
+            json!({ "invite_code": code }),
+        )
+        .await;
+    assert_eq!(applied.status, 200);
+    // +375291000002: "+37529", then the 5 hidden digits, then "02".
+    let masked = "+37529*****02";
+    assert_eq!(&tp1.0[..6], &masked[..6]);
+    let profile = profile_of(c, access(&alice)).await;
+    assert_eq!(profile["invited_users"], json!([masked]));
+    assert_eq!(profile["phone"], json!(tp0.0), "one's own phone in full");
+    let export = c.get(EXPORT, Some(access(&alice))).await.json();
+    assert_eq!(export["invited_users"][0]["phone"], json!(masked));
+    assert_eq!(export["phone"], json!(tp0.0));
+    assert_eq!(profile_of(c, access(&bob)).await["phone"], json!(tp1.0));
+}

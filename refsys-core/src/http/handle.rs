@@ -6,8 +6,9 @@ use serde::de::DeserializeOwned;
 
 use crate::dto::{
     ChangePhoneRequest, DeleteAccountRequest, HealthResponse, MessageResponse, PhoneResponse,
-    PhoneSendCodeRequest, RefreshRequest, RevokeSessionsRequest, RevokedResponse, SendCodeRequest,
-    SessionView, SessionsResponse, UseInviteCodeRequest, VerifyCodeRequest, parse_body,
+    PhoneSendCodeRequest, ProfileView, RefreshRequest, RevokeSessionsRequest, RevokedResponse,
+    SendCodeRequest, SessionView, SessionsResponse, UseInviteCodeRequest, VerifyCodeRequest,
+    parse_body,
 };
 use crate::error::Error;
 use crate::http::reply::Reply;
@@ -148,7 +149,9 @@ async fn respond(
         }
         Endpoint::Profile => {
             let user = service.authenticate_header(request.authorization)?;
-            Ok(Reply::json(200, &service.profile(user).await?))
+            let profile = service.profile(user).await?;
+            let shown = service.policy().invitee_phones();
+            Ok(Reply::json(200, &ProfileView::new(profile, shown)))
         }
         Endpoint::UseInviteCode => {
             let user = service.authenticate_header(request.authorization)?;

@@ -34,7 +34,13 @@ impl ReferralService {
             .account(caller.user)
             .await?
             .ok_or(Error::Unauthorized)?;
-        Ok(AccountExport::new(account, &sessions, &caller.session))
+        let shown = self.inner.policy.invitee_phones();
+        Ok(AccountExport::new(
+            account,
+            &sessions,
+            &caller.session,
+            shown,
+        ))
     }
 
     /// `POST /api/account/delete/`: deletes the caller's account (see
