@@ -908,16 +908,15 @@ async fn a_user_store_outage_after_the_code_matched_leaves_the_code_usable() {
     }
 }
 
-/// A user-store outage during a deletion or a phone change: 503, nothing changed, and the
-/// codes given back, so that the same codes work once the store is back.
-#[tokio::test]
-async fn an_outage_during_a_deletion_or_a_phone_change_gives_the_codes_back() {
-    let users = Arc::new(FlakyUsers::default());
-    let sms = Arc::new(RecordingSender::new());
-    let service = ReferralService::builder(
-        users.clone(),
+/// A service over `users` whose codes can be sent again at once, client limits off.
+fn without_cooldown(
+    users: impl refsys_core::UserStore,
+    sms: Arc<RecordingSender>,
+) -> refsys_core::ServiceBuilder {
+    ReferralService::builder(
+        users,
         MemoryOtpStore::new(),
-        sms.clone(),
+        sms,
         JwtKeys::hs256(SECRET).unwrap(),
     )
     .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
@@ -927,7 +926,15 @@ async fn an_outage_during_a_deletion_or_a_phone_change_gives_the_codes_back() {
             .build()
             .unwrap(),
     )
-    .build();
+}
+
+/// A user-store outage during a deletion or a phone change: 503, nothing changed, and the
+/// codes given back, so that the same codes work once the store is back.
+#[tokio::test]
+async fn an_outage_during_a_deletion_or_a_phone_change_gives_the_codes_back() {
+    let users = Arc::new(FlakyUsers::default());
+    let sms = Arc::new(RecordingSender::new());
+    let service = without_cooldown(users.clone(), sms.clone()).build();
     let (a, b) = (
         service.parse_phone(A).unwrap(),
         service.parse_phone(B).unwrap(),
@@ -984,20 +991,7 @@ async fn an_outage_during_a_deletion_or_a_phone_change_gives_the_codes_back() {
 #[tokio::test]
 async fn a_phone_change_code_is_void_once_the_account_moved() {
     let sms = Arc::new(RecordingSender::new());
-    let service = ReferralService::builder(
-        MemoryUserStore::new(),
-        MemoryOtpStore::new(),
-        sms.clone(),
-        JwtKeys::hs256(SECRET).unwrap(),
-    )
-    .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
-    .policy(
-        refsys_core::Policy::builder()
-            .resend_cooldown(Duration::ZERO)
-            .build()
-            .unwrap(),
-    )
-    .build();
+    let service = without_cooldown(MemoryUserStore::new(), sms.clone()).build();
     let (a, b, c) = (A, B, "+375291000003");
     let phone = |p: &str| service.parse_phone(p).unwrap();
     service.send_code(a).await.unwrap();
@@ -1043,21 +1037,9 @@ async fn a_phone_change_code_is_void_once_the_account_moved() {
 async fn recording_without_a_handler_records_phone_locked() {
     let users = Arc::new(MemoryUserStore::new());
     let sms = Arc::new(RecordingSender::new());
-    let service = ReferralService::builder(
-        users.clone(),
-        MemoryOtpStore::new(),
-        sms.clone(),
-        JwtKeys::hs256(SECRET).unwrap(),
-    )
-    .client_limits(MemoryRateLimitStore::new(), ClientLimits::disabled())
-    .policy(
-        refsys_core::Policy::builder()
-            .resend_cooldown(Duration::ZERO)
-            .build()
-            .unwrap(),
-    )
-    .record_events()
-    .build();
+    let service = without_cooldown(users.clone(), sms.clone())
+        .record_events()
+        .build();
     let locked = 'lock: {
         for _ in 0..100 {
             service.send_code(A).await.unwrap();
