@@ -342,6 +342,9 @@ pub struct EventRecord {
 pub struct Claim {
     /// The event.
     pub event: Event,
+    /// Its place in the store's log (the order of the changes): the key the store settles
+    /// it by, together with the lease.
+    pub seq: u64,
     /// This attempt's number, from 1 (since it was last queued).
     pub attempt: u32,
     /// When it was queued (its maximum age counts from here).

@@ -596,23 +596,17 @@ impl UserStore for PgUserStore {
         // The statement, and why it is a function, are in the migration
         // `20261204000000_claim_events.sql`: its plan stays a walk of the pending events in
         // order that stops after `max`, whatever the table's statistics say.
-        let mut rows = sqlx::query_as::<_, (i64, String, String, i64, String, i64, i64, String)>(
-            "SELECT * FROM refsys_claim_events($1, $2, $3, $4)",
-        )
-        .bind(unix(now))
-        .bind(unix(now.plus(lease)))
-        .bind(sql::lease_token())
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
+        let mut rows =
+            sqlx::query_as::<_, ClaimRow>("SELECT * FROM refsys_claim_events($1, $2, $3, $4)")
+                .bind(unix(now))
+                .bind(unix(now.plus(lease)))
+                .bind(sql::lease_token())
+                .bind(i64::try_from(max).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
         rows.sort_by_key(|row| row.0);
-        rows.into_iter()
-            .map(|(_, id, kind, at, data, attempts, queued, lease)| {
-                let row: ClaimRow = (id, kind, at, data, attempts, queued, lease);
-                sql::claim(row)
-            })
-            .collect()
+        rows.into_iter().map(sql::claim).collect()
     }
 
     async fn settle_event(

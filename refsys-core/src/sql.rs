@@ -55,8 +55,8 @@ pub(crate) type RecordRow = (
     Option<String>,
 );
 
-/// A claimed row: `id, type, occurred_at, data, attempts, queued_at, lease_token`.
-pub(crate) type ClaimRow = (String, String, i64, String, i64, i64, String);
+/// A claimed row: `seq, id, type, occurred_at, data, attempts, queued_at, lease_token`.
+pub(crate) type ClaimRow = (i64, String, String, i64, String, i64, i64, String);
 
 /// The outcome of a rotation statement: whether it revoked the family, its live token, and
 /// its user.
@@ -153,6 +153,7 @@ where
     E: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
     <DB as Database>::QueryResult: RowsAffected,
@@ -170,14 +171,15 @@ where
     let done = sqlx::query::<DB>(
         "UPDATE events SET status = $3, next_attempt_at = COALESCE($4, next_attempt_at), \
              delivered_at = $5, last_error = $6, lease_token = NULL, lease_until = NULL \
-         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
+         WHERE seq = $1 AND lease_token = $2 AND id = $7 AND status = 'pending'",
     )
-    .bind(claim.event.id.as_str())
+    .bind(i64::try_from(claim.seq).unwrap_or(i64::MAX))
     .bind(claim.lease.as_str())
     .bind(status.as_str())
     .bind(next_at)
     .bind(delivered_at)
     .bind(error)
+    .bind(claim.event.id.as_str())
     .execute(db)
     .await
     .map_err(store_error)?;
@@ -458,9 +460,10 @@ pub(crate) fn record(row: RecordRow) -> Result<EventRecord, StoreError> {
 
 /// A [`Claim`] read back from a claimed row.
 pub(crate) fn claim(row: ClaimRow) -> Result<Claim, StoreError> {
-    let (id, kind, occurred_at, data, attempts, queued_at, lease) = row;
+    let (seq, id, kind, occurred_at, data, attempts, queued_at, lease) = row;
     Ok(Claim {
         event: event(id, &kind, occurred_at, &data)?,
+        seq: u64::try_from(seq).unwrap_or(0),
         attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
         queued_at: timestamp(queued_at),
         lease,

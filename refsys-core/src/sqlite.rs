@@ -716,7 +716,7 @@ impl UserStore for SqliteUserStore {
                  AND NOT EXISTS (SELECT 1 FROM events p WHERE p.status = 'pending' \
                                  AND p.user_id = e.user_id AND p.seq < e.seq) \
                ORDER BY e.seq LIMIT ?4) \
-             RETURNING id, type, occurred_at, data, attempts, queued_at, lease_token",
+             RETURNING seq, id, type, occurred_at, data, attempts, queued_at, lease_token",
         )
         .bind(unix(now))
         .bind(unix(now.plus(lease)))
@@ -743,23 +743,24 @@ impl UserStore for SqliteUserStore {
         if claims.is_empty() {
             return Ok(0);
         }
-        // One statement for the batch: (id, lease) pairs as a JSON array, joined on the id.
-        let pairs: Vec<[&str; 2]> = claims
+        // One statement for the batch: (seq, lease, id) triples as a JSON array, joined on
+        // the seq (the table's key: the id has no index on SQLite).
+        let triples: Vec<(u64, &str, &str)> = claims
             .iter()
-            .map(|claim| [claim.event.id.as_str(), claim.lease.as_str()])
+            .map(|claim| (claim.seq, claim.lease.as_str(), claim.event.id.as_str()))
             .collect();
-        let pairs = serde_json::to_string(&pairs)
+        let triples = serde_json::to_string(&triples)
             .map_err(|e| StoreError::unavailable(format!("encoding claims: {e}")))?;
         let done = sqlx::query(
             "UPDATE events SET status = 'delivered', delivered_at = ?1, last_error = NULL, \
                  lease_token = NULL, lease_until = NULL \
-             FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS lease \
+             FROM (SELECT value ->> 0 AS seq, value ->> 1 AS lease, value ->> 2 AS id \
                    FROM json_each(?2)) AS d \
-             WHERE events.id = d.id AND events.lease_token = d.lease \
-               AND events.status = 'pending'",
+             WHERE events.seq = d.seq AND events.lease_token = d.lease \
+               AND events.id = d.id AND events.status = 'pending'",
         )
         .bind(unix(now))
-        .bind(pairs)
+        .bind(triples)
         .execute(&self.pool)
         .await
         .map_err(store_error)?;

@@ -174,3 +174,109 @@ async fn dropped_callers_leave_no_transaction_open_and_no_change_without_its_eve
         "one user.created per user"
     );
 }
+
+/// A database at the schema before `20261207000000_events_slim.sql` keeps its event log
+/// through that migration: every event, its status and its order, and new events after it.
+#[tokio::test]
+async fn the_slim_event_log_keeps_the_events_of_an_older_schema() {
+    use refsys_core::event::{EventData, EventStatus, Settlement};
+    use refsys_core::testing::{phone, start};
+    use refsys_core::{Change, InviteCode};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    // The migrations before it, as a directory of their own.
+    let older = dir.path().join("older");
+    std::fs::create_dir(&older).unwrap();
+    let all = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+    for entry in std::fs::read_dir(all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "20261207000000" {
+            std::fs::copy(&path, older.join(&name)).unwrap();
+        }
+    }
+    let url = format!("sqlite:{}", dir.path().join("refsys.db").display());
+    let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(older.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    // Three events of the older schema: delivered, failed, pending (in that order).
+    let at = start().as_unix() as i64;
+    for (seq, status) in [(1, "delivered"), (2, "failed"), (3, "pending")] {
+        sqlx::query(
+            "INSERT INTO events (id, type, user_id, occurred_at, data, status, queued_at, \
+                 next_attempt_at, delivered_at) \
+             VALUES (?1, 'user.created', ?2, ?3, ?4, ?5, ?3, ?3, ?3)",
+        )
+        .bind(format!("evt_{seq:032x}"))
+        .bind(seq)
+        .bind(at)
+        .bind(format!(
+            r#"{{"user_id":{seq},"phone":"+37529123456{seq}"}}"#
+        ))
+        .bind(status)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store = SqliteUserStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    for (status, seq) in [
+        (EventStatus::Delivered, 1),
+        (EventStatus::Failed, 2),
+        (EventStatus::Pending, 3),
+    ] {
+        let listed = store.events(status, 10).await.unwrap();
+        assert_eq!(listed.len(), 1, "{status:?}");
+        assert_eq!(listed[0].event.id.as_str(), format!("evt_{seq:032x}"));
+    }
+    // A new change's event comes after the kept one, and both are claimed and settled.
+    store
+        .find_or_create(&phone(7), &InviteCode::generate, Change::recorded(start()))
+        .await
+        .unwrap();
+    let claims = store
+        .claim_events(start(), Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 2, "{claims:?}");
+    assert_eq!(claims[0].event.id.as_str(), format!("evt_{:032x}", 3));
+    assert!(matches!(
+        claims[1].event.data,
+        EventData::UserCreated { .. }
+    ));
+    assert!(claims[0].seq < claims[1].seq);
+    assert!(
+        store
+            .settle_event(&claims[0], &Settlement::Delivered, start())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.settle_delivered(&claims[1..], start()).await.unwrap(),
+        1
+    );
+    assert!(
+        store
+            .events(EventStatus::Pending, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .events(EventStatus::Delivered, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}

@@ -646,6 +646,7 @@ impl UserStore for MemoryUserStore {
                 stored.lease = Some((token.clone(), now.plus(lease)));
                 Some(Claim {
                     event: stored.record.event.clone(),
+                    seq,
                     attempt: stored.record.attempts,
                     queued_at: stored.record.queued_at,
                     lease: token,
