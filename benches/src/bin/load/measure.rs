@@ -20,6 +20,8 @@ use crate::run::{Live, ServerKind};
 #[derive(Default)]
 struct Tally {
     outcome: Outcome,
+    /// Each round's p99 and p99.9, ms, in round order.
+    rounds: Vec<(f64, f64)>,
     server_ticks: Option<u64>,
     runner_ticks: Option<u64>,
     failed: Option<String>,
@@ -29,6 +31,8 @@ impl Tally {
     fn add(&mut self, outcome: Result<Outcome, BoxError>, server: u64, runner: u64) {
         match outcome {
             Ok(mut outcome) => {
+                self.rounds
+                    .push((outcome.percentile_ms(99.0), outcome.percentile_ms(99.9)));
                 let total = &mut self.outcome;
                 total.ops += outcome.ops;
                 total.errors += outcome.errors;
@@ -62,6 +66,8 @@ impl Tally {
         row.rate = outcome.ops as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
         row.p50_ms = outcome.percentile_ms(50.0);
         row.p99_ms = outcome.percentile_ms(99.0);
+        row.p999_ms = outcome.percentile_ms(99.9);
+        row.rounds = self.rounds;
         // Clock ticks are 1/100 s on Linux.
         let per_op = |ticks: Option<u64>| {
             (outcome.ops > 0).then(|| ticks.unwrap_or(0) as f64 * 10_000.0 / outcome.ops as f64)
@@ -246,7 +252,8 @@ async fn prepare(
     Ok(ctx)
 }
 
-/// What one load phase did: ops, errors, time, each op's latency (µs, sorted).
+/// What one load phase did: ops, errors, time, each op's latency (µs, sorted: each phase
+/// sorts its own).
 #[derive(Default)]
 pub(crate) struct Outcome {
     pub(crate) ops: u64,

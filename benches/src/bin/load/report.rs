@@ -22,6 +22,10 @@ pub(crate) struct Row {
     pub(crate) rate: f64,
     pub(crate) p50_ms: f64,
     pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    /// Each round's p99 and p99.9, ms, in round order: a bad round shows here even when
+    /// the pooled percentiles hide it.
+    pub(crate) rounds: Vec<(f64, f64)>,
     /// VmHWM of the server process after this scenario, MiB.
     pub(crate) peak_rss_mib: Option<f64>,
     /// CPU time (user + system) per op in the measured phase: the server's, the runner's.
@@ -44,6 +48,8 @@ impl Row {
             rate: 0.0,
             p50_ms: 0.0,
             p99_ms: 0.0,
+            p999_ms: 0.0,
+            rounds: Vec::new(),
             peak_rss_mib: None,
             server_cpu_us: None,
             runner_cpu_us: None,
@@ -172,6 +178,7 @@ impl Report {
                  pipeline).\n",
             );
         }
+        self.tail_table(&mut md);
         self.baseline_table(&mut md);
         self.events_table(&mut md);
         md.push_str("\nTargets:\n\n");
@@ -182,6 +189,46 @@ impl Report {
             let _ = writeln!(md, "- note: {note}");
         }
         md
+    }
+
+    /// Each row's tail, round by round: p99 and p99.9 of every round, and the worst.
+    fn tail_table(&self, md: &mut String) {
+        let rows: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|row| row.failed.is_none() && !row.rounds.is_empty())
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        md.push_str(
+            "\nThe tail, round by round (ms; rounds in the order they ran):\n\n\
+             | server | framework | store | scenario | p99 per round | p99.9 per round | worst p99 | worst p99.9 | p99.9 pooled |\n\
+             | --- | --- | --- | --- | --- | --- | ---: | ---: | ---: |\n",
+        );
+        let list = |values: &mut dyn Iterator<Item = f64>| {
+            values
+                .map(|ms| format!("{ms:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        for row in rows {
+            let worst =
+                |pick: fn(&(f64, f64)) -> f64| row.rounds.iter().map(pick).fold(0.0, f64::max);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+                row.server.name(),
+                row.framework,
+                row.store,
+                row.scenario.name(),
+                list(&mut row.rounds.iter().map(|r| r.0)),
+                list(&mut row.rounds.iter().map(|r| r.1)),
+                worst(|r| r.0),
+                worst(|r| r.1),
+                row.p999_ms,
+            );
+        }
     }
 
     /// This build's rows beside the baseline's from the same rounds (`--baseline`).
@@ -390,5 +437,52 @@ fn pair_rows<'a>(md: &mut String, pairs: impl IntoIterator<Item = (&'a Row, &'a 
             cpu(row),
             cpu(other)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bad round shows in the tail table though the pooled p99 hides it.
+    #[test]
+    fn the_tail_table_shows_each_round_and_the_worst() {
+        let target = Target {
+            server: ServerKind::Bench,
+            framework: "actix".to_owned(),
+            store: "postgres".to_owned(),
+        };
+        let row = Row {
+            scenario: Scenario::Profile,
+            rate: 40_000.0,
+            p99_ms: 3.1,
+            p999_ms: 9.5,
+            rounds: vec![(3.0, 5.5), (61.25, 7555.0), (3.4, 6.0)],
+            ..Row::base(&target)
+        };
+        let failed = Row {
+            failed: Some("refused".to_owned()),
+            rounds: vec![(1.0, 1.0)],
+            ..row.clone()
+        };
+        let report = Report {
+            rows: vec![row, failed],
+            ..Report::default()
+        };
+        let mut md = String::new();
+        report.tail_table(&mut md);
+        let lines: Vec<&str> = md.lines().filter(|l| l.starts_with("| bench")).collect();
+        assert_eq!(
+            lines,
+            [
+                "| bench | actix | postgres | GET /get_profile/ (10 invitees) | 3.00 / 61.25 / 3.40 \
+              | 5.50 / 7555.00 / 6.00 | 61.25 | 7555.00 | 9.50 |"
+            ],
+            "{md}"
+        );
+        // Nothing measured by rounds: no table.
+        let mut empty = String::new();
+        Report::default().tail_table(&mut empty);
+        assert_eq!(empty, "");
     }
 }
