@@ -422,6 +422,8 @@ async fn web_ui_login_invite_and_transparent_refresh(server: &Server, config: &s
     wait_for_screen(&client, "screen-profile").await;
     let invited = visible_text(&client, "#invited-list").await;
     assert!(invited.contains("+375291000002"), "{invited}");
+    let counted = visible_text(&client, "#invited-count").await;
+    assert_eq!(counted, "(1)");
     screenshot(&client, &format!("{config}-profile-with-invitee.png")).await;
 
     // Applying her own code is refused in plain words.

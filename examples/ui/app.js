@@ -342,6 +342,7 @@
     activated.textContent = p.activated_invite_code || 'none yet';
     activated.classList.toggle('muted', !p.activated_invite_code);
     const invited = Array.isArray(p.invited_users) ? p.invited_users : [];
+    $('invited-count').textContent = Number.isInteger(p.invited_count) ? `(${p.invited_count})` : '';
     const item = (text, cls = '') => Object.assign(document.createElement('li'), { textContent: text, className: cls });
     $('invited-list').replaceChildren(...(invited.length
       ? invited.map((who) => item(who))

@@ -55,9 +55,10 @@ pub async fn happy_path(framework: Framework) {
     assert_eq!(body["phone"], alice_phone);
     assert_eq!(body["activated_invite_code"], Value::Null);
     assert_eq!(body["invited_users"], json!([]));
+    assert_eq!(body["invited_count"], 0);
     let alice_invite = body["own_invite_code"].as_str().unwrap().to_owned();
     assert_eq!(alice_invite.len(), 6);
-    assert_eq!(body.as_object().unwrap().len(), 4, "{body}");
+    assert_eq!(body.as_object().unwrap().len(), 5, "{body}");
 
     let bob = c.login(bob_phone, bob_code).await;
     assert_ne!(bob["user_id"], alice["user_id"]);
@@ -77,6 +78,7 @@ pub async fn happy_path(framework: Framework) {
 
     let alice_profile = c.get(PROFILE, Some(alice_access)).await.json();
     assert_eq!(alice_profile["invited_users"], json!([bob_phone]));
+    assert_eq!(alice_profile["invited_count"], 1);
     let bob_profile = c.get(PROFILE, Some(bob_access)).await.json();
     assert_eq!(bob_profile["activated_invite_code"], json!(alice_invite));
 

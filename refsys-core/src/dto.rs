@@ -311,6 +311,8 @@ pub struct ProfileView {
     pub activated_invite_code: Option<crate::InviteCode>,
     /// Who applied the caller's code, oldest first: E.164, or masked.
     pub invited_users: Vec<String>,
+    /// How many applied it.
+    pub invited_count: u64,
 }
 
 impl ProfileView {
@@ -325,6 +327,7 @@ impl ProfileView {
                 .iter()
                 .map(|phone| invitee_phones.show(phone))
                 .collect(),
+            invited_count: profile.invited_count,
         }
     }
 }

@@ -120,7 +120,7 @@ type Reply = oneshot::Sender<Result<Option<Profile>, StoreError>>;
 
 /// One row per user: id, phone, own code, the applied code, the invitees oldest activation
 /// first (an index range scan of users_invited_by_idx).
-type ProfileRow = (i64, String, String, Option<String>, Vec<String>);
+type ProfileRow = (i64, String, String, Option<String>, Vec<String>, i64);
 
 impl PgUserStore {
     /// A store on the application's own pool. The pool's settings apply: give it a bounded
@@ -216,7 +216,7 @@ async fn read_batch(
         Ok(mut conn) => sqlx::query_as::<_, ProfileRow>(
             "SELECT u.id, u.phone, u.invite_code, inviter.invite_code, \
                     ARRAY(SELECT g.phone FROM users g WHERE g.invited_by = u.id \
-                          ORDER BY g.activation_seq) \
+                          ORDER BY g.activation_seq), u.invited_count \
              FROM users u LEFT JOIN users inviter ON inviter.id = u.invited_by \
              WHERE u.id = ANY($1) AND u.deleted_at IS NULL",
         )
@@ -255,7 +255,7 @@ impl Drop for Unclaimed {
 }
 
 /// The profile in `row`.
-fn profile((_, own, code, applied, invitees): &ProfileRow) -> Result<Profile, StoreError> {
+fn profile((_, own, code, applied, invitees, count): &ProfileRow) -> Result<Profile, StoreError> {
     Ok(Profile {
         phone: phone(own)?,
         own_invite_code: invite_code(code)?,
@@ -264,6 +264,7 @@ fn profile((_, own, code, applied, invitees): &ProfileRow) -> Result<Profile, St
             .iter()
             .map(|p| phone(p))
             .collect::<Result<_, _>>()?,
+        invited_count: sql::count(*count),
     })
 }
 

@@ -470,6 +470,11 @@ pub(crate) fn claim(row: ClaimRow) -> Result<Claim, StoreError> {
     })
 }
 
+/// A count read back from a column (a negative one, which the schema never holds, is 0).
+pub(crate) fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
 /// A fresh lease token.
 pub(crate) fn lease_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()

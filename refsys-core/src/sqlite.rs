@@ -316,10 +316,10 @@ impl UserStore for SqliteUserStore {
         // One statement, so one round trip to the connection's thread and one snapshot: the
         // invitees come as a comma-separated list (E.164 numbers hold no commas), oldest
         // activation first (an index range scan of users_invited_by_idx).
-        let row = sqlx::query_as::<_, (String, String, Option<String>, Option<String>)>(
+        let row = sqlx::query_as::<_, (String, String, Option<String>, Option<String>, i64)>(
             "SELECT u.phone, u.invite_code, inviter.invite_code, \
                     (SELECT group_concat(g.phone, ',' ORDER BY g.activation_seq) \
-                     FROM users g WHERE g.invited_by = u.id) \
+                     FROM users g WHERE g.invited_by = u.id), u.invited_count \
              FROM users u LEFT JOIN users inviter ON inviter.id = u.invited_by \
              WHERE u.id = ?1 AND u.deleted_at IS NULL",
         )
@@ -327,7 +327,7 @@ impl UserStore for SqliteUserStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(store_error)?;
-        let Some((own_phone, own_code, applied, invitees)) = row else {
+        let Some((own_phone, own_code, applied, invitees, count)) = row else {
             return Ok(None);
         };
         Ok(Some(Profile {
@@ -337,6 +337,7 @@ impl UserStore for SqliteUserStore {
             invited_users: invitees
                 .as_deref()
                 .map_or(Ok(Vec::new()), |list| list.split(',').map(phone).collect())?,
+            invited_count: sql::count(count),
         }))
     }
 

@@ -53,4 +53,8 @@ pub struct Profile {
     /// Phones of the users who applied this user's code, oldest first.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub invited_users: Vec<Phone>,
+    /// How many users applied this user's code (accounts not deleted): the stores keep the
+    /// count, so it costs nothing however many there are.
+    #[cfg_attr(feature = "openapi", schema(example = 2))]
+    pub invited_count: u64,
 }

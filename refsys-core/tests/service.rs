@@ -400,6 +400,7 @@ async fn profile_shows_codes_and_invitees_oldest_first() {
             "own_invite_code": a_code,
             "activated_invite_code": null,
             "invited_users": [C, B],
+            "invited_count": 2,
         })
     );
     let b_profile = serde_json::to_value(w.service.profile(b).await.unwrap()).unwrap();

@@ -185,27 +185,7 @@ async fn the_slim_event_log_keeps_the_events_of_an_older_schema() {
     use std::time::Duration;
 
     let dir = tempfile::tempdir().unwrap();
-    // The migrations before it, as a directory of their own.
-    let older = dir.path().join("older");
-    std::fs::create_dir(&older).unwrap();
-    let all = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
-    for entry in std::fs::read_dir(all).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < "20261207000000" {
-            std::fs::copy(&path, older.join(&name)).unwrap();
-        }
-    }
-    let url = format!("sqlite:{}", dir.path().join("refsys.db").display());
-    let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
-        .await
-        .unwrap();
-    sqlx::migrate::Migrator::new(older.as_path())
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .unwrap();
+    let (url, pool) = older_schema(&dir, "20261207000000").await;
     // Three events of the older schema: delivered, failed, pending (in that order).
     let at = start().as_unix() as i64;
     for (seq, status) in [(1, "delivered"), (2, "failed"), (3, "pending")] {
@@ -279,4 +259,114 @@ async fn the_slim_event_log_keeps_the_events_of_an_older_schema() {
             .len(),
         3
     );
+}
+
+/// A database in `dir` with the migrations before `version` applied: its URL, and a pool on it.
+async fn older_schema(dir: &TempDir, version: &str) -> (String, sqlx::SqlitePool) {
+    let older = dir.path().join("older");
+    std::fs::create_dir(&older).unwrap();
+    let all = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+    for entry in std::fs::read_dir(all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < version {
+            std::fs::copy(&path, older.join(&name)).unwrap();
+        }
+    }
+    let url = format!("sqlite:{}", dir.path().join("refsys.db").display());
+    let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(older.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    (url, pool)
+}
+
+/// Counting invitees (`20261208000000_invited_count.sql`) starts from the referrals a
+/// database already holds, deleted invitees not counted, and follows the ones after it.
+#[tokio::test]
+async fn invitees_made_before_the_count_are_counted() {
+    use refsys_core::store::Activation;
+    use refsys_core::testing::{phone, start};
+    use refsys_core::{Change, InviteCode, UserId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (url, pool) = older_schema(&dir, "20261208000000").await;
+    // Users 1..=4; 2 and 3 applied 1's code, 4 applied 2's; 3's account was deleted since.
+    for n in 1..=4_i64 {
+        sqlx::query(
+            "INSERT INTO users (id, phone, invite_code, created_at) VALUES (?1, ?2, ?3, 0)",
+        )
+        .bind(n)
+        .bind(phone(n as u32).as_str().to_owned())
+        .bind(InviteCode::generate().as_str().to_owned())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    for (user, inviter, seq) in [(2_i64, 1_i64, 1_i64), (3, 1, 2), (4, 2, 3)] {
+        sqlx::query(
+            "UPDATE users SET invited_by = ?2, activation_seq = ?3, activated_at = 0 WHERE id = ?1",
+        )
+        .bind(user)
+        .bind(inviter)
+        .bind(seq)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "UPDATE users SET phone = 'deleted:3', invited_by = NULL, activation_seq = NULL, \
+             activated_at = NULL, deleted_at = 0 WHERE id = 3",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = SqliteUserStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let count = |user| {
+        let store = store.clone();
+        async move {
+            store
+                .profile(UserId(user))
+                .await
+                .unwrap()
+                .unwrap()
+                .invited_count
+        }
+    };
+    assert_eq!(count(1).await, 1, "2, not the deleted 3");
+    assert_eq!(count(2).await, 1);
+    assert_eq!(count(4).await, 0);
+    // And after: a new invitee of 4, then 2 deleting its account.
+    let newcomer = store
+        .find_or_create(&phone(9), &InviteCode::generate, Change::recorded(start()))
+        .await
+        .unwrap();
+    let code = store
+        .profile(UserId(4))
+        .await
+        .unwrap()
+        .unwrap()
+        .own_invite_code;
+    assert_eq!(
+        store
+            .activate_invite(newcomer.user.id, &code, Change::recorded(start()))
+            .await
+            .unwrap(),
+        Activation::Activated
+    );
+    assert_eq!(count(4).await, 1);
+    store
+        .delete_account(UserId(2), Change::recorded(start()))
+        .await
+        .unwrap()
+        .expect("deleted");
+    assert_eq!(count(1).await, 0);
 }

@@ -188,7 +188,8 @@ fn operation(endpoint: Endpoint) -> Operation {
         Endpoint::Profile => (
             op("get_profile", "The caller's profile").description(Some(
                 "`activated_invite_code` is null until the user applies one; \
-                 `invited_users` lists who applied the user's code, oldest first.",
+                 `invited_users` lists who applied the user's code, oldest first; \
+                 `invited_count` is how many.",
             )),
             None,
             Some((
@@ -199,6 +200,7 @@ fn operation(endpoint: Endpoint) -> Operation {
                     "own_invite_code": "X4F9ZQ",
                     "activated_invite_code": "K5J3RW",
                     "invited_users": ["+1231231234", "+3213213210"],
+                    "invited_count": 2,
                 }),
             )),
             vec![Error::Unauthorized, store],

@@ -246,11 +246,14 @@ impl UserStore for MemoryUserStore {
             return Ok(None);
         };
         let phone_of = |id| state.live(id).map(|(_, phone)| phone.clone());
+        let invited_users: Vec<Phone> =
+            row.invitees.iter().filter_map(|&id| phone_of(id)).collect();
         Ok(Some(Profile {
             phone: phone.clone(),
             own_invite_code: row.invite_code,
             activated_invite_code: state.applied_code(row),
-            invited_users: row.invitees.iter().filter_map(|&id| phone_of(id)).collect(),
+            invited_count: invited_users.len() as u64,
+            invited_users,
         }))
     }
 

@@ -131,6 +131,7 @@ pub async fn deleting_an_account_erases_it_and_keeps_the_graph<S: UserStore>(sto
         "bob left alice's invitees: {:?}",
         alices.invited_users
     );
+    assert_eq!(alices.invited_count, 0, "bob left alice's count");
     assert_eq!(store.account(alice.id).await.unwrap().unwrap().invitees, []);
     let carols = store.profile(carol.id).await.unwrap().expect("carol");
     assert_eq!(

@@ -139,6 +139,7 @@ pub async fn profile_of_new_user_is_empty<S: UserStore>(store: Arc<S>) {
     assert_eq!(profile.own_invite_code, user.invite_code);
     assert_eq!(profile.activated_invite_code, None);
     assert!(profile.invited_users.is_empty());
+    assert_eq!(profile.invited_count, 0);
 }
 
 /// Invitees appear in the inviter's profile in the order they applied the code.
@@ -164,7 +165,12 @@ pub async fn invitees_are_listed_oldest_first<S: UserStore>(store: Arc<S>) {
         guests[1].phone.clone(),
     ];
     assert_eq!(profile.invited_users, expected);
+    assert_eq!(profile.invited_count, 3);
     let guest = store.profile(guests[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        guest.invited_count, 0,
+        "applying a code counts for its owner only"
+    );
     assert_eq!(guest.activated_invite_code, Some(owner.invite_code));
 }
 
@@ -227,10 +233,10 @@ pub async fn activation_refusals_in_documented_order<S: UserStore>(store: Arc<S>
             .invited_users
             .is_empty()
     );
-    assert_eq!(
-        store.profile(b.id).await.unwrap().unwrap().invited_users,
-        vec![a.phone]
-    );
+    let inviter = store.profile(b.id).await.unwrap().unwrap();
+    assert_eq!(inviter.invited_users, vec![a.phone]);
+    assert_eq!(inviter.invited_count, 1, "the refusals counted nothing");
+    assert_eq!(store.profile(c.id).await.unwrap().unwrap().invited_count, 0);
 }
 
 /// A user cannot apply the code of someone they invited, directly or down a chain.
@@ -307,6 +313,7 @@ pub async fn concurrent_activations_by_one_user_succeed_once<S: UserStore>(store
     let profile = store.profile(user.id).await.unwrap().unwrap();
     let applied = profile.activated_invite_code.expect("one code applied");
     let mut invitee_counts = 0;
+    let mut counted = 0;
     for n in 1..=10 {
         let host = store
             .find_or_create(
@@ -316,18 +323,16 @@ pub async fn concurrent_activations_by_one_user_succeed_once<S: UserStore>(store
             )
             .await
             .unwrap();
-        let invited = store
-            .profile(host.user.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .invited_users;
+        let host_profile = store.profile(host.user.id).await.unwrap().unwrap();
+        counted += host_profile.invited_count;
+        let invited = host_profile.invited_users;
         invitee_counts += invited.len();
         if host.user.invite_code == applied {
             assert_eq!(invited, vec![user.phone.clone()]);
         }
     }
     assert_eq!(invitee_counts, 1, "exactly one referral recorded");
+    assert_eq!(counted, 1, "exactly one referral counted");
 }
 
 /// Two users applying each other's codes at the same moment: one wins, the other sees a
