@@ -2,8 +2,10 @@
 //! 10 s while it stays down (with how many calls failed), one INFO when it answers again. Not
 //! one line per request: an outage under load would otherwise write thousands.
 //!
-//! [`Watched`] wraps each store the service is built with and reports every call's outcome
-//! to its [`Outage`].
+//! [`Watched`] wraps each store the service is built with and reports every call's outcome,
+//! with when the call began, to its [`Outage`]. Calls in flight when an outage begins or ends
+//! finish on either side of it: a call that began before the outage began does not end it by
+//! succeeding, and one that began before it ended does not begin a new one by failing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,8 @@ struct State {
     failures: u64,
     /// The last line logged about it.
     last_logged: Option<Instant>,
+    /// When the last outage ended.
+    ended: Option<Instant>,
 }
 
 impl Outage {
@@ -55,8 +59,9 @@ impl Outage {
         }
     }
 
-    /// Notes the outcome of one call; logs when an outage begins, lasts or ends.
-    pub(crate) fn record<T>(&self, outcome: &Result<T, StoreError>) {
+    /// Notes the outcome of one call that began at `began`; logs when an outage begins, lasts
+    /// or ends.
+    pub(crate) fn record<T>(&self, began: Instant, outcome: &Result<T, StoreError>) {
         if outcome.is_ok() && !self.down.load(Ordering::Relaxed) {
             return;
         }
@@ -64,7 +69,10 @@ impl Outage {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match outcome {
             Ok(_) => {
-                if let Some(since) = state.since.take() {
+                // A call that began before the outage says nothing of the store since.
+                if let Some(since) = state.since.filter(|since| began >= *since) {
+                    state.since = None;
+                    state.ended = Some(Instant::now());
                     self.down.store(false, Ordering::Relaxed);
                     tracing::info!(
                         store,
@@ -75,6 +83,9 @@ impl Outage {
                     state.failures = 0;
                 }
             }
+            // A late failure of the outage that has ended.
+            Err(StoreError::Unavailable(_))
+                if state.since.is_none() && state.ended.is_some_and(|ended| began < ended) => {}
             Err(StoreError::Unavailable(error)) => {
                 let now = Instant::now();
                 state.failures += 1;
@@ -112,8 +123,14 @@ impl<S: ?Sized> Watched<S> {
         }
     }
 
-    fn seen<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
-        self.outage.record(&outcome);
+    /// Runs `call` (a store future, which does nothing until polled) and reports its outcome.
+    async fn watch<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let began = Instant::now();
+        let outcome = call.await;
+        self.outage.record(began, &outcome);
         outcome
     }
 }
@@ -126,10 +143,11 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         new_code: &(dyn Fn() -> InviteCode + Send + Sync),
         change: Change,
     ) -> Result<Registration, StoreError> {
-        self.seen(self.inner.find_or_create(phone, new_code, change).await)
+        self.watch(self.inner.find_or_create(phone, new_code, change))
+            .await
     }
     async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
-        self.seen(self.inner.profile(user).await)
+        self.watch(self.inner.profile(user)).await
     }
     async fn activate_invite(
         &self,
@@ -137,7 +155,8 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         code: &InviteCode,
         change: Change,
     ) -> Result<Activation, StoreError> {
-        self.seen(self.inner.activate_invite(user, code, change).await)
+        self.watch(self.inner.activate_invite(user, code, change))
+            .await
     }
     async fn start_family(
         &self,
@@ -148,11 +167,11 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         change: Change,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.seen(
+        self.watch(
             self.inner
-                .start_family(user, family, jti, client, change, expires_at)
-                .await,
+                .start_family(user, family, jti, client, change, expires_at),
         )
+        .await
     }
     async fn rotate_refresh(
         &self,
@@ -163,11 +182,15 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         expires_at: Timestamp,
         reuse_grace: Duration,
     ) -> Result<Rotation, StoreError> {
-        self.seen(
-            self.inner
-                .rotate_refresh(family, presented, next, change, expires_at, reuse_grace)
-                .await,
-        )
+        self.watch(self.inner.rotate_refresh(
+            family,
+            presented,
+            next,
+            change,
+            expires_at,
+            reuse_grace,
+        ))
+        .await
     }
     async fn revoke_family(
         &self,
@@ -175,10 +198,11 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         reason: SessionEndReason,
         change: Change,
     ) -> Result<(), StoreError> {
-        self.seen(self.inner.revoke_family(family, reason, change).await)
+        self.watch(self.inner.revoke_family(family, reason, change))
+            .await
     }
     async fn sessions(&self, user: UserId, now: Timestamp) -> Result<Vec<Session>, StoreError> {
-        self.seen(self.inner.sessions(user, now).await)
+        self.watch(self.inner.sessions(user, now)).await
     }
     async fn revoke_sessions(
         &self,
@@ -187,17 +211,14 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         reason: SessionEndReason,
         change: Change,
     ) -> Result<Vec<FamilyId>, StoreError> {
-        self.seen(
-            self.inner
-                .revoke_sessions(user, scope, reason, change)
-                .await,
-        )
+        self.watch(self.inner.revoke_sessions(user, scope, reason, change))
+            .await
     }
     async fn user_by_phone(&self, phone: &Phone) -> Result<Option<crate::User>, StoreError> {
-        self.seen(self.inner.user_by_phone(phone).await)
+        self.watch(self.inner.user_by_phone(phone)).await
     }
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
-        self.seen(self.inner.account(user).await)
+        self.watch(self.inner.account(user)).await
     }
     async fn change_phone(
         &self,
@@ -205,14 +226,15 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         phone: &Phone,
         change: Change,
     ) -> Result<PhoneChange, StoreError> {
-        self.seen(self.inner.change_phone(user, phone, change).await)
+        self.watch(self.inner.change_phone(user, phone, change))
+            .await
     }
     async fn delete_account(
         &self,
         user: UserId,
         change: Change,
     ) -> Result<Option<Vec<FamilyId>>, StoreError> {
-        self.seen(self.inner.delete_account(user, change).await)
+        self.watch(self.inner.delete_account(user, change)).await
     }
     fn keeps_event_log(&self) -> bool {
         self.inner.keeps_event_log()
@@ -223,7 +245,8 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         until: Timestamp,
         change: Change,
     ) -> Result<(), StoreError> {
-        self.seen(self.inner.phone_locked(phone, until, change).await)
+        self.watch(self.inner.phone_locked(phone, until, change))
+            .await
     }
     async fn claim_events(
         &self,
@@ -231,7 +254,7 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         lease: Duration,
         max: usize,
     ) -> Result<Vec<Claim>, StoreError> {
-        self.seen(self.inner.claim_events(now, lease, max).await)
+        self.watch(self.inner.claim_events(now, lease, max)).await
     }
     async fn settle_event(
         &self,
@@ -239,26 +262,27 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         settlement: &Settlement,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.seen(self.inner.settle_event(claim, settlement, now).await)
+        self.watch(self.inner.settle_event(claim, settlement, now))
+            .await
     }
     async fn settle_delivered(&self, claims: &[Claim], now: Timestamp) -> Result<u64, StoreError> {
-        self.seen(self.inner.settle_delivered(claims, now).await)
+        self.watch(self.inner.settle_delivered(claims, now)).await
     }
     async fn events(
         &self,
         status: EventStatus,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        self.seen(self.inner.events(status, limit).await)
+        self.watch(self.inner.events(status, limit)).await
     }
     async fn redeliver_events(&self, which: &Redeliver, now: Timestamp) -> Result<u64, StoreError> {
-        self.seen(self.inner.redeliver_events(which, now).await)
+        self.watch(self.inner.redeliver_events(which, now)).await
     }
     async fn prune_events(&self, before: Timestamp, max: usize) -> Result<u64, StoreError> {
-        self.seen(self.inner.prune_events(before, max).await)
+        self.watch(self.inner.prune_events(before, max)).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        self.seen(self.inner.ping().await)
+        self.watch(self.inner.ping()).await
     }
 }
 
@@ -271,7 +295,7 @@ impl<S: OtpStore + ?Sized> OtpStore for Watched<S> {
         now: Timestamp,
         policy: &OtpPolicy,
     ) -> Result<Issue, StoreError> {
-        self.seen(self.inner.issue(phone, code, now, policy).await)
+        self.watch(self.inner.issue(phone, code, now, policy)).await
     }
     async fn cancel(
         &self,
@@ -280,7 +304,8 @@ impl<S: OtpStore + ?Sized> OtpStore for Watched<S> {
         issued_at: Timestamp,
         policy: &OtpPolicy,
     ) -> Result<(), StoreError> {
-        self.seen(self.inner.cancel(phone, code, issued_at, policy).await)
+        self.watch(self.inner.cancel(phone, code, issued_at, policy))
+            .await
     }
     async fn check(
         &self,
@@ -289,7 +314,7 @@ impl<S: OtpStore + ?Sized> OtpStore for Watched<S> {
         now: Timestamp,
         policy: &OtpPolicy,
     ) -> Result<Check, StoreError> {
-        self.seen(self.inner.check(phone, code, now, policy).await)
+        self.watch(self.inner.check(phone, code, now, policy)).await
     }
     async fn restore(
         &self,
@@ -298,7 +323,8 @@ impl<S: OtpStore + ?Sized> OtpStore for Watched<S> {
         now: Timestamp,
         policy: &OtpPolicy,
     ) -> Result<(), StoreError> {
-        self.seen(self.inner.restore(phone, code, now, policy).await)
+        self.watch(self.inner.restore(phone, code, now, policy))
+            .await
     }
     async fn revoke_session(
         &self,
@@ -306,16 +332,17 @@ impl<S: OtpStore + ?Sized> OtpStore for Watched<S> {
         at: Timestamp,
         keep: Duration,
     ) -> Result<(), StoreError> {
-        self.seen(self.inner.revoke_session(session, at, keep).await)
+        self.watch(self.inner.revoke_session(session, at, keep))
+            .await
     }
     async fn revoked_sessions(
         &self,
         since: Timestamp,
     ) -> Result<Vec<(FamilyId, Timestamp)>, StoreError> {
-        self.seen(self.inner.revoked_sessions(since).await)
+        self.watch(self.inner.revoked_sessions(since)).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        self.seen(self.inner.ping().await)
+        self.watch(self.inner.ping()).await
     }
 }
 
@@ -328,7 +355,7 @@ impl<S: RateLimitStore + ?Sized> RateLimitStore for Watched<S> {
         window: Duration,
         now: Timestamp,
     ) -> Result<RateDecision, StoreError> {
-        self.seen(self.inner.hit(key, limit, window, now).await)
+        self.watch(self.inner.hit(key, limit, window, now)).await
     }
     async fn hit_sliding(
         &self,
@@ -337,7 +364,8 @@ impl<S: RateLimitStore + ?Sized> RateLimitStore for Watched<S> {
         window: Duration,
         now: Timestamp,
     ) -> Result<RateDecision, StoreError> {
-        self.seen(self.inner.hit_sliding(key, limit, window, now).await)
+        self.watch(self.inner.hit_sliding(key, limit, window, now))
+            .await
     }
     async fn take_back(
         &self,
@@ -345,10 +373,10 @@ impl<S: RateLimitStore + ?Sized> RateLimitStore for Watched<S> {
         window: Duration,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.seen(self.inner.take_back(key, window, now).await)
+        self.watch(self.inner.take_back(key, window, now)).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        self.seen(self.inner.ping().await)
+        self.watch(self.inner.ping()).await
     }
 }
 
@@ -364,16 +392,42 @@ mod tests {
     #[test]
     fn an_outage_begins_with_unavailable_and_ends_with_a_success() {
         let outage = Outage::new("test");
-        outage.record::<()>(&Ok(()));
+        outage.record::<()>(Instant::now(), &Ok(()));
         assert_eq!(failures(&outage), (false, 0));
         for n in 1..=3 {
-            outage.record::<()>(&Err(StoreError::unavailable("refused")));
+            outage.record::<()>(Instant::now(), &Err(StoreError::unavailable("refused")));
             assert_eq!(failures(&outage), (true, n));
         }
-        outage.record::<()>(&Ok(()));
+        outage.record::<()>(Instant::now(), &Ok(()));
         assert_eq!(failures(&outage), (false, 0));
         // Bad data is not an outage.
-        outage.record::<()>(&Err(StoreError::corrupt("garbage")));
+        outage.record::<()>(Instant::now(), &Err(StoreError::corrupt("garbage")));
         assert_eq!(failures(&outage), (false, 0));
+    }
+
+    /// Calls in flight when the store goes down, and when it comes back, finish late: their
+    /// outcomes belong to the state the store was in when they began.
+    #[test]
+    fn calls_in_flight_at_either_end_of_an_outage_do_not_flap_it() {
+        // Instants a millisecond apart, so that none equals another.
+        let tick = || {
+            std::thread::sleep(Duration::from_millis(1));
+            Instant::now()
+        };
+        let outage = Outage::new("test");
+        let before = tick();
+        outage.record::<()>(tick(), &Err(StoreError::unavailable("terminated")));
+        // A call that began before the first failure answers afterwards: still down.
+        outage.record::<()>(before, &Ok(()));
+        assert_eq!(failures(&outage), (true, 1));
+        let during = tick();
+        outage.record::<()>(tick(), &Ok(()));
+        assert_eq!(failures(&outage), (false, 0));
+        // A call that began during the outage fails after it ended: not a new one.
+        outage.record::<()>(during, &Err(StoreError::unavailable("refused")));
+        assert_eq!(failures(&outage), (false, 0));
+        // A call that began after it ended and fails is a new outage.
+        outage.record::<()>(tick(), &Err(StoreError::unavailable("refused")));
+        assert_eq!(failures(&outage), (true, 1));
     }
 }
