@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use refsys_core::account::{Account, PhoneChange};
+use refsys_core::account::{Account, InviteeCursor, InviteePage, PhoneChange};
 use refsys_core::event::{Claim, EventRecord, EventStatus, Redeliver, Settlement};
 use refsys_core::session::{Session, SessionClient, SessionScope};
 use refsys_core::store::{Activation, Rotation};
@@ -61,8 +61,17 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         Ok(registration)
     }
 
-    async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
-        self.inner.profile(user).await
+    async fn profile(&self, user: UserId, invitees: usize) -> Result<Option<Profile>, StoreError> {
+        self.inner.profile(user, invitees).await
+    }
+
+    async fn invitees(
+        &self,
+        user: UserId,
+        after: Option<InviteeCursor>,
+        limit: usize,
+    ) -> Result<Option<InviteePage>, StoreError> {
+        self.inner.invitees(user, after, limit).await
     }
 
     async fn activate_invite(

@@ -649,6 +649,9 @@ fn read_policy<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Policy, Co
             defaults.refresh_reuse_grace().as_secs(),
         )?)
         .regions(regions)
+        .profile_invitees_limit(
+            env.parse("PROFILE_INVITEES_LIMIT", defaults.profile_invitees_limit())?,
+        )
         .invitee_phones(match env.get("INVITEE_PHONES").as_deref() {
             None | Some("full") => InviteePhones::Full,
             Some("masked") => InviteePhones::Masked,
@@ -751,6 +754,19 @@ mod tests {
         let error = config(&[("INVITEE_PHONES", "hidden")]).unwrap_err();
         assert_eq!(error.var, "INVITEE_PHONES");
         assert!(error.reason.contains("full or masked"), "{}", error.reason);
+    }
+
+    #[test]
+    fn the_profile_lists_100_invitees_unless_told_otherwise() {
+        assert_eq!(config(&[]).unwrap().policy.profile_invitees_limit(), 100);
+        let set = config(&[("PROFILE_INVITEES_LIMIT", "7")]).unwrap();
+        assert_eq!(set.policy.profile_invitees_limit(), 7);
+        let none = config(&[("PROFILE_INVITEES_LIMIT", "0")]).unwrap();
+        assert_eq!(none.policy.profile_invitees_limit(), 0);
+        for bad in ["-1", "lots", "1.5"] {
+            let error = config(&[("PROFILE_INVITEES_LIMIT", bad)]).unwrap_err();
+            assert_eq!(error.var, "PROFILE_INVITEES_LIMIT", "{bad}");
+        }
     }
 
     #[test]

@@ -131,6 +131,7 @@ fn split(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 struct Request {
     method: String,
     path: String,
+    query: Option<String>,
     headers: Vec<(String, Option<String>)>,
     peer: IpAddr,
     body: Vec<u8>,
@@ -168,6 +169,7 @@ fn parse(raw: &[u8]) -> Request {
         method: method.to_owned(),
         // Frameworks route on the path without the query.
         path: path.split('?').next().unwrap_or_default().to_owned(),
+        query: path.split_once('?').map(|(_, query)| query.to_owned()),
         headers,
         peer: IpAddr::from([10, 0, 0, 1]),
         body,
@@ -203,6 +205,7 @@ fn route(service: &ReferralService, request: &Request) -> Reply {
             .iter()
             .flat_map(|route| route.paths)
             .find_map(|pattern| http::path_id(pattern, &request.path)),
+        query: request.query.as_deref(),
     };
     block_on(http::handle(service, endpoint, &info, &request.body))
 }

@@ -95,6 +95,9 @@ pub struct Setup {
     /// How invitees' phones are shown (default: in full). Passed to a [`Framework::Binary`]
     /// as `INVITEE_PHONES`.
     pub invitee_phones: refsys_core::InviteePhones,
+    /// How many invitees the profile lists (default `None`: the policy's default, 100).
+    /// Passed to a [`Framework::Binary`] as `PROFILE_INVITEES_LIMIT`.
+    pub profile_invitees_limit: Option<usize>,
 }
 
 /// The proof-of-work difficulty of [`Setup::human_check_at`].
@@ -228,6 +231,9 @@ impl TestServer {
             policy = policy.human_check_at(at);
         }
         policy = policy.invitee_phones(setup.invitee_phones);
+        if let Some(limit) = setup.profile_invitees_limit {
+            policy = policy.profile_invitees_limit(limit);
+        }
         let keys = JwtKeys::hs256(SECRET).expect("the secret is long enough");
         let mut builder = ReferralService::builder(
             MemoryUserStore::new(),
@@ -254,6 +260,9 @@ impl TestServer {
                 }
                 if setup.invitee_phones == refsys_core::InviteePhones::Masked {
                     sms_env.push(("INVITEE_PHONES", "masked".to_owned()));
+                }
+                if let Some(limit) = setup.profile_invitees_limit {
+                    sms_env.push(("PROFILE_INVITEES_LIMIT", limit.to_string()));
                 }
                 gateway = Some(receiver);
                 servers::start_binary(binary, sms_env).await
@@ -588,7 +597,9 @@ macro_rules! scenarios {
             account_is_exported_and_deleted,
             phone_is_changed,
             account_routes_refuse_bad_requests,
-            invitee_phones_can_be_masked
+            invitee_phones_can_be_masked,
+            invitees_are_paged,
+            invitee_routes_refuse_bad_requests
         );
     };
     (@each $framework:expr; $($name:ident),* $(,)?) => {
@@ -627,7 +638,9 @@ macro_rules! binary_scenarios {
             use_invite_code_rate_limited_per_user,
             session_routes_refuse_bad_requests,
             account_routes_refuse_bad_requests,
-            invitee_phones_can_be_masked
+            invitee_phones_can_be_masked,
+            invitees_are_paged,
+            invitee_routes_refuse_bad_requests
         );
     };
 }

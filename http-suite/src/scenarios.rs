@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use crate::{Framework, Setup, TEST_PHONES, TestServer, assert_error};
 
 mod accounts;
+mod invitees;
 pub use accounts::*;
+pub use invitees::*;
 
 const SEND: &str = "/login/send_code/";
 const VERIFY: &str = "/login/verify_code/";

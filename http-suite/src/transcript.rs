@@ -354,6 +354,29 @@ pub async fn transcript(server: &TestServer) -> Vec<Entry> {
     let export = "/api/account/export/";
     r.get(export, Some(&a_access)).await;
     r.get(export, None).await;
+    // Invitees: a page, the next, bad limits and cursors.
+    let invitees = "/api/invitees/";
+    let first = r
+        .get(&format!("{invitees}?limit=1"), Some(&a_access))
+        .await
+        .json();
+    if let Some(cursor) = first["next_cursor"].as_str() {
+        r.get(
+            &format!("{invitees}?limit=1&cursor={cursor}"),
+            Some(&a_access),
+        )
+        .await;
+    }
+    for query in [
+        "",
+        "?limit=0",
+        "?limit=x",
+        "?cursor=nope",
+        "?limit=1&limit=1",
+    ] {
+        r.get(&format!("{invitees}{query}"), Some(&a_access)).await;
+    }
+    r.get(invitees, None).await;
     let (phone_send, phone_verify) = (
         "/api/account/phone/send_code/",
         "/api/account/phone/verify/",

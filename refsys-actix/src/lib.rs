@@ -172,6 +172,7 @@ async fn reply_to(
         authorization: text(header::AUTHORIZATION),
         user_agent: text(header::USER_AGENT),
         id: request.match_info().get("id"),
+        query: Some(request.query_string()).filter(|q| !q.is_empty()),
     };
     http::handle(service, endpoint, &info, &body).await
 }

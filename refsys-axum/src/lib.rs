@@ -152,6 +152,7 @@ async fn reply_to(service: &ReferralService, path: &'static str, request: Reques
         user_agent: text(headers, header::USER_AGENT),
         // Relative to where the router is nested: axum strips the prefix from the URI.
         id: http::path_id(path, parts.uri.path()),
+        query: parts.uri.query(),
     };
     http::handle(service, endpoint, &info, &body).await
 }

@@ -255,7 +255,7 @@ pub struct AccountExport {
     pub rewards: Vec<serde_json::Value>,
 }
 
-/// One invitee in [`AccountExport`].
+/// One invitee in [`AccountExport`] and [`InviteesResponse`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InviteeView {
@@ -263,6 +263,16 @@ pub struct InviteeView {
     pub phone: String,
     /// When the invitee applied the caller's code, RFC 3339 UTC.
     pub joined_at: String,
+}
+
+impl InviteeView {
+    /// `invitee`, its phone shown as `invitee_phones` says.
+    pub fn new(invitee: &crate::account::Invitee, invitee_phones: crate::InviteePhones) -> Self {
+        Self {
+            phone: invitee_phones.show(&invitee.phone),
+            joined_at: crate::event::rfc3339::format(invitee.joined_at),
+        }
+    }
 }
 
 impl AccountExport {
@@ -284,11 +294,8 @@ impl AccountExport {
             activated_at: account.activated_at.map(rfc3339::format),
             invited_users: account
                 .invitees
-                .into_iter()
-                .map(|invitee| InviteeView {
-                    phone: invitee_phones.show(&invitee.phone),
-                    joined_at: rfc3339::format(invitee.joined_at),
-                })
+                .iter()
+                .map(|invitee| InviteeView::new(invitee, invitee_phones))
                 .collect(),
             sessions: sessions
                 .iter()
@@ -328,6 +335,72 @@ impl ProfileView {
                 .map(|phone| invitee_phones.show(phone))
                 .collect(),
             invited_count: profile.invited_count,
+        }
+    }
+}
+
+/// The query string of `GET /api/invitees/`: `limit` (1 to
+/// [`INVITEES_PAGE_MAX`](crate::account::INVITEES_PAGE_MAX), default
+/// [`INVITEES_PAGE_DEFAULT`](crate::account::INVITEES_PAGE_DEFAULT)) and `cursor` (a
+/// `next_cursor`). Other parameters are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct InviteesQuery {
+    /// How many invitees the page holds at most.
+    pub limit: Option<String>,
+    /// Where the page starts: a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+impl InviteesQuery {
+    /// Reads `query` (the request's query string, without `?`), or the contract's
+    /// `400 invalid_request` naming what is wrong (never echoing it).
+    pub fn parse(query: Option<&str>) -> Result<Self, Error> {
+        serde_urlencoded::from_str(query.unwrap_or_default()).map_err(|_| {
+            Error::InvalidRequest(
+                "Invalid query string: give `limit` and `cursor` at most once each.".into(),
+            )
+        })
+    }
+
+    /// The page's `limit`: [`INVITEES_PAGE_DEFAULT`](crate::account::INVITEES_PAGE_DEFAULT)
+    /// when there is none, 0 (which [`ReferralService::invitees`](crate::ReferralService::invitees)
+    /// refuses) when it is not a whole number.
+    pub fn limit(&self) -> usize {
+        match &self.limit {
+            None => crate::account::INVITEES_PAGE_DEFAULT,
+            Some(text) if text.bytes().all(|b| b.is_ascii_digit()) => text.parse().unwrap_or(0),
+            Some(_) => 0,
+        }
+    }
+}
+
+/// `GET /api/invitees/`: a page of the caller's invitees, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InviteesResponse {
+    /// The invitees of the page, in the order they applied the caller's code.
+    pub invitees: Vec<InviteeView>,
+    /// The `cursor` of the next page, or `null` after the last one.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = true, example = "aW52MQAAAAAAAAAq")
+    )]
+    pub next_cursor: Option<String>,
+    /// How many invitees the caller has in all (the profile's `invited_count`).
+    pub total: u64,
+}
+
+impl InviteesResponse {
+    /// `page` with its invitees' phones shown as `invitee_phones` says.
+    pub fn new(page: crate::account::InviteePage, invitee_phones: crate::InviteePhones) -> Self {
+        Self {
+            invitees: page
+                .invitees
+                .iter()
+                .map(|invitee| InviteeView::new(invitee, invitee_phones))
+                .collect(),
+            next_cursor: page.next.map(crate::account::InviteeCursor::encode),
+            total: page.total,
         }
     }
 }

@@ -123,7 +123,7 @@ pub use limits::{ClientAction, ClientLimits, InvalidCidr, RateLimit, TrustedProx
 pub use memory::{MemoryOtpStore, MemoryRateLimitStore, MemoryUserStore};
 pub use otp::{OtpCode, OtpCodeError, OtpHash, OtpPolicy};
 pub use phone::{AllowedRegions, Phone, PhoneError, Region};
-pub use policy::{InviteePhones, Policy, PolicyBuilder, PolicyError};
+pub use policy::{InviteePhones, PROFILE_INVITEES_LIMIT, Policy, PolicyBuilder, PolicyError};
 pub use service::{Login, ReferralService, SMS_BUDGET_KEY, ServiceBuilder, sms_prefix_key};
 pub use session::SessionsRevoked;
 pub use sms::{LogSender, Sms, SmsError, SmsSender};

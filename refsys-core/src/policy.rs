@@ -62,7 +62,11 @@ pub struct Policy {
     sms_prefix_share: u8,
     human_check_at: u8,
     invitee_phones: InviteePhones,
+    profile_invitees: usize,
 }
+
+/// How many invitees the profile lists by default (`PROFILE_INVITEES_LIMIT`).
+pub const PROFILE_INVITEES_LIMIT: usize = 100;
 
 /// How the routes show the phones of a user's invitees (the profile's `invited_users`, the
 /// export's): in full (the default, the original service's behaviour) or
@@ -98,6 +102,12 @@ impl Policy {
         self.invitee_phones
     }
 
+    /// How many invitees (the oldest) the profile's `invited_users` lists; the rest are
+    /// paged through `GET /api/invitees/`, and `invited_count` counts them all.
+    pub fn profile_invitees_limit(&self) -> usize {
+        self.profile_invitees
+    }
+
     /// A builder starting from the defaults.
     pub fn builder() -> PolicyBuilder {
         PolicyBuilder {
@@ -118,6 +128,7 @@ impl Policy {
             sms_prefix_share: 25,
             human_check_at: 50,
             invitee_phones: InviteePhones::Full,
+            profile_invitees: PROFILE_INVITEES_LIMIT,
         }
     }
 
@@ -298,6 +309,14 @@ impl PolicyBuilder {
     /// Shows invitees' phones to their inviter in full (the default) or masked.
     pub fn invitee_phones(mut self, shown: InviteePhones) -> Self {
         self.policy.invitee_phones = shown;
+        self
+    }
+
+    /// Lists at most `limit` invitees (the oldest) in the profile (default
+    /// [`PROFILE_INVITEES_LIMIT`], 100); 0 lists none. However many a user has, a profile
+    /// read then costs the same.
+    pub fn profile_invitees_limit(mut self, limit: usize) -> Self {
+        self.policy.profile_invitees = limit;
         self
     }
 

@@ -56,7 +56,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
 use tokio::sync::oneshot;
 
-use crate::account::{Account, PhoneChange};
+use crate::account::{Account, InviteeCursor, InviteePage, PhoneChange};
 use crate::event::{
     Change, Claim, Event, EventData, EventId, EventRecord, EventStatus, Redeliver,
     SessionEndReason, Settlement,
@@ -113,13 +113,17 @@ pub struct PgUserStore {
 
 /// The profile reads waiting for a connection, with where to send each answer; the first
 /// one to come starts the batch.
-type Gathering = Mutex<Vec<(UserId, Reply)>>;
+type Gathering = Mutex<Vec<Read>>;
+
+/// One profile read: the user, how many invitees it shows, where its answer goes.
+type Read = (UserId, usize, Reply);
 
 /// Where the answer to one profile read goes.
 type Reply = oneshot::Sender<Result<Option<Profile>, StoreError>>;
 
 /// One row per user: id, phone, own code, the applied code, the invitees oldest activation
-/// first (an index range scan of users_invited_by_idx).
+/// first (an index range scan of users_invited_by_idx, stopped at the batch's largest
+/// limit), the count of all invitees.
 type ProfileRow = (i64, String, String, Option<String>, Vec<String>, i64);
 
 impl PgUserStore {
@@ -207,20 +211,21 @@ fn read_profiles(pool: PgPool, reads: Arc<Gathering>) -> impl Future<Output = ()
 }
 
 /// Reads the profiles of `batch` on `conn` in one statement and answers each read.
-async fn read_batch(
-    conn: Result<PoolConnection<Postgres>, sqlx::Error>,
-    batch: Vec<(UserId, Reply)>,
-) {
-    let users: Vec<i64> = batch.iter().map(|(user, _)| user.0).collect();
+async fn read_batch(conn: Result<PoolConnection<Postgres>, sqlx::Error>, batch: Vec<Read>) {
+    let users: Vec<i64> = batch.iter().map(|(user, _, _)| user.0).collect();
+    // The reads of one service all show as many: one limit serves the batch, and a read
+    // that shows fewer is cut below.
+    let most = batch.iter().map(|(_, shown, _)| *shown).max().unwrap_or(0);
     let rows = match conn {
         Ok(mut conn) => sqlx::query_as::<_, ProfileRow>(
             "SELECT u.id, u.phone, u.invite_code, inviter.invite_code, \
                     ARRAY(SELECT g.phone FROM users g WHERE g.invited_by = u.id \
-                          ORDER BY g.activation_seq), u.invited_count \
+                          ORDER BY g.activation_seq LIMIT $2), u.invited_count \
              FROM users u LEFT JOIN users inviter ON inviter.id = u.invited_by \
              WHERE u.id = ANY($1) AND u.deleted_at IS NULL",
         )
         .bind(&users)
+        .bind(i64::try_from(most).unwrap_or(i64::MAX))
         .fetch_all(&mut *conn)
         .await
         .map_err(store_error),
@@ -228,9 +233,9 @@ async fn read_batch(
     };
     let rows: Result<HashMap<i64, ProfileRow>, StoreError> =
         rows.map(|rows| rows.into_iter().map(|row| (row.0, row)).collect());
-    for (user, reply) in batch {
+    for (user, shown, reply) in batch {
         let answer = match &rows {
-            Ok(rows) => rows.get(&user.0).map(profile).transpose(),
+            Ok(rows) => rows.get(&user.0).map(|row| profile(row, shown)).transpose(),
             Err(error) => Err(error.clone()),
         };
         // A read whose caller went away needs no answer.
@@ -239,7 +244,7 @@ async fn read_batch(
 }
 
 /// Takes the reads gathered so far.
-fn take(reads: &Gathering) -> Vec<(UserId, Reply)> {
+fn take(reads: &Gathering) -> Vec<Read> {
     std::mem::take(&mut *reads.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
@@ -254,14 +259,18 @@ impl Drop for Unclaimed {
     }
 }
 
-/// The profile in `row`.
-fn profile((_, own, code, applied, invitees, count): &ProfileRow) -> Result<Profile, StoreError> {
+/// The profile in `row`, with its first `shown` invitees.
+fn profile(
+    (_, own, code, applied, invitees, count): &ProfileRow,
+    shown: usize,
+) -> Result<Profile, StoreError> {
     Ok(Profile {
         phone: phone(own)?,
         own_invite_code: invite_code(code)?,
         activated_invite_code: applied.as_deref().map(invite_code).transpose()?,
         invited_users: invitees
             .iter()
+            .take(shown)
             .map(|p| phone(p))
             .collect::<Result<_, _>>()?,
         invited_count: sql::count(*count),
@@ -327,11 +336,11 @@ impl UserStore for PgUserStore {
         )))
     }
 
-    async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
+    async fn profile(&self, user: UserId, invitees: usize) -> Result<Option<Profile>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let first = {
             let mut waiting = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
-            waiting.push((user, reply));
+            waiting.push((user, invitees, reply));
             waiting.len() == 1
         };
         if first {
@@ -519,6 +528,15 @@ impl UserStore for PgUserStore {
 
     async fn user_by_phone(&self, phone_number: &Phone) -> Result<Option<User>, StoreError> {
         sql::user_by_phone(&self.pool, phone_number).await
+    }
+
+    async fn invitees(
+        &self,
+        user: UserId,
+        after: Option<InviteeCursor>,
+        limit: usize,
+    ) -> Result<Option<InviteePage>, StoreError> {
+        sql::invitees_page(&self.pool, &sql::ACCOUNT_POSTGRES, user, after, limit).await
     }
 
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 mod account;
 
+use crate::account::{INVITEES_PAGE_MAX, InviteeCursor, InviteePage};
 use crate::dispatch::{Dispatcher, EventDelivery, EventHandler};
 use crate::dto::RevokeScope;
 use crate::event::{Change, SessionEndReason};
@@ -966,11 +967,45 @@ impl ReferralService {
         self.caller(bearer(header)?)
     }
 
-    /// `GET /get_profile/`.
+    /// `GET /get_profile/`: the user's profile, its oldest invitees up to the policy's
+    /// [`profile_invitees_limit`](Policy::profile_invitees_limit).
     pub async fn profile(&self, user: UserId) -> Result<Profile, Error> {
+        let shown = self.inner.policy.profile_invitees_limit();
         self.inner
             .users
-            .profile(user)
+            .profile(user, shown)
+            .await?
+            .ok_or(Error::Unauthorized)
+    }
+
+    /// `GET /api/invitees/`: a page of the user's invitees, oldest first, from the start or
+    /// after `cursor` (a page's [`next`](InviteePage::next), [encoded](InviteeCursor::encode)
+    /// as clients see it). `limit` is 1 to [`INVITEES_PAGE_MAX`] (else `invalid_request`, as
+    /// is a cursor this service did not give).
+    pub async fn invitees(
+        &self,
+        user: UserId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<InviteePage, Error> {
+        if !(1..=INVITEES_PAGE_MAX).contains(&limit) {
+            return Err(Error::InvalidRequest(format!(
+                "Parameter `limit` must be a whole number of 1 to {INVITEES_PAGE_MAX}."
+            )));
+        }
+        let after = cursor
+            .map(|text| {
+                InviteeCursor::decode(text).ok_or_else(|| {
+                    Error::InvalidRequest(
+                        "Parameter `cursor` is not one this server gave (use `next_cursor`)."
+                            .into(),
+                    )
+                })
+            })
+            .transpose()?;
+        self.inner
+            .users
+            .invitees(user, after, limit)
             .await?
             .ok_or(Error::Unauthorized)
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::migrate::MigrateError;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
-use crate::account::{Account, Invitee, PhoneChange};
+use crate::account::{Account, Invitee, InviteeCursor, InviteePage, PhoneChange};
 use crate::event::{
     Change, Claim, Event, EventData, EventId, EventRecord, EventStatus, Redeliver,
     SessionEndReason, Settlement,
@@ -761,23 +761,107 @@ macro_rules! invitees_statement {
     };
 }
 
-/// The statements of [`account`] for one backend.
+/// A page of the invitees of `$1` for [`invitees_page`]: one row per invitee activated after
+/// `$2`, at most `$3`, oldest first, each with the user's count (a user with none on the page
+/// is one row of NULLs and its count; an unknown one, no row). One statement, one snapshot;
+/// the page is an index range scan of `users_invited_by_idx` that stops after `$3`.
+macro_rules! page_statement {
+    ($open:literal, $close:literal) => {
+        concat!(
+            "SELECT u.invited_count, g.activation_seq, g.id, g.phone, ",
+            $open,
+            "g.joined_at",
+            $close,
+            " FROM users u LEFT JOIN ( \
+                 SELECT activation_seq, id, phone, COALESCE(activated_at, created_at) AS joined_at \
+                 FROM users WHERE invited_by = $1 AND activation_seq > $2 \
+                 ORDER BY activation_seq LIMIT $3) g ON TRUE \
+             WHERE u.id = $1 AND u.deleted_at IS NULL \
+             ORDER BY g.activation_seq"
+        )
+    };
+}
+
+/// The statements of [`account`] and [`invitees_page`] for one backend.
 pub(crate) struct AccountStatements {
     account: &'static str,
     invitees: &'static str,
+    page: &'static str,
 }
 
 /// [`account`] on SQLite: times are Unix seconds already.
 pub(crate) const ACCOUNT_SQLITE: AccountStatements = AccountStatements {
     account: account_statement!("", ""),
     invitees: invitees_statement!("", ""),
+    page: page_statement!("", ""),
 };
 
 /// [`account`] on PostgreSQL: times are `timestamptz`.
 pub(crate) const ACCOUNT_POSTGRES: AccountStatements = AccountStatements {
     account: account_statement!("CAST(EXTRACT(EPOCH FROM ", ") AS BIGINT)"),
     invitees: invitees_statement!("CAST(EXTRACT(EPOCH FROM ", ") AS BIGINT)"),
+    page: page_statement!("CAST(EXTRACT(EPOCH FROM ", ") AS BIGINT)"),
 };
+
+/// A row of the page statement.
+type PageRow = (i64, Option<i64>, Option<i64>, Option<String>, Option<i64>);
+
+/// `UserStore::invitees`, in one statement.
+pub(crate) async fn invitees_page<'c, DB, E>(
+    db: E,
+    statements: &AccountStatements,
+    user: UserId,
+    after: Option<InviteeCursor>,
+    limit: usize,
+) -> Result<Option<InviteePage>, StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    PageRow: for<'r> FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    // Activations are numbered from 1; a cursor past what a column holds is past the end.
+    let after = after.map_or(0, |InviteeCursor(seq)| {
+        i64::try_from(seq).unwrap_or(i64::MAX)
+    });
+    // One more than the page, to know whether there is a next one.
+    let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+    let rows = sqlx::query_as::<DB, PageRow>(statements.page)
+        .bind(user.0)
+        .bind(after)
+        .bind(fetch)
+        .fetch_all(db)
+        .await
+        .map_err(store_error)?;
+    let Some(&(total, ..)) = rows.first() else {
+        return Ok(None);
+    };
+    let mut page = Vec::with_capacity(rows.len().min(limit));
+    let mut more = false;
+    for row in rows {
+        let (_, Some(seq), Some(id), Some(invitee_phone), Some(joined)) = row else {
+            continue;
+        };
+        if page.len() == limit {
+            more = true;
+            break;
+        }
+        let invitee = Invitee {
+            user_id: UserId(id),
+            phone: phone(&invitee_phone)?,
+            joined_at: timestamp(joined),
+        };
+        page.push((seq, invitee));
+    }
+    Ok(Some(InviteePage {
+        next: more
+            .then(|| page.last().map(|&(seq, _)| InviteeCursor(count(seq))))
+            .flatten(),
+        invitees: page.into_iter().map(|(_, invitee)| invitee).collect(),
+        total: count(total),
+    }))
+}
 
 /// A row of the account statement.
 type AccountRow = (

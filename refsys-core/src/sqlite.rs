@@ -30,7 +30,7 @@ use sqlx::sqlite::{
     SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 
-use crate::account::{Account, PhoneChange};
+use crate::account::{Account, InviteeCursor, InviteePage, PhoneChange};
 use crate::event::{
     Change, Claim, Event, EventData, EventRecord, EventStatus, Redeliver, SessionEndReason,
     Settlement,
@@ -312,18 +312,21 @@ impl UserStore for SqliteUserStore {
         )))
     }
 
-    async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
+    async fn profile(&self, user: UserId, invitees: usize) -> Result<Option<Profile>, StoreError> {
         // One statement, so one round trip to the connection's thread and one snapshot: the
         // invitees come as a comma-separated list (E.164 numbers hold no commas), oldest
-        // activation first (an index range scan of users_invited_by_idx).
+        // activation first (an index range scan of users_invited_by_idx that stops after
+        // the limit).
         let row = sqlx::query_as::<_, (String, String, Option<String>, Option<String>, i64)>(
             "SELECT u.phone, u.invite_code, inviter.invite_code, \
-                    (SELECT group_concat(g.phone, ',' ORDER BY g.activation_seq) \
-                     FROM users g WHERE g.invited_by = u.id), u.invited_count \
+                    (SELECT group_concat(phone, ',' ORDER BY activation_seq) FROM ( \
+                       SELECT g.phone, g.activation_seq FROM users g WHERE g.invited_by = u.id \
+                       ORDER BY g.activation_seq LIMIT ?2)), u.invited_count \
              FROM users u LEFT JOIN users inviter ON inviter.id = u.invited_by \
              WHERE u.id = ?1 AND u.deleted_at IS NULL",
         )
         .bind(user.0)
+        .bind(i64::try_from(invitees).unwrap_or(i64::MAX))
         .fetch_optional(&self.pool)
         .await
         .map_err(store_error)?;
@@ -634,6 +637,15 @@ impl UserStore for SqliteUserStore {
 
     async fn user_by_phone(&self, phone_number: &Phone) -> Result<Option<User>, StoreError> {
         sql::user_by_phone(&self.pool, phone_number).await
+    }
+
+    async fn invitees(
+        &self,
+        user: UserId,
+        after: Option<InviteeCursor>,
+        limit: usize,
+    ) -> Result<Option<InviteePage>, StoreError> {
+        sql::invitees_page(&self.pool, &sql::ACCOUNT_SQLITE, user, after, limit).await
     }
 
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {

@@ -17,7 +17,7 @@
 //! use std::time::Duration;
 //! use async_trait::async_trait;
 //! use refsys_core::{
-//!     account::{Account, PhoneChange},
+//!     account::{Account, InviteeCursor, InviteePage, PhoneChange},
 //!     session::{Session, SessionClient, SessionScope},
 //!     store::{Activation, Rotation},
 //!     Change, FamilyId, InviteCode, MemoryUserStore, Phone, Profile, Registration,
@@ -39,8 +39,11 @@
 //!         self.logins.fetch_add(1, Ordering::Relaxed);
 //!         self.inner.find_or_create(phone, new_code, change).await
 //!     }
-//!     async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
-//!         self.inner.profile(user).await
+//!     async fn profile(&self, user: UserId, invitees: usize) -> Result<Option<Profile>, StoreError> {
+//!         self.inner.profile(user, invitees).await
+//!     }
+//!     async fn invitees(&self, user: UserId, after: Option<InviteeCursor>, limit: usize) -> Result<Option<InviteePage>, StoreError> {
+//!         self.inner.invitees(user, after, limit).await
 //!     }
 //!     async fn activate_invite(&self, user: UserId, code: &InviteCode, change: Change) -> Result<Activation, StoreError> {
 //!         self.inner.activate_invite(user, code, change).await
@@ -85,7 +88,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::account::{Account, PhoneChange};
+use crate::account::{Account, InviteeCursor, InviteePage, PhoneChange};
 use crate::event::{
     Change, Claim, EventRecord, EventStatus, Redeliver, SessionEndReason, Settlement,
 };
@@ -126,8 +129,21 @@ pub trait UserStore: Send + Sync + 'static {
         change: Change,
     ) -> Result<Registration, StoreError>;
 
-    /// The user's profile, invitees oldest first; `None` for an unknown user.
-    async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError>;
+    /// The user's profile, with its oldest `invitees` invitees (at most that many, oldest
+    /// first: a store reads no more) and the count of all; `None` for an unknown user.
+    async fn profile(&self, user: UserId, invitees: usize) -> Result<Option<Profile>, StoreError>;
+
+    /// A page of the user's invitees (accounts not deleted), oldest first: at most `limit`,
+    /// those who applied the code after `after` (from the first when `None`), with the
+    /// cursor of the next page when there are more, and the count of all, read together (one
+    /// snapshot). `None` for an unknown user. Invitees who come while a client pages come
+    /// after the pages it read: a cursor stays good however many join.
+    async fn invitees(
+        &self,
+        user: UserId,
+        after: Option<InviteeCursor>,
+        limit: usize,
+    ) -> Result<Option<InviteePage>, StoreError>;
 
     /// Applies invite code `code` for `user`, in one atomic step, unless (checked in this order)
     /// the user does not exist, no user has the code, it is the user's own, the user already
@@ -652,8 +668,20 @@ macro_rules! stores_behind {
             ) -> Result<Registration, StoreError> {
                 (**self).find_or_create(phone, new_code, change).await
             }
-            async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
-                (**self).profile(user).await
+            async fn profile(
+                &self,
+                user: UserId,
+                invitees: usize,
+            ) -> Result<Option<Profile>, StoreError> {
+                (**self).profile(user, invitees).await
+            }
+            async fn invitees(
+                &self,
+                user: UserId,
+                after: Option<InviteeCursor>,
+                limit: usize,
+            ) -> Result<Option<InviteePage>, StoreError> {
+                (**self).invitees(user, after, limit).await
             }
             async fn activate_invite(
                 &self,
@@ -911,7 +939,10 @@ mod tests {
             .check_client(crate::ClientAction::SendCode, ip)
             .await;
         assert!(matches!(limited, Err(crate::Error::RateLimited { .. })));
-        let profile = users.profile(login.user_id).await?.expect("the new user");
+        let profile = users
+            .profile(login.user_id, usize::MAX)
+            .await?
+            .expect("the new user");
         assert_eq!(profile.phone.as_str(), "+375291000001");
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::account::{Account, PhoneChange};
+use crate::account::{Account, InviteeCursor, InviteePage, PhoneChange};
 use crate::event::{
     Change, Claim, EventRecord, EventStatus, Redeliver, SessionEndReason, Settlement,
 };
@@ -146,8 +146,16 @@ impl<S: UserStore + ?Sized> UserStore for Watched<S> {
         self.watch(self.inner.find_or_create(phone, new_code, change))
             .await
     }
-    async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
-        self.watch(self.inner.profile(user)).await
+    async fn profile(&self, user: UserId, invitees: usize) -> Result<Option<Profile>, StoreError> {
+        self.watch(self.inner.profile(user, invitees)).await
+    }
+    async fn invitees(
+        &self,
+        user: UserId,
+        after: Option<InviteeCursor>,
+        limit: usize,
+    ) -> Result<Option<InviteePage>, StoreError> {
+        self.watch(self.inner.invitees(user, after, limit)).await
     }
     async fn activate_invite(
         &self,

@@ -779,8 +779,17 @@ impl refsys_core::UserStore for FlakyUsers {
     async fn profile(
         &self,
         user: UserId,
+        invitees: usize,
     ) -> Result<Option<refsys_core::Profile>, refsys_core::StoreError> {
-        self.inner.profile(user).await
+        self.inner.profile(user, invitees).await
+    }
+    async fn invitees(
+        &self,
+        user: UserId,
+        after: Option<refsys_core::account::InviteeCursor>,
+        limit: usize,
+    ) -> Result<Option<refsys_core::account::InviteePage>, refsys_core::StoreError> {
+        self.inner.invitees(user, after, limit).await
     }
     async fn activate_invite(
         &self,

@@ -334,7 +334,7 @@ async fn invitees_made_before_the_count_are_counted() {
         let store = store.clone();
         async move {
             store
-                .profile(UserId(user))
+                .profile(UserId(user), usize::MAX)
                 .await
                 .unwrap()
                 .unwrap()
@@ -350,7 +350,7 @@ async fn invitees_made_before_the_count_are_counted() {
         .await
         .unwrap();
     let code = store
-        .profile(UserId(4))
+        .profile(UserId(4), usize::MAX)
         .await
         .unwrap()
         .unwrap()

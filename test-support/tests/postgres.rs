@@ -120,7 +120,10 @@ async fn a_database_that_is_down_is_unavailable_quickly() {
         ),
         store.migrate(),
         // Two reads in one batch: each gets the batch's error.
-        futures_join(store.profile(user), store.profile(user)),
+        futures_join(
+            store.profile(user, usize::MAX),
+            store.profile(user, usize::MAX)
+        ),
     );
     for profile in [profiles.0, profiles.1] {
         assert!(
@@ -215,7 +218,7 @@ async fn a_call_cancelled_while_its_statement_waits_takes_effect_whole() {
     // lock is gone.
     let queued = tokio::spawn({
         let store = store.clone();
-        async move { store.profile(owner.id).await }
+        async move { store.profile(owner.id, usize::MAX).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
@@ -252,7 +255,7 @@ async fn a_call_cancelled_while_its_statement_waits_takes_effect_whole() {
         .await
         .unwrap();
     assert_eq!(again, refsys_core::store::Activation::AlreadyActivated);
-    let profile = store.profile(owner.id).await.unwrap().unwrap();
+    let profile = store.profile(owner.id, usize::MAX).await.unwrap().unwrap();
     assert_eq!(profile.invited_users, vec![guest.phone.clone()]);
     drop(other);
     drop(store);
@@ -275,7 +278,7 @@ async fn a_connection_the_server_closed_is_replaced() {
         .await
         .unwrap()
         .user;
-    assert!(store.profile(user.id).await.unwrap().is_some());
+    assert!(store.profile(user.id, usize::MAX).await.unwrap().is_some());
 
     let mut admin = sqlx::PgConnection::connect(database.url()).await.unwrap();
     let closed: i64 = sqlx::query_scalar(
@@ -289,7 +292,7 @@ async fn a_connection_the_server_closed_is_replaced() {
 
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match store.profile(user.id).await {
+        match store.profile(user.id, usize::MAX).await {
             Ok(Some(profile)) => {
                 assert_eq!(profile.phone, user.phone);
                 break;
@@ -306,7 +309,8 @@ async fn a_connection_the_server_closed_is_replaced() {
 }
 
 /// Profile reads that wait for the one connection are read together in one statement: each
-/// still gets its own user's profile, and an unknown user none.
+/// still gets its own user's profile, with as many invitees as it asked for, and an unknown
+/// user none.
 #[tokio::test]
 async fn batched_profile_reads_each_get_their_own() {
     let database = fresh_database().await;
@@ -329,30 +333,36 @@ async fn batched_profile_reads_each_get_their_own() {
             .await;
         users.push(user.unwrap().user);
     }
-    let activated = store.activate_invite(
-        users[1].id,
-        &users[0].invite_code,
-        refsys_core::Change::recorded(refsys_core::testing::start()),
-    );
-    assert_eq!(
-        activated.await.unwrap(),
-        refsys_core::store::Activation::Activated
-    );
+    for guest in &users[1..] {
+        let activated = store.activate_invite(
+            guest.id,
+            &users[0].invite_code,
+            refsys_core::Change::recorded(refsys_core::testing::start()),
+        );
+        assert_eq!(
+            activated.await.unwrap(),
+            refsys_core::store::Activation::Activated
+        );
+    }
     let mut reads = tokio::task::JoinSet::new();
     for n in 0..200 {
         let (known, user) = (store.clone(), users[n % users.len()].clone());
-        reads.spawn(async move { (user.clone(), known.profile(user.id).await) });
+        // Reads of one batch that show 0, 1, 2 or 3 invitees.
+        let shown = (n / users.len()) % 4;
+        reads.spawn(async move { (user.clone(), shown, known.profile(user.id, shown).await) });
         let (other, unknown) = (store.clone(), refsys_core::UserId(1_000_000 + n as i64));
-        reads.spawn(async move { (user_of(unknown), other.profile(unknown).await) });
+        reads.spawn(async move { (user_of(unknown), 3, other.profile(unknown, 3).await) });
     }
     while let Some(read) = reads.join_next().await {
-        let (user, profile) = read.expect("the read task");
+        let (user, shown, profile) = read.expect("the read task");
         match profile.expect("the read") {
             Some(profile) => {
                 assert_eq!(profile.phone, user.phone);
                 assert_eq!(profile.own_invite_code, user.invite_code);
-                let invitees = if user.id == users[0].id { 1 } else { 0 };
-                assert_eq!(profile.invited_users.len(), invitees);
+                let invitees = if user.id == users[0].id { 3 } else { 0 };
+                let guests: Vec<_> = users[1..].iter().map(|u| u.phone.clone()).collect();
+                assert_eq!(profile.invited_users, guests[..shown.min(invitees)]);
+                assert_eq!(profile.invited_count, invitees as u64);
             }
             None => assert!(user.id.0 >= 1_000_000, "no profile for {user:?}"),
         }
@@ -399,7 +409,7 @@ fn a_batch_whose_runtime_shut_down_does_not_stall_later_reads() {
         // The read's task is detached: it dies with its runtime.
         drop(tokio::spawn({
             let store = store.clone();
-            async move { store.profile(user.id).await }
+            async move { store.profile(user.id, usize::MAX).await }
         }));
         // Let the read start its batch task, which waits for the held connection.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -407,7 +417,8 @@ fn a_batch_whose_runtime_shut_down_does_not_stall_later_reads() {
     drop(doomed);
     main.block_on(async {
         drop(held);
-        let read = tokio::time::timeout(Duration::from_secs(5), store.profile(user.id)).await;
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), store.profile(user.id, usize::MAX)).await;
         let profile = read.expect("a read after the shut-down batch answers");
         assert_eq!(profile.unwrap().unwrap().phone, user.phone);
         drop(store);

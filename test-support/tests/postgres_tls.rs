@@ -206,7 +206,11 @@ async fn the_store_speaks_tls_as_sslmode_says() {
         .await
         .expect("login over TLS")
         .user;
-    let profile = store.profile(user.id).await.unwrap().expect("a profile");
+    let profile = store
+        .profile(user.id, usize::MAX)
+        .await
+        .unwrap()
+        .expect("a profile");
     assert_eq!(profile.phone, phone);
     assert!(over_tls(&store).await, "sslmode=require did not use TLS");
 

@@ -13,7 +13,7 @@ const PHONE_SEND: &str = "/api/account/phone/send_code/";
 const PHONE_VERIFY: &str = "/api/account/phone/verify/";
 
 /// Logs in `phone` (an ordinary phone: its code comes through the SMS sender).
-async fn log_in(server: &TestServer, phone: &str) -> Value {
+pub(super) async fn log_in(server: &TestServer, phone: &str) -> Value {
     let c = &server.client;
     let sent = c.post(SEND, json!({ "phone": phone })).await;
     assert_eq!(sent.status, 200, "{}", sent.json());
@@ -25,7 +25,7 @@ async fn log_in(server: &TestServer, phone: &str) -> Value {
     login.json()
 }
 
-fn access(login: &Value) -> &str {
+pub(super) fn access(login: &Value) -> &str {
     login["access"].as_str().expect("an access token")
 }
 
@@ -373,8 +373,8 @@ pub async fn account_routes_refuse_bad_requests(framework: Framework) {
 }
 
 /// With `INVITEE_PHONES=masked` an inviter sees its invitees' phones masked
-/// (`+37529*****67`: the country code and two digits, the last two) in the profile and the
-/// export; every user still sees its own phone in full.
+/// (`+37529*****67`: the country code and two digits, the last two) in the profile, the
+/// export and the invitee list; every user still sees its own phone in full.
 pub async fn invitee_phones_can_be_masked(framework: Framework) {
     let setup = crate::Setup {
         invitee_phones: refsys_core::InviteePhones::Masked,
@@ -402,6 +402,8 @@ pub async fn invitee_phones_can_be_masked(framework: Framework) {
     assert_eq!(profile["phone"], json!(tp0.0), "one's own phone in full");
     let export = c.get(EXPORT, Some(access(&alice))).await.json();
     assert_eq!(export["invited_users"][0]["phone"], json!(masked));
+    let listed = c.get("/api/invitees/", Some(access(&alice))).await.json();
+    assert_eq!(listed["invitees"][0]["phone"], json!(masked));
     assert_eq!(export["phone"], json!(tp0.0));
     assert_eq!(profile_of(c, access(&bob)).await["phone"], json!(tp1.0));
 }

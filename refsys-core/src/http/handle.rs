@@ -5,10 +5,10 @@ use std::net::IpAddr;
 use serde::de::DeserializeOwned;
 
 use crate::dto::{
-    ChangePhoneRequest, DeleteAccountRequest, HealthResponse, MessageResponse, PhoneResponse,
-    PhoneSendCodeRequest, ProfileView, RefreshRequest, RevokeSessionsRequest, RevokedResponse,
-    SendCodeRequest, SessionView, SessionsResponse, UseInviteCodeRequest, VerifyCodeRequest,
-    parse_body,
+    ChangePhoneRequest, DeleteAccountRequest, HealthResponse, InviteesQuery, InviteesResponse,
+    MessageResponse, PhoneResponse, PhoneSendCodeRequest, ProfileView, RefreshRequest,
+    RevokeSessionsRequest, RevokedResponse, SendCodeRequest, SessionView, SessionsResponse,
+    UseInviteCodeRequest, VerifyCodeRequest, parse_body,
 };
 use crate::error::Error;
 use crate::http::reply::Reply;
@@ -101,6 +101,8 @@ pub struct RequestInfo<'a> {
     /// The `{id}` segment of the request's path, for a route that has one
     /// ([`path_id`](crate::http::path_id) reads it, if the router does not).
     pub id: Option<&'a str>,
+    /// The query string, without the `?` (read by `GET /api/invitees/`).
+    pub query: Option<&'a str>,
 }
 
 /// Runs `endpoint` for a request whose body (already read, at most [`MAX_BODY_BYTES`]) is
@@ -223,6 +225,15 @@ async fn respond(
                 .change_phone(&caller, &input.phone, &input.code, client)
                 .await?;
             Ok(Reply::json(200, &PhoneResponse { phone }))
+        }
+        Endpoint::Invitees => {
+            let user = service.authenticate_header(request.authorization)?;
+            let query = InviteesQuery::parse(request.query)?;
+            let page = service
+                .invitees(user, query.cursor.as_deref(), query.limit())
+                .await?;
+            let shown = service.policy().invitee_phones();
+            Ok(Reply::json(200, &InviteesResponse::new(page, shown)))
         }
         Endpoint::Health => Ok(Reply::json(200, &HealthResponse::OK)),
         Endpoint::Ready => {

@@ -21,9 +21,9 @@ use utoipa::openapi::{
 
 use crate::dto::{
     AccountExport, ChangePhoneRequest, DeleteAccountRequest, HealthResponse, InviteeView,
-    MessageResponse, PhoneResponse, PhoneSendCodeRequest, RefreshRequest, RevokeScope,
-    RevokeSessionsRequest, RevokedResponse, SendCodeRequest, SessionView, SessionsResponse,
-    UseInviteCodeRequest, VerifyCodeRequest,
+    InviteesResponse, MessageResponse, PhoneResponse, PhoneSendCodeRequest, RefreshRequest,
+    RevokeScope, RevokeSessionsRequest, RevokedResponse, SendCodeRequest, SessionView,
+    SessionsResponse, UseInviteCodeRequest, VerifyCodeRequest,
 };
 use crate::http::routes::{Endpoint, Method, routes};
 use crate::{Error, ErrorBody, Login, Profile, StoreError, TokenPair};
@@ -68,6 +68,7 @@ pub fn document() -> OpenApi {
         .schema_from::<RevokedResponse>()
         .schema_from::<AccountExport>()
         .schema_from::<InviteeView>()
+        .schema_from::<InviteesResponse>()
         .schema_from::<DeleteAccountRequest>()
         .schema_from::<ChangePhoneRequest>()
         .schema_from::<PhoneSendCodeRequest>()
@@ -188,8 +189,9 @@ fn operation(endpoint: Endpoint) -> Operation {
         Endpoint::Profile => (
             op("get_profile", "The caller's profile").description(Some(
                 "`activated_invite_code` is null until the user applies one; \
-                 `invited_users` lists who applied the user's code, oldest first; \
-                 `invited_count` is how many.",
+                 `invited_users` lists who applied the user's code, oldest first, at most \
+                 `PROFILE_INVITEES_LIMIT` of them (default 100; `GET /api/invitees/` pages \
+                 through all); `invited_count` is how many there are in all.",
             )),
             None,
             Some((
@@ -436,6 +438,61 @@ fn operation(endpoint: Endpoint) -> Operation {
             ]),
             true,
         ),
+        Endpoint::Invitees => {
+            let query = |name: &str, what: &str, schema: ObjectBuilder| {
+                utoipa::openapi::path::ParameterBuilder::new()
+                    .name(name)
+                    .parameter_in(utoipa::openapi::path::ParameterIn::Query)
+                    .required(utoipa::openapi::Required::False)
+                    .description(Some(what))
+                    .schema(Some(schema))
+            };
+            (
+                op("invitees", "A page of the caller's invitees").description(Some(
+                    "Oldest first (the order they applied the caller's code). Pass a page's \
+                     `next_cursor` as `cursor` for the next page; it is `null` after the last. \
+                     Invitees who apply the code while a client pages come after the pages it \
+                     read, so paging never repeats nor skips one. `total` is the profile's \
+                     `invited_count`. Phones are masked as in the profile with \
+                     `INVITEE_PHONES=masked`.",
+                ))
+                .parameter(query(
+                    "limit",
+                    "How many invitees a page holds at most: 1 to 200 (default 50).",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(1))
+                        .maximum(Some(crate::account::INVITEES_PAGE_MAX as u32))
+                        .default(Some(serde_json::json!(crate::account::INVITEES_PAGE_DEFAULT))),
+                ))
+                .parameter(query(
+                    "cursor",
+                    "Where the page starts: the `next_cursor` of the page before (opaque).",
+                    ObjectBuilder::new().schema_type(Type::String),
+                )),
+                None,
+                Some((
+                    200,
+                    "InviteesResponse",
+                    serde_json::json!({
+                        "invitees": [
+                            {"phone": "+375297654321", "joined_at": "2026-11-28T17:40:02Z"},
+                            {"phone": "+375297654322", "joined_at": "2026-11-29T08:01:45Z"},
+                        ],
+                        "next_cursor": "aW52MQAAAAAAAAAq",
+                        "total": 57,
+                    }),
+                )),
+                vec![
+                    Error::InvalidRequest(
+                        "Parameter `limit` must be a whole number of 1 to 200.".into(),
+                    ),
+                    Error::Unauthorized,
+                    store,
+                ],
+                true,
+            )
+        }
         Endpoint::Health => (
             op("health", "Liveness"),
             None,

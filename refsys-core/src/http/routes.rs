@@ -70,6 +70,8 @@ pub enum Endpoint {
     PhoneSendCode,
     /// `POST /api/account/phone/verify/`: moves the caller's account to a proven number.
     PhoneVerify,
+    /// `GET /api/invitees/`: a page of the caller's invitees.
+    Invitees,
     /// `GET /api/schema/`: the OpenAPI document.
     #[cfg(feature = "openapi")]
     Schema,
@@ -128,6 +130,8 @@ pub const ACCOUNT_DELETE: &str = "/api/account/delete/";
 pub const PHONE_SEND_CODE: &str = "/api/account/phone/send_code/";
 /// Path of a phone change.
 pub const PHONE_VERIFY: &str = "/api/account/phone/verify/";
+/// Path of the invitee list.
+pub const INVITEES: &str = "/api/invitees/";
 
 static ROUTES: &[Route] = &[
     route(
@@ -195,6 +199,11 @@ static ROUTES: &[Route] = &[
         Method::Post,
         &[PHONE_VERIFY, "/api/account/phone/verify"],
         Endpoint::PhoneVerify,
+    ),
+    route(
+        Method::Get,
+        &[INVITEES, "/api/invitees"],
+        Endpoint::Invitees,
     ),
     route(Method::Get, &[HEALTH, "/health/"], Endpoint::Health),
     route(Method::Get, &[READY, "/ready/"], Endpoint::Ready),
@@ -341,6 +350,11 @@ mod tests {
                 Method::Post,
                 ["/api/account/phone/verify/", "/api/account/phone/verify"],
                 Endpoint::PhoneVerify,
+            ),
+            (
+                Method::Get,
+                ["/api/invitees/", "/api/invitees"],
+                Endpoint::Invitees,
             ),
             (Method::Get, ["/health", "/health/"], Endpoint::Health),
             (Method::Get, ["/ready", "/ready/"], Endpoint::Ready),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::account::{Account, Invitee, PhoneChange};
+use crate::account::{Account, Invitee, InviteeCursor, InviteePage, PhoneChange};
 use crate::event::{
     Change, Claim, Event, EventData, EventId, EventRecord, EventStatus, Redeliver,
     SessionEndReason, Settlement,
@@ -38,6 +38,8 @@ struct State {
     pending: BTreeSet<u64>,
     by_event_id: HashMap<EventId, u64>,
     next_seq: u64,
+    /// How many invite codes were applied: the number of the last activation.
+    activations: u64,
 }
 
 #[derive(Debug)]
@@ -56,8 +58,9 @@ struct UserRow {
     created_at: Timestamp,
     /// Who invited this user (whose code it applied), and when.
     invited_by: Option<(UserId, Timestamp)>,
-    /// Users who applied this user's code, oldest first.
-    invitees: Vec<UserId>,
+    /// Users who applied this user's code (accounts not deleted), oldest first, each with
+    /// the number of its activation (what an [`InviteeCursor`] holds).
+    invitees: Vec<(u64, UserId)>,
 }
 
 #[derive(Debug)]
@@ -93,6 +96,16 @@ impl State {
         row.invited_by
             .and_then(|(inviter, _)| self.row(inviter))
             .map(|inviter| inviter.invite_code)
+    }
+
+    /// User `id` as its inviter's list shows it, if its account exists.
+    fn invitee(&self, id: UserId) -> Option<Invitee> {
+        let (row, phone) = self.live(id)?;
+        Some(Invitee {
+            user_id: id,
+            phone: phone.clone(),
+            joined_at: row.invited_by.map_or(row.created_at, |(_, at)| at),
+        })
     }
 
     fn row_mut(&mut self, id: UserId) -> Option<&mut UserRow> {
@@ -240,20 +253,53 @@ impl UserStore for MemoryUserStore {
         })
     }
 
-    async fn profile(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
+    async fn profile(&self, user: UserId, invitees: usize) -> Result<Option<Profile>, StoreError> {
         let state = self.read();
         let Some((row, phone)) = state.live(user) else {
             return Ok(None);
         };
         let phone_of = |id| state.live(id).map(|(_, phone)| phone.clone());
-        let invited_users: Vec<Phone> =
-            row.invitees.iter().filter_map(|&id| phone_of(id)).collect();
         Ok(Some(Profile {
             phone: phone.clone(),
             own_invite_code: row.invite_code,
             activated_invite_code: state.applied_code(row),
-            invited_count: invited_users.len() as u64,
-            invited_users,
+            invited_users: row
+                .invitees
+                .iter()
+                .filter_map(|&(_, id)| phone_of(id))
+                .take(invitees)
+                .collect(),
+            // A deletion takes the invitee off the list.
+            invited_count: row.invitees.len() as u64,
+        }))
+    }
+
+    async fn invitees(
+        &self,
+        user: UserId,
+        after: Option<InviteeCursor>,
+        limit: usize,
+    ) -> Result<Option<InviteePage>, StoreError> {
+        let state = self.read();
+        let Some((row, _)) = state.live(user) else {
+            return Ok(None);
+        };
+        let start = after.map_or(0, |InviteeCursor(after)| {
+            row.invitees.partition_point(|&(seq, _)| seq <= after)
+        });
+        let mut page: Vec<(u64, Invitee)> = row.invitees[start..]
+            .iter()
+            .filter_map(|&(seq, id)| Some((seq, state.invitee(id)?)))
+            .take(limit.saturating_add(1))
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        Ok(Some(InviteePage {
+            next: more
+                .then(|| page.last().map(|&(seq, _)| InviteeCursor(seq)))
+                .flatten(),
+            invitees: page.into_iter().map(|(_, invitee)| invitee).collect(),
+            total: row.invitees.len() as u64,
         }))
     }
 
@@ -288,8 +334,10 @@ impl UserStore for MemoryUserStore {
         if let Some(row) = state.row_mut(user) {
             row.invited_by = Some((owner, change.now));
         }
+        state.activations += 1;
+        let seq = state.activations;
         if let Some(owner_row) = state.row_mut(owner) {
-            owner_row.invitees.push(user);
+            owner_row.invitees.push((seq, user));
         }
         state.record(
             change,
@@ -493,14 +541,7 @@ impl UserStore for MemoryUserStore {
         let invitees = row
             .invitees
             .iter()
-            .filter_map(|&id| {
-                let (invitee, phone) = state.live(id)?;
-                Some(Invitee {
-                    user_id: id,
-                    phone: phone.clone(),
-                    joined_at: invitee.invited_by.map_or(invitee.created_at, |(_, at)| at),
-                })
-            })
+            .filter_map(|&(_, id)| state.invitee(id))
             .collect();
         Ok(Some(Account {
             user_id: user,
@@ -573,7 +614,7 @@ impl UserStore for MemoryUserStore {
         state.families.retain(|_, f| f.user != user);
         state.by_phone.remove(&phone);
         if let Some(inviter) = inviter.and_then(|inviter| state.row_mut(inviter)) {
-            inviter.invitees.retain(|&id| id != user);
+            inviter.invitees.retain(|&(_, id)| id != user);
         }
         if let Some(row) = state.row_mut(user) {
             row.phone = None;

@@ -301,7 +301,7 @@ impl ReferralService {
         let current = self
             .inner
             .users
-            .profile(caller.user)
+            .profile(caller.user, 0)
             .await?
             .ok_or(Error::Unauthorized)?
             .phone;

@@ -117,7 +117,7 @@ pub async fn deleting_an_account_erases_it_and_keeps_the_graph<S: UserStore>(sto
         "the live session, not the ended one"
     );
 
-    assert_eq!(store.profile(bob.id).await.unwrap(), None);
+    assert_eq!(store.profile(bob.id, usize::MAX).await.unwrap(), None);
     assert_eq!(store.account(bob.id).await.unwrap(), None);
     assert_eq!(store.user_by_phone(&bob.phone).await.unwrap(), None);
     assert_eq!(
@@ -125,7 +125,11 @@ pub async fn deleting_an_account_erases_it_and_keeps_the_graph<S: UserStore>(sto
         Some(alice.clone())
     );
     assert!(store.sessions(bob.id, at).await.unwrap().is_empty());
-    let alices = store.profile(alice.id).await.unwrap().expect("alice");
+    let alices = store
+        .profile(alice.id, usize::MAX)
+        .await
+        .unwrap()
+        .expect("alice");
     assert!(
         alices.invited_users.is_empty(),
         "bob left alice's invitees: {:?}",
@@ -133,7 +137,11 @@ pub async fn deleting_an_account_erases_it_and_keeps_the_graph<S: UserStore>(sto
     );
     assert_eq!(alices.invited_count, 0, "bob left alice's count");
     assert_eq!(store.account(alice.id).await.unwrap().unwrap().invitees, []);
-    let carols = store.profile(carol.id).await.unwrap().expect("carol");
+    let carols = store
+        .profile(carol.id, usize::MAX)
+        .await
+        .unwrap()
+        .expect("carol");
     assert_eq!(
         carols.activated_invite_code,
         Some(bob.invite_code),
@@ -221,7 +229,7 @@ pub async fn deleting_an_account_erases_it_and_keeps_the_graph<S: UserStore>(sto
     assert_ne!(again.user.invite_code, bob.invite_code, "nor codes");
     assert_eq!(
         store
-            .profile(again.user.id)
+            .profile(again.user.id, usize::MAX)
             .await
             .unwrap()
             .unwrap()
@@ -258,7 +266,15 @@ pub async fn phone_change_moves_the_account<S: UserStore>(store: Arc<S>) {
             .unwrap(),
         PhoneChange::Changed
     );
-    assert_eq!(store.profile(alice.id).await.unwrap().unwrap().phone, new);
+    assert_eq!(
+        store
+            .profile(alice.id, usize::MAX)
+            .await
+            .unwrap()
+            .unwrap()
+            .phone,
+        new
+    );
     let by_phone = store
         .user_by_phone(&new)
         .await
@@ -326,7 +342,12 @@ pub async fn phone_change_moves_the_account<S: UserStore>(store: Arc<S>) {
         PhoneChange::UnknownUser
     );
     assert_eq!(
-        store.profile(bob.id).await.unwrap().unwrap().phone,
+        store
+            .profile(bob.id, usize::MAX)
+            .await
+            .unwrap()
+            .unwrap()
+            .phone,
         bob.phone
     );
     assert_eq!(
@@ -487,7 +508,7 @@ pub async fn concurrent_deletion_leaves_nothing_behind<S: UserStore>(store: Arc<
     assert_eq!(ended.len(), started.len());
     for outcome in &outcomes {
         if let Outcome::Applied(invitee, activation) = outcome {
-            let profile = store.profile(*invitee).await.unwrap().unwrap();
+            let profile = store.profile(*invitee, usize::MAX).await.unwrap().unwrap();
             match activation {
                 Activation::Activated => {
                     assert_eq!(profile.activated_invite_code, Some(bob.invite_code));

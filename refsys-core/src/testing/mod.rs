@@ -22,6 +22,7 @@
 
 pub mod accounts;
 pub mod event_log;
+pub mod invitees;
 pub mod otp_store;
 pub mod rate_limit_store;
 pub mod sessions;
@@ -190,6 +191,18 @@ macro_rules! user_store_conformance {
                 phone_change_moves_the_account,
                 concurrent_moves_to_one_number_give_it_to_one,
                 concurrent_deletion_leaves_nothing_behind,
+            ]
+        );
+        $crate::__conformance_cases!(
+            invitees,
+            $setup,
+            $teardown,
+            [
+                profile_lists_at_most_the_limit_oldest_first,
+                invitee_pages_hold_each_invitee_once_in_order,
+                invitee_pages_of_nobody_and_past_the_end,
+                invitee_cursors_hold_while_invitees_come_and_go,
+                paging_during_concurrent_activations_repeats_and_skips_none,
             ]
         );
     };

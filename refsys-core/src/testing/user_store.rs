@@ -123,18 +123,24 @@ pub async fn profile_of_unknown_user_is_none<S: UserStore>(store: Arc<S>) {
     let user = create(&*store, 1).await;
     assert!(
         store
-            .profile(crate::UserId(user.id.0 + 1000))
+            .profile(crate::UserId(user.id.0 + 1000), usize::MAX)
             .await
             .unwrap()
             .is_none()
     );
-    assert!(store.profile(crate::UserId(-1)).await.unwrap().is_none());
+    assert!(
+        store
+            .profile(crate::UserId(-1), usize::MAX)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// A new user's profile: own phone and code, nothing applied, nobody invited.
 pub async fn profile_of_new_user_is_empty<S: UserStore>(store: Arc<S>) {
     let user = create(&*store, 1).await;
-    let profile = store.profile(user.id).await.unwrap().unwrap();
+    let profile = store.profile(user.id, usize::MAX).await.unwrap().unwrap();
     assert_eq!(profile.phone, user.phone);
     assert_eq!(profile.own_invite_code, user.invite_code);
     assert_eq!(profile.activated_invite_code, None);
@@ -158,7 +164,7 @@ pub async fn invitees_are_listed_oldest_first<S: UserStore>(store: Arc<S>) {
             .unwrap();
         assert_eq!(outcome, Activation::Activated);
     }
-    let profile = store.profile(owner.id).await.unwrap().unwrap();
+    let profile = store.profile(owner.id, usize::MAX).await.unwrap().unwrap();
     let expected = vec![
         guests[2].phone.clone(),
         guests[0].phone.clone(),
@@ -166,7 +172,11 @@ pub async fn invitees_are_listed_oldest_first<S: UserStore>(store: Arc<S>) {
     ];
     assert_eq!(profile.invited_users, expected);
     assert_eq!(profile.invited_count, 3);
-    let guest = store.profile(guests[0].id).await.unwrap().unwrap();
+    let guest = store
+        .profile(guests[0].id, usize::MAX)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         guest.invited_count, 0,
         "applying a code counts for its owner only"
@@ -202,7 +212,7 @@ pub async fn activation_refusals_in_documented_order<S: UserStore>(store: Arc<S>
     assert_eq!(activate(a.id, a.invite_code).await, Activation::OwnCode);
     assert_eq!(
         store
-            .profile(a.id)
+            .profile(a.id, usize::MAX)
             .await
             .unwrap()
             .unwrap()
@@ -222,21 +232,29 @@ pub async fn activation_refusals_in_documented_order<S: UserStore>(store: Arc<S>
     assert_eq!(activate(a.id, unused).await, Activation::NotFound);
     assert_eq!(activate(a.id, a.invite_code).await, Activation::OwnCode);
 
-    let profile = store.profile(a.id).await.unwrap().unwrap();
+    let profile = store.profile(a.id, usize::MAX).await.unwrap().unwrap();
     assert_eq!(profile.activated_invite_code, Some(b.invite_code));
     assert!(
         store
-            .profile(c.id)
+            .profile(c.id, usize::MAX)
             .await
             .unwrap()
             .unwrap()
             .invited_users
             .is_empty()
     );
-    let inviter = store.profile(b.id).await.unwrap().unwrap();
+    let inviter = store.profile(b.id, usize::MAX).await.unwrap().unwrap();
     assert_eq!(inviter.invited_users, vec![a.phone]);
     assert_eq!(inviter.invited_count, 1, "the refusals counted nothing");
-    assert_eq!(store.profile(c.id).await.unwrap().unwrap().invited_count, 0);
+    assert_eq!(
+        store
+            .profile(c.id, usize::MAX)
+            .await
+            .unwrap()
+            .unwrap()
+            .invited_count,
+        0
+    );
 }
 
 /// A user cannot apply the code of someone they invited, directly or down a chain.
@@ -310,7 +328,7 @@ pub async fn concurrent_activations_by_one_user_succeed_once<S: UserStore>(store
             .iter()
             .all(|o| matches!(o, Activation::Activated | Activation::AlreadyActivated))
     );
-    let profile = store.profile(user.id).await.unwrap().unwrap();
+    let profile = store.profile(user.id, usize::MAX).await.unwrap().unwrap();
     let applied = profile.activated_invite_code.expect("one code applied");
     let mut invitee_counts = 0;
     let mut counted = 0;
@@ -323,7 +341,11 @@ pub async fn concurrent_activations_by_one_user_succeed_once<S: UserStore>(store
             )
             .await
             .unwrap();
-        let host_profile = store.profile(host.user.id).await.unwrap().unwrap();
+        let host_profile = store
+            .profile(host.user.id, usize::MAX)
+            .await
+            .unwrap()
+            .unwrap();
         counted += host_profile.invited_count;
         let invited = host_profile.invited_users;
         invitee_counts += invited.len();
@@ -362,8 +384,8 @@ pub async fn concurrent_mutual_activations_never_make_a_cycle<S: UserStore>(stor
             vec![Activation::Activated, Activation::Cycle],
             "pair {pair}"
         );
-        let pa = store.profile(a.id).await.unwrap().unwrap();
-        let pb = store.profile(b.id).await.unwrap().unwrap();
+        let pa = store.profile(a.id, usize::MAX).await.unwrap().unwrap();
+        let pb = store.profile(b.id, usize::MAX).await.unwrap().unwrap();
         assert!(pa.activated_invite_code.is_some() != pb.activated_invite_code.is_some());
     }
 }

@@ -340,7 +340,11 @@ impl Minter {
                 format!(r#"{{"error":"{STORE_USER} must be a user id"}}"#),
             );
         };
-        match self.users.profile(UserId(id)).await {
+        match self
+            .users
+            .profile(UserId(id), refsys_core::PROFILE_INVITEES_LIMIT)
+            .await
+        {
             // `Profile` is the endpoint's body type: the same JSON as `GET /get_profile/`.
             Ok(Some(profile)) => match serde_json::to_string(&profile) {
                 Ok(body) => (200, body),
