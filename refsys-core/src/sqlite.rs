@@ -363,8 +363,8 @@ impl UserStore for SqliteUserStore {
         // row exactly when that read says "activated" (same snapshot: nothing else writes in
         // between), and the event is inserted only if it did (`changes()`) and events are
         // recorded (the last parameter). The walk goes up from the code's owner (UNION, not UNION ALL, so it
-        // would end even on a corrupt cycle). Writers are serialized, so 1 + the largest
-        // `activation_seq` so far increases with every activation.
+        // would end even on a corrupt cycle). Writers are serialized, so 1 + the counter's
+        // last number (a trigger moves it) is a number never given before, larger than all.
         let event = Event::new(
             EventData::ReferralCreated {
                 user_id: user,
@@ -382,7 +382,7 @@ impl UserStore for SqliteUserStore {
                     EXISTS (SELECT 1 FROM chain WHERE id = ?); ",
             activation_walk!(),
             "UPDATE users SET invited_by = (SELECT id FROM owner), \
-                    activation_seq = (SELECT COALESCE(MAX(activation_seq), 0) + 1 FROM users), \
+                    activation_seq = (SELECT last + 1 FROM activation_counter), \
                     activated_at = ? \
              WHERE id = ? AND invited_by IS NULL AND deleted_at IS NULL \
                AND EXISTS (SELECT 1 FROM owner WHERE id <> ?) \

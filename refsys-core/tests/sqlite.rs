@@ -370,3 +370,75 @@ async fn invitees_made_before_the_count_are_counted() {
         .expect("deleted");
     assert_eq!(count(1).await, 0);
 }
+
+/// The activation counter (`20261209000000_activation_counter.sql`) starts after the largest
+/// number a database already gave: the next activation is numbered after it, and a number
+/// whose account is deleted later is not given again.
+#[tokio::test]
+async fn activations_after_the_counter_are_numbered_after_the_ones_before() {
+    use refsys_core::store::Activation;
+    use refsys_core::testing::{phone, start};
+    use refsys_core::{Change, InviteCode, UserId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (url, pool) = older_schema(&dir, "20261209000000").await;
+    for n in 1..=3_i64 {
+        sqlx::query(
+            "INSERT INTO users (id, phone, invite_code, created_at) VALUES (?1, ?2, ?3, 0)",
+        )
+        .bind(n)
+        .bind(phone(n as u32).as_str().to_owned())
+        .bind(InviteCode::generate().as_str().to_owned())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    // 2 and 3 applied 1's code as activations 1 and 7 (a database that saw others between).
+    for (user, seq) in [(2_i64, 1_i64), (3, 7)] {
+        sqlx::query(
+            "UPDATE users SET invited_by = 1, activation_seq = ?2, activated_at = 0 WHERE id = ?1",
+        )
+        .bind(user)
+        .bind(seq)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store = SqliteUserStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let code = store
+        .profile(UserId(1), 0)
+        .await
+        .unwrap()
+        .unwrap()
+        .own_invite_code;
+    let probe = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mut numbers = Vec::new();
+    for n in [8, 9] {
+        let newcomer = store
+            .find_or_create(&phone(n), &InviteCode::generate, Change::recorded(start()))
+            .await
+            .unwrap()
+            .user;
+        let activated = store
+            .activate_invite(newcomer.id, &code, Change::recorded(start()))
+            .await
+            .unwrap();
+        assert_eq!(activated, Activation::Activated);
+        let seq: (i64,) = sqlx::query_as("SELECT activation_seq FROM users WHERE id = ?1")
+            .bind(newcomer.id.0)
+            .fetch_one(&probe)
+            .await
+            .unwrap();
+        numbers.push(seq.0);
+        // The newest activation's account goes: its number must not come back.
+        store
+            .delete_account(newcomer.id, Change::recorded(start()))
+            .await
+            .unwrap()
+            .expect("deleted");
+    }
+    assert_eq!(numbers, [8, 9]);
+}

@@ -136,14 +136,6 @@ pub async fn invitee_pages_of_nobody_and_past_the_end<S: UserStore>(store: Arc<S
     let far = Some(InviteeCursor(u64::MAX));
     let page = store.invitees(owner.id, far, 10).await.unwrap().unwrap();
     assert_eq!((page.invitees.len(), page.next, page.total), (0, None, 2));
-    // An invitee's cursor used on another user's list reads that user's invitees only.
-    let mine = store.invitees(owner.id, None, 1).await.unwrap().unwrap();
-    let theirs = store
-        .invitees(lonely.id, mine.next, 10)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(theirs.invitees.is_empty());
     store
         .delete_account(owner.id, Change::recorded(start()))
         .await
@@ -151,7 +143,45 @@ pub async fn invitee_pages_of_nobody_and_past_the_end<S: UserStore>(store: Arc<S
         .expect("deleted");
     assert_eq!(store.invitees(owner.id, None, 10).await.unwrap(), None);
     assert_eq!(store.profile(owner.id, 10).await.unwrap(), None);
-    let _ = guests;
+    let page = store
+        .invitees(guests[0].id, None, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        page.total, 0,
+        "an invitee whose inviter left has none of its own"
+    );
+}
+
+/// A cursor is a place in the order of the activations and a page holds the asking user's
+/// invitees only: another user's cursor read on one's own list gives one's own invitees who
+/// came after that place, none of the other user's.
+pub async fn a_cursor_reads_only_the_callers_invitees_after_its_place<S: UserStore>(store: Arc<S>) {
+    let owner = create(&*store, 1).await;
+    let other = create(&*store, 2).await;
+    let mut guests = Vec::new();
+    for n in 3..=6 {
+        guests.push(create(&*store, n).await);
+    }
+    // In this order: other's first, owner's two, other's second.
+    activate(&*store, &guests[0], &other, start()).await;
+    activate(&*store, &guests[1], &owner, start()).await;
+    activate(&*store, &guests[2], &owner, start()).await;
+    activate(&*store, &guests[3], &other, start()).await;
+    let owners_first = store.invitees(owner.id, None, 1).await.unwrap().unwrap();
+    assert_eq!(owners_first.invitees[0].user_id, guests[1].id);
+    let page = store
+        .invitees(other.id, owners_first.next, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        page.invitees.iter().map(|i| i.user_id).collect::<Vec<_>>(),
+        [guests[3].id],
+        "other's invitee after the place, not the one before, not owner's"
+    );
+    assert_eq!(page.total, 2);
 }
 
 /// A cursor stays good while invitees join and leave: the pages after it hold the invitees
@@ -208,6 +238,35 @@ pub async fn invitee_cursors_hold_while_invitees_come_and_go<S: UserStore>(store
     assert_eq!(profile.invited_count, 4);
 }
 
+/// An activation's place is never given again: when the cursor's invitee and every later
+/// activation of the deployment are gone, a newcomer still comes after the cursor (a store
+/// that numbered activations from the largest number left would number it into the past).
+pub async fn a_newcomer_comes_after_a_cursor_whose_invitees_are_gone<S: UserStore>(store: Arc<S>) {
+    let (owner, guests, _) = owner_with_guests(&*store, 3).await;
+    let first = store.invitees(owner.id, None, 1).await.unwrap().unwrap();
+    assert_eq!(first.invitees[0].user_id, guests[0].id);
+    for gone in &guests {
+        store
+            .delete_account(gone.id, Change::recorded(start()))
+            .await
+            .unwrap()
+            .expect("deleted");
+    }
+    let newcomer = create(&*store, 70).await;
+    activate(&*store, &newcomer, &owner, start()).await;
+    let next = store
+        .invitees(owner.id, first.next, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.invitees.iter().map(|i| i.user_id).collect::<Vec<_>>(),
+        [newcomer.id],
+        "the newcomer is on the page after the cursor"
+    );
+    assert_eq!(next.total, 1);
+}
+
 /// Paging while many invitees join at once never repeats nor skips one: each page is one
 /// snapshot, and a newcomer's place is after every invitee already there.
 pub async fn paging_during_concurrent_activations_repeats_and_skips_none<S: UserStore>(
@@ -221,8 +280,10 @@ pub async fn paging_during_concurrent_activations_repeats_and_skips_none<S: User
     }
     let joining = Arc::new(joining);
     let owner = Arc::new(owner);
+    let (started, first_read) = tokio::sync::oneshot::channel();
     let pager = {
         let (store, owner) = (store.clone(), owner.clone());
+        let mut started = Some(started);
         tokio::spawn(async move {
             // Pages of 2 until the last page holds every activation.
             let mut seen = Vec::new();
@@ -232,6 +293,11 @@ pub async fn paging_during_concurrent_activations_repeats_and_skips_none<S: User
                 let page = store.invitees(owner.id, after, 2).await.unwrap().unwrap();
                 reads += 1;
                 assert!(reads < 100_000, "paging does not end");
+                // The activations start once the first page is read: the paging overlaps.
+                if let Some(started) = started.take() {
+                    assert_eq!(page.total, 3, "the first page is read before any joins");
+                    let _ = started.send(());
+                }
                 // The last page, read before every activation is in: read it again later
                 // (a last page has no cursor to go on from).
                 if page.next.is_none() && page.total as usize != 3 + JOINING {
@@ -246,6 +312,7 @@ pub async fn paging_during_concurrent_activations_repeats_and_skips_none<S: User
             }
         })
     };
+    first_read.await.expect("the pager read its first page");
     let outcomes = concurrently(&store, JOINING, |store, i| {
         let (joining, owner) = (joining.clone(), owner.clone());
         async move {

@@ -201,7 +201,9 @@ macro_rules! user_store_conformance {
                 profile_lists_at_most_the_limit_oldest_first,
                 invitee_pages_hold_each_invitee_once_in_order,
                 invitee_pages_of_nobody_and_past_the_end,
+                a_cursor_reads_only_the_callers_invitees_after_its_place,
                 invitee_cursors_hold_while_invitees_come_and_go,
+                a_newcomer_comes_after_a_cursor_whose_invitees_are_gone,
                 paging_during_concurrent_activations_repeats_and_skips_none,
             ]
         );
