@@ -1,6 +1,7 @@
 //! The web UI end to end in headless Chromium, against the real server binary: log in with a
 //! test phone, see a wrong code explained, apply an invite code as a second user, see the
-//! invitee on the first user's profile, survive an access-token expiry (transparent
+//! invitee on the first user's profile, page through 52 invitees where the profile lists
+//! one, survive an access-token expiry (transparent
 //! refresh), sign out another device and every other one, change the phone number (a taken
 //! one refused, a free one taken) and delete the account after a code, and answer a
 //! proof-of-work human check. Screenshots land in
@@ -220,6 +221,121 @@ async fn web_ui_on_the_embedded_default() {
     let server = Server::start(&ui_env(), &[]).await;
     web_ui_login_invite_and_transparent_refresh(&server, "embedded").await;
     web_ui_phone_change_and_deletion(&server, "embedded").await;
+}
+
+/// A user with more invitees than the profile lists (`PROFILE_INVITEES_LIMIT=1`, 52
+/// invitees) sees the oldest one and "Show all 52"; the UI then pages through
+/// `GET /api/invitees/` (50 a page) to every invitee, oldest first, and the button goes.
+#[tokio::test]
+async fn web_ui_pages_through_invitees() {
+    const INVITEES: usize = 52;
+    let guests: Vec<String> = (0..INVITEES).map(|i| format!("+3752920{:05}", i)).collect();
+    let phones: Vec<String> = std::iter::once("+375291000001:0000".to_owned())
+        .chain(guests.iter().map(|p| format!("{p}:0000")))
+        .collect();
+    let env = [
+        ("TEST_PHONES", phones.join(",")),
+        ("PROFILE_INVITEES_LIMIT", "1".to_owned()),
+        // The owner logs in through the API, then in the browser.
+        ("OTP_RESEND_COOLDOWN", "1".to_owned()),
+        ("RATE_LIMIT_SEND_CODE", "0".to_owned()),
+        ("RATE_LIMIT_VERIFY_CODE", "0".to_owned()),
+    ];
+    let server = Server::start(&env, &[]).await;
+    let http = reqwest::Client::new();
+    let log_in = |phone: String| {
+        let (http, base) = (http.clone(), server.base.clone());
+        async move {
+            let sent = http
+                .post(format!("{base}/login/send_code/"))
+                .json(&serde_json::json!({ "phone": phone }))
+                .send()
+                .await
+                .expect("send_code");
+            assert_eq!(sent.status(), 200);
+            let login: serde_json::Value = http
+                .post(format!("{base}/login/verify_code/"))
+                .json(&serde_json::json!({ "phone": phone, "code": "0000" }))
+                .send()
+                .await
+                .expect("verify_code")
+                .json()
+                .await
+                .expect("a login");
+            login["access"]
+                .as_str()
+                .expect("an access token")
+                .to_owned()
+        }
+    };
+    let owner = log_in("+375291000001".to_owned()).await;
+    let profile: serde_json::Value = http
+        .get(format!("{}/get_profile/", server.base))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .expect("profile")
+        .json()
+        .await
+        .expect("a profile");
+    let code = profile["own_invite_code"]
+        .as_str()
+        .expect("a code")
+        .to_owned();
+    for guest in &guests {
+        let access = log_in(guest.clone()).await;
+        let applied = http
+            .post(format!("{}/use_invite_code/", server.base))
+            .bearer_auth(&access)
+            .json(&serde_json::json!({ "invite_code": code }))
+            .send()
+            .await
+            .expect("use_invite_code");
+        assert_eq!(applied.status(), 200);
+    }
+
+    let (_driver, client, _profile) = browser().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    login(&client, &server.base, "+375291000001", "0000").await;
+    assert_eq!(visible_text(&client, "#invited-count").await, "(52)");
+    let listed = |client: Client| async move {
+        let items = client
+            .find_all(Locator::Css("#invited-list li"))
+            .await
+            .expect("the list");
+        let mut texts = Vec::new();
+        for item in items {
+            texts.push(item.text().await.expect("an item's text"));
+        }
+        texts
+    };
+    let shown = listed(client.clone()).await;
+    assert_eq!(shown, [guests[0].clone()], "the profile lists the oldest");
+    assert_eq!(visible_text(&client, "#invitees-more").await, "Show all 52");
+    click(&client, "#invitees-more").await;
+    wait_for_text(&client, "#invitees-more", "Show more").await;
+    let shown = listed(client.clone()).await;
+    assert_eq!(shown.len(), 50, "{shown:?}");
+    click(&client, "#invitees-more").await;
+    let started = Instant::now();
+    let shown = loop {
+        let shown = listed(client.clone()).await;
+        if shown.len() == INVITEES {
+            break shown;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{shown:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (item, guest) in shown.iter().zip(&guests) {
+        assert!(item.starts_with(&format!("{guest} (joined ")), "{item}");
+    }
+    let more = client.find(Locator::Css("#invitees-more")).await.unwrap();
+    assert!(
+        !more.is_displayed().await.unwrap(),
+        "no page after the last"
+    );
+    screenshot(&client, "embedded-invitees-paged.png").await;
+    client.close().await.expect("close the browser");
 }
 
 #[cfg(feature = "services")]

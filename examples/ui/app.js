@@ -6,7 +6,9 @@
  *   phone       #phone-form, #phone, #send-code, #phone-error
  *   code        #code-form, #code-phone, #code, #verify-code, #code-error, #resend, #change-phone
  *   profile     #profile-phone, #own-code, #copy-code, #copy-status, #activated-code,
- *               #invited-list, #invite-form, #invite-input, #apply-invite, #invite-error,
+ *               #invited-list, #invitees-more (pages through every invitee when the profile
+ *               lists only the oldest), #invitees-error, #invite-form, #invite-input,
+ *               #apply-invite, #invite-error,
  *               #session-list (one li per session, [data-session] its id; a "Sign out" button
  *               .revoke-session in each but the current one, which says "this device"),
  *               #sessions-error, #revoke-others, #profile-error, #logout
@@ -334,6 +336,12 @@
   // ---------- profile ----------
 
   let currentPhone = '';
+  const listItem = (text, cls = '') => Object.assign(document.createElement('li'), { textContent: text, className: cls });
+
+  // The profile lists the oldest invitees only (PROFILE_INVITEES_LIMIT); the rest are paged
+  // through GET /api/invitees/, INVITEES_PAGE at a time, following next_cursor.
+  const INVITEES_PAGE = 50;
+  const invitees = { cursor: null, paged: false };
   function renderProfile(p) {
     currentPhone = p.phone;
     $('profile-phone').textContent = p.phone;
@@ -343,12 +351,40 @@
     activated.classList.toggle('muted', !p.activated_invite_code);
     const invited = Array.isArray(p.invited_users) ? p.invited_users : [];
     $('invited-count').textContent = Number.isInteger(p.invited_count) ? `(${p.invited_count})` : '';
-    const item = (text, cls = '') => Object.assign(document.createElement('li'), { textContent: text, className: cls });
     $('invited-list').replaceChildren(...(invited.length
-      ? invited.map((who) => item(who))
-      : [item('Nobody has used your code yet. Share it!', 'empty')]));
+      ? invited.map((who) => listItem(who))
+      : [listItem('Nobody has used your code yet. Share it!', 'empty')]));
+    Object.assign(invitees, { cursor: null, paged: false });
+    const more = $('invitees-more');
+    more.hidden = !(Number.isInteger(p.invited_count) && p.invited_count > invited.length);
+    more.textContent = `Show all ${p.invited_count}`;
+    setError('invitees-error', '');
     $('invite-form').hidden = Boolean(p.activated_invite_code);
   }
+
+  $('invitees-more').addEventListener('click', (ev) => {
+    const button = ev.currentTarget;
+    busy(button, async () => {
+      setError('invitees-error', '');
+      const query = new URLSearchParams({ limit: String(INVITEES_PAGE) });
+      if (invitees.cursor) query.set('cursor', invitees.cursor);
+      try {
+        const page = await authed('GET', `/api/invitees/?${query}`);
+        const items = (Array.isArray(page.invitees) ? page.invitees : [])
+          .map((who) => listItem(`${who.phone} (joined ${when(who.joined_at)})`));
+        // The first page starts from the oldest again: it replaces the profile's list.
+        if (invitees.paged) $('invited-list').append(...items);
+        else $('invited-list').replaceChildren(...items);
+        invitees.paged = true;
+        invitees.cursor = typeof page.next_cursor === 'string' ? page.next_cursor : null;
+        button.textContent = 'Show more';
+        button.hidden = !invitees.cursor;
+      } catch (e) {
+        if (e.code === 'session_expired') { sessionExpired(); return; }
+        setError('invitees-error', friendly(e, 'profile'));
+      }
+    });
+  });
 
   // ---------- sessions ----------
 
@@ -547,6 +583,8 @@
   async function openProfile() {
     for (const id of ['profile-phone', 'own-code', 'activated-code', 'copy-status', 'invite-error']) setError(id, '');
     $('invited-list').replaceChildren();
+    $('invitees-more').hidden = true;
+    setError('invitees-error', '');
     $('invite-input').value = '';
     $('invite-form').hidden = true;
     $('screen-phone').hidden = true;

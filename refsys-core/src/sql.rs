@@ -238,8 +238,10 @@ macro_rules! sessions_statement {
 }
 
 /// [`sessions`] on SQLite: the row id orders logins (new rows get a larger one).
+#[cfg(feature = "sqlite")]
 pub(crate) const SESSIONS_SQLITE: &str = sessions_statement!("rowid");
 /// [`sessions`] on PostgreSQL: an identity column orders logins.
+#[cfg(feature = "postgres")]
 pub(crate) const SESSIONS_POSTGRES: &str = sessions_statement!("started_seq");
 
 /// A row of [`sessions`]: id, started, last used, network, user agent.
@@ -790,6 +792,7 @@ pub(crate) struct AccountStatements {
 }
 
 /// [`account`] on SQLite: times are Unix seconds already.
+#[cfg(feature = "sqlite")]
 pub(crate) const ACCOUNT_SQLITE: AccountStatements = AccountStatements {
     account: account_statement!("", ""),
     invitees: invitees_statement!("", ""),
@@ -797,6 +800,7 @@ pub(crate) const ACCOUNT_SQLITE: AccountStatements = AccountStatements {
 };
 
 /// [`account`] on PostgreSQL: times are `timestamptz`.
+#[cfg(feature = "postgres")]
 pub(crate) const ACCOUNT_POSTGRES: AccountStatements = AccountStatements {
     account: account_statement!("CAST(EXTRACT(EPOCH FROM ", ") AS BIGINT)"),
     invitees: invitees_statement!("CAST(EXTRACT(EPOCH FROM ", ") AS BIGINT)"),
