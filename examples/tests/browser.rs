@@ -316,6 +316,10 @@ async fn web_ui_pages_through_invitees() {
     wait_for_text(&client, "#invitees-more", "Show more").await;
     let shown = listed(client.clone()).await;
     assert_eq!(shown.len(), 50, "{shown:?}");
+    assert_eq!(
+        visible_text(&client, "#invitees-status").await,
+        "Showing 50 of 52."
+    );
     click(&client, "#invitees-more").await;
     let started = Instant::now();
     let shown = loop {
@@ -333,6 +337,13 @@ async fn web_ui_pages_through_invitees() {
     assert!(
         !more.is_displayed().await.unwrap(),
         "no page after the last"
+    );
+    wait_for_text(&client, "#invitees-status", "Showing 52 of 52.").await;
+    let focused = client.active_element().await.expect("the focused element");
+    assert_eq!(
+        focused.text().await.unwrap(),
+        shown[50],
+        "the keyboard is on the first of the new rows"
     );
     screenshot(&client, "embedded-invitees-paged.png").await;
     client.close().await.expect("close the browser");

@@ -7,7 +7,8 @@
  *   code        #code-form, #code-phone, #code, #verify-code, #code-error, #resend, #change-phone
  *   profile     #profile-phone, #own-code, #copy-code, #copy-status, #activated-code,
  *               #invited-list, #invitees-more (pages through every invitee when the profile
- *               lists only the oldest), #invitees-error, #invite-form, #invite-input,
+ *               lists only the oldest), #invitees-status, #invitees-error, #invite-form,
+ *               #invite-input,
  *               #apply-invite, #invite-error,
  *               #session-list (one li per session, [data-session] its id; a "Sign out" button
  *               .revoke-session in each but the current one, which says "this device"),
@@ -163,6 +164,7 @@
       case 'invalid_request':
         if (context === 'invite') return 'An invite code is 6 letters or digits.';
         if (context === 'code') return 'Enter the digits from the text message.';
+        if (context === 'invitees') return 'The list changed in a way this page cannot follow. Reload the page to see it again.';
         return 'Please check what you typed and try again.';
       case 'invalid_phone': return 'That does not look like a phone number we can text. Include the country code, e.g. +375291234567.';
       case 'resend_cooldown': return `A code was sent moments ago. ${wait}`;
@@ -339,9 +341,14 @@
   const listItem = (text, cls = '') => Object.assign(document.createElement('li'), { textContent: text, className: cls });
 
   // The profile lists the oldest invitees only (PROFILE_INVITEES_LIMIT); the rest are paged
-  // through GET /api/invitees/, INVITEES_PAGE at a time, following next_cursor.
+  // through GET /api/invitees/, INVITEES_PAGE at a time, following next_cursor. `shown`
+  // changes whenever the list is drawn anew (a profile load, a logout): a page that answers
+  // after that belongs to a list no longer on screen, perhaps another user's, and is dropped.
   const INVITEES_PAGE = 50;
-  const invitees = { cursor: null, paged: false };
+  const invitees = { cursor: null, paged: false, shown: 0 };
+  function forgetInvitees() {
+    Object.assign(invitees, { cursor: null, paged: false, shown: invitees.shown + 1 });
+  }
   function renderProfile(p) {
     currentPhone = p.phone;
     $('profile-phone').textContent = p.phone;
@@ -351,14 +358,17 @@
     activated.classList.toggle('muted', !p.activated_invite_code);
     const invited = Array.isArray(p.invited_users) ? p.invited_users : [];
     $('invited-count').textContent = Number.isInteger(p.invited_count) ? `(${p.invited_count})` : '';
+    const count = Number.isInteger(p.invited_count) ? p.invited_count : invited.length;
+    // With PROFILE_INVITEES_LIMIT=0 the profile lists none of several: the button shows them.
     $('invited-list').replaceChildren(...(invited.length
       ? invited.map((who) => listItem(who))
-      : [listItem('Nobody has used your code yet. Share it!', 'empty')]));
-    Object.assign(invitees, { cursor: null, paged: false });
+      : count === 0 ? [listItem('Nobody has used your code yet. Share it!', 'empty')] : []));
+    forgetInvitees();
     const more = $('invitees-more');
-    more.hidden = !(Number.isInteger(p.invited_count) && p.invited_count > invited.length);
-    more.textContent = `Show all ${p.invited_count}`;
+    more.hidden = !(count > invited.length);
+    more.textContent = `Show all ${count}`;
     setError('invitees-error', '');
+    $('invitees-status').textContent = '';
     $('invite-form').hidden = Boolean(p.activated_invite_code);
   }
 
@@ -368,20 +378,29 @@
       setError('invitees-error', '');
       const query = new URLSearchParams({ limit: String(INVITEES_PAGE) });
       if (invitees.cursor) query.set('cursor', invitees.cursor);
+      const shown = invitees.shown;
       try {
         const page = await authed('GET', `/api/invitees/?${query}`);
+        if (shown !== invitees.shown) return;
         const items = (Array.isArray(page.invitees) ? page.invitees : [])
           .map((who) => listItem(`${who.phone} (joined ${when(who.joined_at)})`));
         // The first page starts from the oldest again: it replaces the profile's list.
-        if (invitees.paged) $('invited-list').append(...items);
-        else $('invited-list').replaceChildren(...items);
+        const list = $('invited-list');
+        if (invitees.paged) list.append(...items);
+        else list.replaceChildren(...items);
         invitees.paged = true;
         invitees.cursor = typeof page.next_cursor === 'string' ? page.next_cursor : null;
         button.textContent = 'Show more';
-        button.hidden = !invitees.cursor;
+        $('invitees-status').textContent = `Showing ${list.children.length} of ${page.total}.`;
+        if (!invitees.cursor) {
+          // The button goes with the last page: keep the keyboard on the list, at the new rows.
+          button.hidden = true;
+          if (items[0]) { items[0].tabIndex = -1; items[0].focus(); }
+        }
       } catch (e) {
+        if (shown !== invitees.shown) return;
         if (e.code === 'session_expired') { sessionExpired(); return; }
-        setError('invitees-error', friendly(e, 'profile'));
+        setError('invitees-error', friendly(e, 'invitees'));
       }
     });
   });
@@ -583,7 +602,9 @@
   async function openProfile() {
     for (const id of ['profile-phone', 'own-code', 'activated-code', 'copy-status', 'invite-error']) setError(id, '');
     $('invited-list').replaceChildren();
+    forgetInvitees();
     $('invitees-more').hidden = true;
+    $('invitees-status').textContent = '';
     setError('invitees-error', '');
     $('invite-input').value = '';
     $('invite-form').hidden = true;
@@ -649,6 +670,7 @@
       const { refresh } = tokens();
       if (refresh) await call('POST', '/api/token/logout/', { refresh }).catch(() => {}); // best effort
       clearTokens();
+      forgetInvitees();
       store.removeItem(KEY.phone);
       phone = '';
       $('phone').value = '';

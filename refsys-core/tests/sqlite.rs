@@ -371,9 +371,10 @@ async fn invitees_made_before_the_count_are_counted() {
     assert_eq!(count(1).await, 0);
 }
 
-/// The activation counter (`20261209000000_activation_counter.sql`) starts after the largest
-/// number a database already gave: the next activation is numbered after it, and a number
-/// whose account is deleted later is not given again.
+/// The activation counter (`20261209000000_activation_counter.sql`) starts past every number
+/// a database may have given, the ones lost to deletions too (never more than the largest user
+/// id): the next activation is numbered after it, and a number whose account is deleted later
+/// is not given again.
 #[tokio::test]
 async fn activations_after_the_counter_are_numbered_after_the_ones_before() {
     use refsys_core::store::Activation;
@@ -382,7 +383,8 @@ async fn activations_after_the_counter_are_numbered_after_the_ones_before() {
 
     let dir = tempfile::tempdir().unwrap();
     let (url, pool) = older_schema(&dir, "20261209000000").await;
-    for n in 1..=3_i64 {
+    // Users 1..=9 (the ones the test does not name may have held numbers since deleted).
+    for n in 1..=9_i64 {
         sqlx::query(
             "INSERT INTO users (id, phone, invite_code, created_at) VALUES (?1, ?2, ?3, 0)",
         )
@@ -416,7 +418,7 @@ async fn activations_after_the_counter_are_numbered_after_the_ones_before() {
         .own_invite_code;
     let probe = sqlx::SqlitePool::connect(&url).await.unwrap();
     let mut numbers = Vec::new();
-    for n in [8, 9] {
+    for n in [10, 11] {
         let newcomer = store
             .find_or_create(&phone(n), &InviteCode::generate, Change::recorded(start()))
             .await
@@ -440,5 +442,5 @@ async fn activations_after_the_counter_are_numbered_after_the_ones_before() {
             .unwrap()
             .expect("deleted");
     }
-    assert_eq!(numbers, [8, 9]);
+    assert_eq!(numbers, [10, 11], "after user 9, the largest id");
 }
